@@ -1,0 +1,392 @@
+"""Layer objects and symbolic tensors of the Keras-like Python API.
+
+A :class:`Layer` is a façade over a registered ``LayerDef``: ``Dense(64, activation="relu")``
+records the attributes a model file would hold; calling it on a :class:`KerasTensor` records a
+*call* (a node of the model file) and returns symbolic outputs with their inferred shapes. A
+layer called twice is a shared layer. Models are built from these records by
+:mod:`nnspec.api.model`, always by writing a model file and compiling it, so a model built in
+Python and the same model written by hand are one thing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Any
+
+from ..layerdefs import REGISTRY
+from ..layerdefs.base import InferContext, LayerDef, ParamSpec, ShapeError, TensorType, normalize_attrs, snake_case
+from ..specs.errors import did_you_mean
+
+_uid = itertools.count()
+_name_counts: dict[str, int] = {}
+
+
+def unique_name(prefix: str) -> str:
+    """Keras's automatic names: ``dense``, ``dense_1``, ``dense_2``..."""
+    n = _name_counts.get(prefix, 0)
+    _name_counts[prefix] = n + 1
+    return prefix if n == 0 else f"{prefix}_{n}"
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Layer):
+        return v.layer_spec()
+    if isinstance(v, tuple):
+        return [_jsonable(e) for e in v]
+    if isinstance(v, list):
+        return [_jsonable(e) for e in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(e) for k, e in v.items()}
+    if hasattr(v, "item") and callable(v.item):  # numpy scalars
+        return v.item()
+    return v
+
+
+class KerasTensor:
+    """A symbolic value: what a layer call returns. ``shape`` has ``None`` for the batch."""
+
+    def __init__(self, ttype: TensorType, call: "Call | None", port: int = 0, input_layer=None) -> None:
+        self._type = ttype
+        self._call = call
+        self._port = port
+        self._input_layer = input_layer
+        self._uid = next(_uid)
+
+    shape = property(lambda self: self._type.shape)
+    dtype = property(lambda self: self._type.dtype)
+
+    @property
+    def name(self) -> str:
+        if self._input_layer is not None:
+            return self._input_layer.name
+        base = self._call.layer.name
+        return base if self._port == 0 else f"{base}:{self._port}"
+
+    def __repr__(self) -> str:
+        return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
+
+
+class Call:
+    """One call of a layer: its input tensors and output tensors (a node of the model file)."""
+
+    def __init__(self, layer: "Layer", inputs: list[KerasTensor], out_types: list[TensorType]) -> None:
+        self.layer = layer
+        self.inputs = inputs
+        self.outputs = [KerasTensor(t, self, i) for i, t in enumerate(out_types)]
+        self.uid = next(_uid)
+
+
+class _CallContext(InferContext):
+    """Types wrapped layers and models for calls made from Python."""
+
+    def __init__(self, models: dict) -> None:
+        self.models = models
+
+    def layer_def(self, layer):
+        return REGISTRY[layer["type"]]
+
+    def infer_layer(self, layer, inputs):
+        defn = REGISTRY[layer["type"]]
+        return defn.infer(normalize_attrs(defn, _strip(layer)), inputs, self)
+
+    def layer_params(self, layer, inputs):
+        defn = REGISTRY[layer["type"]]
+        return defn.params(normalize_attrs(defn, _strip(layer)), inputs, self)
+
+    def infer_model(self, model, inputs):
+        return self.models[model]._infer_call(inputs)
+
+    def model_params(self, model):
+        m = self.models[model]
+        return [ParamSpec(f"{layer}/{p.name}", p.shape, p.initializer, p.trainable) for layer, p in m._typed.params()]
+
+
+def _strip(layer: dict) -> dict:
+    return {k: v for k, v in layer.items() if k != "type"}
+
+
+class Layer:
+    """A layer of the Python API. Subclasses are generated per registered type (``Dense``...)."""
+
+    _def: LayerDef | None = None
+
+    def __init__(self, *args, name: str | None = None, **kwargs) -> None:
+        defn = self._def
+        assert defn is not None
+        cls = defn.name
+        if len(args) > len(defn.positional):
+            raise TypeError(f"{cls}() takes {len(defn.positional)} positional argument(s) "
+                            f"({', '.join(defn.positional) or 'none'}); got {len(args)}")  # fmt: skip
+        attrs: dict = {}
+        for k, v in zip(defn.positional, args):
+            attrs[k] = v
+        self._input_shape_hint = None
+        for k in ("input_shape", "batch_input_shape", "input_dim"):
+            if k in kwargs and k not in defn.attr_names:
+                v = kwargs.pop(k)
+                self._input_shape_hint = (
+                    tuple(v)[1:] if k == "batch_input_shape" else ((v,) if k == "input_dim" else tuple(v))
+                )
+        for k, v in kwargs.items():
+            if k not in defn.attr_names:
+                hint = did_you_mean(k, defn.attr_names)
+                raise TypeError(f"{cls}() got an unknown argument '{k}'" + (f"; {hint}" if hint else ""))
+            if k in attrs:
+                raise TypeError(f"{cls}() got two values for '{k}'")
+            attrs[k] = v
+        missing = [a.name for a in defn.attrs if a.required and a.name not in attrs]
+        if missing:
+            raise TypeError(f"{cls}() missing required argument(s): {', '.join(missing)}")
+        if name is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_.\-]*$", name):
+            raise ValueError(f"invalid layer name {name!r}: use letters, digits, '_', '.', '-'")
+        self._attrs = {k: (v if isinstance(v, Layer) else _jsonable(v)) for k, v in attrs.items()}
+        self.name = name or unique_name(snake_case(cls))
+        self.calls: list[Call] = []
+        self._model_ref = None  # set when the layer belongs to a compiled model
+        self._check_attrs()
+
+    def _check_attrs(self) -> None:
+        """Validate the attributes now, as Keras's constructors do, with the model-file schema."""
+        from ..specs.load import Document
+        from ..specs.validate import layer_problems
+
+        problems = layer_problems(Document(self.layer_spec()))
+        if problems:
+            raise ValueError(f"{self._def.name}(): " + "; ".join(problems))
+
+    # ------------------------------------------------------------------ spec
+
+    @property
+    def type(self) -> str:
+        return self._def.name
+
+    @property
+    def class_name(self) -> str:
+        return self.type
+
+    def layer_spec(self) -> dict:
+        """The model-file definition of this layer: ``{type: Dense, units: 64, ...}``."""
+        out = {"type": self.type}
+        for k, v in self._attrs.items():
+            out[k] = v.layer_spec() if isinstance(v, Layer) else v
+        return out
+
+    @property
+    def attrs(self) -> dict:
+        """Every attribute, Keras's defaults filled."""
+        from ..compiler.normalize import normalize_layer
+
+        return _strip(normalize_layer(self.layer_spec()))
+
+    def get_config(self) -> dict:
+        """Keras-style config: the name and every attribute."""
+        return {"name": self.name, **self.attrs}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Layer":
+        config = dict(config)
+        if cls._def is None:
+            raise TypeError("from_config needs a concrete layer class such as Dense")
+        for k in ("layer", "backward_layer"):
+            if isinstance(config.get(k), dict):
+                config[k] = layer_from_spec(config[k])
+        return cls(**config)
+
+    @property
+    def layer(self):
+        """The wrapped layer of TimeDistributed and Bidirectional."""
+        inner = self._attrs.get("layer")
+        if isinstance(inner, dict):
+            return layer_from_spec(inner, self._models())
+        return inner
+
+    def _models(self) -> dict:
+        return self._model_ref._submodel_objects() if self._model_ref is not None else {}
+
+    # ------------------------------------------------------------------ calls
+
+    def _called_models(self) -> dict:
+        """Sub-models this layer's attributes call (TimeDistributed(model))."""
+        from .model import Model
+
+        out = {}
+        inner = self._attrs.get("layer")
+        if isinstance(inner, Model):
+            out[inner.name] = inner
+        elif isinstance(inner, dict) and inner.get("type") == "Model" and self._model_ref is not None:
+            sub = self._models().get(inner["model"])
+            if sub is not None:
+                out[inner["model"]] = sub
+        return out
+
+    def _infer(self, in_types: list[TensorType]) -> list[TensorType]:
+        defn = self._def
+        lo, hi = defn.arity
+        if len(in_types) < lo or (hi is not None and len(in_types) > hi):
+            raise ValueError(f"{self.type} '{self.name}' takes {lo}{'+' if hi is None else ''} input(s); "
+                             f"got {len(in_types)}")  # fmt: skip
+        attrs = normalize_attrs(defn, _strip(self.layer_spec()))
+        try:
+            return defn.infer(attrs, in_types, _CallContext(self._called_models()))
+        except ShapeError as e:
+            shapes = ", ".join(str(t.shape) for t in in_types)
+            raise ValueError(f"{self.type} '{self.name}': {e} (inputs: {shapes})") from None
+
+    def __call__(self, inputs, **kwargs):
+        if kwargs:
+            raise TypeError(f"{self.type}.__call__ got unexpected arguments {sorted(kwargs)}")
+        xs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        for x in xs:
+            if not isinstance(x, KerasTensor):
+                raise TypeError(f"{self.type} '{self.name}' was called on {type(x).__name__}; "
+                                "call layers on nnspec.Input(...) or on other layers' outputs")  # fmt: skip
+        in_types = [x._type for x in xs]
+        if self.calls:
+            first = self.calls[0]
+            self._check_shared_params([x._type for x in first.inputs], in_types)
+        call = Call(self, xs, self._infer(in_types))
+        self.calls.append(call)
+        outs = call.outputs
+        return outs[0] if len(outs) == 1 else outs
+
+    def _check_shared_params(self, first_types, in_types) -> None:
+        if self._def is None:
+            return
+        a = [p.shape for p in self._param_specs(first_types)]
+        b = [p.shape for p in self._param_specs(in_types)]
+        if a != b:
+            raise ValueError(f"{self.type} '{self.name}' is shared, but its weights {a} would need {b} for "
+                             f"inputs {[t.shape for t in in_types]}")  # fmt: skip
+
+    def _param_specs(self, in_types) -> list[ParamSpec]:
+        attrs = normalize_attrs(self._def, _strip(self.layer_spec()))
+        return self._def.params(attrs, in_types, _CallContext(self._called_models()))
+
+    # ------------------------------------------------------------------ Keras introspection
+
+    def _node(self, i: int) -> Call:
+        if not self.calls:
+            raise AttributeError(f"layer '{self.name}' has never been called, so it has no input or output yet")
+        if not 0 <= i < len(self.calls):
+            raise ValueError(f"layer '{self.name}' has {len(self.calls)} call(s); asked for node {i}")
+        return self.calls[i]
+
+    @staticmethod
+    def _shapes(ts):
+        shapes = [t.shape for t in ts]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    def get_input_shape_at(self, node_index: int):
+        return self._shapes(self._node(node_index).inputs)
+
+    def get_output_shape_at(self, node_index: int):
+        return self._shapes(self._node(node_index).outputs)
+
+    def get_input_at(self, node_index: int):
+        ins = self._node(node_index).inputs
+        return ins[0] if len(ins) == 1 else ins
+
+    def get_output_at(self, node_index: int):
+        outs = self._node(node_index).outputs
+        return outs[0] if len(outs) == 1 else outs
+
+    def _single(self, what: str, getter):
+        values = [getter(i) for i in range(len(self._node(0).layer.calls))]
+        if any(v != values[0] for v in values[1:]):
+            raise AttributeError(f"layer '{self.name}' has several calls with different {what}s; "
+                                 f"use get_{what.replace(' ', '_')}_at(node_index)")  # fmt: skip
+        return values[0]
+
+    @property
+    def input_shape(self):
+        return self._single("input shape", self.get_input_shape_at)
+
+    @property
+    def output_shape(self):
+        return self._single("output shape", self.get_output_shape_at)
+
+    @property
+    def input(self):
+        return self.get_input_at(0)
+
+    @property
+    def output(self):
+        return self.get_output_at(0)
+
+    def count_params(self) -> int:
+        if not self.calls:
+            raise ValueError(f"layer '{self.name}' is not built yet (never called): its weights' shapes are unknown")
+        return sum(p.size for p in self._param_specs([x._type for x in self.calls[0].inputs]))
+
+    @property
+    def trainable(self) -> bool:
+        return bool(self.attrs.get("trainable", True))
+
+    def __repr__(self) -> str:
+        return f"<{self.type} name={self.name}>"
+
+
+class InputLayer:
+    """The layer behind ``nnspec.Input``: a model input with a shape (batch excluded) and dtype."""
+
+    type = class_name = "InputLayer"
+
+    def __init__(self, shape, dtype: str = "float32", name: str | None = None) -> None:
+        shape = tuple(None if d is None else int(d) for d in shape)
+        for d in shape:
+            if d is not None and d < 1:
+                raise ValueError(f"Input shape {shape}: dimensions must be positive or None")
+        self.name = name or unique_name("input_layer")
+        self.dtype = str(dtype)
+        self.shape = shape
+        self.output = KerasTensor(TensorType((None, *shape), self.dtype), None, 0, input_layer=self)
+        self.calls: list = []
+
+    input = property(lambda self: self.output)
+    output_shape = property(lambda self: self.output.shape)
+    input_shape = output_shape
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    def count_params(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return f"<InputLayer name={self.name} shape={self.shape}>"
+
+
+def Input(shape, dtype: str = "float32", name: str | None = None, batch_size: int | None = None) -> KerasTensor:
+    """A model input, as ``keras.Input``: ``shape`` excludes the batch dimension."""
+    if batch_size is not None:
+        raise ValueError("nnspec models take any batch size; a fixed batch_size is not supported")
+    return InputLayer(shape, dtype, name).output
+
+
+_CLASSES: dict[str, type] = {}
+
+
+def layer_class(type_name: str) -> type:
+    """The Python class of a registered layer type, made once from its ``LayerDef``."""
+    if type_name not in _CLASSES:
+        defn = REGISTRY[type_name]
+        doc = f"{defn.doc}\n\nArguments (model-file parameters, Keras's names and defaults):\n" + "\n".join(
+            f"    {a.name}: {a.doc}" + ("" if a.required else f" Default: {a.default!r}.") for a in defn.attrs
+        )
+        _CLASSES[type_name] = type(type_name, (Layer,), {"_def": defn, "__doc__": doc, "__module__": "nnspec.layers"})
+    return _CLASSES[type_name]
+
+
+def layer_from_spec(spec: dict, models: dict | None = None, name: str | None = None):
+    """A Layer (or sub-model) object from a model-file layer definition."""
+    spec = dict(spec)
+    t = spec.pop("type")
+    if t == "Model" and models is not None and spec.get("model") in models:
+        return models[spec["model"]]
+    for k in ("layer", "backward_layer"):
+        if isinstance(spec.get(k), dict) and spec[k].get("type") != "Model":
+            spec[k] = layer_from_spec(spec[k], models)
+    obj = layer_class(t).__new__(layer_class(t))
+    Layer.__init__(obj, name=name or unique_name(snake_case(t)), **spec)
+    return obj

@@ -1,0 +1,448 @@
+"""Models of the Keras-like Python API: ``load``, ``Model``, ``Sequential``, serialization.
+
+Every model, whether loaded from a file, built with the functional API or as a Sequential, is
+compiled from a model file (a dict in the file's format): the builder writes that dict from the
+recorded layer calls, then the same pipeline as ``nnspec compile`` checks and types it. So
+``m.to_json()`` of a model built in Python is a model file a user could have written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..compiler import analyze
+from ..compiler.graph import Ref
+from ..compiler.lower import lower
+from ..compiler.normalize import normalized_spec
+from ..compiler.shapes import TypedGraph, infer_types
+from ..compiler.summary import summary_dict, summary_text
+from ..layerdefs.base import TensorType
+from ..specs.load import Document, load_file, load_text
+from ..specs.versions import CURRENT
+from .layer import Call, InputLayer, KerasTensor, Layer, layer_from_spec, unique_name
+
+
+class Model(Layer):
+    """A compiled model; also usable as a layer (a nested model shares its weights).
+
+    Build one with ``nnspec.load(path)``, ``Model(inputs=..., outputs=...)``,
+    ``Model.from_config(cfg)`` or ``Sequential([...])``.
+    """
+
+    _def = None
+    type = class_name = "Model"
+
+    def __init__(self, inputs=None, outputs=None, name: str | None = None, *, _typed: TypedGraph | None = None):
+        self.calls = []
+        self._model_ref = None
+        self._attrs = {}
+        self._input_shape_hint = None
+        if _typed is None:
+            if inputs is None or outputs is None:
+                raise TypeError("Model() needs inputs= and outputs= (or use nnspec.load / Sequential)")
+            spec, layer_objects = _spec_from_tensors(inputs, outputs, name or unique_name("functional"))
+            self._compile_spec(spec, layer_objects)
+        else:
+            self._adopt(_typed, {})
+
+    # ------------------------------------------------------------------ building
+
+    def _compile_spec(self, spec: dict, layer_objects: dict) -> None:
+        typed = analyze(Document(spec))
+        self._adopt(typed, layer_objects)
+
+    def _adopt(self, typed: TypedGraph, layer_objects: dict) -> None:
+        """Take ``typed`` as this model's graph; make (or reuse) the layer objects and tensors."""
+        self._typed = typed
+        g = typed.graph
+        self.name = g.name
+        self._subs: dict[str, Model] = {}
+        for mname, sub in typed.submodels.items():
+            self._subs[mname] = layer_objects.get(("model", mname)) or Model(_typed=sub)
+        self._input_layers: dict[str, InputLayer] = {}
+        env: dict = {}
+        for iname, decl in g.inputs.items():
+            il = layer_objects.get(("input", iname))
+            if il is None:
+                il = InputLayer(decl.shape, decl.dtype, iname)
+            self._input_layers[iname] = il
+            env[(iname, 0)] = il.output
+        self._layers: dict[str, Layer] = {}
+        for name, tn in typed.nodes.items():
+            node = tn.node
+            obj = self._layers.get(node.layer)
+            if obj is None:
+                obj = layer_objects.get(("layer", node.layer))
+            if obj is None:
+                if node.type == "Model":
+                    obj = self._subs[node.attrs["model"]]
+                else:
+                    spec = {"type": node.type, **node.attrs}
+                    obj = layer_from_spec(spec, self._subs, name=node.layer)
+            if not isinstance(obj, Model):
+                obj._model_ref = self
+            self._layers.setdefault(node.layer, obj)
+            call = layer_objects.get(("call", name))
+            if call is None:
+                call = Call(obj, [env[(r.node, r.port)] for r in node.inputs], tn.out_types)
+                obj.calls.append(call)
+            for port, t in enumerate(call.outputs):
+                env[(name, port)] = t
+        self._env = env
+        self.inputs = [env[(n, 0)] for n in g.inputs]
+        self.outputs = [env[(r.node, r.port)] for r in g.outputs]
+
+    def _submodel_objects(self) -> dict:
+        return self._subs
+
+    # ------------------------------------------------------------------ as a layer
+
+    def layer_spec(self) -> dict:
+        return {"type": "Model", "model": self.name}
+
+    def _infer_call(self, in_types: list[TensorType]) -> list[TensorType]:
+        g = self._typed.graph
+        if len(in_types) != len(g.inputs):
+            raise ValueError(f"model '{self.name}' takes {len(g.inputs)} input(s); got {len(in_types)}")
+        types = {}
+        for (iname, decl), t in zip(g.inputs.items(), in_types):
+            want = (None, *decl.shape)
+            if len(want) != len(t.shape) or any(a is not None and b is not None and a != b for a, b in zip(want, t.shape)):
+                raise ValueError(f"model '{self.name}' input '{iname}' expects shape {want}; got {t.shape}")
+            types[iname] = TensorType(tuple(b if b is not None else a for a, b in zip(want, t.shape)), decl.dtype, t.masked)
+        return infer_types(g, input_types=types).output_types
+
+    def _infer(self, in_types):
+        return self._infer_call(in_types)
+
+    def _param_specs(self, in_types):
+        from ..layerdefs.base import ParamSpec
+
+        return [ParamSpec(f"{layer}/{p.name}", p.shape, p.initializer, p.trainable) for layer, p in self._typed.params()]
+
+    def _called_models(self) -> dict:
+        return {self.name: self}
+
+    # ------------------------------------------------------------------ Keras API
+
+    @property
+    def layers(self) -> list:
+        """Input layers (functional models) then layers, in file order."""
+        ins = [] if self._typed.graph.sequential else list(self._input_layers.values())
+        return ins + list(self._layers.values())
+
+    def get_layer(self, name: str | None = None, index: int | None = None):
+        if (name is None) == (index is None):
+            raise ValueError("get_layer takes exactly one of name= or index=")
+        layers = self.layers
+        if index is not None:
+            if not -len(layers) <= index < len(layers):
+                raise ValueError(f"model '{self.name}' has {len(layers)} layers; index {index} is out of range")
+            return layers[index]
+        for layer in layers:
+            if layer.name == name:
+                return layer
+        from ..specs.errors import did_you_mean
+
+        hint = did_you_mean(name, [la.name for la in layers])
+        raise ValueError(f"no layer named '{name}' in model '{self.name}'" + (f"; {hint}" if hint else ""))
+
+    def summary(self, line_length: int | None = None, print_fn=None) -> None:
+        text = summary_text(self._typed, line_length)
+        (print_fn or print)(text.rstrip("\n"))
+
+    def summary_dict(self) -> dict:
+        return summary_dict(self._typed)
+
+    def count_params(self) -> int:
+        tr, nt = self._typed.count()
+        return tr + nt
+
+    @property
+    def input_shape(self):
+        shapes = [t.shape for t in self.inputs]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def output_shape(self):
+        shapes = [t.shape for t in self.outputs]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def warnings(self) -> list:
+        return list(self._typed.graph.warnings)
+
+    def get_config(self) -> dict:
+        """The normalized model file, as a dict (defaults filled, canonical order)."""
+        return normalized_spec(self._typed.graph)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Model":
+        return _model_from_doc(Document(json.loads(json.dumps(config))))
+
+    def to_json(self, **kwargs) -> str:
+        kwargs.setdefault("indent", 2)
+        return json.dumps(self.get_config(), **kwargs)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.get_config(), sort_keys=False, default_flow_style=None, width=100)
+
+    def plan(self, outputs: list | None = None):
+        """The execution plan (``nnspec compile``); ``outputs`` picks other nodes to compute."""
+        return lower(self._typed, outputs)
+
+    def __repr__(self) -> str:
+        return f"<Model name={self.name} params={self.count_params():,}>"
+
+
+def _model_from_doc(doc: Document) -> Model:
+    typed = analyze(doc)
+    if typed.graph.sequential:
+        m = Sequential.__new__(Sequential)
+        Model.__init__(m, _typed=typed)
+        m._pending = []
+        return m
+    return Model(_typed=typed)
+
+
+# ---------------------------------------------------------------------- functional builder
+
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _spec_from_tensors(inputs, outputs, name: str) -> tuple[dict, dict]:
+    """Write the model file of the graph between ``inputs`` and ``outputs``.
+
+    Returns the spec and the objects to reuse (input layers, layers, calls, sub-models) so the
+    compiled model's layers are the very objects the user built.
+    """
+    ins = _as_list(inputs)
+    outs = _as_list(outputs)
+    for t in ins + outs:
+        if not isinstance(t, KerasTensor):
+            raise TypeError(f"Model inputs and outputs must be symbolic tensors; got {type(t).__name__}")
+    input_layers = []
+    for t in ins:
+        if t._input_layer is None:
+            raise ValueError(f"Model input '{t.name}' is not an nnspec.Input(...) tensor")
+        input_layers.append(t._input_layer)
+    calls: dict[int, Call] = {}
+
+    def visit(t: KerasTensor, path: list):
+        if t._input_layer is not None:
+            if t._input_layer not in input_layers:
+                raise ValueError(f"output depends on input '{t._input_layer.name}', which is not among the "
+                                 f"model's inputs {[il.name for il in input_layers]}")  # fmt: skip
+            return
+        c = t._call
+        if c.uid in calls:
+            return
+        for x in c.inputs:
+            visit(x, path)
+        calls[c.uid] = c
+
+    for t in outs:
+        visit(t, [])
+    ordered = sorted(calls.values(), key=lambda c: c.uid)
+    node_name: dict[int, str] = {}
+    layer_first: dict[int, str] = {}
+    used_names = {il.name for il in input_layers}
+    layer_names: dict[str, object] = {}
+    for c in ordered:
+        lname = c.layer.name
+        if lname in layer_names and layer_names[lname] is not c.layer:
+            raise ValueError(f"two different layers are named '{lname}'; layer names must be unique in a model")
+        layer_names[lname] = c.layer
+    if used_names & set(layer_names):
+        raise ValueError(f"names used by both an input and a layer: {sorted(used_names & set(layer_names))}")
+    layers: dict = {}
+    models: dict = {}
+    objects: dict = {}
+    for c in ordered:
+        lid = id(c.layer)
+        if lid not in layer_first:
+            nn = c.layer.name
+            layer_first[lid] = nn
+            layers[nn] = c.layer.layer_spec()
+            objects[("layer", nn)] = c.layer
+        else:
+            k = 1
+            while f"{c.layer.name}.{k}" in layers or f"{c.layer.name}.{k}" in used_names:
+                k += 1
+            nn = f"{c.layer.name}.{k}"
+            layers[nn] = {"shares": layer_first[lid]}
+        node_name[c.uid] = nn
+        objects[("call", nn)] = c
+        for mname, m in c.layer._called_models().items():
+            _collect_models(m, models, objects)
+    def ref(t: KerasTensor) -> str:
+        if t._input_layer is not None:
+            return t._input_layer.name
+        base = node_name[t._call.uid]
+        return base if t._port == 0 else f"{base}:{t._port}"
+
+    edges = [", ".join(ref(x) for x in c.inputs) + " -> " + node_name[c.uid] for c in ordered]
+    for il in input_layers:
+        objects[("input", il.name)] = il
+    spec = {
+        "format": CURRENT,
+        "name": name,
+        **({"models": models} if models else {}),
+        "inputs": {il.name: {"shape": list(il.shape), "dtype": il.dtype} for il in input_layers},
+        "layers": layers,
+        "edges": edges,
+        "outputs": [ref(t) for t in outs],
+    }
+    return spec, objects
+
+
+def _collect_models(m: Model, models: dict, objects: dict) -> None:
+    """Add ``m`` and the models it calls to ``models`` (callees first), checking name clashes."""
+    cfg = m.get_config()
+    for sub_name, sub_cfg in cfg.get("models", {}).items():
+        if sub_name in models and models[sub_name] != sub_cfg:
+            raise ValueError(f"two different models are named '{sub_name}'")
+        models[sub_name] = sub_cfg
+        objects.setdefault(("model", sub_name), m._subs.get(sub_name))
+    body = {k: v for k, v in cfg.items() if k not in ("format", "models", "training")}
+    if m.name in models and models[m.name] != body:
+        raise ValueError(f"two different models are named '{m.name}'")
+    models[m.name] = body
+    objects[("model", m.name)] = m
+
+
+# ---------------------------------------------------------------------- Sequential
+
+
+class Sequential(Model):
+    """A plain stack of layers, as ``keras.Sequential``; its model file has no ``edges``.
+
+    The first element may be ``nnspec.Input(shape=...)``, or the first layer may take
+    ``input_shape=``. Until the input shape is known the model is not built.
+    """
+
+    def __init__(self, layers=None, name: str | None = None) -> None:
+        self.calls = []
+        self._model_ref = None
+        self._attrs = {}
+        self._input_shape_hint = None
+        self.name = name or unique_name("sequential")
+        self._input: InputLayer | None = None
+        self._pending: list[Layer] = []
+        self._typed = None
+        for layer in layers or []:
+            self.add(layer, _rebuild=False)
+        self._rebuild()
+
+    def add(self, layer, _rebuild: bool = True) -> None:
+        if isinstance(layer, KerasTensor) and layer._input_layer is not None:
+            if self._input is not None or self._pending:
+                raise ValueError("an Input can only be the first element of a Sequential model")
+            self._input = layer._input_layer
+            return
+        if isinstance(layer, InputLayer):
+            self._input = layer
+            return
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add() takes a layer; got {type(layer).__name__}")
+        if self._input is None and not self._pending and layer._input_shape_hint is not None:
+            self._input = InputLayer(layer._input_shape_hint)
+        self._pending.append(layer)
+        if _rebuild:
+            self._rebuild()
+
+    def pop(self):
+        if not self._pending:
+            raise ValueError("there is no layer to pop from an empty Sequential model")
+        layer = self._pending.pop()
+        self._rebuild()
+        return layer
+
+    def _rebuild(self) -> None:
+        if self._input is None or not self._pending:
+            self._typed = None
+            return
+        for layer in self._pending:
+            if isinstance(layer, Model):
+                continue
+            layer.calls = [c for c in layer.calls if c.uid not in getattr(self, "_own_calls", set())]
+        x = self._input.output
+        own = set()
+        objects: dict = {("input", self._input.name): self._input}
+        layers: dict = {}
+        models: dict = {}
+        for layer in self._pending:
+            x = layer(x)
+            call = layer.calls[-1]
+            own.add(call.uid)
+            if isinstance(x, list):
+                raise ValueError(f"layer '{layer.name}' returns several outputs; a Sequential model needs one")
+            if layer.name in layers:
+                raise ValueError(f"layer '{layer.name}' appears twice in the Sequential model")
+            layers[layer.name] = layer.layer_spec()
+            objects[("layer", layer.name)] = layer
+            objects[("call", layer.name)] = call
+            for m in layer._called_models().values():
+                _collect_models(m, models, objects)
+        self._own_calls = own
+        spec = {
+            "format": CURRENT,
+            "name": self.name,
+            **({"models": models} if models else {}),
+            "inputs": {self._input.name: {"shape": list(self._input.shape), "dtype": self._input.dtype}},
+            "layers": layers,
+        }
+        self._compile_spec(spec, objects)
+
+    def _built(self):
+        if self._typed is None:
+            raise ValueError(f"Sequential model '{self.name}' is not built yet: give it an Input first "
+                             "(nnspec.Input(shape=...) as the first element, or input_shape= on the first layer)")  # fmt: skip
+
+    def summary(self, line_length=None, print_fn=None):
+        self._built()
+        return super().summary(line_length, print_fn)
+
+    def get_config(self):
+        self._built()
+        return super().get_config()
+
+    @property
+    def layers(self):
+        if self._typed is None:
+            return list(self._pending)
+        return super().layers
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def load(path_or_text: str | os.PathLike, *, seed: int | None = None) -> Model:
+    """Load a model file (YAML or JSON, told apart by content) and compile it.
+
+    Raises a :class:`~nnspec.specs.errors.SpecError` listing every problem found.
+    """
+    p = os.fspath(path_or_text)
+    if "\n" not in p and (os.path.exists(p) or p.endswith((".yaml", ".yml", ".json"))):
+        doc = load_file(p)
+    else:
+        doc = load_text(p)
+    m = _model_from_doc(doc)
+    m._seed = seed
+    return m
+
+
+def model_from_json(text: str) -> Model:
+    return _model_from_doc(load_text(text))
+
+
+def model_from_yaml(text: str) -> Model:
+    return _model_from_doc(load_text(text))
+
+
+__all__ = ["Model", "Sequential", "load", "model_from_json", "model_from_yaml", "Ref"]

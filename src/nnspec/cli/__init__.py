@@ -1,0 +1,1 @@
+"""The ``nnspec`` command line: a thin click layer over the library."""

@@ -1,0 +1,191 @@
+"""The ``nnspec`` command group.
+
+Exit codes are decided here, in one place:
+
+====  ==================================================================
+0     success (warnings may have been printed)
+1     a model file (or input) is invalid; its problems were printed
+2     usage error: bad options or arguments, a file that does not exist
+====  ==================================================================
+
+Commands import the library lazily, so ``nnspec --help`` and the compile/summarize path stay
+fast; none of them imports Numba.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+EPILOG = """\b
+Examples:
+  nnspec validate specs/*.yaml
+  nnspec summarize specs/cnn.yaml
+  nnspec compile specs/cnn.yaml -o cnn.plan.json
+  nnspec schema -o nnspec.schema.json
+"""
+
+
+def _echo_diagnostics(diags, fmt: str) -> None:
+    for d in diags:
+        if fmt == "json":
+            click.echo(json.dumps(d.to_dict()))
+        else:
+            click.echo(d.format(), err=d.severity == "error" and False)
+
+
+def _load(path: str):
+    """Load and compile a model file; on problems print them and exit 1."""
+    from ..api.model import load
+    from ..specs.errors import SpecError
+
+    try:
+        model = load(path)
+    except SpecError as e:
+        _echo_diagnostics(e.diagnostics, "text")
+        sys.exit(EXIT_INVALID)
+    _echo_diagnostics(model.warnings, "text")
+    return model
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nnspec", prog_name="nnspec")
+def cli() -> None:
+    """nnspec: neural network model files, validated, shape-checked, summarized and compiled."""
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: FILE:LINE:COL: CODE message lines; json: one JSON object per problem.")
+@click.option("--strict", is_flag=True, help="Treat warnings (unused layers) as errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Print problems only, not the per-file OK lines.")
+def validate(files, fmt, strict, quiet) -> None:
+    """Check model files: syntax, schema, graph rules and shapes.
+
+    Prints every problem as FILE:LINE:COL: CODE message. Exits 0 when every file is valid,
+    1 when any is not. Fit for CI and pre-commit.
+
+    \b
+    Examples:
+      nnspec validate specs/*.yaml
+      nnspec validate --format json model.yaml
+    """
+    from ..compiler import analyze
+    from ..specs.errors import Diagnostic, SpecError
+    from ..specs.load import load_file
+
+    bad = 0
+    for path in files:
+        try:
+            typed = analyze(load_file(path))
+            diags = typed.graph.warnings
+        except SpecError as e:
+            diags = e.diagnostics
+        except Exception as e:  # a bug in nnspec: still one line per file, never a traceback
+            diags = [Diagnostic("E000", f"internal error while checking this file: {type(e).__name__}: {e}",
+                                file=path)]  # fmt: skip
+        _echo_diagnostics(diags, fmt)
+        failed = any(d.severity == "error" or strict for d in diags)
+        bad += failed
+        if not failed and not quiet and fmt == "text":
+            click.echo(f"{path}: OK")
+    if len(files) > 1 and fmt == "text" and not quiet:
+        click.echo(f"{len(files) - bad} of {len(files)} files valid")
+    sys.exit(EXIT_INVALID if bad else EXIT_OK)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--line-length", type=int, default=None, help="Total width of the table.")
+def summarize(file, as_json, line_length) -> None:
+    """Print a model's Keras-style summary: layers, output shapes, parameter counts.
+
+    \b
+    Examples:
+      nnspec summarize specs/cnn.yaml
+      nnspec summarize --json specs/headline.yaml
+    """
+    model = _load(file)
+    if as_json:
+        click.echo(json.dumps(model.summary_dict(), indent=2))
+    else:
+        model.summary(line_length=line_length, print_fn=click.echo)
+
+
+@cli.command(name="compile")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              help="Write the plan as JSON to this file (atomically) instead of printing its text form.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--output-node", "output_nodes", multiple=True,
+              help="Compute this node (name or name:port) instead of the model's outputs; repeatable.")
+def compile_cmd(file, output, as_json, output_nodes) -> None:
+    """Compile a model file to its execution plan.
+
+    Prints the plan's text form (one line per step, with its output shape and buffer), or
+    writes the versioned JSON plan with -o.
+
+    \b
+    Examples:
+      nnspec compile specs/cnn.yaml
+      nnspec compile specs/cnn.yaml -o cnn.plan.json
+    """
+    from ..compiler.graph import parse_ref
+
+    model = _load(file)
+    outs = None
+    if output_nodes:
+        outs = []
+        for text in output_nodes:
+            ref = parse_ref(text)
+            if ref is None or ref.node not in model._typed.graph.nodes:
+                raise click.BadParameter(f"'{text}' is not a node of {file}", param_hint="--output-node")
+            outs.append(ref)
+    plan = model.plan(outs)
+    if output:
+        from ..specs.atomic import write_text_atomic
+
+        write_text_atomic(output, plan.to_json())
+        m = plan.memory()
+        click.echo(f"wrote {output}: {len(plan.steps)} steps, {len(plan.buffers)} buffers, "
+                   f"{m['planned_bytes_per_sample']:,} bytes of activations per sample "
+                   f"(naive {m['naive_bytes_per_sample']:,})")  # fmt: skip
+    elif as_json:
+        click.echo(plan.to_json(), nl=False)
+    else:
+        click.echo(plan.to_text(), nl=False)
+
+
+@cli.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to this file.")
+def schema(output) -> None:
+    """Print the JSON Schema (draft-07) of model files, for editors and other tools.
+
+    \b
+    Examples:
+      nnspec schema -o nnspec.schema.json
+      # then, first line of a model file, for the YAML language server:
+      # yaml-language-server: $schema=nnspec.schema.json
+    """
+    from ..specs.schema import schema_text
+
+    text = schema_text()
+    if output:
+        from ..specs.atomic import write_text_atomic
+
+        write_text_atomic(output, text)
+    else:
+        click.echo(text, nl=False)
+
+
+def main() -> None:
+    """Console-script entry point: run the group, mapping usage errors to exit code 2."""
+    cli(prog_name="nnspec")

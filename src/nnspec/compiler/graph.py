@@ -1,0 +1,415 @@
+"""Build the graph of a validated model document, and check the graph rules.
+
+A :class:`Graph` has inputs, nodes (one per layer *call*, in file order), and outputs. A node
+names the layer that owns its weights: itself, or for ``shares: other`` the node it shares
+with. Edges are parsed from their chain form (``a, b -> merge -> d``, ``lstm:1 -> d``).
+
+Graph rules (each a diagnostic with a stable code, see ``specs/errors.py``): unknown
+references (E200, with a did-you-mean), a node fed twice (E201), cycles with their path (E202),
+wrong arity (E203), outputs unreachable from the inputs or nodes with no input (E204), a bad
+``shares`` (E205), a bad ``models`` reference (E206), and unused nodes (W200, a warning).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+from ..layerdefs import REGISTRY
+from ..layerdefs.base import normalize_attrs
+from ..specs.errors import Diagnostic, GraphError, SpecError, did_you_mean
+from ..specs.load import Document, format_path
+
+_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\-]*)(?::([0-9]+))?$")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An edge's source: a node or input, and which of its outputs (``lstm:1``)."""
+
+    node: str
+    port: int = 0
+
+    def __str__(self) -> str:
+        return self.node if self.port == 0 else f"{self.node}:{self.port}"
+
+
+@dataclass(frozen=True)
+class InputDecl:
+    name: str
+    shape: tuple  # without the batch dimension
+    dtype: str = "float32"
+
+
+@dataclass
+class Node:
+    """One call of a layer."""
+
+    name: str
+    layer: str  # the node that owns the weights (itself unless ``shares``)
+    type: str
+    attrs: dict  # normalized: every attribute present, Keras's defaults filled
+    inputs: list[Ref] = field(default_factory=list)
+    path: tuple = ()  # where the node is defined in the document
+    input_paths: list[tuple] = field(default_factory=list)  # where each input edge is written
+
+    @property
+    def shared(self) -> bool:
+        return self.layer != self.name
+
+
+@dataclass
+class Graph:
+    name: str
+    inputs: dict[str, InputDecl]
+    nodes: dict[str, Node]
+    outputs: list[Ref]
+    submodels: dict[str, "Graph"] = field(default_factory=dict)
+    sequential: bool = False
+    description: str = ""
+    training: dict | None = None
+    doc: Document | None = None
+    path: tuple = ()  # the document path of this (sub-)model
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    def producer_exists(self, name: str) -> bool:
+        return name in self.inputs or name in self.nodes
+
+
+def parse_ref(text: str) -> Ref | None:
+    m = _REF.match(text.strip())
+    if not m:
+        return None
+    return Ref(m.group(1), int(m.group(2) or 0))
+
+
+class _Builder:
+    def __init__(self, doc: Document, base_dir: str | None, loading: tuple = ()) -> None:
+        self.doc = doc
+        self.base_dir = base_dir
+        self.loading = loading  # files being loaded, to refuse recursive `file:` models
+        self.diags: list[Diagnostic] = []
+
+    def error(self, code: str, message: str, path: tuple, **kw) -> None:
+        self.diags.append(self.doc.diag(code, message, path, **kw))
+
+    # ------------------------------------------------------------------ models
+
+    def build(self, data: dict, path: tuple, submodels: dict[str, Graph]) -> Graph:
+        name = data.get("name") or (str(path[-1]) if path else "model")
+        inputs = {
+            k: InputDecl(k, tuple(v["shape"]), v.get("dtype", "float32")) for k, v in data["inputs"].items()
+        }
+        nodes: dict[str, Node] = {}
+        for k in data["layers"]:
+            if k in inputs:
+                self.error("E105", f"layer name '{k}' is already an input name", path + ("layers", k), key=True)
+        for k, spec in data["layers"].items():
+            node = self._node(k, spec, path + ("layers", k), data["layers"], submodels)
+            if node is not None:
+                nodes[k] = node
+        sequential = "edges" not in data
+        if sequential:
+            self._sequential_edges(inputs, nodes, data, path)
+        else:
+            self._edges(data["edges"], inputs, nodes, path)
+        outputs = self._outputs(data, inputs, nodes, path, sequential)
+        g = Graph(name, inputs, nodes, outputs, submodels, sequential, data.get("description", ""),
+                  data.get("training"), self.doc, path)  # fmt: skip
+        if not self._errors_in(path):
+            self._check_graph(g, path)
+        return g
+
+    def _errors_in(self, path: tuple) -> bool:
+        prefix = format_path(path)
+        return any(d.severity == "error" and d.path.startswith(prefix) for d in self.diags)
+
+    def _node(self, name: str, spec: dict, path: tuple, all_specs: dict, submodels) -> Node | None:
+        if "shares" in spec:
+            target = spec["shares"]
+            seen = [name]
+            while isinstance(target, str) and target in all_specs and "shares" in all_specs[target]:
+                if target in seen:
+                    self.error("E205", f"'shares' chain loops: {' -> '.join(seen + [target])}", path + ("shares",))
+                    return None
+                seen.append(target)
+                target = all_specs[target]["shares"]
+            if target not in all_specs:
+                self.error("E205", f"'shares' refers to '{target}', which is not a layer of this model",
+                           path + ("shares",), hint=did_you_mean(target, all_specs), found=str(target))  # fmt: skip
+                return None
+            owner = all_specs[target]
+            return Node(name, target, owner["type"], self._attrs(owner, path, submodels), path=path)
+        return Node(name, name, spec["type"], self._attrs(spec, path, submodels), path=path)
+
+    def _attrs(self, spec: dict, path: tuple, submodels) -> dict:
+        defn = REGISTRY[spec["type"]]
+        attrs = normalize_attrs(defn, spec)
+        self._check_nested(spec, path, submodels)
+        return attrs
+
+    def _check_nested(self, spec: dict, path: tuple, submodels) -> None:
+        """Check the ``model:`` references of a Model layer, inside wrappers too."""
+        if spec.get("type") == "Model":
+            ref = spec.get("model")
+            if ref not in submodels:
+                self.error("E206", f"unknown model '{ref}'; models are declared under 'models'",
+                           path + ("model",), hint=did_you_mean(ref, submodels), found=str(ref))  # fmt: skip
+        for key in ("layer", "backward_layer"):
+            inner = spec.get(key)
+            if isinstance(inner, dict):
+                self._check_nested(inner, path + (key,), submodels)
+
+    # ------------------------------------------------------------------ edges
+
+    def _ref_position(self, edge_path: tuple, text: str, token: str) -> dict:
+        """Line and column of ``token`` inside an edge string written on one line."""
+        line, col = self.doc.where(edge_path)
+        raw_line = None
+        if self.doc.text is not None and line is not None:
+            lines = self.doc.text.splitlines()
+            if 0 < line <= len(lines):
+                raw_line = lines[line - 1]
+        if raw_line is not None and col is not None:
+            start = raw_line.find(text, col - 1)
+            if start < 0:
+                start = col - 1
+                if raw_line[start : start + 1] in "'\"":
+                    start += 1
+            idx = raw_line.find(token, start)
+            if idx >= 0:
+                return {"line": line, "column": idx + 1}
+        return {"line": line, "column": col}
+
+    def _edge_error(self, code, message, edge_path, text, token, **kw) -> None:
+        pos = self._ref_position(edge_path, text, token)
+        self.diags.append(Diagnostic(code, f"'{text}': {message}", format_path(edge_path), self.doc.file,
+                                     pos["line"], pos["column"], **kw))  # fmt: skip
+
+    def _edges(self, edges: list, inputs, nodes: dict[str, Node], path: tuple) -> None:
+        fed: dict[str, tuple] = {}
+        for i, text in enumerate(edges):
+            epath = path + ("edges", i)
+            groups = [g.strip() for g in text.split("->")]
+            if len(groups) < 2 or any(not g for g in groups):
+                self.error("E200", f"'{text}': an edge is a chain 'a -> b' (or 'a, b -> merge -> c')", epath)
+                continue
+            refs_per_group = []
+            ok = True
+            for gi, group in enumerate(groups):
+                refs = []
+                for item in (s.strip() for s in group.split(",")):
+                    ref = parse_ref(item)
+                    if ref is None:
+                        self._edge_error("E105", f"'{item}' is not a node name (or node:port)", epath, text, item or ",")
+                        ok = False
+                        continue
+                    if not (ref.node in inputs or ref.node in nodes):
+                        known = list(inputs) + list(nodes)
+                        self._edge_error("E200", f"unknown node '{ref.node}'", epath, text, ref.node,
+                                         hint=did_you_mean(ref.node, known), found=ref.node)  # fmt: skip
+                        ok = False
+                        continue
+                    if gi > 0:
+                        if ref.port:
+                            self._edge_error("E203", f"a port selects an output; '{item}' is fed, not read",
+                                             epath, text, item)  # fmt: skip
+                            ok = False
+                        if ref.node in inputs:
+                            self._edge_error("E200", f"'{ref.node}' is a model input and cannot be fed", epath,
+                                             text, ref.node)  # fmt: skip
+                            ok = False
+                    refs.append(ref)
+                if gi > 0 and len(refs) > 1:
+                    self._edge_error("E200", "only the first group of a chain may list several sources "
+                                     "('a, b -> merge'); write one chain per destination", epath, text, group)  # fmt: skip
+                    ok = False
+                refs_per_group.append(refs)
+            if not ok:
+                continue
+            for gi in range(1, len(groups)):
+                dst = refs_per_group[gi][0].node
+                sources = refs_per_group[gi - 1]
+                if dst in fed:
+                    first = format_path(fed[dst])
+                    self._edge_error("E201", f"'{dst}' is already fed by {first}; a node has one set of inputs "
+                                     "(to call a layer twice, add a node with 'shares')", epath, text, dst)  # fmt: skip
+                    continue
+                fed[dst] = epath
+                nodes[dst].inputs = list(sources)
+                nodes[dst].input_paths = [epath] * len(sources)
+
+    def _sequential_edges(self, inputs, nodes: dict[str, Node], data: dict, path: tuple) -> None:
+        if len(inputs) != 1:
+            self.error("E204", f"a model without 'edges' is a chain from one input; this one has {len(inputs)} "
+                       "inputs: add 'edges'", path + ("inputs",))  # fmt: skip
+            return
+        prev = Ref(next(iter(inputs)))
+        for name, node in nodes.items():
+            node.inputs = [prev]
+            node.input_paths = [node.path]
+            prev = Ref(name)
+
+    def _outputs(self, data, inputs, nodes, path, sequential) -> list[Ref]:
+        raw = data.get("outputs")
+        if raw is None:
+            if sequential:
+                return [Ref(list(nodes)[-1])] if nodes else []
+            consumed = {r.node for n in nodes.values() for r in n.inputs}
+            return [Ref(n) for n in nodes if n not in consumed]
+        items = [raw] if isinstance(raw, str) else raw
+        out = []
+        for i, text in enumerate(items):
+            opath = path + ("outputs",) + (() if isinstance(raw, str) else (i,))
+            ref = parse_ref(text)
+            if ref is None or not (ref.node in nodes or ref.node in inputs):
+                known = list(nodes) + list(inputs)
+                name = ref.node if ref else text
+                self.error("E200", f"unknown output '{name}'", opath, hint=did_you_mean(name, known), found=name)
+                continue
+            out.append(ref)
+        return out
+
+    # ------------------------------------------------------------------ graph rules
+
+    def _check_graph(self, g: Graph, path: tuple) -> None:
+        for n in g.nodes.values():
+            defn = REGISTRY[n.type]
+            lo, hi = defn.arity
+            k = len(n.inputs)
+            if k == 0:
+                self.error("E204", f"node '{n.name}' has no input: no edge feeds it", n.path, key=True)
+                continue
+            if k < lo or (hi is not None and k > hi):
+                want = str(lo) if lo == hi else (f"at least {lo}" if hi is None else f"{lo} to {hi}")
+                where = n.input_paths[0] if n.input_paths else n.path
+                srcs = ", ".join(str(r) for r in n.inputs)
+                self.error("E203", f"{n.type} '{n.name}' takes {want} input(s); it is fed {k} ({srcs})", where)
+        if self._errors_in(path):
+            return
+        cycle = _find_cycle(g)
+        if cycle:
+            first = g.nodes[cycle[0]]
+            where = first.input_paths[0] if first.input_paths else first.path
+            self.error("E202", "the edges form a cycle: " + " -> ".join(cycle + [cycle[0]]), where)
+            return
+        reachable = set(g.inputs)
+        for name in topo_order(g):
+            n = g.nodes[name]
+            if all(r.node in reachable for r in n.inputs):
+                reachable.add(name)
+        for i, ref in enumerate(g.outputs):
+            if ref.node not in reachable:
+                self.error("E204", f"output '{ref}' cannot be reached from the inputs", path + ("outputs", i))
+        needed = _ancestors(g, [r.node for r in g.outputs])
+        for name, n in g.nodes.items():
+            if name not in needed:
+                self.diags.append(self.doc.diag("W200", f"layer '{name}' is not used by any output", n.path, key=True))
+
+
+def _find_cycle(g: Graph) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        stack.append(name)
+        for r in g.nodes[name].inputs:
+            if r.node not in g.nodes:
+                continue
+            s = state.get(r.node, 0)
+            if s == 1:
+                cyc = stack[stack.index(r.node) :]
+                return list(reversed(cyc))  # in data-flow order
+            if s == 0:
+                found = visit(r.node)
+                if found:
+                    return found
+        stack.pop()
+        state[name] = 2
+        return None
+
+    for name in g.nodes:
+        if state.get(name, 0) == 0:
+            found = visit(name)
+            if found:
+                return found
+    return None
+
+
+def topo_order(g: Graph) -> list[str]:
+    """Nodes in an order where every node comes after its producers; file order among equals."""
+    order: list[str] = []
+    done: set[str] = set(g.inputs)
+    pending = list(g.nodes)
+    while pending:
+        progressed = False
+        rest = []
+        for name in pending:
+            if all(r.node in done for r in g.nodes[name].inputs):
+                order.append(name)
+                done.add(name)
+                progressed = True
+            else:
+                rest.append(name)
+        pending = rest
+        if not progressed:
+            break
+    return order
+
+
+def _ancestors(g: Graph, names: list[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n in g.nodes:
+            todo.extend(r.node for r in g.nodes[n].inputs)
+    return seen
+
+
+def build_graph(doc: Document, *, _loading: tuple = ()) -> Graph:
+    """Build and check the graph of a schema-valid document (sub-models included).
+
+    Raises :class:`GraphError` with every graph problem; warnings are kept on ``graph.warnings``.
+    """
+    from ..specs.load import load_file
+    from ..specs.validate import validate_document
+
+    base_dir = os.path.dirname(doc.file) if doc.file else None
+    b = _Builder(doc, base_dir, _loading)
+    submodels: dict[str, Graph] = {}
+    for mname, mspec in doc.data.get("models", {}).items():
+        mpath = ("models", mname)
+        if "file" in mspec:
+            ref = mspec["file"]
+            full = os.path.normpath(os.path.join(base_dir or ".", ref))
+            if full in _loading or (doc.file and os.path.abspath(full) == os.path.abspath(doc.file)):
+                b.error("E206", f"model file '{ref}' includes itself", mpath + ("file",))
+                continue
+            try:
+                sub_doc = load_file(full)
+                validate_document(sub_doc)
+                sub = build_graph(sub_doc, _loading=_loading + (os.path.abspath(doc.file or ""),))
+            except SpecError as e:
+                b.diags.append(doc.diag("E206", f"model file '{ref}' is invalid: {e.first.format()}",
+                                        mpath + ("file",)))  # fmt: skip
+                continue
+            sub.name = mname
+            b.diags.extend(sub.warnings)
+            submodels[mname] = sub
+        else:
+            sub = b.build(mspec, mpath, dict(submodels))
+            if "name" not in mspec:
+                sub.name = mname
+            submodels[mname] = sub
+    g = b.build(doc.data, (), submodels)
+    errors = [d for d in b.diags if d.severity == "error"]
+    if errors:
+        raise GraphError(sorted(b.diags, key=lambda d: (d.severity != "error", d.line or 0, d.column or 0)))
+    g.warnings = [d for d in b.diags if d.severity == "warning"]
+    return g

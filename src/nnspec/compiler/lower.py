@@ -1,0 +1,260 @@
+"""Lowering: turn a typed graph into a linear :class:`Plan`.
+
+- Nodes become steps in topological order (file order among independent nodes).
+- A nested ``Model`` call is inlined: its steps read the sub-model's weights, which are shared
+  by every call of that model.
+- ``TimeDistributed`` folds the time axis into the batch (a view), runs the wrapped layer or
+  model on the folded value, and unfolds it (a view); over a ``Dense`` it is one ``dense`` step,
+  since Dense already acts on the last axis.
+- ``Flatten``, ``Reshape`` and the training-only layers (``Dropout``...) are views: their output
+  is their input's buffer.
+- Buffers are assigned by liveness: a buffer is free again once the last step reading any
+  value in it has run; an op that declares itself safe in place (``LayerDef.inplace``) writes
+  over its first input when that step is the input's last reader. Model outputs keep their
+  buffers.
+"""
+
+from __future__ import annotations
+
+from ..layerdefs import REGISTRY
+from .plan import Buffer, Param, Plan, Step, Value
+from .shapes import TypedGraph, TypedNode, infer_types
+
+# Attributes that only matter to initialization or training bookkeeping: not part of a step.
+_NOT_STEP_ATTRS = ("trainable", "dtype")
+_NOT_STEP_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
+
+
+def step_attrs(type_name: str, attrs: dict) -> dict:
+    out = {}
+    for k, v in attrs.items():
+        if k in _NOT_STEP_ATTRS or (k.endswith(_NOT_STEP_SUFFIXES) and k != "activity_regularizer"):
+            continue
+        if k == "activity_regularizer" and v is None:
+            continue
+        if k in ("layer", "backward_layer") and isinstance(v, dict):
+            inner = dict(v)
+            t = inner.pop("type", None)
+            if t in REGISTRY:
+                from ..layerdefs.base import normalize_attrs
+
+                v = {"type": t, **step_attrs(t, normalize_attrs(REGISTRY[t], inner))}
+        out[k] = v
+    return out
+
+
+class _Lowering:
+    def __init__(self) -> None:
+        self.values: list[Value] = []
+        self.steps: list[Step] = []
+        self.params: dict[str, Param] = {}
+        self.offsets = {True: 0, False: 0}
+
+    def new_value(self, t, fold: int | None = 1) -> int:
+        vid = len(self.values)
+        self.values.append(Value(vid, tuple(t.shape), t.dtype, fold if fold is not None else 0, 0, t.masked))
+        return vid
+
+    def add_params(self, typed: TypedGraph, prefix: str) -> None:
+        for layer, p in typed.params():
+            name = f"{prefix}{layer}/{p.name}"
+            if name in self.params:
+                continue
+            off = self.offsets[p.trainable]
+            self.offsets[p.trainable] += p.size
+            self.params[name] = Param(name, tuple(p.shape), p.trainable, off, p.initializer, prefix + layer)
+
+    def lower_graph(self, typed: TypedGraph, prefix: str, env: dict, fold: int | None) -> None:
+        """Append the steps of ``typed``; ``env`` maps input names and refs to value ids."""
+        owners = _model_owners(typed)
+        for name, tn in typed.nodes.items():
+            ins = [env[(r.node, r.port)] for r in tn.node.inputs]
+            outs = self.lower_node(typed, tn, ins, prefix, owners, fold)
+            for port, vid in enumerate(outs):
+                env[(name, port)] = vid
+
+    def lower_node(self, typed, tn: TypedNode, ins, prefix, owners, fold) -> list[int]:
+        node = tn.node
+        defn = REGISTRY[node.type]
+        attrs = node.attrs
+        layer_prefix = f"{prefix}{node.layer}/"
+        pnames = tuple(layer_prefix + p.name for p in tn.params)
+        if node.type == "Model":
+            return self.inline_model(typed, attrs["model"], tn.in_types, ins, prefix + owners[attrs["model"]] + "/", fold)
+        if node.type == "TimeDistributed":
+            return self.time_distributed(typed, tn, ins, prefix, owners, fold, pnames)
+        outs = [self.new_value(t, fold) for t in tn.out_types]
+        view = defn.view or defn.training_only
+        if node.type == "Flatten" and attrs.get("data_format") == "channels_first" and tn.in_types[0].rank > 3:
+            view = False  # Keras moves channels last before flattening: a copy
+        op = "reshape" if (view and not defn.training_only and node.type != "ActivityRegularization") else defn.op
+        self.steps.append(
+            Step(op, prefix + node.name, tuple(ins), pnames, tuple(outs), step_attrs(node.type, attrs),
+                 view=view, inplace=defn.extra.get("inplace", False) and not view,
+                 training_only=defn.training_only)  # fmt: skip
+        )
+        return outs
+
+    def inline_model(self, typed, model: str, in_types, ins, prefix, fold) -> list[int]:
+        sub_graph = typed.graph.submodels[model]
+        sub_types = {n: t for n, t in zip(sub_graph.inputs, in_types)}
+        sub = infer_types(sub_graph, input_types=sub_types)
+        env = {(n, 0): vid for n, vid in zip(sub_graph.inputs, ins)}
+        self.lower_graph(sub, prefix, env, fold)
+        return [env[(r.node, r.port)] for r in sub_graph.outputs]
+
+    def time_distributed(self, typed, tn: TypedNode, ins, prefix, owners, fold, pnames) -> list[int]:
+        inner = dict(tn.node.attrs["layer"])
+        x = tn.in_types[0]
+        steps_t = x.shape[1]
+        inner_fold = None if (steps_t is None or fold in (None, 0)) else fold * steps_t
+        if inner["type"] == "Dense":
+            from ..layerdefs.base import normalize_attrs
+
+            (out,) = [self.new_value(t, fold) for t in tn.out_types]
+            a = normalize_attrs(REGISTRY["Dense"], {k: v for k, v in inner.items() if k != "type"})
+            self.steps.append(Step("dense", prefix + tn.node.name, tuple(ins), pnames, (out,), step_attrs("Dense", a)))
+            return [out]
+        folded_t = x.with_shape((None, *x.shape[2:]))
+        folded = self.new_value(folded_t, inner_fold)
+        self.steps.append(Step("fold_time", prefix + tn.node.name, tuple(ins), (), (folded,), {}, view=True))
+        if inner["type"] == "Model":
+            model = inner["model"]
+            inner_outs = self.inline_model(typed, model, [folded_t], [folded], prefix + owners[model] + "/", inner_fold)
+        else:
+            from ..layerdefs.base import normalize_attrs
+
+            idef = REGISTRY[inner["type"]]
+            iattrs = normalize_attrs(idef, {k: v for k, v in inner.items() if k != "type"})
+            otypes = [t.with_shape((None, *t.shape[2:])) for t in tn.out_types]
+            inner_outs = [self.new_value(t, inner_fold) for t in otypes]
+            self.steps.append(
+                Step(idef.op, prefix + tn.node.name, (folded,), pnames, tuple(inner_outs),
+                     step_attrs(idef.name, iattrs), training_only=idef.training_only,
+                     view=idef.view or idef.training_only)  # fmt: skip
+            )
+        outs = []
+        for vid, t in zip(inner_outs, tn.out_types):
+            out = self.new_value(t, fold)
+            self.steps.append(Step("unfold_time", prefix + tn.node.name, (vid,), (), (out,), {"steps": steps_t}, view=True))
+            outs.append(out)
+        return outs
+
+
+def _model_owners(typed: TypedGraph) -> dict[str, str]:
+    """Sub-model name -> the layer under whose name its weights are stored (its first call)."""
+    owners: dict[str, str] = {}
+    for layer, calls in typed.layer_nodes().items():
+        a = calls[0].node.attrs
+        if calls[0].node.type == "Model":
+            owners.setdefault(a["model"], layer)
+        elif calls[0].node.type == "TimeDistributed" and a["layer"].get("type") == "Model":
+            owners.setdefault(a["layer"]["model"], layer)
+    return owners
+
+
+def _assign_buffers(low: _Lowering, input_ids: set[int], output_ids: set[int]) -> list[Buffer]:
+    values = low.values
+    steps = low.steps
+    root = {v.id: v.id for v in values}
+    for s in steps:
+        if s.view:
+            for o in s.outputs:
+                root[o] = root[s.inputs[0]]
+    last_use: dict[int, int] = {}
+    for i, s in enumerate(steps):
+        for v in s.inputs:
+            last_use[root[v]] = i
+    for v in output_ids:
+        last_use[root[v]] = len(steps)  # outputs outlive every step
+    buf_of: dict[int, int] = {}  # root value -> buffer id
+    sizes: list[int] = []
+    free: list[int] = []
+    for i, s in enumerate(steps):
+        if not s.view:
+            for k, o in enumerate(s.outputs):
+                need = values[o].values_per_sample
+                src = root[s.inputs[0]] if s.inputs else None
+                if (k == 0 and s.inplace and src is not None and src not in input_ids
+                        and last_use.get(src) == i and src in buf_of):  # fmt: skip
+                    b = buf_of[src]
+                    last_use[src] = -1  # handed over: not freed below
+                else:
+                    fits = [b for b in free if sizes[b] >= need]
+                    if fits:
+                        b = min(fits, key=lambda b: (sizes[b], b))
+                    elif free:
+                        b = max(free, key=lambda b: (sizes[b], -b))
+                    else:
+                        b = len(sizes)
+                        sizes.append(0)
+                    if b in free:
+                        free.remove(b)
+                sizes[b] = max(sizes[b], need)
+                buf_of[o] = b
+        for v in set(root[x] for x in s.inputs):
+            if last_use.get(v) == i and v in buf_of:
+                free.append(buf_of[v])
+    for idx, v in enumerate(values):
+        r = root[v.id]
+        b = buf_of.get(r)
+        values[idx] = Value(v.id, v.shape, v.dtype, v.fold, b if r not in input_ids else None, v.masked)
+    return [Buffer(i, n) for i, n in enumerate(sizes)]
+
+
+def lower(typed: TypedGraph, outputs: list | None = None) -> Plan:
+    """Lower ``typed`` to a plan computing ``outputs`` (default: the model's outputs).
+
+    Steps that no requested output depends on are left out.
+    """
+    low = _Lowering()
+    g = typed.graph
+    env: dict = {}
+    inputs = []
+    for name, t in typed.input_types.items():
+        vid = low.new_value(t)
+        env[(name, 0)] = vid
+        inputs.append((name, vid))
+    low.add_params(typed, "")
+    low.lower_graph(typed, "", env, 1)
+    refs = outputs if outputs is not None else g.outputs
+    out_ids = [(str(r), env[(r.node, r.port)]) for r in refs]
+    _prune(low, {v for _, v in out_ids})
+    inputs, out_ids = _renumber(low, inputs, out_ids)
+    buffers = _assign_buffers(low, {v for _, v in inputs}, {v for _, v in out_ids})
+    return Plan(g.name, inputs, out_ids, low.values, list(low.params.values()), low.steps, buffers)
+
+
+def _renumber(low: _Lowering, inputs, out_ids):
+    """Number the values still used densely: inputs first, then in step order."""
+    new: dict[int, int] = {}
+    for _, v in inputs:
+        new[v] = len(new)
+    for s in low.steps:
+        for v in (*s.inputs, *s.outputs):
+            new.setdefault(v, len(new))
+    for _, v in out_ids:
+        new.setdefault(v, len(new))
+    old_values = {v.id: v for v in low.values}
+    low.values = [Value(n, *_fields(old_values[o])) for o, n in sorted(new.items(), key=lambda kv: kv[1])]
+    low.steps = [
+        Step(s.op, s.node, tuple(new[i] for i in s.inputs), s.params, tuple(new[o] for o in s.outputs), s.attrs,
+             s.view, s.inplace, s.training_only)  # fmt: skip
+        for s in low.steps
+    ]
+    return [(n, new[v]) for n, v in inputs], [(n, new[v]) for n, v in out_ids]
+
+
+def _fields(v: Value) -> tuple:
+    return (v.shape, v.dtype, v.fold, v.buffer, v.masked)
+
+
+def _prune(low: _Lowering, needed_values: set[int]) -> None:
+    """Drop steps whose outputs nothing needed reads, keeping value ids stable."""
+    needed = set(needed_values)
+    keep = []
+    for s in reversed(low.steps):
+        if any(o in needed for o in s.outputs):
+            keep.append(s)
+            needed.update(s.inputs)
+    low.steps = list(reversed(keep))

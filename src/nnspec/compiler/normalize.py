@@ -1,0 +1,92 @@
+"""The normalized model file: what ``to_json``/``get_config`` emit.
+
+Normalized means: every layer attribute present with Keras's defaults filled, in the order the
+layer defines them, ``type`` first; inputs with their dtype; sub-models inlined (a ``file:``
+reference is replaced by the model it names); edges written as chains, one chain per run of
+single-input nodes in file order; outputs as a list. Normalizing a normalized file changes
+nothing, and reading it back builds the same model.
+"""
+
+from __future__ import annotations
+
+from ..layerdefs import REGISTRY
+from ..layerdefs.base import normalize_attrs
+from ..specs.versions import CURRENT
+from .graph import Graph, Node, Ref
+
+
+def normalize_layer(spec: dict) -> dict:
+    """``{type: Dense, units: 3}`` -> the full attribute mapping, nested layers included."""
+    spec = dict(spec)
+    type_name = spec.pop("type")
+    defn = REGISTRY[type_name]
+    attrs = normalize_attrs(defn, spec)
+    for k in ("layer", "backward_layer"):
+        if isinstance(attrs.get(k), dict):
+            attrs[k] = normalize_layer(attrs[k])
+    return {"type": type_name, **attrs}
+
+
+def _node_spec(node: Node) -> dict:
+    if node.shared:
+        return {"shares": node.layer}
+    return normalize_layer({"type": node.type, **node.attrs})
+
+
+def edge_chains(graph: Graph) -> list[str]:
+    """Edges as chains: a node with one plain input continues the chain its input ended."""
+    chains: list[list[str]] = []
+    last_of_chain: dict[str, int] = {}  # node name -> index of the chain it currently ends
+    for name, node in graph.nodes.items():
+        ins = node.inputs
+        if len(ins) == 1 and ins[0].port == 0 and ins[0].node in last_of_chain:
+            i = last_of_chain.pop(ins[0].node)
+            chains[i].append(name)
+            last_of_chain[name] = i
+            continue
+        chains.append([", ".join(str(r) for r in ins), name])
+        last_of_chain[name] = len(chains) - 1
+    return [" -> ".join(c) for c in chains]
+
+
+def model_spec(graph: Graph, *, top: bool = True) -> dict:
+    out: dict = {}
+    if top:
+        out["format"] = CURRENT
+    out["name"] = graph.name
+    if graph.description:
+        out["description"] = graph.description
+    if top and graph.submodels:
+        out["models"] = {k: model_spec(sub, top=False) for k, sub in graph.submodels.items()}
+    out["inputs"] = {k: {"shape": list(d.shape), "dtype": d.dtype} for k, d in graph.inputs.items()}
+    out["layers"] = {k: _node_spec(n) for k, n in graph.nodes.items()}
+    if not graph.sequential:
+        out["edges"] = edge_chains(graph)
+    out["outputs"] = [str(r) for r in graph.outputs]
+    if top and graph.training is not None:
+        out["training"] = graph.training
+    return out
+
+
+def _flatten_models(graph: Graph) -> dict:
+    """All sub-models reachable from ``graph``, nested ones first, for the top-level ``models``."""
+    out: dict = {}
+    for name, sub in graph.submodels.items():
+        out.update(_flatten_models(sub))
+        out[name] = sub
+    return out
+
+
+def normalized_spec(graph: Graph) -> dict:
+    """The normalized model file of ``graph`` (see the module docstring)."""
+    spec = model_spec(graph)
+    subs = _flatten_models(graph)
+    if subs:
+        models = {k: model_spec(sub, top=False) for k, sub in subs.items()}
+        rest = {k: v for k, v in spec.items() if k not in ("format", "name", "description", "models")}
+        head = {k: spec[k] for k in ("format", "name", "description") if k in spec}
+        spec = {**head, "models": models, **rest}
+    return spec
+
+
+__all__ = ["normalized_spec", "normalize_layer", "edge_chains", "Ref"]

@@ -1,0 +1,127 @@
+"""Keras-style model summaries, as text and as a dict.
+
+One row per layer (a weight owner: a shared layer is one row whose "Connected to" lists every
+call, as Keras prints it), input layers first for a functional model, then layers in file
+order; a model without ``edges`` prints as a Keras ``Sequential`` (no input rows, no
+"Connected to" column). The footer gives Total / Trainable / Non-trainable params with their
+sizes in bytes, as Keras computes them (4 bytes a float32 parameter, 1024-based units).
+"""
+
+from __future__ import annotations
+
+from ..layerdefs.base import fmt_shape
+from .shapes import TypedGraph
+
+
+def readable_size(n_bytes: float) -> str:
+    """Keras's memory size text: ``321.50 KB``, ``0.00 B``."""
+    units = ["B", "KB", "MB", "GB", "TB"]
+    size = float(n_bytes)
+    i = 0
+    while size >= 1024 and i < len(units) - 1:
+        size /= 1024
+        i += 1
+    return f"{size:.2f} {units[i]}"
+
+
+def _shape_json(types) -> list:
+    if len(types) == 1:
+        return list(types[0].shape)
+    return [list(t.shape) for t in types]
+
+
+def _shape_text(types) -> str:
+    if len(types) == 1:
+        return fmt_shape(types[0].shape)
+    return "[" + ", ".join(fmt_shape(t.shape) for t in types) + "]"
+
+
+def layer_type_name(graph, node) -> str:
+    if node.type == "Model":
+        sub = graph.submodels[node.attrs["model"]]
+        return "Sequential" if sub.sequential else "Functional"
+    return node.type
+
+
+def summary_dict(typed: TypedGraph) -> dict:
+    g = typed.graph
+    layers = []
+    # (layer name, node index among the layer's calls) of each producer, for "Connected to".
+    call_index: dict[str, tuple[str, int]] = {name: (name, 0) for name in g.inputs}
+    by_layer = typed.layer_nodes()
+    for layer, calls in by_layer.items():
+        for i, tn in enumerate(calls):
+            call_index[tn.name] = (layer, i)
+    if not g.sequential:
+        for name, t in typed.input_types.items():
+            layers.append({"name": name, "type": "InputLayer", "output_shape": list(t.shape), "params": 0,
+                           "connected_to": []})  # fmt: skip
+    for layer, calls in by_layer.items():
+        first = calls[0]
+        connected = []
+        for tn in calls:
+            for r in tn.node.inputs:
+                src, idx = call_index[r.node]
+                connected.append(f"{src}[{idx}][{r.port}]")
+        layers.append(
+            {
+                "name": layer,
+                "type": layer_type_name(g, first.node),
+                "output_shape": _shape_json(first.out_types),
+                "params": first.param_count,
+                "connected_to": connected,
+            }
+        )
+    trainable, non_trainable = typed.count()
+    return {
+        "name": g.name,
+        "total_params": trainable + non_trainable,
+        "trainable_params": trainable,
+        "non_trainable_params": non_trainable,
+        "layers": layers,
+    }
+
+
+def summary_text(typed: TypedGraph, line_length: int | None = None) -> str:
+    d = summary_dict(typed)
+    seq = typed.graph.sequential
+    headers = ["Layer (type)", "Output Shape", "Param #"] + ([] if seq else ["Connected to"])
+    rows = []
+    by_name = {layer: calls for layer, calls in typed.layer_nodes().items()}
+    for row in d["layers"]:
+        if row["type"] == "InputLayer":
+            shape = fmt_shape(row["output_shape"])
+        else:
+            shape = _shape_text(by_name[row["name"]][0].out_types)
+        cells = [f"{row['name']} ({row['type']})", shape, f"{row['params']:,}"]
+        if not seq:
+            cells.append(", ".join(row["connected_to"]) or "-")
+        rows.append(cells)
+    mins = [31, 22, 13, 27]
+    widths = [max([mins[i], len(headers[i])] + [len(r[i]) for r in rows]) for i in range(len(headers))]
+    if line_length:
+        extra = line_length - (sum(widths) + 3 * len(widths) + 1)
+        if extra > 0:
+            widths[0] += extra
+    right = {2}
+
+    def line(left, mid, rightc, fill):
+        return left + mid.join(fill * (w + 2) for w in widths) + rightc
+
+    def cells_line(cells, bar):
+        parts = []
+        for i, (c, w) in enumerate(zip(cells, widths)):
+            parts.append(" " + (c.rjust(w) if i in right else c.ljust(w)) + " ")
+        return bar + bar.join(parts) + bar
+
+    out = [f'Model: "{d["name"]}"', line("┏", "┳", "┓", "━"), cells_line(headers, "┃"), line("┡", "╇", "┩", "━")]
+    for i, r in enumerate(rows):
+        if i:
+            out.append(line("├", "┼", "┤", "─"))
+        out.append(cells_line(r, "│"))
+    out.append(line("└", "┴", "┘", "─"))
+    total, tr, nt = d["total_params"], d["trainable_params"], d["non_trainable_params"]
+    out.append(f" Total params: {total:,} ({readable_size(total * 4)})")
+    out.append(f" Trainable params: {tr:,} ({readable_size(tr * 4)})")
+    out.append(f" Non-trainable params: {nt:,} ({readable_size(nt * 4)})")
+    return "\n".join(out) + "\n"

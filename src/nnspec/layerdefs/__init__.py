@@ -1,0 +1,83 @@
+"""The layer registry: the one list of every layer type nnspec knows.
+
+Adding a layer means defining its ``LayerDef`` in its family module and adding one line here.
+"""
+
+from __future__ import annotations
+
+from . import conv, core, embedding, merge, normalization, pooling, recurrent, wrappers
+from .base import LayerDef
+
+# fmt: off
+REGISTRY_LIST: tuple[LayerDef, ...] = (
+    # core.py
+    core.DENSE,
+    core.ACTIVATION,
+    core.DROPOUT,
+    core.GAUSSIAN_NOISE,
+    core.GAUSSIAN_DROPOUT,
+    core.ACTIVITY_REGULARIZATION,
+    core.FLATTEN,
+    core.RESHAPE,
+    core.PERMUTE,
+    core.REPEAT_VECTOR,
+    # conv.py
+    conv.CONV1D,
+    conv.CONV2D,
+    conv.CONV3D,
+    conv.CONV1D_TRANSPOSE,
+    conv.CONV2D_TRANSPOSE,
+    conv.SEPARABLE_CONV1D,
+    conv.SEPARABLE_CONV2D,
+    conv.DEPTHWISE_CONV1D,
+    conv.DEPTHWISE_CONV2D,
+    # pooling.py
+    pooling.MAX_POOLING1D,
+    pooling.MAX_POOLING2D,
+    pooling.MAX_POOLING3D,
+    pooling.AVERAGE_POOLING1D,
+    pooling.AVERAGE_POOLING2D,
+    pooling.AVERAGE_POOLING3D,
+    pooling.GLOBAL_MAX_POOLING1D,
+    pooling.GLOBAL_MAX_POOLING2D,
+    pooling.GLOBAL_MAX_POOLING3D,
+    pooling.GLOBAL_AVERAGE_POOLING1D,
+    pooling.GLOBAL_AVERAGE_POOLING2D,
+    pooling.GLOBAL_AVERAGE_POOLING3D,
+    pooling.ZERO_PADDING1D,
+    pooling.ZERO_PADDING2D,
+    pooling.CROPPING1D,
+    pooling.CROPPING2D,
+    pooling.UP_SAMPLING1D,
+    pooling.UP_SAMPLING2D,
+    # embedding.py
+    embedding.EMBEDDING,
+    # recurrent.py
+    recurrent.SIMPLE_RNN,
+    recurrent.LSTM,
+    recurrent.GRU,
+    # merge.py
+    merge.CONCATENATE,
+    merge.ADD,
+    merge.SUBTRACT,
+    merge.MULTIPLY,
+    merge.AVERAGE,
+    merge.MAXIMUM,
+    merge.MINIMUM,
+    merge.DOT,
+    # normalization.py
+    normalization.BATCH_NORMALIZATION,
+    normalization.LAYER_NORMALIZATION,
+    normalization.RMS_NORMALIZATION,
+    normalization.UNIT_NORMALIZATION,
+    # wrappers.py
+    wrappers.TIME_DISTRIBUTED,
+    wrappers.BIDIRECTIONAL,
+    wrappers.MODEL,
+)
+# fmt: on
+
+REGISTRY: dict[str, LayerDef] = {d.name: d for d in REGISTRY_LIST}
+assert len(REGISTRY) == len(REGISTRY_LIST), "duplicate layer type names in REGISTRY_LIST"
+
+__all__ = ["REGISTRY", "REGISTRY_LIST", "LayerDef"]

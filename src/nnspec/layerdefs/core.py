@@ -1,0 +1,286 @@
+"""Core layers: Dense, Activation, Dropout and noise, Flatten, Reshape, Permute, RepeatVector,
+ActivityRegularization."""
+
+from __future__ import annotations
+
+import math
+
+from .base import (
+    COMMON_ATTRS,
+    Attr,
+    LayerDef,
+    ParamSpec,
+    ShapeError,
+    TensorType,
+    fmt_shape,
+)
+
+# The attributes shared by layers that own a kernel and a bias (Dense, Conv*, ...).
+def kernel_bias_attrs(kernel_init: str = "glorot_uniform") -> tuple[Attr, ...]:
+    return (
+        Attr("use_bias", "bool", True, "Whether the layer adds a bias vector."),
+        Attr("kernel_initializer", "initializer", kernel_init, "Initializer of the kernel."),
+        Attr("bias_initializer", "initializer", "zeros", "Initializer of the bias."),
+        Attr("kernel_regularizer", "regularizer", None, "Penalty on the kernel.", nullable=True),
+        Attr("bias_regularizer", "regularizer", None, "Penalty on the bias.", nullable=True),
+        Attr("activity_regularizer", "regularizer", None, "Penalty on the output.", nullable=True),
+        Attr("kernel_constraint", "constraint", None, "Constraint on the kernel.", nullable=True),
+        Attr("bias_constraint", "constraint", None, "Constraint on the bias.", nullable=True),
+    )
+
+
+ACTIVATION_ATTR = Attr(
+    "activation", "activation", "linear", "Activation applied to the output (null: linear).", nullable=True
+)
+
+
+def kernel_and_bias(attrs, kernel_shape, bias_shape) -> list[ParamSpec]:
+    """The ``kernel`` and, if ``use_bias``, the ``bias`` of a layer, Keras's order."""
+    out = [
+        ParamSpec(
+            "kernel", tuple(kernel_shape), attrs["kernel_initializer"],
+            regularizer=attrs["kernel_regularizer"], constraint=attrs["kernel_constraint"],
+        )
+    ]  # fmt: skip
+    if attrs["use_bias"]:
+        out.append(
+            ParamSpec(
+                "bias", tuple(bias_shape), attrs["bias_initializer"],
+                regularizer=attrs["bias_regularizer"], constraint=attrs["bias_constraint"],
+            )
+        )  # fmt: skip
+    return out
+
+
+# ----------------------------------------------------------------------------- Dense
+
+
+def _dense_infer(attrs, inputs, ctx):
+    (x,) = inputs
+    if x.rank < 2:
+        raise ShapeError(f"Dense expects an input of rank 2 or more; got {fmt_shape(x.shape)}")
+    if x.shape[-1] is None:
+        raise ShapeError(f"Dense needs a known last dimension; got {fmt_shape(x.shape)}")
+    return [TensorType(x.shape[:-1] + (attrs["units"],), "float32", x.masked)]
+
+
+def _dense_params(attrs, inputs, ctx):
+    d = inputs[0].shape[-1]
+    return kernel_and_bias(attrs, (d, attrs["units"]), (attrs["units"],))
+
+
+DENSE = LayerDef(
+    name="Dense",
+    attrs=(
+        Attr("units", "int", doc="Dimensionality of the output space.", minimum=1),
+        ACTIVATION_ATTR,
+        *kernel_bias_attrs(),
+        *COMMON_ATTRS,
+    ),
+    infer=_dense_infer,
+    params=_dense_params,
+    positional=("units",),
+    doc="Densely connected layer: `activation(dot(x, kernel) + bias)` over the last axis of an "
+    "input of any rank >= 2. Passes the input's mask through.",
+)
+
+# ----------------------------------------------------------------------------- Activation
+
+
+def _same(attrs, inputs, ctx):
+    return [inputs[0]]
+
+
+ACTIVATION = LayerDef(
+    name="Activation",
+    attrs=(Attr("activation", "activation", doc="The activation function's name."), *COMMON_ATTRS),
+    infer=_same,
+    positional=("activation",),
+    doc="Applies an activation function element-wise. Passes the mask through.",
+)
+
+# ----------------------------------------------------------------------------- Dropout & noise
+
+
+def _dropout_infer(attrs, inputs, ctx):
+    (x,) = inputs
+    ns = attrs.get("noise_shape")
+    if ns is not None and len(ns) != x.rank:
+        raise ShapeError(
+            f"noise_shape {list(ns)} must have one entry per input axis (batch included); "
+            f"input is {fmt_shape(x.shape)}"
+        )
+    return [x]
+
+
+DROPOUT = LayerDef(
+    name="Dropout",
+    attrs=(
+        Attr("rate", "float", doc="Fraction of the inputs to drop.", minimum=0.0, maximum=1.0),
+        Attr("noise_shape", "shape", None, "Shape of the binary dropout mask (null: the input's).", nullable=True),
+        Attr("seed", "int", None, "Random seed.", nullable=True),
+        *COMMON_ATTRS,
+    ),
+    infer=_dropout_infer,
+    positional=("rate",),
+    training_only=True,
+    doc="Sets a random fraction `rate` of the inputs to 0 in training and scales the rest by "
+    "1/(1-rate); the identity at inference.",
+)
+
+GAUSSIAN_NOISE = LayerDef(
+    name="GaussianNoise",
+    attrs=(
+        Attr("stddev", "float", doc="Standard deviation of the noise.", minimum=0.0),
+        Attr("seed", "int", None, "Random seed.", nullable=True),
+        *COMMON_ATTRS,
+    ),
+    infer=_same,
+    positional=("stddev",),
+    training_only=True,
+    doc="Adds zero-centered Gaussian noise in training; the identity at inference.",
+)
+
+GAUSSIAN_DROPOUT = LayerDef(
+    name="GaussianDropout",
+    attrs=(
+        Attr("rate", "float", doc="Drop probability, as for Dropout.", minimum=0.0, maximum=1.0),
+        Attr("seed", "int", None, "Random seed.", nullable=True),
+        *COMMON_ATTRS,
+    ),
+    infer=_same,
+    positional=("rate",),
+    training_only=True,
+    doc="Multiplies by 1-centered Gaussian noise of stddev sqrt(rate/(1-rate)) in training; "
+    "the identity at inference.",
+)
+
+ACTIVITY_REGULARIZATION = LayerDef(
+    name="ActivityRegularization",
+    attrs=(
+        Attr("l1", "float", 0.0, "L1 penalty factor on the activity.", minimum=0.0),
+        Attr("l2", "float", 0.0, "L2 penalty factor on the activity.", minimum=0.0),
+        *COMMON_ATTRS,
+    ),
+    infer=_same,
+    view=True,
+    doc="The identity, adding an L1/L2 penalty on its input to the training loss.",
+)
+
+# ----------------------------------------------------------------------------- reshaping
+
+
+def _flatten_infer(attrs, inputs, ctx):
+    (x,) = inputs
+    if attrs["data_format"] == "channels_first" and x.rank > 2:
+        # Keras permutes channels last before flattening; the size is the same.
+        pass
+    rest = x.shape[1:]
+    size = None if any(d is None for d in rest) else math.prod(rest)
+    return [TensorType((x.shape[0], size), x.dtype)]
+
+
+FLATTEN = LayerDef(
+    name="Flatten",
+    attrs=(
+        Attr("data_format", "enum", "channels_last", "Order of the input's axes.",
+             choices=("channels_last", "channels_first")),
+        *COMMON_ATTRS,
+    ),  # fmt: skip
+    infer=_flatten_infer,
+    view=True,
+    doc="Flattens every axis but the batch. Drops the mask.",
+)
+
+
+def _reshape_infer(attrs, inputs, ctx):
+    (x,) = inputs
+    target = list(attrs["target_shape"])
+    if sum(1 for d in target if d == -1) > 1:
+        raise ShapeError(f"target_shape {target} may hold at most one -1")
+    if any(d is not None and d != -1 and d < 1 for d in target):
+        raise ShapeError(f"target_shape {target} holds a dimension below 1 (only -1 is allowed)")
+    rest = x.shape[1:]
+    size = None if any(d is None for d in rest) else math.prod(rest)
+    if -1 in target:
+        known_part = math.prod(d for d in target if d != -1)
+        if size is None:
+            target = [None if d == -1 else d for d in target]
+        elif size % known_part:
+            raise ShapeError(
+                f"cannot reshape {fmt_shape(x.shape)} ({size} values per sample) to "
+                f"target_shape {list(attrs['target_shape'])}: {size} is not a multiple of {known_part}"
+            )
+        else:
+            target = [size // known_part if d == -1 else d for d in target]
+    elif size is not None and math.prod(target) != size:
+        raise ShapeError(
+            f"cannot reshape {fmt_shape(x.shape)} ({size} values per sample) to "
+            f"target_shape {target} ({math.prod(target)} values)"
+        )
+    return [TensorType((x.shape[0], *target), x.dtype)]
+
+
+RESHAPE = LayerDef(
+    name="Reshape",
+    attrs=(
+        Attr("target_shape", "shape", doc="Shape of the output, batch excluded; one entry may be -1."),
+        *COMMON_ATTRS,
+    ),
+    infer=_reshape_infer,
+    positional=("target_shape",),
+    view=True,
+    doc="Reshapes each sample to `target_shape` (batch excluded); one dimension may be -1.",
+)
+
+
+def _permute_infer(attrs, inputs, ctx):
+    (x,) = inputs
+    dims = list(attrs["dims"])
+    n = x.rank - 1
+    if sorted(dims) != list(range(1, n + 1)):
+        raise ShapeError(
+            f"dims {dims} must be a permutation of 1..{n} for an input of shape {fmt_shape(x.shape)}"
+        )
+    return [TensorType((x.shape[0], *(x.shape[d] for d in dims)), x.dtype, x.masked)]
+
+
+PERMUTE = LayerDef(
+    name="Permute",
+    attrs=(
+        Attr("dims", "int_list", doc="Permutation of the axes, 1-based, batch excluded."),
+        *COMMON_ATTRS,
+    ),
+    infer=_permute_infer,
+    positional=("dims",),
+    doc="Permutes the axes of each sample: `dims=[2, 1]` swaps the first two.",
+)
+
+
+def _repeat_infer(attrs, inputs, ctx):
+    (x,) = inputs
+    if x.rank != 2:
+        raise ShapeError(f"RepeatVector expects an input of rank 2 (batch, features); got {fmt_shape(x.shape)}")
+    return [TensorType((x.shape[0], attrs["n"], x.shape[1]), x.dtype)]
+
+
+REPEAT_VECTOR = LayerDef(
+    name="RepeatVector",
+    attrs=(Attr("n", "int", doc="How many times to repeat.", minimum=1), *COMMON_ATTRS),
+    infer=_repeat_infer,
+    positional=("n",),
+    doc="Repeats a (batch, features) input n times: (batch, n, features).",
+)
+
+LAYERS = (
+    DENSE,
+    ACTIVATION,
+    DROPOUT,
+    GAUSSIAN_NOISE,
+    GAUSSIAN_DROPOUT,
+    ACTIVITY_REGULARIZATION,
+    FLATTEN,
+    RESHAPE,
+    PERMUTE,
+    REPEAT_VECTOR,
+)

@@ -1,0 +1,251 @@
+"""Wrappers: TimeDistributed, Bidirectional, and Model (a sub-model used as a layer).
+
+A wrapper's ``layer`` attribute is a nested layer definition, a mapping such as
+``{type: LSTM, units: 64}``. The wrappers never read the registry themselves: they type and
+count what they wrap through the :class:`~nnspec.layerdefs.base.InferContext` the compiler hands
+them. Keras's ``Bidirectional(weights=...)`` (initial weight values) is not accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .base import (
+    COMMON_ATTRS,
+    Attr,
+    InferContext,
+    LayerDef,
+    ParamSpec,
+    ShapeError,
+    TensorType,
+    fmt_shape,
+    normalize_attrs,
+    snake_case,
+)
+from .recurrent import RECURRENT_TYPES
+
+MERGE_MODES = ("concat", "sum", "mul", "ave")
+
+_LAYER_ATTR = Attr("layer", "layer", doc="The wrapped layer: a nested layer definition {type: ..., ...}.")
+
+# ----------------------------------------------------------------------------- TimeDistributed
+
+
+def _inner_type(mapping: Mapping) -> str:
+    return str(mapping.get("type", "?")) if isinstance(mapping, Mapping) else repr(mapping)
+
+
+def _td_step_input(x: TensorType) -> TensorType:
+    if x.rank < 3:
+        raise ShapeError(
+            f"TimeDistributed expects an input of rank 3 or more (batch, time, ...); got {fmt_shape(x.shape)}"
+        )
+    return TensorType((x.shape[0], *x.shape[2:]), x.dtype, x.masked)
+
+
+def _td_infer(attrs, inputs, ctx: InferContext):
+    (x,) = inputs
+    outs = ctx.infer_layer(attrs["layer"], [_td_step_input(x)])
+    if len(outs) != 1:
+        raise ShapeError(
+            f"TimeDistributed can only wrap a layer with one output; "
+            f"{_inner_type(attrs['layer'])} returns {len(outs)} here"
+        )
+    (y,) = outs
+    if y.rank < 1:
+        raise ShapeError(f"TimeDistributed: the wrapped {_inner_type(attrs['layer'])} returned a scalar")
+    return [TensorType((y.shape[0], x.shape[1], *y.shape[1:]), y.dtype, x.masked)]
+
+
+def _td_params(attrs, inputs, ctx: InferContext):
+    return list(ctx.layer_params(attrs["layer"], [_td_step_input(inputs[0])]))
+
+
+TIME_DISTRIBUTED = LayerDef(
+    name="TimeDistributed",
+    attrs=(_LAYER_ATTR, *COMMON_ATTRS),
+    infer=_td_infer,
+    params=_td_params,
+    positional=("layer",),
+    doc="Applies one layer, with one set of weights, to every time step of its input "
+    "independently: axis 1 is the time axis, each (batch, *rest) slice goes through the wrapped "
+    "layer, and the results are stacked back along axis 1. The input needs rank 3 or more; a "
+    "variable time length is kept. The wrapped layer must have exactly one output. The input's "
+    "mask passes through unchanged. The parameters are the wrapped layer's, under its own names.",
+)
+
+# ----------------------------------------------------------------------------- Bidirectional
+
+
+def _recurrent_attrs(ctx: InferContext, mapping, role: str) -> dict:
+    if not isinstance(mapping, Mapping):
+        raise ShapeError(
+            f"Bidirectional: {role} must be a layer definition {{type: ..., ...}}; got {mapping!r}"
+        )
+    defn = ctx.layer_def(mapping)
+    if defn.name not in RECURRENT_TYPES:
+        raise ShapeError(
+            f"Bidirectional can only wrap a recurrent layer ({', '.join(RECURRENT_TYPES)}); "
+            f"its {role} is a {defn.name}"
+        )
+    return normalize_attrs(defn, mapping)
+
+
+def _directions(attrs, ctx: InferContext) -> tuple[Mapping, Mapping]:
+    """The forward and backward layer definitions, checked as Keras checks them."""
+    fwd = attrs["layer"]
+    fwd_attrs = _recurrent_attrs(ctx, fwd, "layer")
+    bwd = attrs.get("backward_layer")
+    if bwd is None:
+        if fwd_attrs["go_backwards"]:
+            # Keras copies the layer with go_backwards=True and then finds both directions equal.
+            raise ShapeError(
+                "Bidirectional: the wrapped layer must not set go_backwards=True (its backward "
+                "copy would run the same direction); give a backward_layer instead"
+            )
+        bwd = {**fwd, "go_backwards": True}
+    bwd_attrs = _recurrent_attrs(ctx, bwd, "backward_layer")
+    if fwd_attrs["go_backwards"] == bwd_attrs["go_backwards"]:
+        raise ShapeError(
+            "Bidirectional: layer and backward_layer must have different go_backwards values; "
+            f"both have go_backwards={fwd_attrs['go_backwards']}"
+        )
+    for a in ("stateful", "return_sequences", "return_state"):
+        if fwd_attrs[a] != bwd_attrs[a]:
+            raise ShapeError(
+                f"Bidirectional: layer and backward_layer must agree on {a}; "
+                f"got {fwd_attrs[a]} and {bwd_attrs[a]}"
+            )
+    return fwd, bwd
+
+
+def _bidirectional_infer(attrs, inputs, ctx: InferContext):
+    fwd, bwd = _directions(attrs, ctx)
+    f_out = ctx.infer_layer(fwd, list(inputs))
+    b_out = ctx.infer_layer(bwd, list(inputs))
+    f_shapes = [t.shape for t in f_out]
+    b_shapes = [t.shape for t in b_out]
+    if f_shapes != b_shapes:
+        raise ShapeError(
+            "Bidirectional: the forward and backward layers must produce the same shapes; got "
+            f"{', '.join(fmt_shape(s) for s in f_shapes)} and {', '.join(fmt_shape(s) for s in b_shapes)}"
+        )
+    y, y_rev = f_out[0], b_out[0]
+    states = [*f_out[1:], *b_out[1:]]
+    mode = attrs["merge_mode"]
+    if mode is None:
+        outputs = [y, y_rev]
+    elif mode == "concat":
+        last = None if y.shape[-1] is None else 2 * y.shape[-1]
+        outputs = [y.with_shape((*y.shape[:-1], last))]
+    elif mode in MERGE_MODES:
+        outputs = [y]
+    else:
+        raise ShapeError(f"Bidirectional: unknown merge_mode {mode!r}; expected one of {MERGE_MODES} or null")
+    return outputs + states
+
+
+def _prefixed(prefix: str, params: list[ParamSpec]) -> list[ParamSpec]:
+    return [
+        ParamSpec(
+            f"{prefix}/{p.name}", p.shape, p.initializer, p.trainable,
+            regularizer=p.regularizer, constraint=p.constraint,
+        )
+        for p in params
+    ]  # fmt: skip
+
+
+def _direction_name(mapping: Mapping, prefix: str) -> str:
+    base = mapping.get("name") or snake_case(str(mapping["type"]))
+    return base if base.startswith(prefix) else prefix + base
+
+
+def bidirectional_scopes(attrs) -> tuple[str, str]:
+    """The name scopes of the forward and backward layers' weights, as Keras names them:
+    ``forward_<name>`` and ``backward_<name>``, where ``<name>`` is the nested definition's
+    ``name`` or else its type in snake_case (``forward_lstm``). An explicit backward layer
+    that has a ``name`` keeps it, as in Keras."""
+    fwd = attrs["layer"]
+    bwd = attrs.get("backward_layer")
+    f = _direction_name(fwd, "forward_")
+    if bwd is None:
+        b = _direction_name(fwd, "backward_")
+    elif bwd.get("name"):
+        b = str(bwd["name"])
+    else:
+        b = "backward_" + snake_case(str(bwd["type"]))
+    if f == b:
+        raise ShapeError(f"Bidirectional: the forward and backward layers share the name {f!r}")
+    return f, b
+
+
+def _bidirectional_params(attrs, inputs, ctx: InferContext):
+    fwd, bwd = _directions(attrs, ctx)
+    f_scope, b_scope = bidirectional_scopes(attrs)
+    return _prefixed(f_scope, ctx.layer_params(fwd, list(inputs))) + _prefixed(
+        b_scope, ctx.layer_params(bwd, list(inputs))
+    )
+
+
+BIDIRECTIONAL = LayerDef(
+    name="Bidirectional",
+    attrs=(
+        _LAYER_ATTR,
+        Attr(
+            "merge_mode",
+            "enum",
+            "concat",
+            "How the two directions' outputs combine; null returns both.",
+            choices=MERGE_MODES,
+            nullable=True,
+        ),
+        Attr(
+            "backward_layer",
+            "layer",
+            None,
+            "The layer run backwards (must set go_backwards: true); null: a copy of `layer`.",
+            nullable=True,
+        ),
+        *COMMON_ATTRS,
+    ),
+    infer=_bidirectional_infer,
+    params=_bidirectional_params,
+    positional=("layer", "merge_mode"),
+    doc="Runs a recurrent layer (SimpleRNN, LSTM or GRU) over the sequence in both directions "
+    "and merges the two outputs: concatenated on the last axis (concat, the default), added "
+    "(sum), multiplied (mul), averaged (ave), or returned as two outputs (null). The backward "
+    "layer is a copy of `layer` with go_backwards set unless backward_layer is given; with "
+    "return_sequences its output is flipped back to forward time order before merging. With "
+    "return_state the forward layer's final states follow the output(s), then the backward "
+    "layer's. Sequence outputs keep the input's mask; states are never masked. The weights are "
+    "the forward layer's, then the backward layer's, named `forward_<name>/<weight>` and "
+    "`backward_<name>/<weight>`.",
+)
+
+# ----------------------------------------------------------------------------- Model
+
+
+def _model_infer(attrs, inputs, ctx: InferContext):
+    return list(ctx.infer_model(attrs["model"], list(inputs)))
+
+
+def _model_params(attrs, inputs, ctx: InferContext):
+    return list(ctx.model_params(attrs["model"]))
+
+
+MODEL = LayerDef(
+    name="Model",
+    attrs=(
+        Attr("model", "model", doc="Name of the sub-model, one of the document's `models`."),
+        *COMMON_ATTRS,
+    ),
+    infer=_model_infer,
+    params=_model_params,
+    arity=(1, None),
+    doc="Calls another model of the same document as a single layer, as Keras does when a "
+    "model is applied to tensors: the inputs map in order onto the sub-model's inputs and its "
+    "outputs become this layer's outputs. The sub-model's weights are shared by every call "
+    "and listed as `<layer>/<weight>`.",
+)
+
+LAYERS = (TIME_DISTRIBUTED, BIDIRECTIONAL, MODEL)

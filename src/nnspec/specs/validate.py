@@ -1,0 +1,249 @@
+"""Check a :class:`Document` against the format version and the generated JSON Schema.
+
+jsonschema finds the problems; this module turns each into a :class:`Diagnostic` with a stable
+code, the position of the offending key or value, what was expected, what was found, and a
+did-you-mean where a name is close to a known one. Every independent problem is reported.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+from .errors import Diagnostic, SchemaError, did_you_mean
+from .load import Document
+from .versions import CURRENT, FORMAT_PREFIX, KNOWN, migrate
+
+_NAME_VOCABULARIES = ("activation", "initializer", "regularizer", "constraint")
+
+
+@lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+
+    from .schema import build_schema
+
+    schema = build_schema()
+    return jsonschema.Draft7Validator(schema), schema
+
+
+def check_format(doc: Document) -> None:
+    """Check ``format`` and migrate an older version in place. Raises SchemaError (E010)."""
+    data = doc.data
+    if "format" not in data:
+        raise SchemaError([doc.diag("E010", f"missing 'format'; expected 'format: {CURRENT}' as the first key", ())])
+    fmt = data["format"]
+    if fmt not in KNOWN:
+        hint = None
+        if isinstance(fmt, str) and fmt.startswith(FORMAT_PREFIX):
+            hint = f"this nnspec reads {', '.join(KNOWN)}; a newer nnspec may read this file"
+        raise SchemaError(
+            [doc.diag("E010", f"unknown format version {fmt!r}; expected {CURRENT!r}", ("format",),
+                      hint=hint, expected=CURRENT, found=repr(fmt))]  # fmt: skip
+        )
+    if fmt != CURRENT:
+        doc.data = migrate(data, fmt)
+
+
+def _short(value) -> str:
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 60 else repr(value[:57] + "...")
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_TYPE_NAMES = {
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a mapping",
+    "null": "null",
+}
+
+
+def _type_words(t) -> str:
+    ts = t if isinstance(t, list) else [t]
+    return " or ".join(_TYPE_NAMES.get(x, x) for x in ts)
+
+
+def _found_type(v) -> str:
+    if isinstance(v, bool):
+        return f"{str(v).lower()} (a boolean)"
+    if isinstance(v, int):
+        return f"{v} (an integer)"
+    if isinstance(v, float):
+        return f"{v} (a number)"
+    if isinstance(v, str):
+        return f"'{v}' (a string)"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "a mapping"
+    if v is None:
+        return "null"
+    return type(v).__name__
+
+
+def _where_word(path: tuple) -> str:
+    """Describe what kind of thing is at ``path`` for messages."""
+    if len(path) >= 2 and path[-2] in ("layers",) or (len(path) >= 1 and path[-1] == "layer"):
+        return "layer"
+    return ""
+
+
+def _translate(doc: Document, err) -> list[Diagnostic]:
+    path = tuple(err.absolute_path)
+    v = err.validator
+    if v in ("anyOf", "oneOf") and err.context:
+        # Pick the branch that went deepest: the most specific explanation.
+        import jsonschema.exceptions
+
+        best = jsonschema.exceptions.best_match(err.context)
+        # A nullable vocabulary value (activation: 'rleu'): report the name, not the branches.
+        enums = [e for e in err.context if e.validator in ("enum", "const") and tuple(e.absolute_path) == path]
+        if enums and isinstance(err.instance, str):
+            best = enums[0]
+        return _translate(doc, best)
+    if v == "additionalProperties":
+        allowed = list(err.schema.get("properties", {}))
+        extras = [k for k in err.instance if k not in allowed]
+        owner = err.instance.get("type") if isinstance(err.instance, dict) else None
+        out = []
+        for k in extras:
+            of = f" for {owner}" if isinstance(owner, str) else ""
+            what = "parameter" if owner else "key"
+            out.append(
+                doc.diag("E101", f"unknown {what} '{k}'{of}", path + (k,), key=True,
+                         hint=did_you_mean(k, allowed), found=k,
+                         expected="one of " + ", ".join(allowed))  # fmt: skip
+            )
+        return out
+    if v == "required":
+        missing = err.validator_value
+        have = err.instance if isinstance(err.instance, dict) else {}
+        out = []
+        for k in missing:
+            if k in have:
+                continue
+            owner = have.get("type")
+            of = f" of {owner}" if isinstance(owner, str) else ""
+            out.append(doc.diag("E102", f"missing required parameter '{k}'{of}", path, key=True, expected=k))
+        return out
+    if v == "type":
+        return [
+            doc.diag("E100", f"expected {_type_words(err.validator_value)}; found {_found_type(err.instance)}", path,
+                     expected=_type_words(err.validator_value), found=_short(err.instance))  # fmt: skip
+        ]
+    if v in ("enum", "const"):
+        allowed = err.validator_value if v == "enum" else [err.validator_value]
+        found = err.instance
+        vocab = _vocabulary_name(err)
+        if vocab:
+            return [
+                doc.diag("E104", f"unknown {vocab} {_short(found)}", path,
+                         hint=did_you_mean(found, allowed), found=_short(found),
+                         expected=f"a {vocab} name")  # fmt: skip
+            ]
+        listed = ", ".join(_short(a) for a in allowed[:12]) + (", ..." if len(allowed) > 12 else "")
+        return [
+            doc.diag("E103", f"expected one of {listed}; found {_short(found)}", path,
+                     hint=did_you_mean(found, allowed), expected=listed, found=_short(found))  # fmt: skip
+        ]
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        words = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v]
+        return [
+            doc.diag("E103", f"expected a value {words} {err.validator_value}; found {_short(err.instance)}", path,
+                     expected=f"{words} {err.validator_value}", found=_short(err.instance))  # fmt: skip
+        ]
+    if v in ("minItems", "maxItems", "minProperties"):
+        n = err.validator_value
+        word = {"minItems": "at least", "maxItems": "at most", "minProperties": "at least"}[v]
+        unit = "entries"
+        return [doc.diag("E103", f"expected {word} {n} {unit}; found {len(err.instance)}", path,
+                         expected=f"{word} {n} {unit}", found=str(len(err.instance)))]  # fmt: skip
+    if v == "pattern":
+        return [
+            doc.diag("E105", f"invalid name {_short(err.instance)}: names start with a letter or '_' and hold "
+                     "letters, digits, '_', '.', '-'", path, found=_short(err.instance))  # fmt: skip
+        ]
+    if v == "propertyNames":
+        bad = err.instance if not isinstance(err.instance, dict) else None
+        return [doc.diag("E105", f"invalid name {_short(bad)}: {err.message}", path)]
+    return [doc.diag("E100", err.message, path)]
+
+
+def _vocabulary_name(err) -> str | None:
+    """'layer type', 'activation', ... when an enum is a vocabulary of names."""
+    path = list(err.absolute_path)
+    ref_path = list(err.absolute_schema_path)
+    if path and path[-1] == "type":
+        if "training" in path or "loss" in path:
+            return "loss" if "loss" in path else "optimizer"
+        if any(p in _NAME_VOCABULARIES for p in ref_path):
+            return next(p for p in ref_path if p in _NAME_VOCABULARIES)
+        parent = path[-2] if len(path) >= 2 else ""
+        for name in _NAME_VOCABULARIES:
+            if isinstance(parent, str) and parent.endswith(name):
+                return name
+        return "layer type"
+    sch = err.schema
+    acts = _validator()[1]["definitions"]["activation"]["enum"]
+    if sch.get("enum") == acts:
+        return "activation"
+    defs = _validator()[1]["definitions"]
+    for name in ("initializer", "regularizer", "constraint"):
+        if sch.get("enum") == defs[name]["anyOf"][0]["enum"]:
+            return name
+    if "training" in path:
+        if "loss" in path:
+            return "loss"
+        if "metrics" in path:
+            return "metric"
+        if "optimizer" in path:
+            return "optimizer"
+    return None
+
+
+def validate_document(doc: Document) -> None:
+    """Raise :class:`SchemaError` with every schema problem of ``doc``; migrate old formats."""
+    check_format(doc)
+    validator, _ = _validator()
+    diags: list[Diagnostic] = []
+    seen = set()
+    for err in validator.iter_errors(doc.data):
+        for d in _translate(doc, err):
+            key = (d.code, d.path, d.message)
+            if key not in seen:
+                seen.add(key)
+                diags.append(d)
+    # 'unit' misspelt for 'units' is one mistake: drop the "missing 'units'" it also causes.
+    suggested = {(d.path.rsplit(".", 1)[0], d.hint) for d in diags if d.code == "E101" and d.hint}
+    diags = [d for d in diags if not (d.code == "E102" and (d.path, f"did you mean '{d.expected}'?") in suggested)]
+    if diags:
+        diags.sort(key=lambda d: (d.line or 0, d.column or 0))
+        raise SchemaError(diags)
+
+
+@lru_cache(maxsize=1)
+def _layer_validator():
+    import jsonschema
+
+    schema = _validator()[1]
+    return jsonschema.Draft7Validator({"$ref": "#/definitions/layer", "definitions": schema["definitions"]})
+
+
+def layer_problems(doc: Document) -> list[str]:
+    """Schema problems of one layer definition (``doc.data`` is ``{type: ..., ...}``), as text.
+
+    Used by the Python API to refuse bad arguments when a layer is constructed, as Keras does.
+    """
+    out = []
+    for err in _layer_validator().iter_errors(doc.data):
+        for d in _translate(doc, err):
+            out.append(f"{d.path}: {d.message}" + (f"; {d.hint}" if d.hint else "") if d.path else d.message)
+    return out
