@@ -319,6 +319,33 @@ class Layer:
             raise ValueError(f"layer '{self.name}' is not built yet (never called): its weights' shapes are unknown")
         return sum(p.size for p in self._param_specs([x._type for x in self.calls[0].inputs]))
 
+    def _weight_names(self) -> list[str]:
+        model = self._model_ref
+        if model is None:
+            raise ValueError(f"layer '{self.name}' is not part of a compiled model, so it has no weights yet")
+        return [p.name for p in model.plan().params if p.name.startswith(self.name + "/")]
+
+    @property
+    def weights(self) -> list:
+        return self.get_weights()
+
+    def get_weights(self) -> list:
+        """This layer's weight arrays (copies), in Keras's order."""
+        store = self._model_ref._weights() if self._model_ref is not None else None
+        return [store.view(n).copy() for n in self._weight_names()]
+
+    def set_weights(self, weights) -> None:
+        from ..specs.errors import WeightsError
+
+        names = self._weight_names()
+        weights = list(weights)
+        if len(weights) != len(names):
+            raise WeightsError(f"layer '{self.name}' has {len(names)} weight arrays ({', '.join(names)}); "
+                               f"got {len(weights)}")  # fmt: skip
+        store = self._model_ref._weights()
+        for n, w in zip(names, weights):
+            store.assign(n, w, where=f"layer '{self.name}': ")
+
     @property
     def trainable(self) -> bool:
         return bool(self.attrs.get("trainable", True))

@@ -21,9 +21,10 @@ from ..layerdefs.base import TensorType
 from ..specs.load import Document, load_file, load_text
 from ..specs.versions import CURRENT
 from .layer import Call, InputLayer, KerasTensor, Layer, layer_from_spec, unique_name
+from .running import RunMixin
 
 
-class Model(Layer):
+class Model(RunMixin, Layer):
     """A compiled model; also usable as a layer (a nested model shares its weights).
 
     Build one with ``nnspec.load(path)``, ``Model(inputs=..., outputs=...)``,
@@ -123,6 +124,17 @@ class Model(Layer):
 
     def _called_models(self) -> dict:
         return {self.name: self}
+
+    def __call__(self, inputs, **kwargs):
+        """On symbolic tensors: a nested-model call. On arrays: the outputs, as ``predict_on_batch``."""
+        xs = list(inputs.values()) if isinstance(inputs, dict) else inputs
+        xs = xs if isinstance(xs, (list, tuple)) else [xs]
+        if xs and all(isinstance(x, KerasTensor) for x in xs):
+            return Layer.__call__(self, inputs, **kwargs)
+        kwargs.pop("training", None)
+        if kwargs:
+            raise TypeError(f"Model.__call__ got unexpected arguments {sorted(kwargs)}")
+        return self.predict_on_batch(inputs)
 
     # ------------------------------------------------------------------ Keras API
 
@@ -434,6 +446,8 @@ def load(path_or_text: str | os.PathLike, *, seed: int | None = None) -> Model:
         doc = load_text(p)
     m = _model_from_doc(doc)
     m._seed = seed
+    for sub in m._subs.values():
+        sub._seed = seed
     return m
 
 

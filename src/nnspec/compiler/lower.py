@@ -50,10 +50,33 @@ class _Lowering:
         self.params: dict[str, Param] = {}
         self.offsets = {True: 0, False: 0}
 
-    def new_value(self, t, fold: int | None = 1) -> int:
+    def new_value(self, t, fold: int | None = 1, mask: int | None = None) -> int:
         vid = len(self.values)
-        self.values.append(Value(vid, tuple(t.shape), t.dtype, fold if fold is not None else 0, 0, t.masked))
+        self.values.append(Value(vid, tuple(t.shape), t.dtype, fold if fold is not None else 0, 0, t.masked, mask))
         return vid
+
+    def mask_of(self, vid: int) -> int | None:
+        return self.values[vid].mask
+
+    def set_masks(self, node, ins: list[int], outs: list[int], prefix: str) -> None:
+        """Give each masked output its mask value, as Keras propagates masks."""
+        wanted = [o for o in outs if self.values[o].masked]
+        if not wanted:
+            return
+        if node.type == "Embedding":
+            m = self.new_value(_mask_type(self.values[ins[0]]))
+            self.steps.append(Step("mask_not_equal_zero", prefix + node.name, (ins[0],), (), (m,)))
+        else:
+            sources = sorted({self.mask_of(i) for i in ins if self.mask_of(i) is not None})
+            if not sources:
+                return
+            m = sources[0]
+            if len(sources) > 1:
+                m = self.new_value(_mask_type(self.values[sources[0]]))
+                self.steps.append(Step("mask_and", prefix + node.name, tuple(sources), (), (m,)))
+        for o in wanted:
+            v = self.values[o]
+            self.values[o] = Value(v.id, v.shape, v.dtype, v.fold, v.buffer, v.masked, m)
 
     def add_params(self, typed: TypedGraph, prefix: str) -> None:
         for layer, p in typed.params():
@@ -84,6 +107,7 @@ class _Lowering:
         if node.type == "TimeDistributed":
             return self.time_distributed(typed, tn, ins, prefix, owners, fold, pnames)
         outs = [self.new_value(t, fold) for t in tn.out_types]
+        masks = tuple(-1 if self.mask_of(i) is None else self.mask_of(i) for i in ins) if defn.uses_mask else ()
         view = defn.view or defn.training_only
         if node.type == "Flatten" and attrs.get("data_format") == "channels_first" and tn.in_types[0].rank > 3:
             view = False  # Keras moves channels last before flattening: a copy
@@ -91,8 +115,9 @@ class _Lowering:
         self.steps.append(
             Step(op, prefix + node.name, tuple(ins), pnames, tuple(outs), step_attrs(node.type, attrs),
                  view=view, inplace=defn.extra.get("inplace", False) and not view,
-                 training_only=defn.training_only)  # fmt: skip
+                 training_only=defn.training_only, masks=masks)  # fmt: skip
         )
+        self.set_masks(node, ins, outs, prefix)
         return outs
 
     def inline_model(self, typed, model: str, in_types, ins, prefix, fold) -> list[int]:
@@ -114,6 +139,7 @@ class _Lowering:
             (out,) = [self.new_value(t, fold) for t in tn.out_types]
             a = normalize_attrs(REGISTRY["Dense"], {k: v for k, v in inner.items() if k != "type"})
             self.steps.append(Step("dense", prefix + tn.node.name, tuple(ins), pnames, (out,), step_attrs("Dense", a)))
+            self.set_masks(tn.node, ins, [out], prefix)
             return [out]
         folded_t = x.with_shape((None, *x.shape[2:]))
         folded = self.new_value(folded_t, inner_fold)
@@ -138,7 +164,14 @@ class _Lowering:
             out = self.new_value(t, fold)
             self.steps.append(Step("unfold_time", prefix + tn.node.name, (vid,), (), (out,), {"steps": steps_t}, view=True))
             outs.append(out)
+        self.set_masks(tn.node, ins, outs, prefix)
         return outs
+
+
+def _mask_type(v: Value):
+    from ..layerdefs.base import TensorType
+
+    return TensorType(tuple(v.shape[:2]), "float32")
 
 
 def _model_owners(typed: TypedGraph) -> dict[str, str]:
@@ -163,7 +196,7 @@ def _assign_buffers(low: _Lowering, input_ids: set[int], output_ids: set[int]) -
                 root[o] = root[s.inputs[0]]
     last_use: dict[int, int] = {}
     for i, s in enumerate(steps):
-        for v in s.inputs:
+        for v in s.reads:
             last_use[root[v]] = i
     for v in output_ids:
         last_use[root[v]] = len(steps)  # outputs outlive every step
@@ -192,13 +225,13 @@ def _assign_buffers(low: _Lowering, input_ids: set[int], output_ids: set[int]) -
                         free.remove(b)
                 sizes[b] = max(sizes[b], need)
                 buf_of[o] = b
-        for v in set(root[x] for x in s.inputs):
+        for v in set(root[x] for x in s.reads):
             if last_use.get(v) == i and v in buf_of:
                 free.append(buf_of[v])
     for idx, v in enumerate(values):
         r = root[v.id]
         b = buf_of.get(r)
-        values[idx] = Value(v.id, v.shape, v.dtype, v.fold, b if r not in input_ids else None, v.masked)
+        values[idx] = Value(v.id, v.shape, v.dtype, v.fold, b if r not in input_ids else None, v.masked, v.mask)
     return [Buffer(i, n) for i, n in enumerate(sizes)]
 
 
@@ -231,22 +264,22 @@ def _renumber(low: _Lowering, inputs, out_ids):
     for _, v in inputs:
         new[v] = len(new)
     for s in low.steps:
-        for v in (*s.inputs, *s.outputs):
+        for v in (*s.reads, *s.outputs):
             new.setdefault(v, len(new))
     for _, v in out_ids:
         new.setdefault(v, len(new))
     old_values = {v.id: v for v in low.values}
-    low.values = [Value(n, *_fields(old_values[o])) for o, n in sorted(new.items(), key=lambda kv: kv[1])]
+    low.values = [Value(n, *_fields(old_values[o], new)) for o, n in sorted(new.items(), key=lambda kv: kv[1])]
     low.steps = [
         Step(s.op, s.node, tuple(new[i] for i in s.inputs), s.params, tuple(new[o] for o in s.outputs), s.attrs,
-             s.view, s.inplace, s.training_only)  # fmt: skip
+             s.view, s.inplace, s.training_only, tuple(new[m] if m >= 0 else -1 for m in s.masks))  # fmt: skip
         for s in low.steps
     ]
     return [(n, new[v]) for n, v in inputs], [(n, new[v]) for n, v in out_ids]
 
 
-def _fields(v: Value) -> tuple:
-    return (v.shape, v.dtype, v.fold, v.buffer, v.masked)
+def _fields(v: Value, new: dict) -> tuple:
+    return (v.shape, v.dtype, v.fold, v.buffer, v.masked, new.get(v.mask) if v.mask is not None else None)
 
 
 def _prune(low: _Lowering, needed_values: set[int]) -> None:
@@ -256,5 +289,5 @@ def _prune(low: _Lowering, needed_values: set[int]) -> None:
     for s in reversed(low.steps):
         if any(o in needed for o in s.outputs):
             keep.append(s)
-            needed.update(s.inputs)
+            needed.update(s.reads)
     low.steps = list(reversed(keep))

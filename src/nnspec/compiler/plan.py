@@ -47,6 +47,7 @@ class Value:
     fold: int = 1  # rows per sample folded into the batch (inside TimeDistributed)
     buffer: int | None = None  # None: a model input (the caller's array)
     masked: bool = False
+    mask: int | None = None  # the value holding this value's Keras mask, f32[B,T] (1 = valid step)
 
     @property
     def values_per_sample(self) -> int:
@@ -88,6 +89,12 @@ class Step:
     view: bool = False  # the output is the input's buffer under another shape (no copy)
     inplace: bool = False  # the output overwrites its first input's buffer
     training_only: bool = False  # the identity at inference
+    masks: tuple = ()  # for layers that read masks: each input's mask value id, or -1
+
+    @property
+    def reads(self) -> tuple:
+        """Every value the step reads: its inputs and the masks it uses."""
+        return tuple(self.inputs) + tuple(m for m in self.masks if m >= 0)
 
 
 @dataclass(frozen=True)
@@ -178,8 +185,8 @@ class Plan:
         tup = lambda x: tuple(tuple(e) if isinstance(e, list) else e for e in x) if isinstance(x, list) else x  # noqa: E731
         values = [Value(**{**v, "shape": tuple(v["shape"])}) for v in d["values"]]
         params = [Param(**{**p, "shape": tuple(p["shape"])}) for p in d["params"]]
-        steps = [Step(**{**s, "inputs": tup(s["inputs"]), "params": tup(s["params"]), "outputs": tup(s["outputs"])})
-                 for s in d["steps"]]  # fmt: skip
+        steps = [Step(**{**s, "inputs": tup(s["inputs"]), "params": tup(s["params"]), "outputs": tup(s["outputs"]),
+                         "masks": tup(s.get("masks", []))}) for s in d["steps"]]  # fmt: skip
         buffers = [Buffer(**b) for b in d["buffers"]]
         return cls(d["model"], [(i["name"], i["value"]) for i in d["inputs"]],
                    [(o["name"], o["value"]) for o in d["outputs"]], values, params, steps, buffers)  # fmt: skip
@@ -194,7 +201,8 @@ class Plan:
             lines.append(f"param @{p.name} : f32[{','.join(str(d) for d in p.shape)}] {kind}")
         for s in self.steps:
             outs = ", ".join(f"%{o}" for o in s.outputs)
-            args = ", ".join([f"%{i}" for i in s.inputs] + [f"@{p}" for p in s.params])
+            args = ", ".join([f"%{i}" for i in s.inputs] + [f"@{p}" for p in s.params]
+                             + [f"mask=%{m}" for m in s.masks if m >= 0])  # fmt: skip
             attrs = " ".join(f"{k}={_attr_text(v)}" for k, v in s.attrs.items())
             types = ", ".join(vals[o].type_text() for o in s.outputs)
             notes = []

@@ -10,6 +10,15 @@ Shapes include the batch dimension as ``None`` in front, as Keras prints them:
 ``(None, 62, 62, 16)``. ``None`` elsewhere is a dimension known only at run time.
 
 This module imports only the standard library: the compile/summarize path must stay cheap.
+
+Kernels. A family module also holds its layers' NumPy references and Numba kernels, as plain
+functions written in the subset of Python and NumPy that Numba compiles. Importing NumPy costs
+about 0.17 s here, more than the whole compile path, so family modules do not import it: each
+has a module global ``np = None`` that :func:`bind_numpy` points at NumPy when the runtime (or
+a test) first needs kernels. Numba reads a function's globals when it compiles it, so the
+kernels see NumPy then. Small functions that kernels call are listed in the module's
+``KERNEL_HELPERS``; the runtime compiles them in place before any kernel. ``LayerDef.emit`` writes the lines of the generated plan function
+that call a layer's kernels (see ``nnspec.runtime.codegen.Emit``).
 """
 
 from __future__ import annotations
@@ -218,6 +227,11 @@ class LayerDef:
         training_only: the layer is the identity at inference (Dropout, noise layers).
         view: at inference the output is the input's buffer seen with another shape
             (Flatten, Reshape): the plan assigns it no new buffer.
+        emit: ``emit(e) -> [source lines]``: the inference code of one step in the generated
+            plan function, calling this family's kernels through ``e.call(kernel, *args)``.
+        reference: ``reference(attrs, inputs, params, masks) -> outputs``: plain NumPy, the
+            obviously-right version the kernels are tested against.
+        uses_mask: the kernels read the input's mask (recurrent layers, masked pooling).
     """
 
     name: str
@@ -230,6 +244,9 @@ class LayerDef:
     training_only: bool = False
     view: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    emit: Callable | None = None
+    reference: Callable | None = None
+    uses_mask: bool = False
 
     def attr(self, name: str) -> Attr:
         for a in self.attrs:
@@ -334,3 +351,12 @@ def normalize_attrs(defn: LayerDef, raw: Mapping) -> dict:
             v = float(v)
         out[a.name] = v
     return out
+
+
+def bind_numpy(modules) -> None:
+    """Point the ``np`` global of each family module at NumPy (see the module docstring)."""
+    import numpy
+
+    for m in modules:
+        if getattr(m, "np", None) is None:
+            m.np = numpy

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from . import activations
 from .base import (
     COMMON_ATTRS,
     Attr,
@@ -14,6 +15,10 @@ from .base import (
     TensorType,
     fmt_shape,
 )
+
+np = None  # NumPy, bound by base.bind_numpy when kernels are needed
+KERNEL_HELPERS = ("add_bias",)
+
 
 # The attributes shared by layers that own a kernel and a bias (Dense, Conv*, ...).
 def kernel_bias_attrs(kernel_init: str = "glorot_uniform") -> tuple[Attr, ...]:
@@ -69,6 +74,40 @@ def _dense_params(attrs, inputs, ctx):
     return kernel_and_bias(attrs, (d, attrs["units"]), (attrs["units"],))
 
 
+def add_bias(y, b):
+    """``y += b`` over the last axis of the 2-D ``y``."""
+    rows, cols = y.shape
+    for i in range(rows):
+        for j in range(cols):
+            y[i, j] += b[j]
+
+
+def dense_forward(x, w, b, use_bias, act, y):
+    """``y = act(x @ w + b)`` for 2-D ``x`` (rows, in); ``np.dot`` is a BLAS product."""
+    np.dot(x, w, y)
+    if use_bias:
+        add_bias(y, b)
+    activations.apply_activation(y, act)
+
+
+def _dense_emit(e):
+    (xs,) = e.x_shapes
+    (ys,) = e.y_shapes
+    x2 = e.flat2(e.x[0], xs, e.rows())
+    y2 = e.flat2(e.y[0], ys, e.rows(output=True))
+    a = e.attrs
+    b = e.p[1] if a["use_bias"] else e.empty
+    return [e.call(dense_forward, x2, e.p[0], b, a["use_bias"], activations.code(a["activation"]), y2)]
+
+
+def _dense_reference(attrs, inputs, params, masks=None):
+    (x,) = inputs
+    y = x @ params[0]
+    if attrs["use_bias"]:
+        y = y + params[1]
+    return [activations.reference(attrs["activation"], y)]
+
+
 DENSE = LayerDef(
     name="Dense",
     attrs=(
@@ -79,6 +118,8 @@ DENSE = LayerDef(
     ),
     infer=_dense_infer,
     params=_dense_params,
+    emit=_dense_emit,
+    reference=_dense_reference,
     positional=("units",),
     doc="Densely connected layer: `activation(dot(x, kernel) + bias)` over the last axis of an "
     "input of any rank >= 2. Passes the input's mask through.",

@@ -1,0 +1,229 @@
+"""The running half of ``Model``: predict, weights, weights files.
+
+Mixed into :class:`nnspec.api.model.Model`. Nothing here imports NumPy or Numba until a model
+is first run, so loading and summarizing stay cheap.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..specs.errors import InputError, WeightsError
+
+_DTYPE_KIND = {"float32": "f", "float64": "f", "float16": "f", "int32": "i", "int64": "i", "int8": "i",
+               "uint8": "u", "bool": "b"}  # fmt: skip
+
+
+class RunMixin:
+    _seed = None
+    _store = None
+    _store_owner = None
+
+    # ------------------------------------------------------------------ weights
+
+    def _weights(self):
+        """The WeightStore, made on first use (initialized as Keras does, from the seed)."""
+        if self._store is None:
+            from ..runtime.weights import WeightStore
+
+            shared = self._shared_store()
+            self._store = shared if shared is not None else WeightStore(self.plan().params, self._seed)
+        return self._store
+
+    def _shared_store(self):
+        """A model built from another model's layers shares that model's weights."""
+        owners = set()
+        for layer in self._layers.values():
+            ref = getattr(layer, "_model_ref", None)
+            if ref is not None and ref is not self and ref._store is not None:
+                owners.add(id(ref._store))
+                store = ref._store
+        if len(owners) == 1:
+            names = {p.name for p in self.plan().params}
+            if names <= set(store.params):
+                return store
+        return None
+
+    def get_weights(self) -> list:
+        """Every weight array, layer by layer in file order, each layer's in Keras's order."""
+        store = self._weights()
+        return [store.view(p.name).copy() for p in self.plan().params]
+
+    def set_weights(self, weights) -> None:
+        params = self.plan().params
+        weights = list(weights)
+        if len(weights) != len(params):
+            raise WeightsError(f"model '{self.name}' has {len(params)} weight arrays; set_weights got {len(weights)}"
+                               f" (order: {', '.join(p.name for p in params[:6])}{', ...' if len(params) > 6 else ''})")  # fmt: skip
+        import numpy as np
+
+        store = self._weights()
+        for p, w in zip(params, weights):
+            a = np.asarray(w)
+            if a.shape != tuple(p.shape):
+                raise WeightsError(f"set_weights: layer '{p.layer}' weight '{p.name}': expected shape "
+                                   f"{tuple(p.shape)}, found {a.shape}")  # fmt: skip
+        for p, w in zip(params, weights):
+            store.assign(p.name, w)
+
+    def save_weights(self, path) -> None:
+        """Write every weight to a safetensors file (tensor names ``<layer>/<weight>``), atomically."""
+        from ..runtime.weights import write_safetensors
+
+        store = self._weights()
+        tensors = {p.name: store.view(p.name) for p in self.plan().params}
+        write_safetensors(path, tensors, {"format": "nnspec-weights/1", "model": self.name})
+
+    def load_weights(self, path, by_name: bool = False, skip_mismatch: bool = False) -> dict:
+        """Read weights from a safetensors file.
+
+        Strict by default: a missing tensor, an extra one or a shape mismatch is an error naming
+        the layer, the weight and both shapes, and nothing is changed. With ``by_name=True`` the
+        tensors that match are loaded and the rest reported in the returned dict
+        (``loaded``, ``missing``, ``unexpected``, ``mismatched``).
+        """
+        from ..runtime.weights import read_safetensors
+
+        tensors = read_safetensors(path)
+        params = {p.name: p for p in self.plan().params}
+        missing = [n for n in params if n not in tensors]
+        unexpected = [n for n in tensors if n not in params]
+        mismatched = [
+            (n, tuple(params[n].shape), tuple(t.shape)) for n, t in tensors.items()
+            if n in params and tuple(t.shape) != tuple(params[n].shape)
+        ]  # fmt: skip
+        where = f"{os.fspath(path)}: "
+        if not by_name:
+            problems = []
+            for n in missing:
+                problems.append(f"missing tensor '{n}' (layer '{params[n].layer}', shape {tuple(params[n].shape)})")
+            for n in unexpected:
+                problems.append(f"unexpected tensor '{n}' (shape {tuple(tensors[n].shape)}): no such weight in "
+                                f"model '{self.name}'")  # fmt: skip
+            for n, want, got in mismatched:
+                problems.append(f"layer '{params[n].layer}' weight '{n}': expected shape {want}, found {got}")
+            if problems:
+                raise WeightsError(where + "; ".join(problems))
+        store = self._weights()
+        loaded = []
+        bad = {n for n, _, _ in mismatched}
+        for n, t in tensors.items():
+            if n in params and n not in bad:
+                store.assign(n, t, where=where)
+                loaded.append(n)
+        return {"loaded": loaded, "missing": missing, "unexpected": unexpected, "mismatched": mismatched}
+
+    # ------------------------------------------------------------------ running
+
+    def _executor(self, shapes: tuple):
+        """The compiled executor for inputs of these per-sample shapes (cached)."""
+        cache = self.__dict__.setdefault("_executors", {})
+        ex = cache.get(shapes)
+        if ex is None:
+            from ..compiler.lower import lower
+            from ..compiler.plan import Plan
+            from ..compiler.shapes import infer_types
+            from ..layerdefs.base import TensorType
+            from ..runtime.executor import Executor
+
+            g = self._typed.graph
+            if any(d is None for t in self._typed.input_types.values() for d in t.shape[1:]):
+                types = {n: TensorType((None, *s), t.dtype) for (n, t), s in zip(self._typed.input_types.items(), shapes)}
+                typed = infer_types(g, input_types=types)
+            else:
+                typed = self._typed
+            plan = lower(typed)
+            store = self._weights()
+            plan = Plan(plan.model, plan.inputs, plan.outputs, plan.values,
+                        [store.params[p.name] for p in plan.params], plan.steps, plan.buffers)  # fmt: skip
+            ex = Executor(plan)
+            cache[shapes] = ex
+        return ex
+
+    def _prepare_inputs(self, x) -> list:
+        import numpy as np
+
+        g = self._typed.graph
+        names = list(g.inputs)
+        if isinstance(x, dict):
+            unknown = [k for k in x if k not in g.inputs]
+            if unknown:
+                from ..specs.errors import did_you_mean
+
+                hint = did_you_mean(unknown[0], names)
+                raise InputError(f"unknown input '{unknown[0]}'; model '{self.name}' takes {names}"
+                                 + (f"; {hint}" if hint else ""))  # fmt: skip
+            missing = [n for n in names if n not in x]
+            if missing:
+                raise InputError(f"missing input '{missing[0]}' (model '{self.name}' takes {names})")
+            arrays = [x[n] for n in names]
+        elif isinstance(x, (list, tuple)) and len(names) > 1:
+            if len(x) != len(names):
+                raise InputError(f"model '{self.name}' takes {len(names)} inputs {names}; got {len(x)} arrays")
+            arrays = list(x)
+        else:
+            if len(names) != 1:
+                raise InputError(f"model '{self.name}' takes {len(names)} inputs {names}; pass a list or a dict")
+            arrays = [x]
+        out = []
+        n = None
+        for name, a in zip(names, arrays):
+            decl = g.inputs[name]
+            try:
+                arr = np.asarray(a)
+            except Exception as e:
+                raise InputError(f"input '{name}': cannot be read as an array ({e})") from None
+            want = (None, *decl.shape)
+            if arr.ndim != len(want):
+                raise InputError(f"input '{name}': expected an array of rank {len(want)} with shape "
+                                 f"{_shape_text(want)}; got shape {arr.shape}")  # fmt: skip
+            for i, (w, d) in enumerate(zip(want[1:], arr.shape[1:]), start=1):
+                if w is not None and w != d:
+                    raise InputError(f"input '{name}': expected shape {_shape_text(want)}; got {arr.shape} "
+                                     f"(axis {i} is {d}, expected {w})")  # fmt: skip
+            kind = _DTYPE_KIND.get(decl.dtype, "f")
+            if arr.dtype.kind not in "biuf":
+                raise InputError(f"input '{name}': expected numbers ({decl.dtype}); got dtype {arr.dtype}")
+            if kind in "iu" and arr.dtype.kind == "f":
+                if arr.size and not np.all(np.isfinite(arr)) or (arr.size and np.any(arr != np.round(arr))):
+                    raise InputError(f"input '{name}': expected integer ids ({decl.dtype}); got non-integer floats")
+            if n is None:
+                n = arr.shape[0]
+            elif arr.shape[0] != n:
+                raise InputError(f"inputs have different batch sizes: '{names[0]}' has {n}, '{name}' has {arr.shape[0]}")
+            out.append(np.ascontiguousarray(arr, dtype=decl.dtype))
+        return out
+
+    def _run_batch(self, arrays: list) -> list:
+        shapes = tuple(a.shape[1:] for a in arrays)
+        ex = self._executor(shapes)
+        store = self._weights()
+        try:
+            return list(ex(arrays, store.tp, store.ntp))
+        except (ValueError, IndexError) as e:
+            raise InputError(str(e)) from None
+
+    def predict_on_batch(self, x):
+        arrays = self._prepare_inputs(x)
+        outs = self._run_batch(arrays)
+        return outs[0] if len(outs) == 1 else outs
+
+    def predict(self, x, batch_size: int | None = 32, verbose: int | str = 0, steps=None, callbacks=None):
+        """Outputs for every sample of ``x``, computed ``batch_size`` samples at a time."""
+        import numpy as np
+
+        arrays = self._prepare_inputs(x)
+        n = arrays[0].shape[0]
+        bs = int(batch_size or 32)
+        if bs < 1:
+            raise ValueError(f"batch_size must be positive; got {batch_size}")
+        if n <= bs:
+            outs = self._run_batch(arrays)
+        else:
+            chunks = [self._run_batch([a[i : i + bs] for a in arrays]) for i in range(0, n, bs)]
+            outs = [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
+        return outs[0] if len(outs) == 1 else outs
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"

@@ -1,0 +1,229 @@
+"""Write a plan as the source text of one Numba function.
+
+The generated module holds ``run(in_0, ..., tp, ntp, ws)``: it slices every parameter out of
+the flat trainable (``tp``) and non-trainable (``ntp``) arrays, every activation out of one
+workspace array ``ws`` (``n`` rows per sample, buffers at the offsets the plan assigned), calls
+each step's kernels in order, and returns copies of the outputs. The batch size ``n`` is read
+from the first input at run time, so no batch size ever triggers a compilation. Each step's
+lines come from its layer's ``LayerDef.emit`` (the family module knows its kernels); the few
+plan-level ops (views, masks) are written here.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..compiler.plan import Plan, Step, Value
+from ..layerdefs import REGISTRY
+
+_OP_TO_DEF = {d.op: d for d in REGISTRY.values()}
+
+_NP_DTYPES = {"float32": "np.float32", "float64": "np.float64", "int32": "np.int32", "int64": "np.int64",
+              "int8": "np.int8", "uint8": "np.uint8", "bool": "np.bool_", "float16": "np.float16"}  # fmt: skip
+
+
+class CodegenError(RuntimeError):
+    """A plan holds an op the runtime has no kernel for."""
+
+
+def _literal(v) -> str:
+    if isinstance(v, bool):
+        return "True" if v else "False"
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "np.inf" if v > 0 else "-np.inf"
+        return repr(v)
+    return repr(v)
+
+
+class Emit:
+    """What a layer's ``emit`` sees of one step, and the helpers it writes code with.
+
+    Attributes:
+        attrs: the step's attributes (the layer's, defaults filled).
+        x, y, p: variable names of the inputs, outputs and parameters (arrays with their full
+            shapes: a value's first axis has ``rows`` entries, parameters have Keras's shapes).
+        m: per input, the variable name of its mask (float32 ``(rows, steps)``) or None.
+        x_shapes, y_shapes: the static shapes, first axis excluded.
+        x_dtypes: the inputs' dtypes.
+    """
+
+    def __init__(self, gen: "_Generator", step: Step, x, y, p, m, x_vals, y_vals) -> None:
+        self._gen = gen
+        self.step = step
+        self.attrs = step.attrs
+        self.x, self.y, self.p, self.m = x, y, p, m
+        self.x_shapes = [tuple(v.shape[1:]) for v in x_vals]
+        self.y_shapes = [tuple(v.shape[1:]) for v in y_vals]
+        self.x_dtypes = [v.dtype for v in x_vals]
+        self._x_vals, self._y_vals = x_vals, y_vals
+
+    def rows(self, i: int = 0, output: bool = False) -> str:
+        """The expression for the first-axis length of input (or output) ``i``."""
+        v = (self._y_vals if output else self._x_vals)[i]
+        return _rows(v)
+
+    def call(self, fn, *args) -> str:
+        """``kernel(arg, ...)``: a call of a family module's kernel function."""
+        name = self._gen.kernel(fn)
+        return f"{name}({', '.join(a if isinstance(a, str) else _literal(a) for a in args)})"
+
+    empty = "EMPTY"  # a zero-length float32 array, for an absent parameter (use_bias=False)
+
+    def lit(self, v) -> str:
+        return _literal(v)
+
+    def tmp(self, shape: str, dtype: str = "np.float32") -> str:
+        """Allocate a scratch array ``np.empty(shape, dtype)`` and return its name."""
+        name = self._gen.fresh("t")
+        self._gen.line(f"{name} = np.empty({shape}, {dtype})")
+        return name
+
+    def flat2(self, var: str, shape: tuple, rows: str) -> str:
+        """``var`` seen as 2-D: (rows * all but the last axis, last axis)."""
+        lead = math.prod(shape[:-1]) if len(shape) > 1 else 1
+        r = rows if lead == 1 else f"{rows} * {lead}"
+        return f"{var}.reshape(({r}, {shape[-1] if shape else 1}))"
+
+
+def _rows(v: Value) -> str:
+    if v.fold == 1:
+        return "n"
+    return f"n * {v.fold}"
+
+
+def _shape_expr(v: Value) -> str:
+    dims = [_rows(v)] + [str(d) for d in v.shape[1:]]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+class _Generator:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.lines: list[str] = []
+        self.imports: dict = {}  # kernel fn -> name
+        self.module_aliases: dict = {}
+        self.counter = 0
+        self.vals = {v.id: v for v in plan.values}
+        self.buffer_offsets: dict[int, int] = {}
+        off = 0
+        for b in plan.buffers:
+            self.buffer_offsets[b.id] = off
+            off += b.values_per_sample
+        self.ws_per_sample = off
+
+    def fresh(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def line(self, text: str) -> None:
+        self.lines.append("    " + text)
+
+    def kernel(self, fn) -> str:
+        if fn not in self.imports:
+            mod = fn.__module__
+            if mod not in self.module_aliases:
+                self.module_aliases[mod] = f"_m{len(self.module_aliases)}"
+            self.imports[fn] = (f"k_{fn.__name__}", self.module_aliases[mod], fn.__name__)
+        return self.imports[fn][0]
+
+    def value_var(self, vid: int) -> str:
+        return f"v{vid}"
+
+    def generate(self) -> str:
+        plan = self.plan
+        in_names = [f"in_{i}" for i in range(len(plan.inputs))]
+        self.line(f"n = {in_names[0]}.shape[0]" if in_names else "n = 1")
+        for (name, vid), var in zip(plan.inputs, in_names):
+            self.line(f"{self.value_var(vid)} = {var}")
+        params = {p.name: p for p in plan.params}
+        used = []
+        for s in plan.steps:
+            for pn in s.params:
+                if pn not in used:
+                    used.append(pn)
+        pvar = {}
+        for i, pn in enumerate(used):
+            p = params[pn]
+            src = "tp" if p.trainable else "ntp"
+            shape = ", ".join(str(d) for d in p.shape) + ("," if len(p.shape) == 1 else "")
+            pvar[pn] = f"p{i}"
+            self.line(f"p{i} = {src}[{p.offset}:{p.offset + p.size}].reshape(({shape}))  # {pn}")
+        for s in plan.steps:
+            self.emit_step(s, pvar)
+        outs = []
+        for name, vid in plan.outputs:
+            outs.append(f"{self.value_var(vid)}.copy()")
+        self.line("return (" + ", ".join(outs) + ("," if len(outs) == 1 else "") + ")")
+        header = [
+            "# Generated by nnspec from a plan; do not edit. One function runs the whole plan.",
+            "import numpy as np",
+            "from numba import njit",
+            "from nnspec.runtime.kernels import jit",
+        ]
+        for mod, alias in self.module_aliases.items():
+            header.append(f"import {mod} as {alias}")
+        for fn, (name, alias, attr) in self.imports.items():
+            header.append(f"{name} = jit({alias}.{attr})")
+        header.append("EMPTY = np.zeros(0, np.float32)")
+        header.append("")
+        header.append("")
+        header.append("@njit(cache=True, nogil=True, error_model='numpy')")
+        header.append(f"def run({', '.join(in_names + ['tp', 'ntp', 'ws'])}):")
+        return "\n".join(header + self.lines) + "\n"
+
+    def bind_output(self, vid: int) -> str:
+        v = self.vals[vid]
+        var = self.value_var(vid)
+        size = v.values_per_sample
+        off = self.buffer_offsets[v.buffer]
+        self.line(f"{var} = ws[{off} * n:{off} * n + n * {size}].reshape({_shape_expr(v)})")
+        return var
+
+    def emit_step(self, s: Step, pvar: dict) -> None:
+        self.line(f"# {s.op} {s.node}")
+        if s.view:
+            src = self.value_var(s.inputs[0])
+            for o in s.outputs:
+                self.line(f"{self.value_var(o)} = {src}.reshape({_shape_expr(self.vals[o])})")
+            return
+        if s.op == "mask_not_equal_zero":
+            (o,) = s.outputs
+            var = self.bind_output(o)
+            from ..layerdefs import embedding
+
+            self.line(self._call(embedding.mask_not_equal_zero, self.value_var(s.inputs[0]), var))
+            return
+        if s.op == "mask_and":
+            (o,) = s.outputs
+            var = self.bind_output(o)
+            self.line(f"{var}[:] = 1.0")
+            for i in s.inputs:
+                self.line(f"{var} *= {self.value_var(i)}")
+            return
+        defn = _OP_TO_DEF.get(s.op)
+        if defn is None or defn.emit is None:
+            raise CodegenError(f"no kernel for op '{s.op}' (node '{s.node}') in this version of nnspec")
+        ys = []
+        for o in s.outputs:
+            if s.inplace:
+                self.line(f"{self.value_var(o)} = {self.value_var(s.inputs[0])}")
+                ys.append(self.value_var(o))
+            else:
+                ys.append(self.bind_output(o))
+        xs = [self.value_var(i) for i in s.inputs]
+        masks = [self.value_var(m) if m >= 0 else None for m in s.masks] if s.masks else [None] * len(xs)
+        e = Emit(self, s, xs, ys, [pvar[p] for p in s.params], masks,
+                 [self.vals[i] for i in s.inputs], [self.vals[o] for o in s.outputs])  # fmt: skip
+        for text in defn.emit(e):
+            self.line(text)
+
+    def _call(self, fn, *args) -> str:
+        return f"{self.kernel(fn)}({', '.join(args)})"
+
+
+def generate(plan: Plan) -> tuple[str, int]:
+    """The module source of ``plan``'s run function, and the workspace floats per sample."""
+    g = _Generator(plan)
+    src = g.generate()
+    return src, g.ws_per_sample

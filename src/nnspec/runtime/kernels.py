@@ -1,0 +1,76 @@
+"""The bridge from family modules' plain kernel functions to compiled Numba dispatchers.
+
+``jit(fn)`` compiles a kernel once per process (memoized), after pointing the family modules'
+``np`` global at NumPy. ``kernel_source_hash()`` fingerprints every family module's source, so
+a compiled plan cached on disk is never reused after a kernel changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from functools import lru_cache
+
+import numba
+
+from .. import layerdefs
+from ..layerdefs.base import bind_numpy
+from .numba_config import JIT_OPTIONS
+
+
+@lru_cache(maxsize=1)
+def family_modules() -> tuple:
+    mods = {inspect.getmodule(d.infer) for d in layerdefs.REGISTRY_LIST}
+    from ..layerdefs import activations, base
+
+    mods.update({activations, base})
+    return tuple(sorted((m for m in mods if m is not None), key=lambda m: m.__name__))
+
+
+_BOUND = False
+
+
+def bind() -> None:
+    """Give family modules NumPy, and compile the helpers their kernels call, once."""
+    global _BOUND
+    if _BOUND:
+        return
+    mods = family_modules()
+    bind_numpy(mods)
+    for m in mods:
+        for name in getattr(m, "KERNEL_HELPERS", ()):
+            fn = getattr(m, name)
+            if not isinstance(fn, numba.core.registry.CPUDispatcher):
+                setattr(m, name, numba.njit(**JIT_OPTIONS)(fn))
+    _BOUND = True
+
+
+_JITTED: dict = {}
+
+
+def jit(fn):
+    """The compiled form of a family module's kernel function (one dispatcher per function)."""
+    d = _JITTED.get(fn)
+    if d is None:
+        bind()
+        d = fn if isinstance(fn, numba.core.registry.CPUDispatcher) else numba.njit(**JIT_OPTIONS)(fn)
+        _JITTED[fn] = d
+    return d
+
+
+@lru_cache(maxsize=1)
+def kernel_source_hash() -> str:
+    h = hashlib.sha256(numba.__version__.encode())
+    import numpy
+
+    h.update(numpy.__version__.encode())
+    for m in family_modules():
+        h.update(m.__name__.encode())
+        try:
+            h.update(inspect.getsource(m).encode())
+        except OSError:
+            pass
+    from . import codegen
+
+    h.update(inspect.getsource(codegen).encode())
+    return h.hexdigest()[:16]
