@@ -28,6 +28,7 @@ Examples:
   nnspec validate specs/*.yaml
   nnspec summarize specs/cnn.yaml
   nnspec compile specs/cnn.yaml -o cnn.plan.json
+  nnspec predict specs/mlp.yaml --weights mlp.safetensors --input x.npy -o y.npy
   nnspec schema -o nnspec.schema.json
 """
 
@@ -37,7 +38,7 @@ def _echo_diagnostics(diags, fmt: str) -> None:
         if fmt == "json":
             click.echo(json.dumps(d.to_dict()))
         else:
-            click.echo(d.format(), err=d.severity == "error" and False)
+            click.echo(d.format())
 
 
 def _load(path: str):
@@ -61,7 +62,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text: FILE:LINE:COL: CODE message lines; json: one JSON object per problem.")
 @click.option("--strict", is_flag=True, help="Treat warnings (unused layers) as errors.")
@@ -184,6 +185,80 @@ def schema(output) -> None:
         write_text_atomic(output, text)
     else:
         click.echo(text, nl=False)
+
+
+def _read_arrays(path: str, names: list[str]) -> dict:
+    """Arrays from .npy (one input) or .npz (keyed by input name); never unpickles."""
+    import numpy as np
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise click.BadParameter(f"cannot read {path}: {e}", param_hint="--input") from None
+    if isinstance(data, np.ndarray):
+        if len(names) != 1:
+            raise click.BadParameter(f"the model takes {len(names)} inputs {names}: give an .npz keyed by "
+                                     "input name", param_hint="--input")  # fmt: skip
+        return {names[0]: data}
+    with data:
+        return {k: data[k] for k in data.files}
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Input arrays: .npy for a one-input model, .npz keyed by input names otherwise.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
+              help="A safetensors weights file (tensor names <layer>/<weight>). Without it, weights are "
+                   "initialized from --seed as Keras initializes them.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for initial weights.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              help="Write outputs: .npy (one output) or .npz keyed by output names. Default: print them.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+def predict(file, input_path, weights, seed, output, batch_size) -> None:
+    """Run a model on input arrays and write or print its outputs.
+
+    \b
+    Examples:
+      nnspec predict specs/mlp.yaml --weights mlp.safetensors --input x.npy -o y.npy
+      nnspec predict specs/headline.yaml --input inputs.npz -o outputs.npz
+    """
+    import numpy as np
+
+    from ..specs.errors import NnspecError
+
+    model = _load(file)
+    model._seed = seed
+    arrays = _read_arrays(input_path, list(model._typed.graph.inputs))
+    try:
+        if weights:
+            model.load_weights(weights)
+        else:
+            click.echo(f"note: no --weights given; using initial weights from seed {seed}", err=True)
+        outs = model.predict(arrays, batch_size=batch_size)
+    except NnspecError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_INVALID)
+    outs = outs if isinstance(outs, list) else [outs]
+    names = [str(r) for r in model._typed.graph.outputs]
+    if output:
+        import io
+
+        from ..specs.atomic import write_bytes_atomic
+
+        buf = io.BytesIO()
+        if output.endswith(".npz"):
+            np.savez(buf, **dict(zip(names, outs)))
+        elif len(outs) == 1:
+            np.save(buf, outs[0])
+        else:
+            raise click.BadParameter(f"the model has {len(outs)} outputs: write an .npz", param_hint="-o")
+        write_bytes_atomic(output, buf.getvalue())
+        click.echo(f"wrote {output}: " + ", ".join(f"{n} {o.shape}" for n, o in zip(names, outs)))
+    else:
+        for n, o in zip(names, outs):
+            click.echo(f"{n}: shape {o.shape}")
+            click.echo(np.array2string(o, threshold=200, precision=6))
 
 
 def main() -> None:

@@ -77,6 +77,17 @@ class Graph:
         return name in self.inputs or name in self.nodes
 
 
+def _split_offsets(text: str, sep: str, base: int) -> list[tuple[str, int]]:
+    """Split ``text`` on ``sep``; each stripped piece with its offset (plus ``base``) in ``text``."""
+    out = []
+    pos = 0
+    for piece in text.split(sep):
+        lead = len(piece) - len(piece.lstrip())
+        out.append((piece.strip(), base + pos + lead))
+        pos += len(piece) + len(sep)
+    return out
+
+
 def parse_ref(text: str) -> Ref | None:
     m = _REF.match(text.strip())
     if not m:
@@ -90,6 +101,7 @@ class _Builder:
         self.base_dir = base_dir
         self.loading = loading  # files being loaded, to refuse recursive `file:` models
         self.diags: list[Diagnostic] = []
+        self.broken: set[str] = set()  # nodes whose definition was refused (not re-reported)
 
     def error(self, code: str, message: str, path: tuple, **kw) -> None:
         self.diags.append(self.doc.diag(code, message, path, **kw))
@@ -109,6 +121,8 @@ class _Builder:
             node = self._node(k, spec, path + ("layers", k), data["layers"], submodels)
             if node is not None:
                 nodes[k] = node
+            else:
+                self.broken.add(k)
         sequential = "edges" not in data
         if sequential:
             self._sequential_edges(inputs, nodes, data, path)
@@ -163,82 +177,81 @@ class _Builder:
 
     # ------------------------------------------------------------------ edges
 
-    def _ref_position(self, edge_path: tuple, text: str, token: str) -> dict:
-        """Line and column of ``token`` inside an edge string written on one line."""
+    def _token_position(self, edge_path: tuple, text: str, offset: int) -> tuple:
+        """Line and column of the character at ``offset`` of an edge string written on one line."""
         line, col = self.doc.where(edge_path)
-        raw_line = None
-        if self.doc.text is not None and line is not None:
-            lines = self.doc.text.splitlines()
-            if 0 < line <= len(lines):
-                raw_line = lines[line - 1]
-        if raw_line is not None and col is not None:
-            start = raw_line.find(text, col - 1)
-            if start < 0:
-                start = col - 1
-                if raw_line[start : start + 1] in "'\"":
-                    start += 1
-            idx = raw_line.find(token, start)
-            if idx >= 0:
-                return {"line": line, "column": idx + 1}
-        return {"line": line, "column": col}
+        if self.doc.text is None or line is None or col is None:
+            return line, col
+        lines = self.doc.text.splitlines()
+        if not 0 < line <= len(lines):
+            return line, col
+        raw = lines[line - 1]
+        start = raw.find(text, col - 1)
+        if start < 0:  # quoted, or written over several lines: point at the scalar
+            return line, col
+        return line, start + offset + 1
 
-    def _edge_error(self, code, message, edge_path, text, token, **kw) -> None:
-        pos = self._ref_position(edge_path, text, token)
+    def _edge_error(self, code, message, edge_path, text, offset, **kw) -> None:
+        line, col = self._token_position(edge_path, text, offset)
         self.diags.append(Diagnostic(code, f"'{text}': {message}", format_path(edge_path), self.doc.file,
-                                     pos["line"], pos["column"], **kw))  # fmt: skip
+                                     line, col, **kw))  # fmt: skip
 
     def _edges(self, edges: list, inputs, nodes: dict[str, Node], path: tuple) -> None:
         fed: dict[str, tuple] = {}
         for i, text in enumerate(edges):
             epath = path + ("edges", i)
-            groups = [g.strip() for g in text.split("->")]
-            if len(groups) < 2 or any(not g for g in groups):
+            groups = _split_offsets(text, "->", 0)
+            if len(groups) < 2 or any(not g for g, _ in groups):
                 self.error("E200", f"'{text}': an edge is a chain 'a -> b' (or 'a, b -> merge -> c')", epath)
                 continue
             refs_per_group = []
             ok = True
-            for gi, group in enumerate(groups):
+            for gi, (group, goff) in enumerate(groups):
                 refs = []
-                for item in (s.strip() for s in group.split(",")):
+                for item, off in _split_offsets(group, ",", goff):
                     ref = parse_ref(item)
                     if ref is None:
-                        self._edge_error("E105", f"'{item}' is not a node name (or node:port)", epath, text, item or ",")
+                        self._edge_error("E105", f"'{item}' is not a node name (or node:port)", epath, text, off)
                         ok = False
                         continue
                     if not (ref.node in inputs or ref.node in nodes):
+                        if ref.node in self.broken:
+                            ok = False  # already reported where it is defined
+                            continue
                         known = list(inputs) + list(nodes)
-                        self._edge_error("E200", f"unknown node '{ref.node}'", epath, text, ref.node,
+                        self._edge_error("E200", f"unknown node '{ref.node}'", epath, text, off,
                                          hint=did_you_mean(ref.node, known), found=ref.node)  # fmt: skip
                         ok = False
                         continue
                     if gi > 0:
                         if ref.port:
                             self._edge_error("E203", f"a port selects an output; '{item}' is fed, not read",
-                                             epath, text, item)  # fmt: skip
+                                             epath, text, off)  # fmt: skip
                             ok = False
                         if ref.node in inputs:
                             self._edge_error("E200", f"'{ref.node}' is a model input and cannot be fed", epath,
-                                             text, ref.node)  # fmt: skip
+                                             text, off)  # fmt: skip
                             ok = False
-                    refs.append(ref)
+                    refs.append((ref, off))
                 if gi > 0 and len(refs) > 1:
                     self._edge_error("E200", "only the first group of a chain may list several sources "
-                                     "('a, b -> merge'); write one chain per destination", epath, text, group)  # fmt: skip
+                                     "('a, b -> merge'); write one chain per destination", epath, text, goff)  # fmt: skip
                     ok = False
                 refs_per_group.append(refs)
             if not ok:
                 continue
             for gi in range(1, len(groups)):
-                dst = refs_per_group[gi][0].node
-                sources = refs_per_group[gi - 1]
-                if dst in fed:
-                    first = format_path(fed[dst])
-                    self._edge_error("E201", f"'{dst}' is already fed by {first}; a node has one set of inputs "
-                                     "(to call a layer twice, add a node with 'shares')", epath, text, dst)  # fmt: skip
+                dst, dst_off = refs_per_group[gi][0]
+                sources = [r for r, _ in refs_per_group[gi - 1]]
+                if dst.node in fed:
+                    first = format_path(fed[dst.node])
+                    self._edge_error("E201", f"'{dst.node}' is already fed by {first}; a node has one set of "
+                                     "inputs (to call a layer twice, add a node with 'shares')", epath, text,
+                                     dst_off)  # fmt: skip
                     continue
-                fed[dst] = epath
-                nodes[dst].inputs = list(sources)
-                nodes[dst].input_paths = [epath] * len(sources)
+                fed[dst.node] = epath
+                nodes[dst.node].inputs = list(sources)
+                nodes[dst.node].input_paths = [epath] * len(sources)
 
     def _sequential_edges(self, inputs, nodes: dict[str, Node], data: dict, path: tuple) -> None:
         if len(inputs) != 1:
@@ -263,6 +276,8 @@ class _Builder:
         for i, text in enumerate(items):
             opath = path + ("outputs",) + (() if isinstance(raw, str) else (i,))
             ref = parse_ref(text)
+            if ref is not None and ref.node in self.broken:
+                continue
             if ref is None or not (ref.node in nodes or ref.node in inputs):
                 known = list(nodes) + list(inputs)
                 name = ref.node if ref else text

@@ -157,7 +157,9 @@ def load_text(text: str, file: str | None = None) -> Document:
             raise _syntax_error(file, f"invalid JSON: {e.msg}", e.lineno, e.colno) from None
         except RecursionError:
             raise _syntax_error(file, "the JSON nests too deeply", code="E003") from None
-    loader = yaml.SafeLoader(text)
+    # JSON strings cannot hold a raw tab, so outside strings tabs are only whitespace: make
+    # them spaces (same columns) so PyYAML, which refuses tab indentation, reads the file.
+    loader = yaml.SafeLoader(text.replace("\t", " ") if looks_like_json(text) else text)
     try:
         try:
             node = loader.get_single_node()
@@ -193,8 +195,9 @@ def load_text(text: str, file: str | None = None) -> Document:
         loader.dispose()
     if not isinstance(doc.data, dict):
         found = type(doc.data).__name__
+        line, col = node.start_mark.line + 1, node.start_mark.column + 1
         raise SpecSyntaxError([Diagnostic("E004", f"expected a mapping at the top level of a model file; found {found}",
-                                          "", file, 1, 1)])  # fmt: skip
+                                          "", file, line, col)])  # fmt: skip
     return doc
 
 

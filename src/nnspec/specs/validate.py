@@ -166,7 +166,7 @@ def _translate(doc: Document, err) -> list[Diagnostic]:
         unit = "entries"
         return [doc.diag("E103", f"expected {word} {n} {unit}; found {len(err.instance)}", path,
                          expected=f"{word} {n} {unit}", found=str(len(err.instance)))]  # fmt: skip
-    if v == "pattern":
+    if v == "pattern" and "propertyNames" not in err.absolute_schema_path:
         return [
             doc.diag("E105", f"invalid name {_short(err.instance)}: names start with a letter or '_' and hold "
                      "letters, digits, '_', '.', '-'", path, found=_short(err.instance))  # fmt: skip
@@ -174,6 +174,12 @@ def _translate(doc: Document, err) -> list[Diagnostic]:
     if v == "propertyNames":
         bad = err.instance if not isinstance(err.instance, dict) else None
         return [doc.diag("E105", f"invalid name {_short(bad)}: {err.message}", path)]
+    if "propertyNames" in err.absolute_schema_path and isinstance(err.instance, str):
+        # jsonschema reports a bad key at its mapping's path; point at the key itself.
+        return [
+            doc.diag("E105", f"invalid name {_short(err.instance)}: names start with a letter or '_' and hold "
+                     "letters, digits, '_', '.', '-'", path + (err.instance,), key=True, found=_short(err.instance))  # fmt: skip
+        ]
     return [doc.diag("E100", err.message, path)]
 
 
@@ -186,6 +192,9 @@ def _vocabulary_name(err) -> str | None:
             return "loss" if "loss" in path else "optimizer"
         if any(p in _NAME_VOCABULARIES for p in ref_path):
             return next(p for p in ref_path if p in _NAME_VOCABULARIES)
+        is_layer = (len(path) >= 3 and path[-3] == "layers") or (len(path) >= 2 and path[-2] in ("layer", "backward_layer"))
+        if is_layer:
+            return "layer type"
         parent = path[-2] if len(path) >= 2 else ""
         for name in _NAME_VOCABULARIES:
             if isinstance(parent, str) and parent.endswith(name):
@@ -222,7 +231,8 @@ def validate_document(doc: Document) -> None:
                 seen.add(key)
                 diags.append(d)
     # 'unit' misspelt for 'units' is one mistake: drop the "missing 'units'" it also causes.
-    suggested = {(d.path.rsplit(".", 1)[0], d.hint) for d in diags if d.code == "E101" and d.hint}
+    suggested = {(d.path.rsplit(".", 1)[0] if "." in d.path else "", d.hint) for d in diags
+                 if d.code == "E101" and d.hint}  # fmt: skip
     diags = [d for d in diags if not (d.code == "E102" and (d.path, f"did you mean '{d.expected}'?") in suggested)]
     if diags:
         diags.sort(key=lambda d: (d.line or 0, d.column or 0))

@@ -1,0 +1,243 @@
+"""The running half of the Python API: predict, weights, weights files, input errors, caching."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnspec
+from nnspec.specs.errors import InputError, WeightsError
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return nnspec.load(SPECS / "mlp.yaml", seed=0)
+
+
+@pytest.fixture(scope="module")
+def siamese():
+    return nnspec.load(SPECS / "siamese_lstm.yaml", seed=0)
+
+
+def _dense_forward(x, weights, acts):
+    """An independent NumPy MLP forward pass over (kernel, bias) pairs."""
+    funcs = {"relu": lambda v: np.maximum(v, 0), "sigmoid": lambda v: 1 / (1 + np.exp(-v))}
+    h = x.astype(np.float64)
+    for (k, b), act in zip(zip(weights[::2], weights[1::2]), acts):
+        h = funcs[act](h @ k + b)
+    return h
+
+
+def test_mlp_predict_matches_numpy(mlp):
+    x = np.random.default_rng(1).normal(size=(5, 32)).astype(np.float32)
+    want = _dense_forward(x, mlp.get_weights(), ["relu", "relu", "relu", "sigmoid"])
+    np.testing.assert_allclose(mlp.predict(x), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mlp(x), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mlp.predict_on_batch(x), want, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_in_batches_equals_one_batch(mlp):
+    x = np.random.default_rng(2).normal(size=(70, 32)).astype(np.float32)
+    np.testing.assert_allclose(mlp.predict(x, batch_size=16), mlp.predict_on_batch(x), rtol=1e-6)
+
+
+def test_batch_size_does_not_recompile(mlp):
+    for n in (1, 3, 17, 64):
+        mlp.predict_on_batch(np.zeros((n, 32), np.float32))
+    assert len(mlp._executors) == 1
+    (ex,) = mlp._executors.values()
+    assert len(ex.run.signatures) == 1
+
+
+def test_weights_follow_keras_order_and_shapes(mlp):
+    shapes = [w.shape for w in mlp.get_weights()]
+    assert shapes == [(32, 10), (10,), (10, 20), (20,), (20, 10), (10,), (10, 1), (1,)]
+
+
+def test_initialization_is_deterministic_per_seed():
+    a = nnspec.load(SPECS / "mlp.yaml", seed=3).get_weights()
+    b = nnspec.load(SPECS / "mlp.yaml", seed=3).get_weights()
+    c = nnspec.load(SPECS / "mlp.yaml", seed=4).get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_initializers_follow_keras_definitions():
+    m = nnspec.load(SPECS / "lstm_text.yaml", seed=0)
+    w = {n: m.get_layer(n).get_weights() for n in ("embed", "lstm", "hidden")}
+    emb = w["embed"][0]
+    assert emb.shape == (10000, 128) and emb.min() >= -0.05 and emb.max() <= 0.05  # uniform(-0.05, 0.05)
+    kernel, recurrent, bias = w["lstm"]
+    limit = np.sqrt(6 / (128 + 256))  # glorot_uniform, fans (128, 256)
+    assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.9 * limit
+    # orthogonal (64, 256): rows orthonormal
+    np.testing.assert_allclose(recurrent @ recurrent.T, np.eye(64), atol=1e-5)
+    # unit_forget_bias: zeros, ones for the forget gate (second block), zeros
+    np.testing.assert_array_equal(bias, np.concatenate([np.zeros(64), np.ones(64), np.zeros(128)]))
+    assert not np.any(w["hidden"][1])  # zero biases
+
+
+def test_set_weights_checks_count_and_shapes(mlp):
+    ws = mlp.get_weights()
+    with pytest.raises(WeightsError, match="8 weight arrays"):
+        mlp.set_weights(ws[:-1])
+    bad = list(ws)
+    bad[2] = np.zeros((11, 20), np.float32)
+    with pytest.raises(WeightsError, match=r"hidden2.*expected shape \(10, 20\), found \(11, 20\)"):
+        mlp.set_weights(bad)
+    assert all(np.array_equal(a, b) for a, b in zip(ws, mlp.get_weights()))  # nothing changed
+
+
+def test_layer_get_set_weights(mlp):
+    layer = mlp.get_layer("hidden1")
+    k, b = layer.get_weights()
+    layer.set_weights([k * 2, b + 1])
+    k2, b2 = mlp.get_weights()[:2]
+    np.testing.assert_array_equal(k2, k * 2)
+    np.testing.assert_array_equal(b2, b + 1)
+    layer.set_weights([k, b])
+
+
+def test_shared_layer_weights_counted_once(siamese):
+    shapes = [w.shape for w in siamese.get_weights()]
+    assert shapes == [(256, 256), (64, 256), (256,), (128, 1), (1,)]
+
+
+def test_save_and_load_weights_round_trip(tmp_path, mlp):
+    path = tmp_path / "w.safetensors"
+    mlp.save_weights(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temporary file left behind
+    other = nnspec.load(SPECS / "mlp.yaml", seed=99)
+    other.load_weights(path)
+    assert all(np.array_equal(a, b) for a, b in zip(mlp.get_weights(), other.get_weights()))
+    x = np.ones((2, 32), np.float32)
+    np.testing.assert_array_equal(other.predict(x), mlp.predict(x))
+
+
+def test_safetensors_file_layout(tmp_path, mlp):
+    """The file follows the safetensors layout: u64 header length, JSON header, raw data."""
+    path = tmp_path / "w.safetensors"
+    mlp.save_weights(path)
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    assert header["hidden1/kernel"]["shape"] == [32, 10] and header["hidden1/kernel"]["dtype"] == "F32"
+    a, b = header["hidden1/kernel"]["data_offsets"]
+    data = np.frombuffer(raw[8 + n + a : 8 + n + b], "<f4").reshape(32, 10)
+    np.testing.assert_array_equal(data, mlp.get_layer("hidden1").get_weights()[0])
+
+
+def test_safetensors_interoperates_with_the_reference_library(tmp_path, mlp):
+    st = pytest.importorskip("safetensors.numpy", reason="the safetensors package is a test extra")
+    path = tmp_path / "w.safetensors"
+    mlp.save_weights(path)
+    theirs = st.load_file(str(path))
+    assert set(theirs) == {p.name for p in mlp.plan().params}
+    tensors = {k: v * 0 + 0.5 for k, v in theirs.items()}
+    st.save_file(tensors, str(tmp_path / "theirs.safetensors"))
+    other = nnspec.load(SPECS / "mlp.yaml", seed=1)
+    other.load_weights(tmp_path / "theirs.safetensors")
+    assert all(np.all(w == 0.5) for w in other.get_weights())
+
+
+def test_load_weights_errors_name_layer_weight_and_shapes(tmp_path, mlp):
+    from nnspec.runtime.weights import write_safetensors
+
+    ws = {p.name: mlp._weights().view(p.name) for p in mlp.plan().params}
+    missing = dict(ws)
+    del missing["output/bias"]
+    write_safetensors(tmp_path / "missing.safetensors", missing)
+    with pytest.raises(WeightsError, match=r"missing tensor 'output/bias' \(layer 'output', shape \(1,\)\)"):
+        mlp.load_weights(tmp_path / "missing.safetensors")
+    extra = dict(ws, **{"ghost/kernel": np.zeros(3, np.float32)})
+    write_safetensors(tmp_path / "extra.safetensors", extra)
+    with pytest.raises(WeightsError, match="unexpected tensor 'ghost/kernel'"):
+        mlp.load_weights(tmp_path / "extra.safetensors")
+    wrong = dict(ws, **{"hidden2/kernel": np.zeros((10, 21), np.float32)})
+    write_safetensors(tmp_path / "wrong.safetensors", wrong)
+    before = mlp.get_weights()
+    with pytest.raises(WeightsError, match=r"layer 'hidden2' weight 'hidden2/kernel': expected shape \(10, 20\), "
+                                           r"found \(10, 21\)"):  # fmt: skip
+        mlp.load_weights(tmp_path / "wrong.safetensors")
+    assert all(np.array_equal(a, b) for a, b in zip(before, mlp.get_weights()))
+    report = mlp.load_weights(tmp_path / "wrong.safetensors", by_name=True)
+    assert report["mismatched"] == [("hidden2/kernel", (10, 20), (10, 21))]
+    assert "hidden1/kernel" in report["loaded"]
+
+
+def test_malformed_weights_file_is_one_clear_error(tmp_path, mlp):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\xff" * 20)
+    with pytest.raises(WeightsError, match="not a safetensors file"):
+        mlp.load_weights(bad)
+    with pytest.raises(WeightsError, match="cannot read"):
+        mlp.load_weights(tmp_path / "nope.safetensors")
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (np.zeros((2, 31), np.float32), r"input 'x': expected shape \(None, 32\); got \(2, 31\)"),
+        (np.zeros((2, 32, 1), np.float32), r"input 'x': expected an array of rank 2"),
+        (np.array([["a"] * 32]), r"input 'x': expected numbers"),
+        ({"y": np.zeros((2, 32))}, r"unknown input 'y'"),
+        ({}, r"missing input 'x'"),
+    ],
+)
+def test_bad_inputs_get_clear_errors(mlp, x, message):
+    with pytest.raises(InputError, match=message):
+        mlp.predict(x)
+
+
+def test_multi_input_models_take_lists_and_dicts(siamese):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2, 140, 256)).astype(np.float32)
+    b = rng.normal(size=(2, 140, 256)).astype(np.float32)
+    by_list = siamese.predict([a, b])
+    by_dict = siamese.predict({"tweet_b": b, "tweet_a": a})
+    np.testing.assert_array_equal(by_list, by_dict)
+    with pytest.raises(InputError, match="different batch sizes"):
+        siamese.predict([a, b[:1]])
+    with pytest.raises(InputError, match="takes 2 inputs"):
+        siamese.predict([a])
+
+
+def test_intermediate_outputs_share_weights():
+    m = nnspec.load(SPECS / "cnn.yaml", seed=0)
+    x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    full = m.predict(x)
+    feat = nnspec.Model(inputs=m.inputs, outputs=[m.get_layer("conv2").output])
+    f = feat.predict(x)
+    assert f.shape == (2, 28, 28, 32)
+    plan = feat.plan()
+    assert [s.node for s in plan.steps] == ["conv1", "pool1", "conv2"]
+    # the feature model reads the same weights: changing them through the full model shows
+    k, b = m.get_layer("conv2").get_weights()
+    m.get_layer("conv2").set_weights([k, b + 1.0])
+    np.testing.assert_allclose(feat.predict(x), np.maximum(f, 0) * 0 + feat.predict(x), rtol=0)
+    assert not np.allclose(feat.predict(x), f)
+    assert m.predict(x).shape == full.shape
+
+
+def test_second_process_loads_compiled_code_from_the_cache(tmp_path):
+    code = (
+        "import numpy as np, nnspec\n"
+        f"m = nnspec.load({str(SPECS / 'mlp.yaml')!r}, seed=0)\n"
+        "m.predict(np.zeros((1, 32), np.float32))\n"
+        "(ex,) = m._executors.values()\n"
+        "print(ex.run.stats.cache_hits, ex.run.stats.cache_misses)\n"
+    )
+    env = dict(os.environ, NNSPEC_CACHE_DIR=str(tmp_path))
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert first.stdout.split()[0] == "0"  # compiled
+    hits = second.stdout.split()
+    assert sum(int(h) for h in hits[:1]) >= 1, second.stdout  # loaded from disk, not compiled
