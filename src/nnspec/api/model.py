@@ -203,7 +203,22 @@ class Model(RunMixin, Layer):
         return yaml.safe_dump(self.get_config(), sort_keys=False, default_flow_style=None, width=100)
 
     def plan(self, outputs: list | None = None):
-        """The execution plan (``nnspec compile``); ``outputs`` picks other nodes to compute."""
+        """The execution plan (``nnspec compile``); ``outputs`` picks other nodes to compute
+        (names, ``name:port`` strings or refs)."""
+        if outputs is not None:
+            from ..compiler.graph import parse_ref
+            from ..specs.errors import did_you_mean
+
+            refs = []
+            for o in outputs:
+                ref = parse_ref(o) if isinstance(o, str) else o
+                nodes = self._typed.nodes
+                if ref is None or ref.node not in nodes or ref.port >= len(nodes[ref.node].out_types):
+                    hint = did_you_mean(str(o), list(nodes))
+                    raise ValueError(f"'{o}' is not an output of a node of model '{self.name}'"
+                                     + (f"; {hint}" if hint else ""))  # fmt: skip
+                refs.append(ref)
+            outputs = refs
         return lower(self._typed, outputs)
 
     def __repr__(self) -> str:
@@ -215,7 +230,9 @@ def _model_from_doc(doc: Document) -> Model:
     if typed.graph.sequential:
         m = Sequential.__new__(Sequential)
         Model.__init__(m, _typed=typed)
-        m._pending = []
+        (m._input,) = m._input_layers.values()
+        m._pending = list(m._layers.values())
+        m._own_calls = {c.uid for layer in m._pending for c in layer.calls}
         return m
     return Model(_typed=typed)
 

@@ -173,7 +173,8 @@ class Plan:
 
     def to_json(self) -> str:
         """Deterministic JSON: the same model file gives byte-identical text."""
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
+        # Keys keep their (deterministic) order: step attributes stay in the layer's order.
+        return json.dumps(self.to_dict(), indent=1) + "\n"
 
     def hash(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]

@@ -10,6 +10,7 @@ and every input shape (E300). Independent shape errors are all reported.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -115,7 +116,7 @@ class _Context(InferContext):
 
     def layer_params(self, layer, inputs):
         defn, attrs = self._norm(layer)
-        return defn.params(attrs, inputs, self)
+        return frozen_if_untrainable(attrs, defn.params(attrs, inputs, self))
 
     def infer_model(self, model, inputs):
         sub = self.graph.submodels[model]
@@ -141,6 +142,13 @@ class _Context(InferContext):
             ParamSpec(f"{layer}/{p.name}", p.shape, p.initializer, p.trainable, p.regularizer, p.constraint)
             for layer, p in typed.params()
         ]
+
+
+def frozen_if_untrainable(attrs, params: list[ParamSpec]) -> list[ParamSpec]:
+    """A layer with ``trainable: false`` has only non-trainable weights, as in Keras."""
+    if attrs.get("trainable", True):
+        return params
+    return [dataclasses.replace(p, trainable=False) for p in params]
 
 
 def _check_arity(defn, k: int) -> None:
@@ -194,7 +202,7 @@ def infer_types(graph: Graph, input_types: dict[str, TensorType] | None = None) 
             continue
         try:
             outs = defn.infer(node.attrs, in_types, ctx)
-            params = defn.params(node.attrs, in_types, ctx)
+            params = frozen_if_untrainable(node.attrs, defn.params(node.attrs, in_types, ctx))
         except ShapeError as e:
             diags.append(_shape_diag(doc, node, str(e), in_types))
             failed.add(name)

@@ -67,7 +67,7 @@ def summary_dict(typed: TypedGraph) -> dict:
             {
                 "name": layer,
                 "type": layer_type_name(g, first.node),
-                "output_shape": _shape_json(first.out_types),
+                "output_shape": _shape_json(calls[-1].out_types),  # Keras shows the last call's
                 "params": first.param_count,
                 "connected_to": connected,
             }
@@ -92,7 +92,7 @@ def summary_text(typed: TypedGraph, line_length: int | None = None) -> str:
         if row["type"] == "InputLayer":
             shape = fmt_shape(row["output_shape"])
         else:
-            shape = _shape_text(by_name[row["name"]][0].out_types)
+            shape = _shape_text(by_name[row["name"]][-1].out_types)
         cells = [f"{row['name']} ({row['type']})", shape, f"{row['params']:,}"]
         if not seq:
             cells.append(", ".join(row["connected_to"]) or "-")

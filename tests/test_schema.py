@@ -1,0 +1,121 @@
+"""The committed JSON Schema: no drift from the registry, valid draft-07, complete, and the seeds
+validate against it with a stock validator (what an editor's YAML language server does)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+import nnspec.specs.schema as schema_mod
+from nnspec.layerdefs import REGISTRY
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED = ROOT / "src" / "nnspec" / "specs" / "schema.json"
+SPECS = ROOT / "specs"
+SEED_FILES = sorted(SPECS.glob("*.yaml"))
+SEED_IDS = [p.stem for p in SEED_FILES]
+GOLDEN_FILES = sorted((ROOT / "tests" / "golden").glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return json.loads(COMMITTED.read_text())
+
+
+@pytest.fixture(scope="module")
+def validator(schema):
+    return jsonschema.Draft7Validator(schema)
+
+
+def test_committed_schema_has_not_drifted():
+    assert COMMITTED.read_text() == schema_mod.schema_text(), (
+        "src/nnspec/specs/schema.json is out of date with the layer registry; regenerate it with "
+        "`nnspec schema -o src/nnspec/specs/schema.json` and commit the result"
+    )
+
+
+def test_schema_text_is_deterministic():
+    schema_mod.build_schema.cache_clear()
+    first = schema_mod.schema_text()
+    schema_mod.build_schema.cache_clear()
+    assert schema_mod.schema_text() == first
+
+
+def test_schema_is_valid_draft_07(schema):
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    jsonschema.Draft7Validator.check_schema(schema)
+
+
+def test_every_registered_layer_type_has_a_definition(schema):
+    defs = schema["definitions"]["layers"]
+    assert set(defs) == set(REGISTRY), (
+        f"missing: {sorted(set(REGISTRY) - set(defs))}, unknown: {sorted(set(defs) - set(REGISTRY))}"
+    )
+    assert sorted(schema["definitions"]["layer"]["properties"]["type"]["enum"]) == sorted(REGISTRY)
+    dispatched = {
+        branch["if"]["properties"]["type"]["const"] for branch in schema["definitions"]["layer"]["allOf"]
+    }
+    assert dispatched == set(REGISTRY)
+    for name, defn in REGISTRY.items():
+        d = defs[name]
+        assert d["properties"]["type"] == {"const": name}
+        assert set(d["properties"]) == {"type", *defn.attr_names}, name
+        assert d["additionalProperties"] is False
+        required = {a.name for a in defn.attrs if a.required}
+        assert set(d["required"]) == {"type", *required}, name
+
+
+@pytest.mark.parametrize("path", SEED_FILES, ids=SEED_IDS)
+def test_every_seed_validates(path, validator):
+    data = yaml.safe_load(path.read_text())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5])
+
+
+@pytest.mark.parametrize("path", GOLDEN_FILES, ids=[p.name for p in GOLDEN_FILES])
+def test_normalized_files_validate(path, validator):
+    """The normalized form (every default written out) is a valid model file too."""
+    data = json.loads(path.read_text())
+    errors = list(validator.iter_errors(data))
+    assert not errors, errors[0].message
+
+
+# Mistakes the schema alone must refuse (each independent of the graph and shape checks).
+BAD = {
+    "unknown parameter": {"layers": {"d": {"type": "Dense", "unit": 3}}},
+    "missing required": {"layers": {"d": {"type": "Dense"}}},
+    "unknown layer type": {"layers": {"d": {"type": "Dense2", "units": 3}}},
+    "wrong type": {"layers": {"d": {"type": "Dense", "units": "three"}}},
+    "bad enum": {"layers": {"c": {"type": "Conv1D", "filters": 2, "kernel_size": 3, "padding": "full"}}},
+    "unknown activation": {"layers": {"d": {"type": "Dense", "units": 3, "activation": "rleu"}}},
+    "shares with parameters": {
+        "layers": {"d": {"type": "Dense", "units": 3}, "e": {"shares": "d", "units": 4}}
+    },
+    "unknown top-level key": {"layer": {}},
+    "zero dimension": {"inputs": {"x": {"shape": [0]}}},
+    "unknown format": {"format": "nnspec/99"},
+}
+
+
+def _base() -> dict:
+    return {
+        "format": "nnspec/1",
+        "inputs": {"x": {"shape": [4]}},
+        "layers": {"d": {"type": "Dense", "units": 3}},
+        "edges": ["x -> d"],
+        "outputs": ["d"],
+    }
+
+
+def test_base_document_is_valid(validator):
+    assert list(validator.iter_errors(_base())) == []
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_schema_refuses(name, validator):
+    doc = {**_base(), **BAD[name]}
+    assert list(validator.iter_errors(doc)), f"the schema accepted: {name}"
