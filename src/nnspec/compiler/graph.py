@@ -102,6 +102,7 @@ class _Builder:
         self.loading = loading  # files being loaded, to refuse recursive `file:` models
         self.diags: list[Diagnostic] = []
         self.broken: set[str] = set()  # nodes whose definition was refused (not re-reported)
+        self.broken_models: set[str] = set()  # sub-models that failed to load (not re-reported)
 
     def error(self, code: str, message: str, path: tuple, **kw) -> None:
         self.diags.append(self.doc.diag(code, message, path, **kw))
@@ -150,8 +151,9 @@ class _Builder:
                 seen.append(target)
                 target = all_specs[target]["shares"]
             if target not in all_specs:
+                others = [k for k in all_specs if k != name]
                 self.error("E205", f"'shares' refers to '{target}', which is not a layer of this model",
-                           path + ("shares",), hint=did_you_mean(target, all_specs), found=str(target))  # fmt: skip
+                           path + ("shares",), hint=did_you_mean(target, others), found=str(target))  # fmt: skip
                 return None
             owner = all_specs[target]
             return Node(name, target, owner["type"], self._attrs(owner, path, submodels), path=path)
@@ -167,7 +169,7 @@ class _Builder:
         """Check the ``model:`` references of a Model layer, inside wrappers too."""
         if spec.get("type") == "Model":
             ref = spec.get("model")
-            if ref not in submodels:
+            if ref not in submodels and ref not in self.broken_models:
                 self.error("E206", f"unknown model '{ref}'; models are declared under 'models'",
                            path + ("model",), hint=did_you_mean(ref, submodels), found=str(ref))  # fmt: skip
         for key in ("layer", "backward_layer"):
@@ -405,6 +407,7 @@ def build_graph(doc: Document, *, _loading: tuple = ()) -> Graph:
             full = os.path.normpath(os.path.join(base_dir or ".", ref))
             if full in _loading or (doc.file and os.path.abspath(full) == os.path.abspath(doc.file)):
                 b.error("E206", f"model file '{ref}' includes itself", mpath + ("file",))
+                b.broken_models.add(mname)
                 continue
             try:
                 sub_doc = load_file(full)
@@ -413,6 +416,7 @@ def build_graph(doc: Document, *, _loading: tuple = ()) -> Graph:
             except SpecError as e:
                 b.diags.append(doc.diag("E206", f"model file '{ref}' is invalid: {e.first.format()}",
                                         mpath + ("file",)))  # fmt: skip
+                b.broken_models.add(mname)
                 continue
             sub.name = mname
             b.diags.extend(sub.warnings)

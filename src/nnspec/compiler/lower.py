@@ -9,7 +9,7 @@
 - ``Flatten``, ``Reshape`` and the training-only layers (``Dropout``...) are views: their output
   is their input's buffer.
 - Buffers are assigned by liveness: a buffer is free again once the last step reading any
-  value in it has run; an op that declares itself safe in place (``LayerDef.inplace``) writes
+  value in it has run; an op that declares itself safe in place (``LayerDef.extra["inplace"]``) writes
   over its first input when that step is the input's last reader. Model outputs keep their
   buffers.
 """
@@ -44,7 +44,8 @@ def step_attrs(type_name: str, attrs: dict) -> dict:
 
 
 class _Lowering:
-    def __init__(self) -> None:
+    def __init__(self, training: bool = False) -> None:
+        self.training = training
         self.values: list[Value] = []
         self.steps: list[Step] = []
         self.params: dict[str, Param] = {}
@@ -52,7 +53,7 @@ class _Lowering:
 
     def new_value(self, t, fold: int | None = 1, mask: int | None = None) -> int:
         vid = len(self.values)
-        self.values.append(Value(vid, tuple(t.shape), t.dtype, fold if fold is not None else 0, 0, t.masked, mask))
+        self.values.append(Value(vid, tuple(t.shape), t.dtype, fold, 0, t.masked, mask))
         return vid
 
     def mask_of(self, vid: int) -> int | None:
@@ -108,14 +109,14 @@ class _Lowering:
             return self.time_distributed(typed, tn, ins, prefix, owners, fold, pnames)
         outs = [self.new_value(t, fold) for t in tn.out_types]
         masks = tuple(-1 if self.mask_of(i) is None else self.mask_of(i) for i in ins) if defn.uses_mask else ()
-        view = defn.view or defn.training_only
-        if node.type == "Flatten" and attrs.get("data_format") == "channels_first" and tn.in_types[0].rank > 3:
+        view = defn.view or (defn.training_only and not self.training)
+        if node.type == "Flatten" and attrs.get("data_format") == "channels_first" and tn.in_types[0].rank > 2:
             view = False  # Keras moves channels last before flattening: a copy
         op = "reshape" if (view and not defn.training_only and node.type != "ActivityRegularization") else defn.op
+        inplace = defn.extra.get("inplace", False) and not view and not self.training
         self.steps.append(
             Step(op, prefix + node.name, tuple(ins), pnames, tuple(outs), step_attrs(node.type, attrs),
-                 view=view, inplace=defn.extra.get("inplace", False) and not view,
-                 training_only=defn.training_only, masks=masks)  # fmt: skip
+                 view=view, inplace=inplace, training_only=defn.training_only, masks=masks)  # fmt: skip
         )
         self.set_masks(node, ins, outs, prefix)
         return outs
@@ -132,7 +133,7 @@ class _Lowering:
         inner = dict(tn.node.attrs["layer"])
         x = tn.in_types[0]
         steps_t = x.shape[1]
-        inner_fold = None if (steps_t is None or fold in (None, 0)) else fold * steps_t
+        inner_fold = None if (steps_t is None or fold is None) else fold * steps_t
         if inner["type"] == "Dense":
             from ..layerdefs.base import normalize_attrs
 
@@ -157,7 +158,7 @@ class _Lowering:
             self.steps.append(
                 Step(idef.op, prefix + tn.node.name, (folded,), pnames, tuple(inner_outs),
                      step_attrs(idef.name, iattrs), training_only=idef.training_only,
-                     view=idef.view or idef.training_only)  # fmt: skip
+                     view=idef.view or (idef.training_only and not self.training))  # fmt: skip
             )
         outs = []
         for vid, t in zip(inner_outs, tn.out_types):
@@ -186,7 +187,11 @@ def _model_owners(typed: TypedGraph) -> dict[str, str]:
     return owners
 
 
-def _assign_buffers(low: _Lowering, input_ids: set[int], output_ids: set[int]) -> list[Buffer]:
+def _assign_buffers(low: _Lowering, input_ids: set[int], output_ids: set[int], reuse: bool = True) -> list[Buffer]:
+    """Give every computed value a buffer; with ``reuse`` a buffer is reused once free.
+
+    Training plans do not reuse: the backward pass reads the forward values.
+    """
     values = low.values
     steps = low.steps
     root = {v.id: v.id for v in values}
@@ -213,7 +218,9 @@ def _assign_buffers(low: _Lowering, input_ids: set[int], output_ids: set[int]) -
                     b = buf_of[src]
                     last_use[src] = -1  # handed over: not freed below
                 else:
-                    fits = [b for b in free if sizes[b] >= need]
+                    fits = [b for b in free if sizes[b] >= need] if reuse else []
+                    if not reuse:
+                        free.clear()
                     if fits:
                         b = min(fits, key=lambda b: (sizes[b], b))
                     elif free:
@@ -235,12 +242,13 @@ def _assign_buffers(low: _Lowering, input_ids: set[int], output_ids: set[int]) -
     return [Buffer(i, n) for i, n in enumerate(sizes)]
 
 
-def lower(typed: TypedGraph, outputs: list | None = None) -> Plan:
+def lower(typed: TypedGraph, outputs: list | None = None, training: bool = False) -> Plan:
     """Lower ``typed`` to a plan computing ``outputs`` (default: the model's outputs).
 
-    Steps that no requested output depends on are left out.
+    Steps that no requested output depends on are left out. A training plan runs the
+    training-only layers (Dropout...) as steps and keeps every value for the backward pass.
     """
-    low = _Lowering()
+    low = _Lowering(training)
     g = typed.graph
     env: dict = {}
     inputs = []
@@ -254,7 +262,7 @@ def lower(typed: TypedGraph, outputs: list | None = None) -> Plan:
     out_ids = [(str(r), env[(r.node, r.port)]) for r in refs]
     _prune(low, {v for _, v in out_ids})
     inputs, out_ids = _renumber(low, inputs, out_ids)
-    buffers = _assign_buffers(low, {v for _, v in inputs}, {v for _, v in out_ids})
+    buffers = _assign_buffers(low, {v for _, v in inputs}, {v for _, v in out_ids}, reuse=not training)
     return Plan(g.name, inputs, out_ids, low.values, list(low.params.values()), low.steps, buffers)
 
 

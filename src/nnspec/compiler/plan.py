@@ -44,7 +44,7 @@ class Value:
     id: int
     shape: tuple  # batch first (None), None for run-time dims
     dtype: str = "float32"
-    fold: int = 1  # rows per sample folded into the batch (inside TimeDistributed)
+    fold: int | None = 1  # rows per sample folded into the batch (TimeDistributed); None: run time
     buffer: int | None = None  # None: a model input (the caller's array)
     masked: bool = False
     mask: int | None = None  # the value holding this value's Keras mask, f32[B,T] (1 = valid step)
@@ -52,14 +52,14 @@ class Value:
     @property
     def values_per_sample(self) -> int:
         """Elements per sample, run-time dimensions counted as 1."""
-        return self.fold * math.prod(d for d in self.shape[1:] if d is not None)
+        return (self.fold or 1) * math.prod(d for d in self.shape[1:] if d is not None)
 
     @property
     def bytes_per_sample(self) -> int:
         return self.values_per_sample * _DTYPE_BYTES.get(self.dtype, 4)
 
     def type_text(self) -> str:
-        batch = "B" if self.fold == 1 else f"B*{self.fold}"
+        batch = "B" if self.fold == 1 else f"B*{'?' if self.fold is None else self.fold}"
         dims = [batch] + ["?" if d is None else str(d) for d in self.shape[1:]]
         return f"{_DTYPE_SHORT.get(self.dtype, self.dtype)}[{','.join(dims)}]"
 
@@ -132,7 +132,7 @@ class Plan:
     @property
     def dynamic(self) -> bool:
         """Whether some value has a run-time dimension (memory figures count it as 1)."""
-        return any(d is None for v in self.values for d in v.shape[1:])
+        return any(d is None for v in self.values for d in v.shape[1:]) or any(v.fold is None for v in self.values)
 
     def memory(self) -> dict:
         return {

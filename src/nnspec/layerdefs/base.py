@@ -4,7 +4,7 @@ A layer type is one frozen :class:`LayerDef`. It holds everything the project kn
 type: its attributes (names, types, Keras's defaults, constraints: the JSON Schema is generated
 from them), its shape rule, its parameters (names, shapes, initializers, in Keras's order), and,
 as the runtime grows, its NumPy reference and its Numba kernels. Family modules (``core.py``,
-``conv.py``, ...) define ``LayerDef`` values; ``layers/__init__.py`` lists them in ``REGISTRY``.
+``conv.py``, ...) define ``LayerDef`` values; ``layerdefs/__init__.py`` lists them in ``REGISTRY_LIST``.
 
 Shapes include the batch dimension as ``None`` in front, as Keras prints them:
 ``(None, 62, 62, 16)``. ``None`` elsewhere is a dimension known only at run time.
@@ -232,6 +232,15 @@ class LayerDef:
         reference: ``reference(attrs, inputs, params, masks) -> outputs``: plain NumPy, the
             obviously-right version the kernels are tested against.
         uses_mask: the kernels read the input's mask (recurrent layers, masked pooling).
+        emit_train: like ``emit``, for the forward pass of training (Dropout active, batch
+            statistics, and writing what the backward pass needs into ``e.s``); defaults to
+            ``emit``.
+        emit_backward: ``emit_backward(e) -> [source lines]``: given ``e.dy`` (gradients of the
+            outputs), ADD the gradients of the inputs into ``e.dx`` (None where an input needs
+            none) and of the weights into ``e.dp`` (None for non-trainable weights). Adding,
+            never assigning, is what makes shared layers and fan-out correct.
+        saved: ``saved(attrs, x_shapes, y_shapes) -> [(shape per row, dtype)]``: the arrays the
+            training forward pass keeps for the backward pass (``e.s``), first axis excluded.
     """
 
     name: str
@@ -247,6 +256,9 @@ class LayerDef:
     emit: Callable | None = None
     reference: Callable | None = None
     uses_mask: bool = False
+    emit_train: Callable | None = None
+    emit_backward: Callable | None = None
+    saved: Callable | None = None
 
     def attr(self, name: str) -> Attr:
         for a in self.attrs:

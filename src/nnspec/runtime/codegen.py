@@ -89,6 +89,8 @@ class Emit:
 def _rows(v: Value) -> str:
     if v.fold == 1:
         return "n"
+    if v.fold is None:  # the runtime specializes plans to the input's dimensions first
+        raise CodegenError("a value folds a time axis known only at run time; specialize the plan first")
     return f"n * {v.fold}"
 
 
@@ -221,13 +223,10 @@ class _Generator:
         defn = _OP_TO_DEF.get(s.op)
         if defn is None or defn.emit is None:
             raise CodegenError(f"no kernel for op '{s.op}' (node '{s.node}') in this version of nnspec")
-        ys = []
-        for o in s.outputs:
-            if s.inplace:
-                self.line(f"{self.value_var(o)} = {self.value_var(s.inputs[0])}")
-                ys.append(self.value_var(o))
-            else:
-                ys.append(self.bind_output(o))
+        # An in-place step's output aliases its input only when buffer assignment gave both the
+        # same buffer (it declines for model inputs and values still read later): binding the
+        # output to its buffer then gives a view of the same memory, with the output's shape.
+        ys = [self.bind_output(o) for o in s.outputs]
         xs = [self.value_var(i) for i in s.inputs]
         masks = [self.value_var(m) if m >= 0 else None for m in s.masks] if s.masks else [None] * len(xs)
         e = Emit(self, s, xs, ys, [pvar[p] for p in s.params], masks,

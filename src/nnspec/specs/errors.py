@@ -9,6 +9,7 @@ independent errors in one file are all reported.
 Codes are stable; the table lives in ``docs/errors.md``:
 
 ======  =====================================================================
+E000    nnspec failed on this file (a bug: please report it); never a traceback
 E001    the file cannot be read, or is neither YAML nor JSON (syntax error)
 E002    a key appears twice in one mapping
 E003    the file is too large, too deep, or expands past the alias limit

@@ -78,6 +78,7 @@ class _Builder:
         self.loader = loader
         self.count = 0
         self.errors: list[Diagnostic] = []
+        self._merged: dict = {}  # paths whose value came from a merge key (<<)
 
     def _mark(self, node) -> tuple[int, int]:
         return (node.start_mark.line + 1, node.start_mark.column + 1)
@@ -96,7 +97,8 @@ class _Builder:
             raise _LimitExceeded("an alias refers to a node that contains it (a recursive alias)", node)
         self.doc.positions.setdefault(path, self._mark(node))
         if isinstance(node, yaml.MappingNode):
-            self.loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
+            written = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
+            self.loader.flatten_mapping(node)  # resolves YAML merge keys (<<): merged pairs come first
             out: dict = {}
             stack = stack + (id(node),)
             for key_node, value_node in node.value:
@@ -109,6 +111,12 @@ class _Builder:
                     continue
                 key = str(key) if not isinstance(key, str) else key
                 sub = path + (key,)
+                if key in out and (id(key_node) not in written or self._merged.get(sub)):
+                    # a key written here overrides one merged in (<<), as YAML specifies
+                    self._merged.pop(sub, None)
+                    self.doc.key_positions[sub] = self._mark(key_node)
+                    out[key] = self.build(value_node, sub, depth + 1, stack)
+                    continue
                 if key in out:
                     first = self.doc.key_positions.get(sub, (None, None))
                     self.errors.append(
@@ -123,6 +131,8 @@ class _Builder:
                     )
                     continue
                 self.doc.key_positions[sub] = self._mark(key_node)
+                if id(key_node) not in written:
+                    self._merged[sub] = True
                 out[key] = self.build(value_node, sub, depth + 1, stack)
             return out
         if isinstance(node, yaml.SequenceNode):

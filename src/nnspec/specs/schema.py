@@ -63,7 +63,7 @@ def attr_schema(a: Attr) -> dict:
     elif k == "enum":
         s = {"enum": list(a.choices)}
     elif k == "ints":
-        item = {"type": "integer", "minimum": 1}
+        item = {"type": "integer"} if a.minimum is None else {"type": "integer", "minimum": a.minimum}
         s = {"anyOf": [item, {"type": "array", "items": item, "minItems": a.length, "maxItems": a.length}]}
     elif k == "int_list":
         s = {"type": "array", "items": {"type": "integer"}}
@@ -215,7 +215,8 @@ def build_schema() -> dict:
             "required": ["type"],
             "properties": {"type": {"enum": [d.name for d in REGISTRY_LIST], "description": "The layer class."}},
             "allOf": [
-                {"if": {"properties": {"type": {"const": d.name}}}, "then": {"$ref": f"#/definitions/layers/{d.name}"}}
+                {"if": {"required": ["type"], "properties": {"type": {"const": d.name}}},
+                 "then": {"$ref": f"#/definitions/layers/{d.name}"}}
                 for d in REGISTRY_LIST
             ],
         },

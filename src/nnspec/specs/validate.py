@@ -105,10 +105,16 @@ def _translate(doc: Document, err, prefix: tuple = ()) -> list[Diagnostic]:
 
         best = jsonschema.exceptions.best_match(err.context)
         # A nullable vocabulary value (activation: 'rleu'): report the name, not the branches.
-        enums = [e for e in err.context
+        enums = [e for e in _all_context(err)
                  if e.validator in ("enum", "const") and tuple(prefix) + tuple(e.absolute_path) == path]  # fmt: skip
         if enums and isinstance(err.instance, str):
             best = enums[0]
+        elif isinstance(err.instance, (list, dict)):
+            # a list or mapping of names (metrics: [acuracy]): report the name that is wrong
+            named = [e for e in _all_context(err) if e.validator in ("enum", "const") and isinstance(e.instance, str)
+                     and len(e.absolute_path) > len(err.absolute_path)]  # fmt: skip
+            if named:
+                best = max(named, key=lambda e: len(e.absolute_path))
         return _translate(doc, best, prefix)
     if v == "additionalProperties":
         allowed = list(err.schema.get("properties", {}))
@@ -182,6 +188,13 @@ def _translate(doc: Document, err, prefix: tuple = ()) -> list[Diagnostic]:
                      "letters, digits, '_', '.', '-'", path + (err.instance,), key=True, found=_short(err.instance))  # fmt: skip
         ]
     return [doc.diag("E100", err.message, path)]
+
+
+def _all_context(err):
+    """Every error nested in ``err``'s anyOf/oneOf branches, depth first."""
+    for e in err.context or ():
+        yield e
+        yield from _all_context(e)
 
 
 def _vocabulary_name(err, path) -> str | None:
