@@ -26,7 +26,7 @@ _API = {
     "Diagnostic": "nnspec.specs.errors",
 }
 
-__all__ = [*_API, "layers", "__version__"]
+__all__ = [*_API, "layers", "optimizers", "callbacks", "__version__"]
 
 
 def __getattr__(name: str):
@@ -34,8 +34,8 @@ def __getattr__(name: str):
 
     if name in _API:
         return getattr(importlib.import_module(_API[name]), name)
-    if name == "layers":
-        return importlib.import_module("nnspec.layers")
+    if name in ("layers", "optimizers", "callbacks"):
+        return importlib.import_module(f"nnspec.{name}")
     raise AttributeError(f"module 'nnspec' has no attribute {name!r}")
 
 

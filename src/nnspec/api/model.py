@@ -22,9 +22,10 @@ from ..specs.load import Document, load_file, load_text
 from ..specs.versions import CURRENT
 from .layer import Call, InputLayer, KerasTensor, Layer, layer_from_spec, unique_name
 from .running import RunMixin
+from .training import TrainMixin
 
 
-class Model(RunMixin, Layer):
+class Model(TrainMixin, RunMixin, Layer):
     """A compiled model; also usable as a layer (a nested model shares its weights).
 
     Build one with ``nnspec.load(path)``, ``Model(inputs=..., outputs=...)``,

@@ -86,7 +86,8 @@ class _Lowering:
                 continue
             off = self.offsets[p.trainable]
             self.offsets[p.trainable] += p.size
-            self.params[name] = Param(name, tuple(p.shape), p.trainable, off, p.initializer, prefix + layer)
+            self.params[name] = Param(name, tuple(p.shape), p.trainable, off, p.initializer, prefix + layer,
+                                      p.regularizer, p.constraint)  # fmt: skip
 
     def lower_graph(self, typed: TypedGraph, prefix: str, env: dict, fold: int | None) -> None:
         """Append the steps of ``typed``; ``env`` maps input names and refs to value ids."""

@@ -72,6 +72,8 @@ class Param:
     offset: int  # into the flat trainable or non-trainable array
     initializer: object = "zeros"
     layer: str = ""
+    regularizer: object = None  # penalty added to the training loss (l1, l2, l1_l2)
+    constraint: object = None  # applied to the weight after each optimizer update
 
     @property
     def size(self) -> int:

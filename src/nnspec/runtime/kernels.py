@@ -12,6 +12,7 @@ import inspect
 from functools import lru_cache
 
 import numba
+import numpy as np
 
 from .. import layerdefs
 from ..layerdefs.base import bind_numpy
@@ -70,7 +71,19 @@ def kernel_source_hash() -> str:
             h.update(inspect.getsource(m).encode())
         except OSError:
             pass
-    from . import codegen
+    from . import codegen, losses, optimizers, regularizers, train_codegen
 
-    h.update(inspect.getsource(codegen).encode())
+    # generated modules call into these too; Numba's cache would not notice their changes
+    for m in (codegen, train_codegen, losses, optimizers, regularizers):
+        h.update(inspect.getsource(m).encode())
     return h.hexdigest()[:16]
+
+
+@numba.njit(cache=True)
+def _seed(s):
+    np.random.seed(s)
+
+
+def seed_kernels(seed: int) -> None:
+    """Seed the random generator that compiled kernels use (Dropout, noise layers)."""
+    _seed(int(seed))

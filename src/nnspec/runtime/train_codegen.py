@@ -110,6 +110,7 @@ class _TrainGenerator(_Generator):
             self.line(f"out[{k}] = _L.finish(tot{k}, div{k})")
             self.line(f"total += lw[{k}] * out[{k}]")
         assert _losses is not None
+        self.emit_penalties(params, pvar, gvar)
         self.line(f"out[{len(plan.outputs)}] = total")
         for s in reversed(plan.steps):
             self.emit_backward_step(s, pvar, gvar)
@@ -128,6 +129,30 @@ class _TrainGenerator(_Generator):
         args = ins + tgts + sws + ["tp", "ntp", "g", "ws", "gws", "sws", "iws", "lw", "out"]
         header.append(f"def train_step({', '.join(args)}):")
         return "\n".join(header + self.lines) + "\n"
+
+    def emit_penalties(self, params: dict, pvar: dict, gvar: dict) -> None:
+        """Weight penalties (as they are) and activity penalties (over the batch size), added to the
+        total loss with their gradients, as Keras adds ``model.losses``."""
+        from .regularizers import get_regularizer
+
+        self.module_aliases.setdefault("nnspec.runtime.regularizers", "_R")
+        for name, p in params.items():
+            if p.regularizer is None or not p.trainable or name not in pvar:
+                continue
+            r = get_regularizer(p.regularizer)
+            self.line(f"total += _R.l1_l2_penalty({pvar[name]}.ravel(), {gvar[name]}.ravel(), {r.l1!r}, {r.l2!r}, 1.0)")
+        for s in self.plan.steps:
+            spec = s.attrs.get("activity_regularizer") if s.op != "activity_regularization" else {
+                "type": "l1_l2", "l1": s.attrs.get("l1", 0.0), "l2": s.attrs.get("l2", 0.0)}  # fmt: skip
+            if spec is None:
+                continue
+            r = get_regularizer(spec)
+            for o in s.outputs:
+                if o not in self.needs_grad:
+                    continue
+                y = self.value_var(o)
+                gy = self.bind_grad(o)
+                self.line(f"total += _R.l1_l2_penalty({y}.ravel(), {gy}.ravel(), {r.l1!r}, {r.l2!r}, 1.0 / n if n else 0.0)")
 
     def _saved(self, s: Step, defn) -> list[str]:
         if defn.saved is None:
