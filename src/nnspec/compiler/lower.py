@@ -64,17 +64,36 @@ class _Lowering:
         wanted = [o for o in outs if self.values[o].masked]
         if not wanted:
             return
+        masks = [self.mask_of(i) for i in ins]
         if node.type == "Embedding":
             m = self.new_value(_mask_type(self.values[ins[0]]))
             self.steps.append(Step("mask_not_equal_zero", prefix + node.name, (ins[0],), (), (m,)))
+        elif node.type in _MERGES and len(ins) > 1:
+            # Keras's merge layers: Concatenate treats an unmasked input as all valid, then ORs
+            # (over the feature axis: any unmasked input makes every step valid; over the time
+            # axis the masks are concatenated); the element-wise merges OR the masks when every
+            # input has one, and drop the mask otherwise.
+            rank = len(self.values[outs[0]].shape)
+            axis = node.attrs.get("axis", -1) if node.type == "Concatenate" else None
+            if axis is not None and rank == 3 and axis % rank == 1:
+                ones = [i for i, mk in zip(ins, masks) if mk is None]
+                m = self.new_value(_mask_type(self.values[outs[0]]))
+                self.steps.append(Step("mask_concat", prefix + node.name,
+                                       tuple(mk if mk is not None else i for i, mk in zip(ins, masks)), (), (m,),
+                                       {"ones": [ins.index(i) for i in ones]}))  # fmt: skip
+            elif any(mk is None for mk in masks):
+                return
+            else:
+                sources = sorted(set(masks))
+                m = sources[0]
+                if len(sources) > 1:
+                    m = self.new_value(_mask_type(self.values[sources[0]]))
+                    self.steps.append(Step("mask_or", prefix + node.name, tuple(sources), (), (m,)))
         else:
-            sources = sorted({self.mask_of(i) for i in ins if self.mask_of(i) is not None})
+            sources = sorted({mk for mk in masks if mk is not None})
             if not sources:
                 return
             m = sources[0]
-            if len(sources) > 1:
-                m = self.new_value(_mask_type(self.values[sources[0]]))
-                self.steps.append(Step("mask_and", prefix + node.name, tuple(sources), (), (m,)))
         for o in wanted:
             v = self.values[o]
             self.values[o] = Value(v.id, v.shape, v.dtype, v.fold, v.buffer, v.masked, m)
@@ -168,6 +187,9 @@ class _Lowering:
             outs.append(out)
         self.set_masks(tn.node, ins, outs, prefix)
         return outs
+
+
+_MERGES = ("Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Dot")
 
 
 def _mask_type(v: Value):

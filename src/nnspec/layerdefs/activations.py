@@ -1,14 +1,30 @@
 """Activation functions: Keras 3's definitions, a NumPy reference and one Numba kernel.
 
-Every Keras activation name maps to a small integer code; layers with an ``activation``
-attribute (Dense, Conv*, recurrent layers) call :func:`apply_activation` on their output with
-that code, in place, over a 2-D view (rows, features): softmax-like activations act on the
-last axis. Constants follow Keras 3: ``leaky_relu`` slope 0.2, ``elu``/``celu`` alpha 1,
-``selu``'s alpha and scale, ``hard_sigmoid = relu6(x + 3) / 6``, exact-erf ``gelu``,
-``hard_shrink``/``soft_shrink`` threshold 0.5, ``squareplus`` b = 4.
+Every Keras activation name that keeps its input's shape maps to a small integer code; layers
+with an ``activation`` attribute (Dense, Conv*, recurrent layers) call :func:`apply_activation`
+on their output with that code, in place, over a 2-D view (rows, features): softmax-like
+activations act on the last axis. Constants follow Keras 3: ``leaky_relu`` slope 0.2,
+``elu``/``celu`` alpha 1, ``selu``'s alpha and scale, ``hard_sigmoid = relu6(x + 3) / 6``,
+exact-erf ``gelu``, ``hard_shrink``/``soft_shrink`` threshold 0.5, ``squareplus`` b = 4.
 
-``glu`` halves the last axis and ``threshold`` needs arguments Keras's string form cannot
-give; neither is accepted as a fused activation (the shape rules say so).
+Two Keras names are special (checked against Keras 3.15 on PyTorch):
+
+- ``glu`` splits the last axis in two halves ``a, b`` and returns ``a * sigmoid(b)``: the output
+  has half the features. Keras's own shape inference does not know that (it reports the input's
+  shape, so a layer built after it gets the wrong weights), which makes the fused form
+  (``Dense(activation="glu")``) a trap; nnspec accepts ``glu`` only in the ``Activation`` layer,
+  whose shape rule halves the last axis (so nnspec's summary shows the halved shape where
+  Keras's shows the input's), and refuses it as a fused activation (layers call
+  :func:`check_fused` in their shape rule).
+- ``threshold`` needs ``threshold`` and ``default_value`` arguments that Keras's string form
+  cannot give: Keras fails when the layer runs. nnspec refuses it everywhere, at shape checking.
+
+``sparsemax`` follows Keras 3.15 exactly, which is not the textbook function: Keras takes the
+threshold as ``tau = (sum of the cumulative sums over the support - 1) / k`` where Martins &
+Astudillo use the k-th cumulative sum alone, so its outputs do not sum to 1 once two or more
+entries are in the support (keras-team/keras#23425; the fix, #23469, is not in the Keras 3.15.1
+installed here).
+``SPARSEMAX_KERAS_315`` selects that behaviour; set it to False for the textbook function.
 """
 
 from __future__ import annotations
@@ -16,7 +32,11 @@ from __future__ import annotations
 import math
 
 np = None  # NumPy, bound by nnspec.layerdefs.base.bind_numpy when kernels are needed
-KERNEL_HELPERS = ("_softplus", "_sigmoid", "apply_activation")  # called by kernels: compiled in place by the runtime
+# Called by kernels: compiled in place by the runtime.
+KERNEL_HELPERS = (
+    "_softplus", "_sigmoid", "_tanh", "_act_scalar", "_softmax_row", "_sparsemax_row", "activation_forward",
+    "apply_activation",
+)  # fmt: skip
 
 CODES = {
     "linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4, "softplus": 5, "softsign": 6,
@@ -26,127 +46,221 @@ CODES = {
     "hard_tanh": 22, "sparse_plus": 23, "sparse_sigmoid": 24, "squareplus": 25, "tanh_shrink": 26,
     "sparsemax": 27,
 }  # fmt: skip
+GLU = 28  # the Activation layer's code for glu (not a fused activation: it halves the last axis)
+ROW_WISE = ("softmax", "log_softmax", "sparsemax", "glu")  # act on the whole last axis
 
-UNSUPPORTED = {"glu": "halves the last axis", "threshold": "needs threshold and default_value arguments"}
+UNSUPPORTED = {
+    "glu": "halves the last axis, which Keras's own shape inference ignores; use an Activation layer "
+    "with activation glu after this layer",
+    "threshold": "needs threshold and default_value arguments that Keras's string form cannot give "
+    "(Keras fails when the layer runs)",
+}
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
+SPARSEMAX_KERAS_315 = True  # see the module docstring
 
 
 def code(name: str | None) -> int:
-    return CODES[name or "linear"]
+    """The kernel code of a fused activation (``linear`` for None)."""
+    name = name or "linear"
+    if name in UNSUPPORTED:
+        raise ValueError(f"activation {name!r} cannot be fused into a layer: it {UNSUPPORTED[name]}")
+    return CODES[name]
+
+
+def check_fused(name: str | None, layer: str) -> None:
+    """Raise ShapeError when ``name`` cannot be a layer's fused ``activation``."""
+    if name in UNSUPPORTED:
+        from .base import ShapeError
+
+        raise ShapeError(f"{layer} cannot take activation {name!r}: it {UNSUPPORTED[name]}")
 
 
 # ----------------------------------------------------------------------------- kernel
 
 
 def _softplus(v):
-    # log(1 + exp(v)) without overflow: max(v, 0) + log1p(exp(-|v|))
-    return max(v, 0.0) + math.log1p(math.exp(-abs(v)))
+    # log(1 + exp(v)) without overflow: max(v, 0) + log1p(t), t = exp(-|v|). log(1 + t) is
+    # accurate to float32 precision for t >= 1e-8 and faster than log1p; below, log1p(t) = t.
+    t = math.exp(-abs(v))
+    return max(v, 0.0) + (t if t < 1e-8 else math.log(1.0 + t))
 
 
 def _sigmoid(v):
-    if v >= 0:
-        return 1.0 / (1.0 + math.exp(-v))
-    e = math.exp(v)
-    return e / (1.0 + e)
+    # In float64, exp(-v) overflows to inf for v < -709 and 1 / inf is 0: no branch needed,
+    # which matters (a branch on the sign mispredicts half the time on real data).
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+def _tanh(v):
+    # (1 - e) / (1 + e) with e = exp(-2|v|): about 4x faster than math.tanh here, within 3e-8
+    # of it; a short series below |v| = 1e-3, where 1 - e would lose relative precision.
+    a = abs(v)
+    if a < 1e-3:
+        t = a * (1.0 - a * a / 3.0)
+    else:
+        e = math.exp(-2.0 * a)
+        t = (1.0 - e) / (1.0 + e)
+    return t if v >= 0 else -t
+
+
+def _act_scalar(v, code):
+    """One element of an element-wise activation (codes other than 0, 4, 17, 27)."""
+    if code == 1:
+        return max(v, 0.0)
+    if code == 2:
+        return _sigmoid(v)
+    if code == 3:
+        return _tanh(v)
+    if code == 5:
+        return _softplus(v)
+    if code == 6:
+        return v / (1.0 + abs(v))
+    if code == 7:
+        return v if v > 0 else math.expm1(v)
+    if code == 8:
+        return SELU_SCALE * (v if v > 0 else SELU_ALPHA * math.expm1(v))
+    if code == 9:
+        return math.exp(v)
+    if code == 10:
+        return 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+    if code == 11:
+        return min(max(v + 3.0, 0.0), 6.0) / 6.0
+    if code == 12:
+        return v * min(max(v + 3.0, 0.0), 6.0) / 6.0
+    if code == 13:
+        return v * _sigmoid(v)
+    if code == 14:
+        return v * _tanh(_softplus(v))
+    if code == 15:
+        return v if v >= 0 else 0.2 * v
+    if code == 16:
+        return min(max(v, 0.0), 6.0)
+    if code == 18:
+        return -_softplus(-v)
+    if code == 19:
+        return max(v, 0.0) + min(0.0, math.expm1(v))
+    if code == 20:
+        return v if abs(v) > 0.5 else 0.0
+    if code == 21:
+        return v - 0.5 if v > 0.5 else (v + 0.5 if v < -0.5 else 0.0)
+    if code == 22:
+        return min(max(v, -1.0), 1.0)
+    if code == 23:
+        return 0.0 if v <= -1.0 else (v if v >= 1.0 else (v + 1.0) * (v + 1.0) * 0.25)
+    if code == 24:
+        return 0.0 if v <= -1.0 else (1.0 if v >= 1.0 else (v + 1.0) * 0.5)
+    if code == 25:
+        return (v + math.sqrt(v * v + 4.0)) * 0.5
+    if code == 26:
+        return v - _tanh(v)
+    return v
+
+
+def _softmax_row(x, y, r, cols, log):
+    # One exp per element: y holds exp(x - max) until it is scaled. x[r, c] is read before
+    # y[r, c] is written, so y may be x.
+    mx = x[r, 0]
+    for c in range(1, cols):
+        mx = max(mx, x[r, c])
+    s = 0.0
+    if log:
+        for c in range(cols):
+            s += math.exp(x[r, c] - mx)
+        sub = mx + math.log(s)
+        for c in range(cols):
+            y[r, c] = x[r, c] - sub
+    else:
+        for c in range(cols):
+            e = math.exp(x[r, c] - mx)
+            y[r, c] = e
+            s += e
+        inv = 1.0 / s
+        for c in range(cols):
+            y[r, c] = y[r, c] * inv
+
+
+def _sparsemax_row(x, y, r, cols, z, keras315):
+    for c in range(cols):
+        z[c] = x[r, c]
+    zs = np.sort(z)  # ascending: walk it from the end
+    cum = 0.0
+    k = 0
+    acc = 0.0  # Keras 3.15: the sum of the cumulative sums over the support
+    cum_k = 0.0  # textbook: the cumulative sum at the last index of the support
+    for j in range(cols):
+        v = zs[cols - 1 - j]
+        cum += v
+        if v - (cum - 1.0) / (j + 1) > 0:
+            k += 1
+            acc += cum
+            cum_k = cum
+    tau = ((acc if keras315 else cum_k) - 1.0) / k
+    for c in range(cols):
+        y[r, c] = max(z[c] - tau, 0.0)
+
+
+def activation_forward(x, y, code):
+    """``y = act(x)`` over 2-D (rows, features) arrays; ``y`` may be ``x`` itself (in place).
+
+    For glu (``GLU``), ``y`` has half of ``x``'s columns; in place is still safe, since an
+    element is written only after every element of ``x`` at or before its position is read.
+    """
+    rows = x.shape[0]
+    cols = x.shape[1]
+    if code == 0:
+        for r in range(rows):
+            for c in range(cols):
+                y[r, c] = x[r, c]
+    elif code == 4 or code == 17:
+        if cols > 0:
+            for r in range(rows):
+                _softmax_row(x, y, r, cols, code == 17)
+    elif code == 27:
+        if cols > 0:
+            z = np.empty(cols, np.float64)
+            for r in range(rows):
+                _sparsemax_row(x, y, r, cols, z, SPARSEMAX_KERAS_315)
+    elif code == 28:
+        h = cols // 2
+        for r in range(rows):
+            for c in range(h):
+                y[r, c] = x[r, c] * _sigmoid(x[r, c + h])
+    # The common codes get a loop each: going through _act_scalar's chain of tests costs about
+    # half as much again per element (measured on sigmoid: 6.7 ms against 4.4 per 1e6 values).
+    elif code == 1:
+        for r in range(rows):
+            for c in range(cols):
+                y[r, c] = max(x[r, c], 0.0)  # NaN stays NaN, as in Keras
+    elif code == 2:
+        for r in range(rows):
+            for c in range(cols):
+                y[r, c] = _sigmoid(x[r, c])
+    elif code == 3:
+        for r in range(rows):
+            for c in range(cols):
+                y[r, c] = _tanh(x[r, c])
+    elif code == 13:
+        for r in range(rows):
+            for c in range(cols):
+                v = x[r, c]
+                y[r, c] = v * _sigmoid(v)
+    elif code == 10:
+        for r in range(rows):
+            for c in range(cols):
+                v = x[r, c]
+                y[r, c] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+    else:
+        for r in range(rows):
+            for c in range(cols):
+                y[r, c] = _act_scalar(x[r, c], code)
 
 
 def apply_activation(y, code):
     """Apply activation ``code`` in place to the 2-D float32 array ``y`` (rows, features)."""
-    if code == 0:
-        return
-    rows, cols = y.shape
-    if code == 4 or code == 17:  # softmax, log_softmax over the last axis
-        for r in range(rows):
-            mx = y[r, 0]
-            for c in range(1, cols):
-                if y[r, c] > mx:
-                    mx = y[r, c]
-            s = 0.0
-            for c in range(cols):
-                s += math.exp(y[r, c] - mx)
-            if code == 4:
-                inv = 1.0 / s
-                for c in range(cols):
-                    y[r, c] = math.exp(y[r, c] - mx) * inv
-            else:
-                ls = math.log(s)
-                for c in range(cols):
-                    y[r, c] = y[r, c] - mx - ls
-        return
-    if code == 27:  # sparsemax over the last axis (Martins & Astudillo, sort-based)
-        z = np.empty(cols, np.float64)
-        for r in range(rows):
-            for c in range(cols):
-                z[c] = y[r, c]
-            zs = np.sort(z)[::-1]
-            cum = 0.0
-            k_sel = 0
-            cum_sel = 0.0
-            for k in range(cols):
-                cum += zs[k]
-                if 1.0 + (k + 1) * zs[k] > cum:
-                    k_sel = k + 1
-                    cum_sel = cum
-            tau = (cum_sel - 1.0) / k_sel
-            for c in range(cols):
-                y[r, c] = max(z[c] - tau, 0.0)
-        return
-    for r in range(rows):
-        for c in range(cols):
-            v = y[r, c]
-            if code == 1:
-                out = v if v > 0 else 0.0
-            elif code == 2:
-                out = _sigmoid(v)
-            elif code == 3:
-                out = math.tanh(v)
-            elif code == 5:
-                out = _softplus(v)
-            elif code == 6:
-                out = v / (1.0 + abs(v))
-            elif code == 7:
-                out = v if v > 0 else math.expm1(v)
-            elif code == 8:
-                out = SELU_SCALE * (v if v > 0 else SELU_ALPHA * math.expm1(v))
-            elif code == 9:
-                out = math.exp(v)
-            elif code == 10:
-                out = 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0)))
-            elif code == 11:
-                out = min(max(v + 3.0, 0.0), 6.0) / 6.0
-            elif code == 12:
-                out = v * min(max(v + 3.0, 0.0), 6.0) / 6.0
-            elif code == 13:
-                out = v * _sigmoid(v)
-            elif code == 14:
-                out = v * math.tanh(_softplus(v))
-            elif code == 15:
-                out = v if v >= 0 else 0.2 * v
-            elif code == 16:
-                out = min(max(v, 0.0), 6.0)
-            elif code == 18:
-                out = -_softplus(-v)
-            elif code == 19:
-                out = max(v, 0.0) + min(0.0, math.expm1(v))
-            elif code == 20:
-                out = v if abs(v) > 0.5 else 0.0
-            elif code == 21:
-                out = v - 0.5 if v > 0.5 else (v + 0.5 if v < -0.5 else 0.0)
-            elif code == 22:
-                out = min(max(v, -1.0), 1.0)
-            elif code == 23:
-                out = 0.0 if v <= -1.0 else (v if v >= 1.0 else (v + 1.0) * (v + 1.0) / 4.0)
-            elif code == 24:
-                out = 0.0 if v <= -1.0 else (1.0 if v >= 1.0 else (v + 1.0) / 2.0)
-            elif code == 25:
-                out = (v + math.sqrt(v * v + 4.0)) / 2.0
-            elif code == 26:
-                out = v - math.tanh(v)
-            else:
-                out = v
-            y[r, c] = out
+    if code != 0:
+        activation_forward(y, y, code)
 
 
 # ----------------------------------------------------------------------------- reference
@@ -212,11 +326,22 @@ def reference(name: str | None, x):
     if name == "tanh_shrink":
         return x - np.tanh(x)
     if name == "sparsemax":
-        z = np.sort(x, axis=-1)[..., ::-1]
-        k = np.arange(1, x.shape[-1] + 1)
-        cum = np.cumsum(z, axis=-1)
-        support = 1 + k * z > cum
-        k_sel = support.sum(axis=-1, keepdims=True)
-        tau = (np.take_along_axis(cum, k_sel - 1, axis=-1) - 1) / k_sel
-        return np.maximum(x - tau, 0)
+        return _sparsemax_reference(x, SPARSEMAX_KERAS_315)
+    if name == "glu":
+        a, b = np.split(x, 2, axis=-1)
+        return a / (1 + np.exp(-b))
     raise ValueError(f"activation {name!r} has no reference ({UNSUPPORTED.get(name, 'unknown')})")
+
+
+def _sparsemax_reference(x, keras315: bool):
+    """Sparsemax over the last axis: sort descending, find the support, shift, clip at 0."""
+    z = -np.sort(-x, axis=-1)
+    k = np.arange(1, x.shape[-1] + 1)
+    cum = np.cumsum(z, axis=-1)
+    support = z - (cum - 1) / k > 0
+    size = support.sum(axis=-1, keepdims=True)
+    if keras315:
+        total = np.where(support, cum, 0).sum(axis=-1, keepdims=True)
+    else:
+        total = np.take_along_axis(cum, size - 1, axis=-1)
+    return np.maximum(x - (total - 1) / size, 0)

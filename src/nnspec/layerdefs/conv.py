@@ -9,6 +9,10 @@ channels, spatial axes with ``data_format: channels_first``), needs a known chan
 
 from __future__ import annotations
 
+import itertools
+import math
+
+from . import activations
 from .base import (
     COMMON_ATTRS,
     Attr,
@@ -22,6 +26,9 @@ from .base import (
     require_rank,
 )
 from .core import ACTIVATION_ATTR, kernel_and_bias, kernel_bias_attrs
+
+np = None  # NumPy, bound by base.bind_numpy when kernels are needed
+KERNEL_HELPERS = ("add_bias_act", "fill_patches")  # called by kernels: compiled in place by the runtime
 
 # ----------------------------------------------------------------------------- shared attributes
 
@@ -121,6 +128,688 @@ def _out_dtype(attrs) -> str:
     return attrs.get("dtype") or "float32"
 
 
+# ----------------------------------------------------------------------------- kernels
+#
+# Every kernel works on channels-last arrays with three spatial axes: (rows, D, H, W, C). A 1D
+# layer's input is seen as (rows, 1, 1, L, C) and a 2D layer's as (rows, 1, H, W, C) (views, no
+# copy), so one kernel serves the three ranks. channels_first inputs are transposed into
+# scratch, run channels-last, and transposed back.
+#
+# Convolution is a product over patches through BLAS: the patches of a tile of consecutive
+# output positions are copied into a scratch matrix (tile, kd*kh*kw*C), by contiguous runs of
+# kw*C floats (one kernel row in channels-last order) where the window lies inside the input,
+# then one ``np.dot`` writes the tile's rows of the output, then bias and activation run on
+# them while they are in cache.
+
+# Tile sizes, measured on the 2-core machine (OpenBLAS 0.3.30, SkylakeX kernels, one thread):
+# products of up to 1e6 multiply-adds (M*N*K) take OpenBLAS's small-matrix path, without
+# packing and without threads, at 100-130 GFLOP/s; just above, the packed path runs at about
+# 80 per thread and wakes a second thread per call, which costs milliseconds per call when
+# the other core is busy. So a tile of output positions is sized to stay on the small path
+# (and its patches in L2); for layers too big for that, it holds about 1 MiB of patches.
+SMALL_GEMM = 1_000_000
+CONV_TILE_FLOATS = 65536  # at most this many floats of patches (256 KiB) on the small path
+BIG_TILE_FLOATS = 262144  # patches per tile when even 32 positions exceed SMALL_GEMM
+
+
+def conv_tile_rows(k: int, f: int) -> int:
+    """Output positions per tile, for patches of ``k`` floats and ``f`` filters."""
+    k = max(k, 1)
+    rows = SMALL_GEMM // (k * max(f, 1))
+    if rows >= 32:
+        return min(rows, max(32, CONV_TILE_FLOATS // k))
+    return max(64, BIG_TILE_FLOATS // k)
+
+
+def add_bias_act(y2, b, use_bias, act):
+    """``y2 = act(y2 + b)`` on a 2-D block of output rows."""
+    if use_bias:
+        rows, cols = y2.shape
+        for i in range(rows):
+            for j in range(cols):
+                y2[i, j] += b[j]
+    activations.apply_activation(y2, act)
+
+
+def fill_patches(xf, pf, m, k, pos0, geo, c0, cg, rowsrc):
+    """Copy the patches of output positions ``pos0 .. pos0+m`` into rows of ``pf`` (flat, row
+    length ``k``), input channels ``c0 .. c0+cg``; taps outside the input are zeros.
+
+    Positions are walked one output row at a time: the input rows a window reads are found
+    once per output row (``rowsrc``, scratch of kd*kh ints: their offsets in ``xf``, -1 when
+    outside the input), then each position copies one run of kw*cg floats per kernel row
+    where the window lies inside the input, one run of cg floats per tap elsewhere. Copies
+    index with unsigned ints (no negative-index wraparound), so that LLVM vectorizes them.
+    """
+    d, h, w, c, od, oh, ow, kd, kh, kw, sd, sh, sw, dd, dh, dw, pd, ph, pw = geo
+    run = kw * cg
+    fast = cg == c and dw == 1
+    lo = (pw + sw - 1) // sw  # positions lo .. hi-1 see no padding along the width
+    hi = min(ow, (w + pw - (kw - 1) * dw - 1) // sw + 1)
+    nrow = kd * kh
+    p = pos0
+    r = 0
+    while r < m:
+        q = p // ow
+        x0 = p - q * ow
+        seg = min(ow - x0, m - r)
+        yy = q % oh
+        q //= oh
+        zz = q % od
+        bb = q // od
+        t = 0
+        for kz in range(kd):
+            iz = zz * sd - pd + kz * dd
+            for ky in range(kh):
+                iy = yy * sh - ph + ky * dh
+                if iz < 0 or iz >= d or iy < 0 or iy >= h:
+                    rowsrc[t] = -1
+                else:
+                    rowsrc[t] = ((bb * d + iz) * h + iy) * w * c
+                t += 1
+        col = r * k
+        for ox in range(x0, x0 + seg):
+            ix0 = ox * sw - pw
+            if fast and ox >= lo and ox < hi:
+                for t in range(nrow):
+                    s = rowsrc[t]
+                    a = np.uint64(col)
+                    if s < 0:
+                        for j in range(np.uint64(run)):
+                            pf[a + j] = 0.0
+                    else:
+                        u = np.uint64(s + ix0 * c)
+                        for j in range(np.uint64(run)):
+                            pf[a + j] = xf[u + j]
+                    col += run
+            else:
+                for t in range(nrow):
+                    s = rowsrc[t]
+                    for kx in range(kw):
+                        ix = ix0 + kx * dw
+                        a = np.uint64(col)
+                        if s < 0 or ix < 0 or ix >= w:
+                            for j in range(np.uint64(cg)):
+                                pf[a + j] = 0.0
+                        else:
+                            u = np.uint64(s + ix * c + c0)
+                            for j in range(np.uint64(cg)):
+                                pf[a + j] = xf[u + j]
+                        col += cg
+        r += seg
+        p += seg
+
+
+def conv_forward(x, w, b, use_bias, act, y, patches, wg, yg, groups, strides, dil, pads):
+    """Convolution of ``x`` (rows, D, H, W, C) with ``w`` (kd, kh, kw, C/groups, F) into ``y``
+    (rows, OD, OH, OW, F), then bias and activation ``act``.
+
+    ``pads`` are the zeros before each spatial axis (those after follow from the shapes).
+    Scratch: ``patches`` (tile, kd*kh*kw*C/groups); with groups > 1, ``wg`` (groups, K, F/groups)
+    and ``yg`` (tile, F/groups).
+    """
+    n, d, h, wd, c = x.shape
+    kd, kh, kw, cg, f = w.shape
+    od, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    k = kd * kh * kw * cg
+    total = n * od * oh * ow
+    y2 = y.reshape((total, f))
+    w2 = w.reshape((k, f))
+    if (kd * kh * kw == 1 and groups == 1 and strides[0] == 1 and strides[1] == 1 and strides[2] == 1
+            and pads[0] == 0 and pads[1] == 0 and pads[2] == 0):  # fmt: skip
+        # 1x1 convolution: the input is its own patch matrix
+        x2 = x.reshape((total, c))
+        tile = patches.shape[0]
+        for p0 in range(0, total, tile):
+            m = min(tile, total - p0)
+            np.dot(x2[p0 : p0 + m], w2, y2[p0 : p0 + m])
+            add_bias_act(y2[p0 : p0 + m], b, use_bias, act)
+        return
+    fg = f // groups
+    if groups > 1:
+        for g in range(groups):
+            for i in range(k):
+                for j in range(fg):
+                    wg[g, i, j] = w2[i, g * fg + j]
+    xf = x.reshape(x.size)
+    tile = patches.shape[0]
+    pf = patches.reshape(patches.size)
+    geo = (d, h, wd, c, od, oh, ow, kd, kh, kw, strides[0], strides[1], strides[2],
+           dil[0], dil[1], dil[2], pads[0], pads[1], pads[2])  # fmt: skip
+    rowsrc = np.empty(kd * kh, np.int64)
+    for p0 in range(0, total, tile):
+        m = min(tile, total - p0)
+        for g in range(groups):
+            fill_patches(xf, pf, m, k, p0, geo, g * cg, cg, rowsrc)
+            if groups == 1:
+                np.dot(patches[:m], w2, y2[p0 : p0 + m])
+            else:
+                np.dot(patches[:m], wg[g], yg[:m])
+                for i in range(m):
+                    for j in range(fg):
+                        y2[p0 + i, g * fg + j] = yg[i, j]
+        add_bias_act(y2[p0 : p0 + m], b, use_bias, act)
+
+
+def conv_planar_forward(x, w, b, use_bias, act, y, xp, pt, strides, dil, pads):
+    """Convolution for inputs with few channels (groups = 1), where channels-last patch runs
+    (kw*C floats) would be too short to copy fast: same arguments and result as
+    :func:`conv_forward`, with other scratch.
+
+    Each image is first copied into ``xp`` (C, Dp, Hp, sw, Wq): channel planes, zero-padded,
+    each row split into its ``sw`` phases, so that the inputs one tap reads along an output
+    row are one contiguous run of OW floats. Tiles of whole output rows are then gathered
+    transposed, ``pt`` holding (taps*C, positions) (flat scratch), and multiplied as
+    ``pt.T @ w``, which BLAS takes as a transposed operand.
+    """
+    n, d, h, wd, c = x.shape
+    kd, kh, kw, _, f = w.shape
+    od, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    sd, sh, sw = strides
+    dd, dh, dw = dil
+    pd, ph, pw = pads
+    dp, hp, wq = xp.shape[1], xp.shape[2], xp.shape[4]
+    k = kd * kh * kw * c
+    w2 = w.reshape((k, f))
+    npos = od * oh * ow
+    y2 = y.reshape((n * npos, f))
+    rows_per_tile = max(1, pt.size // (k * ow))
+    xpf = xp.reshape(xp.size)
+    plane = dp * hp * sw * wq
+    for i in range(n):
+        for j in range(xp.size):
+            xpf[j] = 0.0
+        for z in range(d):
+            for yy in range(h):
+                for xx in range(wd):
+                    q = xx + pw
+                    base = (((z + pd) * hp + yy + ph) * sw + q % sw) * wq + q // sw
+                    for ci in range(c):
+                        xpf[ci * plane + base] = x[i, z, yy, xx, ci]
+        for r0 in range(0, od * oh, rows_per_tile):
+            nr = min(rows_per_tile, od * oh - r0)
+            m = nr * ow
+            p = pt[: k * m]
+            t = 0
+            for kz in range(kd):
+                for ky in range(kh):
+                    for kx in range(kw):
+                        off = kx * dw
+                        for ci in range(c):
+                            for rr in range(nr):
+                                q = r0 + rr
+                                src = (((ci * dp + (q // oh) * sd + kz * dd) * hp + (q % oh) * sh + ky * dh) * sw
+                                       + off % sw) * wq + off // sw  # fmt: skip
+                                a = np.uint64(t * m + rr * ow)
+                                u = np.uint64(src)
+                                for jj in range(np.uint64(ow)):
+                                    p[a + jj] = xpf[u + jj]
+                            t += 1
+            p0 = i * npos + r0 * ow
+            np.dot(p.reshape((k, m)).T, w2, y2[p0 : p0 + m])
+            add_bias_act(y2[p0 : p0 + m], b, use_bias, act)
+
+
+def depthwise_forward(x, w, b, use_bias, act, y, strides, dil, pads):
+    """Depthwise convolution: ``x`` (rows, D, H, W, C), ``w`` (kd, kh, kw, C, dm), ``y``
+    (rows, OD, OH, OW, C*dm) with output channel ``c*dm + m`` from input channel ``c``."""
+    n, d, h, wd, c = x.shape
+    kd, kh, kw, _, dm = w.shape
+    od, oh, ow, co = y.shape[1], y.shape[2], y.shape[3], y.shape[4]
+    sd, sh, sw = strides
+    dd, dh, dw = dil
+    pd, ph, pw = pads
+    for b_ in range(n):
+        for z in range(od):
+            for yy in range(oh):
+                yrow = y[b_, z, yy]  # (ow, co)
+                for xx in range(ow):
+                    for j in range(co):
+                        yrow[xx, j] = b[j] if use_bias else 0.0
+                for kz in range(kd):
+                    iz = z * sd - pd + kz * dd
+                    if iz < 0 or iz >= d:
+                        continue
+                    for ky in range(kh):
+                        iy = yy * sh - ph + ky * dh
+                        if iy < 0 or iy >= h:
+                            continue
+                        xrow = x[b_, iz, iy]  # (W, C)
+                        for kx in range(kw):
+                            wt = w[kz, ky, kx]  # (C, dm)
+                            for xx in range(ow):
+                                ix = xx * sw - pw + kx * dw
+                                if ix < 0 or ix >= wd:
+                                    continue
+                                if dm == 1:
+                                    for ci in range(c):
+                                        yrow[xx, ci] += xrow[ix, ci] * wt[ci, 0]
+                                else:
+                                    for ci in range(c):
+                                        v = xrow[ix, ci]
+                                        for mi in range(dm):
+                                            yrow[xx, ci * dm + mi] += v * wt[ci, mi]
+                activations.apply_activation(yrow, act)
+
+
+def conv_transpose_forward(x, w, b, use_bias, act, y, wt, z, strides, dil, crops):
+    """Transposed convolution: ``x`` (rows, D, H, W, C), ``w`` (kd, kh, kw, F, C), ``y``
+    (rows, OD, OH, OW, F). Input position ``i`` and tap ``k`` add ``x[i] . w[k]`` to output
+    position ``i*stride + k*dilation - crop`` (dropped when outside the output).
+
+    Each tile of input positions is multiplied by all taps at once through BLAS (``wt``,
+    (C, taps*F), scratch) into ``z`` (tile, taps*F), whose rows are then added into ``y``.
+    """
+    n, d, h, wd, c = x.shape
+    kd, kh, kw, f, _ = w.shape
+    od, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    sd, sh, sw = strides
+    dd, dh, dw = dil
+    cd, ch, cw = crops
+    taps = kd * kh * kw
+    w3 = w.reshape((taps, f, c))
+    for t in range(taps):
+        for j in range(f):
+            for ci in range(c):
+                wt[ci, t * f + j] = w3[t, j, ci]
+    total_in = n * d * h * wd
+    total_out = n * od * oh * ow
+    y2 = y.reshape((total_out, f))
+    for i in range(total_out):
+        for j in range(f):
+            y2[i, j] = b[j] if use_bias else 0.0
+    x2 = x.reshape((total_in, c))
+    tile = z.shape[0]
+    for p0 in range(0, total_in, tile):
+        m = min(tile, total_in - p0)
+        np.dot(x2[p0 : p0 + m], wt, z[:m])
+        for r in range(m):
+            q = p0 + r
+            ix = q % wd
+            q //= wd
+            iy = q % h
+            q //= h
+            iz = q % d
+            b_ = q // d
+            t = 0
+            for kz in range(kd):
+                oz = iz * sd + kz * dd - cd
+                for ky in range(kh):
+                    oy = iy * sh + ky * dh - ch
+                    for kx in range(kw):
+                        ox = ix * sw + kx * dw - cw
+                        if 0 <= oz < od and 0 <= oy < oh and 0 <= ox < ow:
+                            dst = ((b_ * od + oz) * oh + oy) * ow + ox
+                            for j in range(f):
+                                y2[dst, j] += z[r, t * f + j]
+                        t += 1
+    activations.apply_activation(y2, act)
+
+
+def swap_last2(src, dst):
+    """``dst[i, b, a] = src[i, a, b]`` for 3-D arrays (channels_first <-> channels_last)."""
+    n, a, bb = src.shape
+    blk = 32
+    for i in range(n):
+        for a0 in range(0, a, blk):
+            a1 = min(a, a0 + blk)
+            for b0 in range(0, bb, blk):
+                b1 = min(bb, b0 + blk)
+                for p in range(a0, a1):
+                    for q in range(b0, b1):
+                        dst[i, q, p] = src[i, p, q]
+
+
+def activation_last_axis(y2, act):
+    """Apply activation ``act`` in place over the rows of ``y2`` (for channels_first outputs,
+    whose row-wise activations act on the last spatial axis, as in Keras)."""
+    activations.apply_activation(y2, act)
+
+
+# ----------------------------------------------------------------------------- emit helpers
+
+
+def _static(e, what: str) -> None:
+    """Refuse shapes known only at run time: the kernels' scratch is sized when emitting."""
+    for s in list(e.x_shapes) + list(e.y_shapes):
+        if any(d is None for d in s):
+            from ..runtime.codegen import CodegenError
+
+            raise CodegenError(
+                f"{what} (node '{e.step.node}') needs every dimension known when the plan is compiled; "
+                f"got input {e.x_shapes[0]} and output {e.y_shapes[0]} (batch excluded)"
+            )
+
+
+def _pad3(values, fill: int) -> tuple:
+    """Per-axis values of a rank-1/2/3 layer as the kernels' three axes (D, H, W)."""
+    return (fill,) * (3 - len(values)) + tuple(int(v) for v in values)
+
+
+def same_pad_before(length: int, kernel: int, stride: int, dilation: int) -> int:
+    """Zeros before an axis for padding 'same' (Keras: the odd one goes after)."""
+    eff = (kernel - 1) * dilation + 1
+    out = (length + stride - 1) // stride
+    total = max(0, (out - 1) * stride + eff - length)
+    return total // 2
+
+
+def conv_pads(padding: str, spatial, kernel, strides, dilation) -> tuple:
+    """Zeros before each spatial axis for padding valid, same or causal."""
+    if padding == "valid":
+        return tuple(0 for _ in spatial)
+    if padding == "causal":
+        return tuple((k - 1) * d for k, d in zip(kernel, dilation))
+    return tuple(same_pad_before(n, k, s, d) for n, k, s, d in zip(spatial, kernel, strides, dilation))
+
+
+def transpose_crops(spatial, kernel, strides, dilation, padding, output_padding) -> tuple:
+    """Per axis, how far into the full transposed output (length (L-1)*s + eff) Keras's output
+    starts; negative: it starts before, with zeros (output_padding beyond the kernel)."""
+    out = []
+    for i, (k, s, d) in enumerate(zip(kernel, strides, dilation)):
+        op = None if output_padding is None else output_padding[i]
+        eff = (k - 1) * d + 1
+        if padding == "valid":
+            left = eff - 1
+        else:
+            total = s + eff - 2 if op is None else eff + eff % 2 - 2 + op
+            left = min(total // 2 + total % 2, eff - 1)
+        out.append(eff - 1 - left)
+    return tuple(out)
+
+
+class _Layout:
+    """Spatial dims and channels of one step's input and output, and their 5-D views."""
+
+    def __init__(self, e, rank: int):
+        self.e = e
+        self.rank = rank
+        self.cf = e.attrs.get("data_format", "channels_last") == "channels_first"
+        (xs,) = e.x_shapes
+        (ys,) = e.y_shapes
+        if self.cf:
+            self.c, self.sp = xs[0], tuple(xs[1:])
+            self.f, self.osp = ys[0], tuple(ys[1:])
+        else:
+            self.c, self.sp = xs[-1], tuple(xs[:-1])
+            self.f, self.osp = ys[-1], tuple(ys[:-1])
+        self.rows = e.rows()
+
+    @staticmethod
+    def five(var: str, rows: str, spatial, ch) -> str:
+        d = _pad3(spatial, 1)
+        return f"{var}.reshape(({rows}, {d[0]}, {d[1]}, {d[2]}, {ch}))"
+
+    def channels_last_io(self, lines: list) -> tuple[str, str, str | None]:
+        """(input, output, transposed-output) as channels-last 5-D views; for channels_first,
+        the input is transposed into scratch first and the caller transposes the output back
+        with :meth:`finish`."""
+        e, r = self.e, self.rows
+        s_in, s_out = math.prod(self.sp), math.prod(self.osp)
+        if not self.cf:
+            return self.five(e.x[0], r, self.sp, self.c), self.five(e.y[0], r, self.osp, self.f), None
+        xt = e.tmp(f"({r}, {s_in}, {self.c})")
+        lines.append(e.call(swap_last2, f"{e.x[0]}.reshape(({r}, {self.c}, {s_in}))", xt))
+        yt = e.tmp(f"({r}, {s_out}, {self.f})")
+        return self.five(xt, r, self.sp, self.c), self.five(yt, r, self.osp, self.f), yt
+
+    def finish(self, lines: list, yt: str | None, act_name: str) -> None:
+        """Transpose a channels_first output back, then apply a row-wise activation there."""
+        if yt is None:
+            return
+        e, r = self.e, self.rows
+        s_out = math.prod(self.osp)
+        lines.append(e.call(swap_last2, yt, f"{e.y[0]}.reshape(({r}, {self.f}, {s_out}))"))
+        if act_name in activations.ROW_WISE:
+            last = self.osp[-1]
+            lines.append(
+                e.call(activation_last_axis, f"{e.y[0]}.reshape(({r} * {self.f * s_out // last}, {last}))",
+                       activations.code(act_name))
+            )  # fmt: skip
+
+    def fused_act(self, act_name: str) -> int:
+        """The activation code the channels-last kernel applies (row-wise ones wait for
+        channels_first outputs, whose last axis is not the channels)."""
+        if self.cf and act_name in activations.ROW_WISE:
+            return 0
+        return activations.code(act_name)
+
+
+PLANAR_MAX_RUN = 16  # use conv_planar_forward when a kernel row holds at most this many floats
+
+
+def _conv_call(
+    e, lines, x5, y5, w5, b, use_bias, act, groups, k_per_group, fg, strides, dil, pads, geometry=None
+):
+    """The call of :func:`conv_forward`, or of :func:`conv_planar_forward` for inputs with few
+    channels (``geometry``: input spatial dims, output spatial dims, kernel size, as 3 axes)."""
+    if geometry is not None and groups == 1:
+        sp, osp, ks = geometry
+        cg = k_per_group // math.prod(ks)
+        pointwise = math.prod(ks) == 1 and strides == (1, 1, 1) and pads == (0, 0, 0)  # no patches at all
+        if ks[2] * cg <= PLANAR_MAX_RUN and not pointwise:
+            ext = [
+                max(n + p, (o - 1) * s + (k - 1) * d + 1)
+                for n, p, o, s, k, d in zip(sp, pads, osp, strides, ks, dil)
+            ]
+            xp = e.tmp(f"({cg}, {ext[0]}, {ext[1]}, {strides[2]}, {-(-ext[2] // strides[2])})")
+            rows = max(1, conv_tile_rows(k_per_group, fg) // osp[2])
+            pt = e.tmp(f"({k_per_group * rows * osp[2]},)")
+            lines.append(
+                e.call(conv_planar_forward, x5, w5, b, use_bias, act, y5, xp, pt, strides, dil, pads)
+            )
+            return
+    tile = conv_tile_rows(k_per_group, fg)
+    patches = e.tmp(f"({tile}, {k_per_group})")
+    if groups > 1:
+        wg = e.tmp(f"({groups}, {k_per_group}, {fg})")
+        yg = e.tmp(f"({tile}, {fg})")
+    else:
+        wg = e.tmp("(1, 1, 1)")
+        yg = e.tmp("(1, 1)")
+    lines.append(e.call(conv_forward, x5, w5, b, use_bias, act, y5, patches, wg, yg, groups,
+                        strides, dil, pads))  # fmt: skip
+
+
+def _conv_emit(rank: int):
+    def emit(e):
+        _static(e, f"Conv{rank}D")
+        a = e.attrs
+        lay = _Layout(e, rank)
+        lines: list = []
+        x5, y5, yt = lay.channels_last_io(lines)
+        ks = list(a["kernel_size"])
+        pads = conv_pads(a["padding"], lay.sp, ks, a["strides"], a["dilation_rate"])
+        groups = a["groups"]
+        cg = lay.c // groups
+        k = math.prod(ks) * cg
+        w5 = f"{e.p[0]}.reshape(({', '.join(str(v) for v in _pad3(ks, 1))}, {cg}, {lay.f}))"
+        b = e.p[1] if a["use_bias"] else e.empty
+        geometry = (_pad3(lay.sp, 1), _pad3(lay.osp, 1), _pad3(ks, 1))
+        _conv_call(e, lines, x5, y5, w5, b, a["use_bias"], lay.fused_act(a["activation"]), groups, k,
+                   lay.f // groups, _pad3(a["strides"], 1), _pad3(a["dilation_rate"], 1), _pad3(pads, 0),
+                   geometry)  # fmt: skip
+        lay.finish(lines, yt, a["activation"])
+        return lines
+
+    return emit
+
+
+def _transpose_emit(rank: int):
+    def emit(e):
+        _static(e, f"Conv{rank}DTranspose")
+        a = e.attrs
+        lay = _Layout(e, rank)
+        lines: list = []
+        x5, y5, yt = lay.channels_last_io(lines)
+        ks = list(a["kernel_size"])
+        crops = transpose_crops(
+            lay.sp, ks, a["strides"], a["dilation_rate"], a["padding"], a["output_padding"]
+        )
+        taps = math.prod(ks)
+        w5 = f"{e.p[0]}.reshape(({', '.join(str(v) for v in _pad3(ks, 1))}, {lay.f}, {lay.c}))"
+        wt = e.tmp(f"({lay.c}, {taps * lay.f})")
+        tile = conv_tile_rows(lay.c, taps * lay.f)
+        z = e.tmp(f"({tile}, {taps * lay.f})")
+        b = e.p[1] if a["use_bias"] else e.empty
+        lines.append(e.call(conv_transpose_forward, x5, w5, b, a["use_bias"], lay.fused_act(a["activation"]), y5,
+                            wt, z, _pad3(a["strides"], 1), _pad3(a["dilation_rate"], 1), _pad3(crops, 0)))  # fmt: skip
+        lay.finish(lines, yt, a["activation"])
+        return lines
+
+    return emit
+
+
+def _depthwise_emit(rank: int, separable: bool):
+    def emit(e):
+        _static(e, ("SeparableConv" if separable else "DepthwiseConv") + f"{rank}D")
+        a = e.attrs
+        lay = _Layout(e, rank)
+        lines: list = []
+        x5, y5, yt = lay.channels_last_io(lines)
+        ks = list(a["kernel_size"])
+        dm = a["depth_multiplier"]
+        pads = conv_pads(a["padding"], lay.sp, ks, a["strides"], a["dilation_rate"])
+        dw5 = f"{e.p[0]}.reshape(({', '.join(str(v) for v in _pad3(ks, 1))}, {lay.c}, {dm}))"
+        geo = (_pad3(a["strides"], 1), _pad3(a["dilation_rate"], 1), _pad3(pads, 0))
+        act = lay.fused_act(a["activation"])
+        if not separable:
+            b = e.p[1] if a["use_bias"] else e.empty
+            lines.append(e.call(depthwise_forward, x5, dw5, b, a["use_bias"], act, y5, *geo))
+        else:
+            cm = lay.c * dm
+            mid = e.tmp(f"({lay.rows}, {math.prod(lay.osp)}, {cm})")
+            mid5 = lay.five(mid, lay.rows, lay.osp, cm)
+            lines.append(e.call(depthwise_forward, x5, dw5, e.empty, False, 0, mid5, *geo))
+            b = e.p[2] if a["use_bias"] else e.empty
+            pw5 = f"{e.p[1]}.reshape((1, 1, 1, {cm}, {lay.f}))"
+            _conv_call(
+                e, lines, mid5, y5, pw5, b, a["use_bias"], act, 1, cm, lay.f, (1, 1, 1), (1, 1, 1), (0, 0, 0)
+            )
+        lay.finish(lines, yt, a["activation"])
+        return lines
+
+    return emit
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def _ref_pads(padding, spatial, kernel, strides, dilation) -> list:
+    """(before, after) zeros per spatial axis, computed from Keras's output length."""
+    out = []
+    for n, k, s, d in zip(spatial, kernel, strides, dilation):
+        eff = (k - 1) * d + 1
+        if padding == "valid":
+            out.append((0, 0))
+        elif padding == "causal":
+            out.append((eff - 1, 0))
+        else:
+            n_out = -(-n // s)
+            total = max(0, (n_out - 1) * s + eff - n)
+            out.append((total // 2, total - total // 2))
+    return out
+
+
+def _to_last(x, attrs):
+    return np.moveaxis(x, 1, -1) if attrs.get("data_format") == "channels_first" else x
+
+
+def _from_last(y, attrs):
+    return np.moveaxis(y, -1, 1) if attrs.get("data_format") == "channels_first" else y
+
+
+def _ref_conv(x, kernel, strides, dilation, padding, groups):
+    """Grouped cross-correlation of channels-last ``x`` (batch, *spatial, C) with ``kernel``
+    (*window, C/groups, F), by a sum over the window's taps."""
+    rank = x.ndim - 2
+    window = kernel.shape[:rank]
+    pads = _ref_pads(padding, x.shape[1:-1], window, strides, dilation)
+    xp = np.pad(x, [(0, 0), *pads, (0, 0)])
+    out_sp = [(xp.shape[1 + i] - (window[i] - 1) * dilation[i] - 1) // strides[i] + 1 for i in range(rank)]
+    cg = kernel.shape[-2]
+    f = kernel.shape[-1]
+    fg = f // groups
+    y = np.zeros((x.shape[0], *out_sp, f))
+    for tap in itertools.product(*(range(k) for k in window)):
+        sl = tuple(
+            slice(t * d, t * d + (o - 1) * s + 1, s) for t, d, s, o in zip(tap, dilation, strides, out_sp)
+        )
+        patch = xp[(slice(None), *sl)]
+        for g in range(groups):
+            y[..., g * fg : (g + 1) * fg] += (
+                patch[..., g * cg : (g + 1) * cg] @ kernel[tap][:, g * fg : (g + 1) * fg]
+            )
+    return y
+
+
+def _finish_ref(y, attrs, bias):
+    if bias is not None:
+        y = y + bias
+    return [activations.reference(attrs["activation"], _from_last(y, attrs))]
+
+
+def _conv_reference(attrs, inputs, params, masks=None):
+    x = _to_last(inputs[0], attrs)
+    y = _ref_conv(x, params[0], attrs["strides"], attrs["dilation_rate"], attrs["padding"], attrs["groups"])
+    return _finish_ref(y, attrs, params[1] if attrs["use_bias"] else None)
+
+
+def _ref_depthwise(x, kernel, attrs):
+    c, dm = kernel.shape[-2:]
+    k = kernel.reshape(kernel.shape[:-2] + (1, c * dm))  # output channel c*dm + m
+    return _ref_conv(x, k, attrs["strides"], attrs["dilation_rate"], attrs["padding"], c)
+
+
+def _depthwise_reference(attrs, inputs, params, masks=None):
+    y = _ref_depthwise(_to_last(inputs[0], attrs), params[0], attrs)
+    return _finish_ref(y, attrs, params[1] if attrs["use_bias"] else None)
+
+
+def _separable_reference(attrs, inputs, params, masks=None):
+    mid = _ref_depthwise(_to_last(inputs[0], attrs), params[0], attrs)
+    pw = params[1]
+    y = mid @ pw.reshape(pw.shape[-2:])
+    return _finish_ref(y, attrs, params[2] if attrs["use_bias"] else None)
+
+
+def _transpose_reference(attrs, inputs, params, masks=None):
+    """Scatter every input position times every tap into the full output, then take Keras's
+    window of it (see ``backend/common/backend_utils.py`` in Keras for the window's start)."""
+    x = _to_last(inputs[0], attrs)
+    kernel = params[0]  # (*window, F, C)
+    rank = x.ndim - 2
+    window = kernel.shape[:rank]
+    strides, dil, op = attrs["strides"], attrs["dilation_rate"], attrs["output_padding"]
+    sp = x.shape[1:-1]
+    full_sp = [(n - 1) * s + (k - 1) * d + 1 for n, s, k, d in zip(sp, strides, window, dil)]
+    f = kernel.shape[-2]
+    full = np.zeros((x.shape[0], *full_sp, f))
+    for tap in itertools.product(*(range(k) for k in window)):
+        sl = tuple(slice(t * d, t * d + (n - 1) * s + 1, s) for t, d, s, n in zip(tap, dil, strides, sp))
+        full[(slice(None), *sl)] += x @ kernel[tap].T
+    out = []
+    for i in range(rank):
+        eff = (window[i] - 1) * dil[i] + 1
+        p = None if op is None else op[i]
+        if attrs["padding"] == "valid":
+            n_out = (sp[i] - 1) * strides[i] + eff + (max(eff, strides[i]) - eff if p is None else p)
+            left = eff - 1
+        else:
+            n_out = sp[i] * strides[i] if p is None else (sp[i] - 1) * strides[i] + eff % 2 + p
+            total = strides[i] + eff - 2 if p is None else eff + eff % 2 - 2 + p
+            left = min(total // 2 + total % 2, eff - 1)
+        start = eff - 1 - left
+        out.append((start, n_out))
+    # take full[start : start + n_out] per axis, with zeros outside the full output
+    pads = [(0, 0)] + [(max(0, -st), max(0, st + n - fs)) for (st, n), fs in zip(out, full_sp)] + [(0, 0)]
+    full = np.pad(full, pads)
+    sl = tuple(slice(st + max(0, -st), st + max(0, -st) + n) for st, n in out)
+    y = full[(slice(None), *sl)]
+    return _finish_ref(y, attrs, params[1] if attrs["use_bias"] else None)
+
+
 # ----------------------------------------------------------------------------- Conv1D/2D/3D
 
 
@@ -142,6 +831,7 @@ def _conv_infer(layer: str, rank: int):
     def infer(attrs, inputs, ctx):
         (x,) = inputs
         spatial, _ = _conv_geometry(layer, rank, attrs, x)
+        activations.check_fused(attrs.get("activation"), layer)
         out = window_output(
             layer, "kernel", x, spatial, attrs["kernel_size"], attrs["strides"], attrs["padding"],
             attrs["dilation_rate"],
@@ -185,6 +875,8 @@ def _conv(rank: int, doc: str) -> LayerDef:
         ),
         infer=_conv_infer(name, rank),
         params=_conv_params(name, rank),
+        emit=_conv_emit(rank),
+        reference=_conv_reference,
         positional=("filters", "kernel_size"),
         doc=doc,
     )
@@ -246,6 +938,7 @@ def _transpose_infer(layer: str, rank: int):
     def infer(attrs, inputs, ctx):
         (x,) = inputs
         spatial, _ = _transpose_geometry(layer, rank, attrs, x)
+        activations.check_fused(attrs.get("activation"), layer)
         op = attrs["output_padding"] or [None] * rank
         out = tuple(
             transpose_output_length(n, k, attrs["padding"], s, d, p)
@@ -301,6 +994,8 @@ def _conv_transpose(rank: int, doc: str) -> LayerDef:
         ),
         infer=_transpose_infer(name, rank),
         params=_transpose_params(name, rank),
+        emit=_transpose_emit(rank),
+        reference=_transpose_reference,
         positional=("filters", "kernel_size"),
         doc=doc,
     )
@@ -369,6 +1064,7 @@ def _depthwise_infer(layer: str, rank: int, separable: bool):
     def infer(attrs, inputs, ctx):
         (x,) = inputs
         spatial, channels = _input_channels(layer, rank, x, attrs["data_format"])
+        activations.check_fused(attrs.get("activation"), layer)
         out = window_output(
             layer, "kernel", x, spatial, attrs["kernel_size"], attrs["strides"], attrs["padding"],
             attrs["dilation_rate"],
@@ -427,6 +1123,8 @@ def _depthwise(rank: int, doc: str) -> LayerDef:
         ),
         infer=_depthwise_infer(name, rank, separable=False),
         params=_depthwise_params(name, rank),
+        emit=_depthwise_emit(rank, separable=False),
+        reference=_depthwise_reference,
         positional=("kernel_size",),
         doc=doc,
     )
@@ -453,6 +1151,8 @@ def _separable(rank: int, doc: str) -> LayerDef:
         ),
         infer=_depthwise_infer(name, rank, separable=True),
         params=_separable_params(name, rank),
+        emit=_depthwise_emit(rank, separable=True),
+        reference=_separable_reference,
         positional=("filters", "kernel_size"),
         doc=doc,
     )

@@ -17,7 +17,7 @@ from .base import (
 )
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
-KERNEL_HELPERS = ("add_bias",)
+KERNEL_HELPERS = ("add_bias", "_dense_small")
 
 
 # The attributes shared by layers that own a kernel and a bias (Dense, Conv*, ...).
@@ -66,6 +66,7 @@ def _dense_infer(attrs, inputs, ctx):
         raise ShapeError(f"Dense expects an input of rank 2 or more; got {fmt_shape(x.shape)}")
     if x.shape[-1] is None:
         raise ShapeError(f"Dense needs a known last dimension; got {fmt_shape(x.shape)}")
+    activations.check_fused(attrs.get("activation"), "Dense")
     return [TensorType(x.shape[:-1] + (attrs["units"],), "float32", x.masked)]
 
 
@@ -82,9 +83,32 @@ def add_bias(y, b):
             y[i, j] += b[j]
 
 
+# A BLAS call costs about 0.15-0.2 us whatever its size (measured in Numba on the 2-core
+# machine, single-row products are the slowest to set up); a plain loop beats it for a single
+# row up to about 1000 multiply-adds (1x16x32: 0.11 us against 0.20; 1x32x32: 0.11 against
+# 0.14; 1x64x64: BLAS wins). With two rows or more BLAS wins from the smallest sizes on.
+SMALL_DENSE = 1024
+
+
+def _dense_small(x, w, y):
+    """``y = x @ w`` by plain loops, for tiny products (see SMALL_DENSE)."""
+    rows, k = x.shape
+    units = w.shape[1]
+    for i in range(rows):
+        for j in range(units):
+            y[i, j] = 0.0
+        for p in range(k):
+            v = x[i, p]
+            for j in range(units):
+                y[i, j] += v * w[p, j]
+
+
 def dense_forward(x, w, b, use_bias, act, y):
     """``y = act(x @ w + b)`` for 2-D ``x`` (rows, in); ``np.dot`` is a BLAS product."""
-    np.dot(x, w, y)
+    if x.shape[0] == 1 and x.shape[1] * w.shape[1] <= SMALL_DENSE:
+        _dense_small(x, w, y)
+    else:
+        np.dot(x, w, y)
     if use_bias:
         add_bias(y, b)
     activations.apply_activation(y, act)
@@ -132,13 +156,61 @@ def _same(attrs, inputs, ctx):
     return [inputs[0]]
 
 
+def _activation_infer(attrs, inputs, ctx):
+    (x,) = inputs
+    name = attrs["activation"] or "linear"
+    if name == "threshold":
+        raise ShapeError(f"activation 'threshold' {activations.UNSUPPORTED['threshold']}")
+    if name in activations.ROW_WISE and x.rank < 2:
+        raise ShapeError(
+            f"activation {name!r} acts on the last axis, which for an input of shape {fmt_shape(x.shape)} "
+            "is the batch axis; give each sample at least one axis"
+        )
+    if name == "glu":
+        d = x.shape[-1]
+        if d is None or d % 2:
+            raise ShapeError(
+                f"activation 'glu' splits the last axis in two equal halves; it must be known and even, "
+                f"got {fmt_shape(x.shape)}"
+            )
+        return [x.with_shape((*x.shape[:-1], d // 2))]
+    return [x]
+
+
+def _activation_emit(e):
+    (xs,) = e.x_shapes
+    (ys,) = e.y_shapes
+    name = e.attrs["activation"] or "linear"
+    c = activations.GLU if name == "glu" else activations.code(name)
+    x2 = e.flat2(e.x[0], xs, e.rows())
+    y2 = e.flat2(e.y[0], ys, e.rows(output=True))
+    return [e.call(activations.activation_forward, x2, y2, c)]
+
+
+def _activation_reference(attrs, inputs, params, masks=None):
+    return [activations.reference(attrs["activation"], inputs[0])]
+
+
 ACTIVATION = LayerDef(
     name="Activation",
     attrs=(Attr("activation", "activation", doc="The activation function's name."), *COMMON_ATTRS),
-    infer=_same,
+    infer=_activation_infer,
+    emit=_activation_emit,
+    reference=_activation_reference,
     positional=("activation",),
-    doc="Applies an activation function element-wise. Passes the mask through.",
+    # activation_forward reads each element before it writes its own (and, for glu, every later
+    # one), so the output may overwrite the input.
+    extra={"inplace": True},
+    doc="Applies an activation function element-wise (softmax-like ones over the last axis). "
+    "`glu` halves the last axis: `a * sigmoid(b)` for its two halves `a, b`. `threshold` is "
+    "refused: Keras's string form cannot give its arguments. Passes the mask through.",
 )
+
+
+def _identity_reference(attrs, inputs, params, masks=None):
+    """Training-only layers and ActivityRegularization: the identity at inference."""
+    return [inputs[0]]
+
 
 # ----------------------------------------------------------------------------- Dropout & noise
 
@@ -158,11 +230,18 @@ DROPOUT = LayerDef(
     name="Dropout",
     attrs=(
         Attr("rate", "float", doc="Fraction of the inputs to drop.", minimum=0.0, maximum=1.0),
-        Attr("noise_shape", "shape", None, "Shape of the binary dropout mask (null: the input's).", nullable=True),
+        Attr(
+            "noise_shape",
+            "shape",
+            None,
+            "Shape of the binary dropout mask (null: the input's).",
+            nullable=True,
+        ),
         Attr("seed", "int", None, "Random seed.", nullable=True),
         *COMMON_ATTRS,
     ),
     infer=_dropout_infer,
+    reference=_identity_reference,
     positional=("rate",),
     training_only=True,
     doc="Sets a random fraction `rate` of the inputs to 0 in training and scales the rest by "
@@ -177,6 +256,7 @@ GAUSSIAN_NOISE = LayerDef(
         *COMMON_ATTRS,
     ),
     infer=_same,
+    reference=_identity_reference,
     positional=("stddev",),
     training_only=True,
     doc="Adds zero-centered Gaussian noise in training; the identity at inference.",
@@ -190,6 +270,7 @@ GAUSSIAN_DROPOUT = LayerDef(
         *COMMON_ATTRS,
     ),
     infer=_same,
+    reference=_identity_reference,
     positional=("rate",),
     training_only=True,
     doc="Multiplies by 1-centered Gaussian noise of stddev sqrt(rate/(1-rate)) in training; "
@@ -204,6 +285,7 @@ ACTIVITY_REGULARIZATION = LayerDef(
         *COMMON_ATTRS,
     ),
     infer=_same,
+    reference=_identity_reference,
     view=True,
     doc="The identity, adding an L1/L2 penalty on its input to the training loss.",
 )
@@ -213,24 +295,96 @@ ACTIVITY_REGULARIZATION = LayerDef(
 
 def _flatten_infer(attrs, inputs, ctx):
     (x,) = inputs
-    if attrs["data_format"] == "channels_first" and x.rank > 2:
-        # Keras permutes channels last before flattening; the size is the same.
-        pass
+    # With channels_first, Keras moves axis 1 last before flattening (a copy, see _flatten_emit);
+    # the size is the same.
     rest = x.shape[1:]
     size = None if any(d is None for d in rest) else math.prod(rest)
     return [TensorType((x.shape[0], size), x.dtype)]
 
 
+def _row_major_strides(shape) -> tuple:
+    out = []
+    acc = 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return tuple(reversed(out))
+
+
+def permute_forward(x, y, out_shape, in_strides):
+    """Per row of the 2-D ``x`` and ``y`` (rows, values per sample), ``y``'s sample is ``x``'s
+    with its axes permuted: output axis ``i`` has size ``out_shape[i]`` and steps through the
+    input by ``in_strides[i]`` values. The last output axis is the inner loop."""
+    rows = x.shape[0]
+    size = y.shape[1]
+    nd = len(out_shape)
+    last = out_shape[nd - 1]
+    step = in_strides[nd - 1]
+    idx = np.zeros(nd, np.int64)
+    for r in range(rows):
+        for d in range(nd):
+            idx[d] = 0
+        base = 0
+        o = 0
+        while o < size:
+            for j in range(last):
+                y[r, o + j] = x[r, base + j * step]
+            o += last
+            d = nd - 2
+            while d >= 0:
+                idx[d] += 1
+                base += in_strides[d]
+                if idx[d] < out_shape[d]:
+                    break
+                base -= in_strides[d] * out_shape[d]
+                idx[d] = 0
+                d -= 1
+
+
+def _permute_call(e, axes) -> str:
+    """The call that writes e.y[0] as e.x[0]'s samples with their axes in order ``axes`` (0-based)."""
+    (xs,) = e.x_shapes
+    strides = _row_major_strides(xs)
+    size = math.prod(xs)
+    out_shape = tuple(xs[a] for a in axes)
+    in_strides = tuple(strides[a] for a in axes)
+    x2 = e.flat2(e.x[0], (size,), e.rows())
+    y2 = e.flat2(e.y[0], (size,), e.rows(output=True))
+    return e.call(permute_forward, x2, y2, out_shape, in_strides)
+
+
+def _flatten_emit(e):
+    # Only reached when lowering made Flatten a step (channels_first on rank > 2); otherwise it
+    # is a view. Keras moves the channels (axis 1) last, then flattens.
+    (xs,) = e.x_shapes
+    return [_permute_call(e, (*range(1, len(xs)), 0))]
+
+
+def _flatten_reference(attrs, inputs, params, masks=None):
+    (x,) = inputs
+    if attrs["data_format"] == "channels_first" and x.ndim > 2:
+        x = np.moveaxis(x, 1, -1)
+    return [x.reshape(x.shape[0], -1)]
+
+
 FLATTEN = LayerDef(
     name="Flatten",
     attrs=(
-        Attr("data_format", "enum", "channels_last", "Order of the input's axes.",
-             choices=("channels_last", "channels_first")),
+        Attr(
+            "data_format",
+            "enum",
+            "channels_last",
+            "Order of the input's axes.",
+            choices=("channels_last", "channels_first"),
+        ),
         *COMMON_ATTRS,
-    ),  # fmt: skip
+    ),
     infer=_flatten_infer,
+    emit=_flatten_emit,
+    reference=_flatten_reference,
     view=True,
-    doc="Flattens every axis but the batch. Drops the mask.",
+    doc="Flattens every axis but the batch (with channels_first, after moving the channels last, "
+    "as Keras does: a copy, not a view). Drops the mask.",
 )
 
 
@@ -262,6 +416,11 @@ def _reshape_infer(attrs, inputs, ctx):
     return [TensorType((x.shape[0], *target), x.dtype)]
 
 
+def _reshape_reference(attrs, inputs, params, masks=None):
+    (x,) = inputs
+    return [x.reshape((x.shape[0], *attrs["target_shape"]))]
+
+
 RESHAPE = LayerDef(
     name="Reshape",
     attrs=(
@@ -269,6 +428,7 @@ RESHAPE = LayerDef(
         *COMMON_ATTRS,
     ),
     infer=_reshape_infer,
+    reference=_reshape_reference,
     positional=("target_shape",),
     view=True,
     doc="Reshapes each sample to `target_shape` (batch excluded); one dimension may be -1.",
@@ -286,6 +446,15 @@ def _permute_infer(attrs, inputs, ctx):
     return [TensorType((x.shape[0], *(x.shape[d] for d in dims)), x.dtype, x.masked)]
 
 
+def _permute_emit(e):
+    return [_permute_call(e, tuple(d - 1 for d in e.attrs["dims"]))]
+
+
+def _permute_reference(attrs, inputs, params, masks=None):
+    (x,) = inputs
+    return [np.transpose(x, (0, *attrs["dims"]))]
+
+
 PERMUTE = LayerDef(
     name="Permute",
     attrs=(
@@ -293,6 +462,8 @@ PERMUTE = LayerDef(
         *COMMON_ATTRS,
     ),
     infer=_permute_infer,
+    emit=_permute_emit,
+    reference=_permute_reference,
     positional=("dims",),
     doc="Permutes the axes of each sample: `dims=[2, 1]` swaps the first two.",
 )
@@ -301,14 +472,37 @@ PERMUTE = LayerDef(
 def _repeat_infer(attrs, inputs, ctx):
     (x,) = inputs
     if x.rank != 2:
-        raise ShapeError(f"RepeatVector expects an input of rank 2 (batch, features); got {fmt_shape(x.shape)}")
+        raise ShapeError(
+            f"RepeatVector expects an input of rank 2 (batch, features); got {fmt_shape(x.shape)}"
+        )
     return [TensorType((x.shape[0], attrs["n"], x.shape[1]), x.dtype)]
+
+
+def repeat_vector_forward(x, y):
+    """``y[r, k, :] = x[r, :]`` for every k: x is (rows, features), y (rows, n, features)."""
+    rows, feats = x.shape
+    n = y.shape[1]
+    for r in range(rows):
+        for k in range(n):
+            for j in range(feats):
+                y[r, k, j] = x[r, j]
+
+
+def _repeat_emit(e):
+    return [e.call(repeat_vector_forward, e.x[0], e.y[0])]
+
+
+def _repeat_reference(attrs, inputs, params, masks=None):
+    (x,) = inputs
+    return [np.repeat(x[:, None, :], attrs["n"], axis=1)]
 
 
 REPEAT_VECTOR = LayerDef(
     name="RepeatVector",
     attrs=(Attr("n", "int", doc="How many times to repeat.", minimum=1), *COMMON_ATTRS),
     infer=_repeat_infer,
+    emit=_repeat_emit,
+    reference=_repeat_reference,
     positional=("n",),
     doc="Repeats a (batch, features) input n times: (batch, n, features).",
 )

@@ -15,11 +15,29 @@ They take a list of inputs (a node fed by ``a, b -> merge``). Keras 3 rules mirr
 
 Where Keras's symbolic shape check accepts what only works, or only makes sense, on one sample
 at a time, these rules refuse it: Concatenate and Dot along the batch axis.
+
+Inference (kernels), as Keras 3.15 computes it:
+
+- Element-wise merges fold their inputs left to right: ``((x0 op x1) op x2) ...``; Average
+  divides the sum by the number of inputs.
+- Masks change the values of Multiply, Maximum and Minimum (Keras's ``_merge_function``; a mask
+  of shape (batch, steps) covers the input's axis 1). Multiply takes a masked-out entry as 1 and,
+  when every input is masked, sets the entries masked out in all inputs to 0. Maximum and Minimum
+  skip a masked-out entry of the next input, and take the next input's entry where the running
+  result is masked out; the running result stays masked only while every input so far is. Add,
+  Subtract, Average and Concatenate ignore masks.
+- Dot with ``normalize`` scales each input by ``min(1 / ||x||, 1e7)`` along its axis first
+  (Keras's ``normalize`` with epsilon 1e-7).
 """
 
 from __future__ import annotations
 
+import math
+
 from .base import COMMON_ATTRS, Attr, LayerDef, ShapeError, TensorType, fmt_shape
+
+np = None  # NumPy, bound by base.bind_numpy when kernels are needed
+KERNEL_HELPERS = ("_combine", "_mask_step", "_inv_norms")
 
 # Arity of the element-wise merges and Concatenate: Keras 3 accepts a list of one input or more.
 MANY_INPUTS = (1, None)
@@ -107,6 +125,291 @@ def _elementwise_infer(name: str, arity):
     return infer
 
 
+# Op codes of the element-wise kernels.
+OP_COPY, OP_ADD, OP_SUB, OP_MUL, OP_MAX, OP_MIN = 0, 1, 2, 3, 4, 5
+_OPS = {"Add": OP_ADD, "Subtract": OP_SUB, "Multiply": OP_MUL, "Average": OP_ADD, "Maximum": OP_MAX,
+        "Minimum": OP_MIN}  # fmt: skip
+_MASKED_OPS = ("Multiply", "Maximum", "Minimum")  # the merges whose values depend on masks
+
+
+def _combine(a, b, op):
+    if op == 1:
+        return a + b
+    if op == 2:
+        return a - b
+    if op == 3:
+        return a * b
+    if op == 4:
+        return max(a, b)
+    if op == 5:
+        return min(a, b)
+    return a
+
+
+def merge_binary(a, b, y, op, out_shape, a_strides, b_strides, a_full, b_full):
+    """``y = a op b`` per row of the 2-D ``a``, ``b``, ``y`` (rows, values per sample), with
+    broadcasting: output axis ``i`` has size ``out_shape[i]`` and steps through ``a`` and ``b``
+    by ``a_strides[i]`` and ``b_strides[i]`` values (0 on a broadcast axis). ``a_full`` and
+    ``b_full`` say that an operand has the output's layout (a flat loop then reads it). ``y``
+    may be ``a``. ``OP_COPY`` writes ``a`` broadcast (``b`` unused)."""
+    rows = y.shape[0]
+    size = y.shape[1]
+    if a_full and b_full:
+        for r in range(rows):
+            for i in range(size):
+                y[r, i] = _combine(a[r, i], b[r, i], op)
+        return
+    nd = len(out_shape)
+    last = out_shape[nd - 1]
+    sa = a_strides[nd - 1]
+    sb = b_strides[nd - 1]
+    idx = np.zeros(nd, np.int64)
+    for r in range(rows):
+        for d in range(nd):
+            idx[d] = 0
+        ia = 0
+        ib = 0
+        o = 0
+        while o < size:
+            for j in range(last):
+                y[r, o + j] = _combine(a[r, ia + j * sa], b[r, ib + j * sb], op)
+            o += last
+            d = nd - 2
+            while d >= 0:
+                idx[d] += 1
+                ia += a_strides[d]
+                ib += b_strides[d]
+                if idx[d] < out_shape[d]:
+                    break
+                ia -= a_strides[d] * out_shape[d]
+                ib -= b_strides[d] * out_shape[d]
+                idx[d] = 0
+                d -= 1
+
+
+def merge_scale(y, factor):
+    """``y /= factor`` (Average: Keras divides the sum by the number of inputs)."""
+    rows, size = y.shape
+    for r in range(rows):
+        for i in range(size):
+            y[r, i] = y[r, i] / factor
+
+
+def _mask_step(m, r, t, steps):
+    """The mask entry of step ``t``: a mask of one step covers every step."""
+    return m[r, t] if m.shape[1] == steps else m[r, 0]
+
+
+def masked_extremum_step(out, om, x, m, op, out_masked, x_masked):
+    """One step of Keras's masked Maximum/Minimum over 3-D (rows, steps, rest) arrays:
+    a masked-out entry of ``x`` is replaced by the running output, a masked-out entry of the
+    running output by ``x``, then ``out = op(out, x)``. ``om`` (rows, steps) is the running
+    output's mask; it becomes ``om or m`` when both are given (the caller then keeps it)."""
+    rows, steps, rest = out.shape
+    for r in range(rows):
+        for t in range(steps):
+            ov = (not out_masked) or om[r, t] != 0
+            xv = (not x_masked) or _mask_step(m, r, t, steps) != 0
+            for j in range(rest):
+                a = out[r, t, j]
+                b = x[r, t, j]
+                if not xv:
+                    b = a
+                if not ov:
+                    a = b
+                out[r, t, j] = _combine(a, b, op)
+            if out_masked and x_masked:
+                om[r, t] = 1.0 if (ov or xv) else 0.0
+
+
+def masked_multiply_step(out, x, m, first, x_masked):
+    """One step of Keras's masked Multiply over 3-D (rows, steps, rest) arrays: a masked-out
+    entry of ``x`` (if ``x_masked``) counts as 1. ``first`` writes ``out`` rather than
+    multiplying into it."""
+    rows, steps, rest = out.shape
+    for r in range(rows):
+        for t in range(steps):
+            valid = (not x_masked) or _mask_step(m, r, t, steps) != 0
+            for j in range(rest):
+                v = x[r, t, j] if valid else 1.0
+                out[r, t, j] = v if first else out[r, t, j] * v
+
+
+def mask_copy(om, m):
+    """``om = m`` for a (rows, steps) mask, a one-step mask covering every step."""
+    rows, steps = om.shape
+    for r in range(rows):
+        for t in range(steps):
+            om[r, t] = _mask_step(m, r, t, steps)
+
+
+def mask_or_into(om, m):
+    """``om = om or m`` for (rows, steps) masks (1.0 valid, 0.0 masked)."""
+    rows, steps = om.shape
+    for r in range(rows):
+        for t in range(steps):
+            if _mask_step(m, r, t, steps) != 0:
+                om[r, t] = 1.0
+
+
+def zero_masked(out, om):
+    """``out = where(om, out, 0)`` over a 3-D (rows, steps, rest) ``out``."""
+    rows, steps, rest = out.shape
+    for r in range(rows):
+        for t in range(steps):
+            if om[r, t] == 0:
+                for j in range(rest):
+                    out[r, t, j] = 0.0
+
+
+def _row_major_strides(shape) -> tuple:
+    out = []
+    acc = 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return tuple(reversed(out))
+
+
+def _broadcast_strides(xs: tuple, ys: tuple) -> tuple:
+    """Per output axis, the stride through an input of per-sample shape ``xs`` (0 where it is
+    broadcast); a lower-rank input gains leading axes."""
+    padded = (1,) * (len(ys) - len(xs)) + tuple(xs)
+    strides = _row_major_strides(padded)
+    return tuple(0 if (p == 1 and o != 1) else st for p, o, st in zip(padded, ys, strides))
+
+
+def _elementwise_emit(name: str):
+    def emit(e):
+        (ys,) = e.y_shapes
+        ys = tuple(ys) or (1,)
+        size = math.prod(ys)
+        rows = e.rows(output=True)
+        full = _row_major_strides(ys)
+        y2 = e.flat2(e.y[0], (size,), rows)
+
+        def operand(i):
+            xs = tuple(e.x_shapes[i])
+            x2 = e.flat2(e.x[i], (math.prod(xs),), e.rows(i))
+            st = _broadcast_strides(xs, ys)
+            return x2, st, st == full
+
+        masked = name in _MASKED_OPS and any(m is not None for m in e.m)
+        if masked:
+            return _masked_emit(e, name, ys, size, rows, y2, operand)
+        op = _OPS[name]
+        x0, s0, f0 = operand(0)
+        if len(e.x) == 1:
+            lines = [e.call(merge_binary, x0, x0, y2, OP_COPY, ys, s0, s0, f0, f0)]
+        else:
+            x1, s1, f1 = operand(1)
+            lines = [e.call(merge_binary, x0, x1, y2, op, ys, s0, s1, f0, f1)]
+            for i in range(2, len(e.x)):
+                xi, si, fi = operand(i)
+                lines.append(e.call(merge_binary, y2, xi, y2, op, ys, full, si, True, fi))
+        if name == "Average":
+            lines.append(e.call(merge_scale, y2, float(len(e.x))))
+        return lines
+
+    emit.__name__ = f"_{name.lower()}_emit"
+    return emit
+
+
+def _masked_emit(e, name, ys, size, rows, y2, operand):
+    """Multiply, Maximum and Minimum with masked inputs: broadcast each input to the output's
+    shape, then fold them in with Keras's mask rules over (rows, steps, rest) views."""
+    steps = ys[0] if len(ys) > 1 else 1
+    rest = size // steps
+    y3 = f"{e.y[0]}.reshape(({rows}, {steps}, {rest}))"
+    lines = []
+    om = e.tmp(f"({rows}, {steps})")  # the running output mask (also a placeholder mask)
+
+    def full_operand(i):
+        xi, si, fi = operand(i)
+        if fi:
+            return f"{e.x[i]}.reshape(({rows}, {steps}, {rest}))"
+        t = e.tmp(f"({rows}, {size})")
+        lines.append(e.call(merge_binary, xi, xi, t, OP_COPY, ys, si, si, False, False))
+        return f"{t}.reshape(({rows}, {steps}, {rest}))"
+
+    def mask2(i):
+        return om if e.m[i] is None else f"{e.m[i]}.reshape(({rows}, -1))"
+
+    if name == "Multiply":
+        for i in range(len(e.x)):
+            xi = full_operand(i)
+            lines.append(e.call(masked_multiply_step, y3, xi, mask2(i), i == 0, e.m[i] is not None))
+        if all(m is not None for m in e.m):
+            lines.append(e.call(mask_copy, om, mask2(0)))
+            for i in range(1, len(e.x)):
+                lines.append(e.call(mask_or_into, om, mask2(i)))
+            lines.append(e.call(zero_masked, y3, om))
+        return lines
+    op = _OPS[name]
+    x0, s0, f0 = operand(0)
+    lines.append(e.call(merge_binary, x0, x0, y2, OP_COPY, ys, s0, s0, f0, f0))
+    out_masked = e.m[0] is not None
+    if out_masked:
+        lines.append(e.call(mask_copy, om, mask2(0)))
+    for i in range(1, len(e.x)):
+        x_masked = e.m[i] is not None
+        xi = full_operand(i)
+        lines.append(e.call(masked_extremum_step, y3, om, xi, mask2(i), op, out_masked, x_masked))
+        out_masked = out_masked and x_masked
+    return lines
+
+
+def _elementwise_reference(name: str):
+    def reference(attrs, inputs, params, masks=None):
+        ys = broadcast(name, [TensorType((None, *x.shape[1:])) for x in inputs])[1:]
+        n = inputs[0].shape[0]
+        xs = [np.broadcast_to(x.reshape((n,) + (1,) * (len(ys) - x.ndim + 1) + x.shape[1:]), (n, *ys))
+              for x in inputs]  # fmt: skip
+        masks = list(masks) if masks else [None] * len(xs)
+        if name in _MASKED_OPS and any(m is not None for m in masks):
+            return [_masked_reference(name, xs, masks)]
+        out = xs[0]
+        for x in xs[1:]:
+            out = {"Add": np.add, "Average": np.add, "Subtract": np.subtract, "Multiply": np.multiply,
+                   "Maximum": np.maximum, "Minimum": np.minimum}[name](out, x)  # fmt: skip
+        if name == "Average":
+            out = out / len(xs)
+        return [np.array(out, dtype=np.float64)]
+
+    reference.__name__ = f"_{name.lower()}_reference"
+    return reference
+
+
+def _masked_reference(name, xs, masks):
+    """Keras 3.15's masked Multiply / Maximum / Minimum, written over whole arrays."""
+
+    def full(m, x):  # (batch, steps) mask -> the input's shape
+        if m is None:
+            return None
+        m = np.asarray(m) != 0
+        return np.broadcast_to(m.reshape(m.shape + (1,) * (x.ndim - m.ndim)), x.shape)
+
+    ms = [full(m, x) for m, x in zip(masks, xs)]
+    if name == "Multiply":
+        out = None
+        for x, m in zip(xs, ms):
+            x = x if m is None else np.where(m, x, 1.0)
+            out = x if out is None else out * x
+        if all(m is not None for m in ms):
+            out = np.where(np.logical_or.reduce(ms), out, 0.0)
+        return out
+    fn = np.maximum if name == "Maximum" else np.minimum
+    out, om = xs[0], ms[0]
+    for x, m in zip(xs[1:], ms[1:]):
+        if m is not None:
+            x = np.where(m, x, out)
+        if om is not None:
+            out = np.where(om, out, x)
+        om = np.logical_or(om, m) if (m is not None and om is not None) else None
+        out = fn(out, x)
+    return out
+
+
 def _elementwise(name: str, doc: str, arity=MANY_INPUTS) -> LayerDef:
     return LayerDef(
         name=name,
@@ -114,6 +417,9 @@ def _elementwise(name: str, doc: str, arity=MANY_INPUTS) -> LayerDef:
         infer=_elementwise_infer(name, arity),
         arity=arity,
         doc=doc,
+        emit=_elementwise_emit(name),
+        reference=_elementwise_reference(name),
+        uses_mask=name in _MASKED_OPS,
     )
 
 
@@ -166,6 +472,34 @@ def _concat_infer(attrs, inputs, ctx):
     return [TensorType(tuple(out), _out_dtype(attrs), any(t.masked for t in inputs))]
 
 
+def concat_part(x, y, offset):
+    """``y[:, offset:offset + width] = x`` for 2-D ``x`` (rows, width) and ``y`` (rows, total)."""
+    rows, width = x.shape
+    for r in range(rows):
+        for j in range(width):
+            y[r, offset + j] = x[r, j]
+
+
+def _concat_emit(e):
+    (ys,) = e.y_shapes
+    ax = e.attrs["axis"] % (len(ys) + 1) - 1  # the per-sample axis
+    outer = math.prod(ys[:ax])
+    inner = math.prod(ys[ax + 1 :])
+    rows = e.rows(output=True)
+    y2 = e.flat2(e.y[0], (outer, ys[ax] * inner), rows)
+    lines = []
+    offset = 0
+    for x, xs in zip(e.x, e.x_shapes):
+        width = xs[ax] * inner
+        lines.append(e.call(concat_part, e.flat2(x, (outer, width), rows), y2, offset))
+        offset += width
+    return lines
+
+
+def _concat_reference(attrs, inputs, params, masks=None):
+    return [np.concatenate(inputs, axis=attrs["axis"]).astype(np.float64)]
+
+
 CONCATENATE = LayerDef(
     name="Concatenate",
     attrs=(
@@ -173,6 +507,8 @@ CONCATENATE = LayerDef(
         *COMMON_ATTRS,
     ),
     infer=_concat_infer,
+    emit=_concat_emit,
+    reference=_concat_reference,
     arity=MANY_INPUTS,
     positional=("axis",),
     doc="Joins its inputs end to end along one axis. All inputs have the same rank and the same "
@@ -224,6 +560,92 @@ def _dot_infer(attrs, inputs, ctx):
     return [TensorType(tuple(shape), _out_dtype(attrs), False)]
 
 
+DOT_EPSILON = 1e-7  # Keras's backend.epsilon(), the floor of the norms when normalize is set
+SMALL_DOT = 4096  # multiply-adds per sample below which loops beat a BLAS call per sample
+
+
+def _inv_norms(x, r, pre, k, post, inv):
+    """``inv[p, q] = min(1 / ||x[r, p, :, q]||, 1 / DOT_EPSILON)``, x seen as (pre, k, post)."""
+    for p in range(pre):
+        for q in range(post):
+            ss = 0.0
+            for i in range(k):
+                v = x[r, (p * k + i) * post + q]
+                ss += v * v
+            inv[p, q] = 1.0 / DOT_EPSILON if ss <= DOT_EPSILON * DOT_EPSILON else 1.0 / math.sqrt(ss)
+
+
+def dot_forward(x, y, out, pre_x, k, post_x, pre_y, post_y, normalize):
+    """Per row, ``out[px, qx, py, qy] = sum_i x[px, i, qx] * y[py, i, qy]``, where ``x`` and
+    ``y`` are 2-D (rows, values per sample) seen per sample as (pre, k, post) around their
+    contracted axis; with ``normalize``, each input is first scaled to unit L2 norm along it."""
+    rows = x.shape[0]
+    inv_x = np.ones((pre_x, post_x), np.float64)
+    inv_y = np.ones((pre_y, post_y), np.float64)
+    m = pre_x * post_x
+    n = pre_y * post_y
+    blas = post_x == 1 and (pre_y == 1 or post_y == 1) and m * n * k > SMALL_DOT
+    for r in range(rows):
+        if normalize:
+            _inv_norms(x, r, pre_x, k, post_x, inv_x)
+            _inv_norms(y, r, pre_y, k, post_y, inv_y)
+        if blas:
+            prod = out[r].reshape((m, n))
+            if pre_y == 1:
+                np.dot(x[r].reshape((m, k)), y[r].reshape((k, n)), prod)
+            else:
+                np.dot(x[r].reshape((m, k)), y[r].reshape((n, k)).T, prod)
+            if normalize:
+                iy = inv_y.reshape(n)
+                for a in range(m):
+                    for b in range(n):
+                        prod[a, b] = prod[a, b] * (inv_x[a, 0] * iy[b])
+            continue
+        o = 0
+        for px in range(pre_x):
+            for qx in range(post_x):
+                for py in range(pre_y):
+                    for qy in range(post_y):
+                        acc = 0.0
+                        bx = px * k * post_x + qx
+                        by = py * k * post_y + qy
+                        for i in range(k):
+                            acc += x[r, bx + i * post_x] * y[r, by + i * post_y]
+                        if normalize:
+                            acc *= inv_x[px, qx] * inv_y[py, qy]
+                        out[r, o] = acc
+                        o += 1
+
+
+def _dot_emit(e):
+    xs, ys_ = (tuple(s) for s in e.x_shapes)
+    (zs,) = e.y_shapes
+    a, b = _dot_axes(e.attrs, [TensorType((None, *xs)), TensorType((None, *ys_))])
+    a, b = a - 1, b - 1  # per-sample axes
+    rows = e.rows()
+    x2 = e.flat2(e.x[0], (math.prod(xs),), rows)
+    y2 = e.flat2(e.x[1], (math.prod(ys_),), e.rows(1))
+    z2 = e.flat2(e.y[0], (math.prod(zs),), e.rows(output=True))
+    return [
+        e.call(dot_forward, x2, y2, z2, math.prod(xs[:a]), xs[a], math.prod(xs[a + 1 :]),
+               math.prod(ys_[:b]), math.prod(ys_[b + 1 :]), bool(e.attrs["normalize"]))
+    ]  # fmt: skip
+
+
+def _dot_reference(attrs, inputs, params, masks=None):
+    x, y = inputs
+    a, b = _dot_axes(attrs, [TensorType((None, *x.shape[1:])), TensorType((None, *y.shape[1:]))])
+    if attrs["normalize"]:
+        x = x / np.maximum(np.sqrt((x * x).sum(axis=a, keepdims=True)), DOT_EPSILON)
+        y = y / np.maximum(np.sqrt((y * y).sum(axis=b, keepdims=True)), DOT_EPSILON)
+    xm = np.moveaxis(x, a, -1)  # (batch, x's other axes..., k)
+    ym = np.moveaxis(y, b, 1)  # (batch, k, y's other axes...)
+    n = x.shape[0]
+    out = np.einsum("nak,nkb->nab", xm.reshape(n, -1, xm.shape[-1]), ym.reshape(n, ym.shape[1], -1))
+    shape = xm.shape[1:-1] + ym.shape[2:]
+    return [out.reshape((n, *shape)) if shape else out.reshape(n, 1)]
+
+
 DOT = LayerDef(
     name="Dot",
     attrs=(
@@ -239,6 +661,8 @@ DOT = LayerDef(
         *COMMON_ATTRS,
     ),
     infer=_dot_infer,
+    emit=_dot_emit,
+    reference=_dot_reference,
     arity=TWO_INPUTS,
     positional=("axes",),
     doc="Per-sample dot product of two inputs: sums the product over one axis of each. The output "

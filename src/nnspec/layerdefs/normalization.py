@@ -9,11 +9,32 @@ output would depend on the rest of its batch.
 
 Not supported: BatchNormalization's batch renormalization (``renorm``, ``renorm_clipping``,
 ``renorm_momentum``) and ``synchronized`` (a TensorFlow-only training option).
+
+Inference (kernels). BatchNormalization is ``(x - moving_mean) / sqrt(moving_variance + epsilon)
+* gamma + beta`` per entry of ``axis``. LayerNormalization, RMSNormalization and
+UnitNormalization reduce each sample over the set of axes ``axis`` names; their weights are read
+in the order of those axes in the input (Keras reshapes its sorted-as-written weight to the
+input's rank, so ``axis: [1, -1]`` on ``(None, 4, 5)`` has a ``(5, 4)`` gamma read as ``(4, 5)``).
+Keras 3.15 on PyTorch mishandles some of these cases, where nnspec does what the layer is
+documented to do: LayerNormalization and RMSNormalization over axes that are contiguous but not
+the last ones (``axis: 1`` on ``(None, 4, 5)``) call ``torch``'s layer_norm/rms_norm with the
+wrong trailing shape, which fails, or, when the sizes happen to agree, silently normalizes the
+last axes instead; RMSNormalization over non-contiguous axes broadcasts its scale against the
+trailing axes and fails.
 """
 
 from __future__ import annotations
 
+import math
+
 from .base import COMMON_ATTRS, Attr, LayerDef, ParamSpec, ShapeError, TensorType, fmt_shape
+
+np = None  # NumPy, bound by base.bind_numpy when kernels are needed
+KERNEL_HELPERS = ("_offsets", "_normalize_group", "_row_sum", "_row_sq")
+
+# Modes of the reducing kernels.
+MODE_LAYER, MODE_LAYER_RMS_SCALING, MODE_RMS, MODE_UNIT = 0, 1, 2, 3
+UNIT_EPSILON = 1e-12  # UnitNormalization: Keras's normalize(order=2, epsilon=1e-12)
 
 
 def _out(attrs, x: TensorType, keep_mask: bool = True) -> list[TensorType]:
@@ -122,6 +143,70 @@ def _bn_params(attrs, inputs, ctx):
     return out
 
 
+def batch_norm_forward(x, y, gamma, beta, mean, var, eps, scale, center):
+    """Inference batch normalization over 3-D (outer, channels, inner) views ``x`` and ``y``
+    (``y`` may be ``x``): ``y = (x - mean) * (gamma / sqrt(var + eps)) + beta`` per channel,
+    in float32 as Keras computes it (the per-channel factor in float64, then rounded)."""
+    outer, chans, inner = x.shape
+    mul = np.empty(chans, np.float32)
+    add = np.zeros(chans, np.float32)
+    for c in range(chans):
+        m = 1.0 / math.sqrt(var[c] + eps)
+        mul[c] = m * gamma[c] if scale else m
+        if center:
+            add[c] = beta[c]
+    if inner == 1:  # channels last: the channel loop is the contiguous one (float32, vectorized)
+        for o in range(outer):
+            for c in range(chans):
+                y[o, c, 0] = (x[o, c, 0] - mean[c]) * mul[c] + add[c]
+        return
+    for o in range(outer):
+        for c in range(chans):
+            m = mul[c]
+            a = add[c]
+            mu = mean[c]
+            for i in range(inner):
+                y[o, c, i] = (x[o, c, i] - mu) * m + a
+
+
+def _view3(var: str, rows: str, outer: int, mid: int, inner: int) -> str:
+    r = rows if outer == 1 else f"{rows} * {outer}"
+    return f"{var}.reshape(({r}, {mid}, {inner}))"
+
+
+def _bn_emit(e):
+    (xs,) = e.x_shapes
+    a = e.attrs
+    ax = a["axis"] % (len(xs) + 1) - 1
+    outer, chans, inner = math.prod(xs[:ax]), xs[ax], math.prod(xs[ax + 1 :])
+    p = list(e.p)
+    gamma = p.pop(0) if a["scale"] else e.empty
+    beta = p.pop(0) if a["center"] else e.empty
+    mean, var = p
+    x3 = _view3(e.x[0], e.rows(), outer, chans, inner)
+    y3 = _view3(e.y[0], e.rows(output=True), outer, chans, inner)
+    return [
+        e.call(
+            batch_norm_forward, x3, y3, gamma, beta, mean, var, float(a["epsilon"]), a["scale"], a["center"]
+        )
+    ]
+
+
+def _bn_reference(attrs, inputs, params, masks=None):
+    (x,) = inputs
+    p = list(params)
+    gamma = p.pop(0) if attrs["scale"] else 1.0
+    beta = p.pop(0) if attrs["center"] else 0.0
+    mean, var = p
+    shape = [1] * x.ndim
+    shape[attrs["axis"]] = x.shape[attrs["axis"]]
+
+    def b(v):
+        return np.reshape(v, shape) if isinstance(v, np.ndarray) else v
+
+    return [(x - b(mean)) / np.sqrt(b(var) + attrs["epsilon"]) * b(gamma) + b(beta)]
+
+
 BATCH_NORMALIZATION = LayerDef(
     name="BatchNormalization",
     attrs=(
@@ -143,12 +228,223 @@ BATCH_NORMALIZATION = LayerDef(
     ),
     infer=_bn_infer,
     params=_bn_params,
+    emit=_bn_emit,
+    reference=_bn_reference,
+    extra={"inplace": True},  # element-wise per channel
     doc="Normalizes each feature (each entry of `axis`) to zero mean and unit variance, then "
     "scales by gamma and shifts by beta. Training uses the batch's statistics and updates moving "
     "averages of them; inference uses those moving averages, so it is a fixed affine map per "
     "feature. Weights: gamma, beta (trainable), moving_mean, moving_variance (not trainable). "
     "Passes the mask through.",
 )
+
+# ----------------------------------------------------------------------------- reducing kernels
+
+
+def _offsets(shape, strides):
+    """Every offset ``sum(i_d * strides[d])`` over the index grid ``shape``, row-major."""
+    nd = len(shape)
+    total = 1
+    for d in range(nd):
+        total *= shape[d]
+    out = np.empty(total, np.int64)
+    idx = np.zeros(nd, np.int64)
+    off = 0
+    for n in range(total):
+        out[n] = off
+        d = nd - 1
+        while d >= 0:
+            idx[d] += 1
+            off += strides[d]
+            if idx[d] < shape[d]:
+                break
+            off -= strides[d] * shape[d]
+            idx[d] = 0
+            d -= 1
+    return out
+
+
+def _normalize_group(x, y, r, base, offs, gamma, beta, mode, eps, use_gamma, use_beta):
+    """Normalize the values ``x[r, base + offs[i]]`` into ``y`` (same positions); ``gamma[i]``
+    and ``beta[i]`` go with ``offs[i]``. Statistics in float64; every value of the group is read
+    before any is written, so ``y`` may be ``x``."""
+    k = offs.shape[0]
+    if mode == 0 or mode == 1:
+        s = 0.0
+        for i in range(k):
+            s += x[r, base + offs[i]]
+        mean = s / k
+        ss = 0.0
+        for i in range(k):
+            d = x[r, base + offs[i]] - mean
+            ss += d * d
+        inv = 1.0 / math.sqrt(ss / k + eps)
+        if mode == 1:  # rms_scaling: x / sqrt(var + eps), not centered
+            mean = 0.0
+    else:
+        ss = 0.0
+        for i in range(k):
+            v = x[r, base + offs[i]]
+            ss += v * v
+        if mode == 2:
+            inv = 1.0 / math.sqrt(ss / k + eps)
+        else:
+            inv = 1.0 / eps if ss <= eps * eps else 1.0 / math.sqrt(ss)
+        mean = 0.0
+    for i in range(k):
+        v = (x[r, base + offs[i]] - mean) * inv
+        if use_gamma:
+            v *= gamma[i]
+        if use_beta:
+            v += beta[i]
+        y[r, base + offs[i]] = v
+
+
+def normalize_forward(
+    x, y, gamma, beta, mode, eps, use_gamma, use_beta, a_shape, a_strides, b_shape, b_strides
+):
+    """Per row of the 2-D ``x`` and ``y`` (rows, values per sample): for every index of the
+    kept axes (``b_shape``/``b_strides``), normalize the values over the reduced axes
+    (``a_shape``/``a_strides``) by ``mode`` (MODE_*)."""
+    offs = _offsets(a_shape, a_strides)
+    bases = _offsets(b_shape, b_strides)
+    for r in range(x.shape[0]):
+        for g in range(bases.shape[0]):
+            _normalize_group(x, y, r, bases[g], offs, gamma, beta, mode, eps, use_gamma, use_beta)
+
+
+def _row_sum(x, r, k):
+    """``sum(x[r, :k])`` in float64, four partial sums (the adds then overlap)."""
+    s0 = s1 = s2 = s3 = 0.0
+    i = 0
+    while i + 4 <= k:
+        s0 += x[r, i]
+        s1 += x[r, i + 1]
+        s2 += x[r, i + 2]
+        s3 += x[r, i + 3]
+        i += 4
+    while i < k:
+        s0 += x[r, i]
+        i += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+def _row_sq(x, r, k, c):
+    """``sum((x[r, :k] - c) ** 2)`` in float64, four partial sums."""
+    s0 = s1 = s2 = s3 = 0.0
+    i = 0
+    while i + 4 <= k:
+        d0 = x[r, i] - c
+        d1 = x[r, i + 1] - c
+        d2 = x[r, i + 2] - c
+        d3 = x[r, i + 3] - c
+        s0 += d0 * d0
+        s1 += d1 * d1
+        s2 += d2 * d2
+        s3 += d3 * d3
+        i += 4
+    while i < k:
+        d0 = x[r, i] - c
+        s0 += d0 * d0
+        i += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+def normalize_rows(x, y, gamma, beta, mode, eps, use_gamma, use_beta):
+    """``normalize_forward`` when the reduced axes are the last ones: each row of the 2-D
+    ``x`` and ``y`` (groups, values per group) is one group. Statistics in float64 (two passes);
+    the result ``(x - shift) * scale * gamma + beta`` in float32, as Keras computes it. The
+    row is read whole before it is written, so ``y`` may be ``x``."""
+    k = x.shape[1]
+    for r in range(x.shape[0]):
+        shift = 0.0
+        if mode == 0 or mode == 1:
+            mean = _row_sum(x, r, k) / k
+            inv = 1.0 / math.sqrt(_row_sq(x, r, k, mean) / k + eps)
+            if mode == 0:
+                shift = mean
+        else:
+            ss = _row_sq(x, r, k, 0.0)
+            if mode == 2:
+                inv = 1.0 / math.sqrt(ss / k + eps)
+            else:
+                inv = 1.0 / eps if ss <= eps * eps else 1.0 / math.sqrt(ss)
+        m = np.float32(shift)
+        sc = np.float32(inv)
+        if use_gamma and use_beta:
+            for i in range(k):
+                y[r, i] = (x[r, i] - m) * sc * gamma[i] + beta[i]
+        elif use_gamma:
+            for i in range(k):
+                y[r, i] = (x[r, i] - m) * sc * gamma[i]
+        elif use_beta:
+            for i in range(k):
+                y[r, i] = (x[r, i] - m) * sc + beta[i]
+        else:
+            for i in range(k):
+                y[r, i] = (x[r, i] - m) * sc
+
+
+def _reduced_axes(axis, rank: int) -> list[int]:
+    """The per-sample axes (0-based, batch excluded) ``axis`` names, in increasing order."""
+    raw = [axis] if isinstance(axis, int) else list(axis)
+    return sorted(a % rank - 1 for a in raw)
+
+
+def _normalize_emit(e, mode: int, eps: float, gamma, beta) -> list[str]:
+    (xs,) = e.x_shapes
+    xs = tuple(xs)
+    axes = _reduced_axes(e.attrs["axis"], len(xs) + 1)
+    ug, ub = gamma is not None, beta is not None
+    k = math.prod(xs[a] for a in axes)
+    # Weights flat, in the input's axis order (Keras reshapes its sorted-as-written weights so).
+    gamma = f"{gamma}.reshape(({k},))" if ug else e.empty
+    beta = f"{beta}.reshape(({k},))" if ub else e.empty
+    if axes == list(range(len(xs) - len(axes), len(xs))):  # the last axes: one group per row
+        groups = math.prod(xs) // k if xs else 1
+        rows = e.rows() if groups == 1 else f"{e.rows()} * {groups}"
+        x2 = f"{e.x[0]}.reshape(({rows}, {k}))"
+        y2 = f"{e.y[0]}.reshape(({rows}, {k}))"
+        return [e.call(normalize_rows, x2, y2, gamma, beta, mode, eps, ug, ub)]
+    strides = _row_major_strides(xs)
+    kept = [d for d in range(len(xs)) if d not in axes]
+    size = math.prod(xs)
+    x2 = f"{e.x[0]}.reshape(({e.rows()}, {size}))"
+    y2 = f"{e.y[0]}.reshape(({e.rows(output=True)}, {size}))"
+    return [
+        e.call(normalize_forward, x2, y2, gamma, beta, mode, eps, ug, ub,
+               tuple(xs[a] for a in axes), tuple(strides[a] for a in axes),
+               tuple(xs[d] for d in kept) or (1,), tuple(strides[d] for d in kept) or (0,))
+    ]  # fmt: skip
+
+
+def _row_major_strides(shape) -> tuple:
+    out = []
+    acc = 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return tuple(reversed(out))
+
+
+def _normalize_reference(x, axis, mode: int, eps: float, gamma=None, beta=None):
+    """The reducing normalizations in NumPy; weights laid out in the input's axis order."""
+    axes = tuple(a + 1 for a in _reduced_axes(axis, x.ndim))
+    shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
+    if mode == MODE_LAYER:
+        y = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    elif mode == MODE_LAYER_RMS_SCALING:
+        y = x / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    elif mode == MODE_RMS:
+        y = x / np.sqrt((x * x).mean(axis=axes, keepdims=True) + eps)
+    else:
+        y = x / np.maximum(np.sqrt((x * x).sum(axis=axes, keepdims=True)), eps)
+    if gamma is not None:
+        y = y * np.reshape(gamma, shape)
+    if beta is not None:
+        y = y + np.reshape(beta, shape)
+    return y
+
 
 # ----------------------------------------------------------------------------- LayerNormalization
 
@@ -186,6 +482,23 @@ def _ln_params(attrs, inputs, ctx):
     return out
 
 
+def _ln_emit(e):
+    a = e.attrs
+    p = list(e.p)
+    gamma = p.pop(0) if _ln_has_gamma(a) else None
+    beta = p.pop(0) if _ln_has_beta(a) else None
+    mode = MODE_LAYER_RMS_SCALING if a["rms_scaling"] else MODE_LAYER
+    return _normalize_emit(e, mode, float(a["epsilon"]), gamma, beta)
+
+
+def _ln_reference(attrs, inputs, params, masks=None):
+    p = list(params)
+    gamma = p.pop(0) if _ln_has_gamma(attrs) else None
+    beta = p.pop(0) if _ln_has_beta(attrs) else None
+    mode = MODE_LAYER_RMS_SCALING if attrs["rms_scaling"] else MODE_LAYER
+    return [_normalize_reference(inputs[0], attrs["axis"], mode, attrs["epsilon"], gamma, beta)]
+
+
 LAYER_NORMALIZATION = LayerDef(
     name="LayerNormalization",
     attrs=(
@@ -204,6 +517,9 @@ LAYER_NORMALIZATION = LayerDef(
     ),
     infer=_ln_infer,
     params=_ln_params,
+    emit=_ln_emit,
+    reference=_ln_reference,
+    extra={"inplace": True},  # each group is read whole before it is written
     doc="Normalizes each sample over `axis` (by default its features) to zero mean and unit "
     "variance, with the sample's own statistics, then scales by gamma and shifts by beta, both "
     "shaped like the normalized axes. It behaves the same in training and inference. Passes the "
@@ -224,6 +540,14 @@ def _rms_params(attrs, inputs, ctx):
     return [ParamSpec("scale", shape, "ones")]
 
 
+def _rms_emit(e):
+    return _normalize_emit(e, MODE_RMS, float(e.attrs["epsilon"]), e.p[0], None)
+
+
+def _rms_reference(attrs, inputs, params, masks=None):
+    return [_normalize_reference(inputs[0], attrs["axis"], MODE_RMS, attrs["epsilon"], params[0])]
+
+
 RMS_NORMALIZATION = LayerDef(
     name="RMSNormalization",
     attrs=(
@@ -240,6 +564,9 @@ RMS_NORMALIZATION = LayerDef(
     ),
     infer=_rms_infer,
     params=_rms_params,
+    emit=_rms_emit,
+    reference=_rms_reference,
+    extra={"inplace": True},  # each group is read whole before it is written
     doc="Divides each sample by the root of its mean square over `axis`, then multiplies by a "
     "learned `scale` (initialized to ones) shaped like the normalized axes. No centering. Drops "
     "the mask, as Keras 3 does.",
@@ -254,10 +581,21 @@ def _unit_infer(attrs, inputs, ctx):
     return _out(attrs, x)
 
 
+def _unit_emit(e):
+    return _normalize_emit(e, MODE_UNIT, UNIT_EPSILON, None, None)
+
+
+def _unit_reference(attrs, inputs, params, masks=None):
+    return [_normalize_reference(inputs[0], attrs["axis"], MODE_UNIT, UNIT_EPSILON)]
+
+
 UNIT_NORMALIZATION = LayerDef(
     name="UnitNormalization",
     attrs=(Attr("axis", "axis", -1, "The axis or axes whose L2 norm becomes 1, per sample."), *COMMON_ATTRS),
     infer=_unit_infer,
+    emit=_unit_emit,
+    reference=_unit_reference,
+    extra={"inplace": True},  # each group is read whole before it is written
     doc="Scales each sample to unit L2 norm over `axis`. No weights, and the normalized sizes may "
     "be unknown. Passes the mask through.",
 )

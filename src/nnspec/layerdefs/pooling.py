@@ -9,6 +9,9 @@ GlobalAveragePooling1D reads one (it averages over the unmasked steps), and it o
 
 from __future__ import annotations
 
+import itertools
+import math
+
 from .base import (
     COMMON_ATTRS,
     REQUIRED,
@@ -22,6 +25,7 @@ from .base import (
 )
 from .conv import (
     DATA_FORMAT_ATTR,
+    conv_pads,
     dims_str,
     join_channels,
     padding_attr,
@@ -30,6 +34,9 @@ from .conv import (
     window_output,
 )
 
+np = None  # NumPy, bound by base.bind_numpy when kernels are needed
+KERNEL_HELPERS = ("_cubic_weights", "_resize_taps")  # called by kernels: compiled in place by the runtime
+
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
@@ -37,6 +44,464 @@ def _out_type(attrs, x: TensorType, shape) -> TensorType:
     """Keras casts floating inputs to the layer's dtype and leaves other dtypes alone."""
     dtype = (attrs.get("dtype") or "float32") if x.dtype in _FLOAT_DTYPES else x.dtype
     return TensorType(tuple(shape), dtype, False)
+
+
+# ----------------------------------------------------------------------------- kernels
+#
+# Kernels see channels-last arrays with three spatial axes, (rows, D, H, W, C): a 1D layer's
+# input is (rows, 1, 1, L, C), a 2D layer's (rows, 1, H, W, C). These layers treat channels
+# independently, so a channels_first input (rows, C, *spatial) is seen, without a copy, as
+# (rows * C, *spatial, 1).
+
+
+def pool_forward(x, y, is_max, pool, strides, pads):
+    """Max or average pooling of ``x`` (rows, D, H, W, C) into ``y`` (rows, OD, OH, OW, C).
+
+    Windows start at ``position * stride - pad``; taps outside the input are skipped, so an
+    average divides by the number of taps inside the input (Keras on TensorFlow, JAX and NumPy)
+    and a maximum ignores the padding. A NaN in a window makes the maximum NaN.
+    """
+    n, d, h, w, c = x.shape
+    od, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    kd, kh, kw = pool
+    sd, sh, sw = strides
+    pd, ph, pw = pads
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    acc = np.empty(c, np.float64)
+    o = 0
+    for b in range(n):
+        for z in range(od):
+            z0 = max(z * sd - pd, 0)
+            z1 = min(z * sd - pd + kd, d)
+            for yy in range(oh):
+                y0 = max(yy * sh - ph, 0)
+                y1 = min(yy * sh - ph + kh, h)
+                for xx in range(ow):
+                    x0 = max(xx * sw - pw, 0)
+                    x1 = min(xx * sw - pw + kw, w)
+                    for j in range(c):
+                        acc[j] = -np.inf if is_max else 0.0
+                    for iz in range(z0, z1):
+                        for iy in range(y0, y1):
+                            base = (((b * d + iz) * h + iy) * w) * c
+                            for ix in range(x0, x1):
+                                s = np.uint64(base + ix * c)
+                                if is_max:
+                                    for j in range(np.uint64(c)):
+                                        v = xf[s + j]
+                                        if v > acc[j] or math.isnan(v):
+                                            acc[j] = v
+                                else:
+                                    for j in range(np.uint64(c)):
+                                        acc[j] += xf[s + j]
+                    if is_max:
+                        for j in range(c):
+                            yf[o + j] = acc[j]
+                    else:
+                        inv = 1.0 / ((z1 - z0) * (y1 - y0) * (x1 - x0))
+                        for j in range(c):
+                            yf[o + j] = acc[j] * inv
+                    o += c
+
+
+def global_pool(x, y, is_max):
+    """``y[i, c]`` = max or mean of ``x[i, :, c]`` for ``x`` (rows, steps, C), ``y`` (rows, C)."""
+    n, s, c = x.shape
+    acc = np.empty(c, np.float64)
+    for i in range(n):
+        for j in range(c):
+            acc[j] = -np.inf if is_max else 0.0
+        for t in range(s):
+            if is_max:
+                for j in range(c):
+                    v = x[i, t, j]
+                    if v > acc[j] or math.isnan(v):
+                        acc[j] = v
+            else:
+                for j in range(c):
+                    acc[j] += x[i, t, j]
+        for j in range(c):
+            y[i, j] = acc[j] if is_max else acc[j] / s
+
+
+def global_average_masked(x, mask, y, channels_first):
+    """Mean over the steps whose ``mask`` (rows, steps) is not 0, as Keras's
+    GlobalAveragePooling1D: ``x`` (rows, steps, C), or (rows, C, steps) if ``channels_first``;
+    ``y`` (rows, C). A sample with every step masked gets NaN (0 / 0, as in Keras)."""
+    n = x.shape[0]
+    c = y.shape[1]
+    s = mask.shape[1]
+    acc = np.empty(c, np.float64)
+    for i in range(n):
+        cnt = 0.0
+        for j in range(c):
+            acc[j] = 0.0
+        for t in range(s):
+            if mask[i, t] != 0:
+                cnt += 1.0
+                for j in range(c):
+                    acc[j] += x[i, j, t] if channels_first else x[i, t, j]
+        for j in range(c):
+            y[i, j] = acc[j] / cnt
+
+
+def window_copy(x, y, offsets):
+    """``y[i, z, r, q] = x[i, z + oz, r + oy, q + ox]``, zero where that is outside ``x``: zero
+    padding (negative offsets) and cropping (positive ones), on (rows, D, H, W, C) arrays."""
+    n, d, h, w, c = x.shape
+    od, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    oz, oy, ox = offsets
+    q0 = max(0, -ox)  # first output column inside the input
+    q1 = min(ow, w - ox)  # one past the last
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    o = 0
+    for i in range(n):
+        for z in range(od):
+            iz = z + oz
+            for r in range(oh):
+                iy = r + oy
+                a = np.uint64(o)
+                if iz < 0 or iz >= d or iy < 0 or iy >= h or q1 <= q0:
+                    for j in range(np.uint64(ow * c)):
+                        yf[a + j] = 0.0
+                else:
+                    for j in range(np.uint64(q0 * c)):
+                        yf[a + j] = 0.0
+                    s = np.uint64((((i * d + iz) * h + iy) * w + q0 + ox) * c)
+                    a1 = np.uint64(o + q0 * c)
+                    for j in range(np.uint64((q1 - q0) * c)):
+                        yf[a1 + j] = xf[s + j]
+                    a2 = np.uint64(o + q1 * c)
+                    for j in range(np.uint64((ow - q1) * c)):
+                        yf[a2 + j] = 0.0
+                o += ow * c
+
+
+def upsample_nearest(x, y, factors):
+    """Repeat every element of ``x`` (rows, D, H, W, C) ``factors`` times along each spatial
+    axis into ``y`` (rows, D*fd, H*fh, W*fw, C)."""
+    n, d, h, w, c = x.shape
+    fd, fh, fw = factors
+    od, oh, ow = d * fd, h * fh, w * fw
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    o = 0
+    for i in range(n):
+        for z in range(od):
+            for r in range(oh):
+                base = (((i * d + z // fd) * h + r // fh) * w) * c
+                for q in range(ow):
+                    s = np.uint64(base + (q // fw) * c)
+                    a = np.uint64(o)
+                    for j in range(np.uint64(c)):
+                        yf[a + j] = xf[s + j]
+                    o += c
+
+
+def _cubic_weights(t):
+    """PyTorch's bicubic convolution weights (A = -0.75) of the 4 taps around offset ``t``."""
+    a = -0.75
+    x1 = t + 1.0
+    x2 = 1.0 - t
+    x3 = 2.0 - t
+    w0 = ((a * x1 - 5.0 * a) * x1 + 8.0 * a) * x1 - 4.0 * a
+    w1 = ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0
+    w2 = ((a + 2.0) * x2 - (a + 3.0)) * x2 * x2 + 1.0
+    w3 = ((a * x3 - 5.0 * a) * x3 + 8.0 * a) * x3 - 4.0 * a
+    return w0, w1, w2, w3
+
+
+def _resize_taps(size_in, size_out, cubic, idx, wts):
+    """For each output index along one axis: 4 input indices (clamped) and their weights,
+    as PyTorch's interpolate computes them with align_corners=False."""
+    scale = size_in / size_out
+    for o in range(size_out):
+        src = scale * (o + 0.5) - 0.5
+        if cubic:
+            i0 = math.floor(src)
+            w0, w1, w2, w3 = _cubic_weights(src - i0)
+            wts[o, 0] = w0
+            wts[o, 1] = w1
+            wts[o, 2] = w2
+            wts[o, 3] = w3
+            for k in range(4):
+                idx[o, k] = min(max(i0 - 1 + k, 0), size_in - 1)
+        else:
+            src = max(src, 0.0)
+            i0 = int(src)
+            i1 = i0 + 1 if i0 < size_in - 1 else i0
+            lam = src - i0
+            idx[o, 0] = i0
+            idx[o, 1] = i1
+            idx[o, 2] = i0
+            idx[o, 3] = i0
+            wts[o, 0] = 1.0 - lam
+            wts[o, 1] = lam
+            wts[o, 2] = 0.0
+            wts[o, 3] = 0.0
+
+
+def resize2d(x, y, cubic):
+    """Bilinear (or bicubic) resize of ``x`` (rows, H, W, C) into ``y`` (rows, OH, OW, C) with
+    PyTorch's half-pixel sampling (align_corners=False, no antialiasing), as Keras's
+    UpSampling2D on its PyTorch backend."""
+    n, h, w, c = x.shape
+    oh, ow = y.shape[1], y.shape[2]
+    iy = np.empty((oh, 4), np.int64)
+    wy = np.empty((oh, 4), np.float64)
+    ix = np.empty((ow, 4), np.int64)
+    wx = np.empty((ow, 4), np.float64)
+    _resize_taps(h, oh, cubic, iy, wy)
+    _resize_taps(w, ow, cubic, ix, wx)
+    taps = 4 if cubic else 2
+    acc = np.empty(c, np.float64)
+    for i in range(n):
+        for r in range(oh):
+            for q in range(ow):
+                for j in range(c):
+                    acc[j] = 0.0
+                for a in range(taps):
+                    for b in range(taps):
+                        wgt = wy[r, a] * wx[q, b]
+                        for j in range(c):
+                            acc[j] += wgt * x[i, iy[r, a], ix[q, b], j]
+                for j in range(c):
+                    y[i, r, q, j] = acc[j]
+
+
+# ----------------------------------------------------------------------------- emit
+
+
+def _static(e, what: str) -> None:
+    for s in list(e.x_shapes) + list(e.y_shapes):
+        if any(d is None for d in s):
+            from ..runtime.codegen import CodegenError
+
+            raise CodegenError(
+                f"{what} (node '{e.step.node}') needs every dimension known when the plan is compiled; "
+                f"got input {e.x_shapes[0]} and output {e.y_shapes[0]} (batch excluded)"
+            )
+
+
+def _spatial_views(e, rank: int, channels_first: bool):
+    """Input and output as (rows, D, H, W, C) views (channels_first: (rows * C, ..., 1))."""
+    (xs,) = e.x_shapes
+    (ys,) = e.y_shapes
+    r = e.rows()
+    if channels_first:
+        c, sp, osp = xs[0], xs[1:], ys[1:]
+        r, ch = f"{r} * {c}", 1
+    else:
+        ch, sp, osp = xs[-1], xs[:-1], ys[:-1]
+    fill = (1,) * (3 - rank)
+    d_in, d_out = fill + tuple(sp), fill + tuple(osp)
+    x5 = f"{e.x[0]}.reshape(({r}, {d_in[0]}, {d_in[1]}, {d_in[2]}, {ch}))"
+    y5 = f"{e.y[0]}.reshape(({r}, {d_out[0]}, {d_out[1]}, {d_out[2]}, {ch}))"
+    return x5, y5, tuple(sp)
+
+
+def _pool_emit(kind: str, rank: int):
+    def emit(e):
+        _static(e, f"{kind}Pooling{rank}D")
+        a = e.attrs
+        x5, y5, sp = _spatial_views(e, rank, a["data_format"] == "channels_first")
+        pool = list(a["pool_size"])
+        strides = list(a["strides"]) if a["strides"] is not None else pool
+        pads = conv_pads(a["padding"], sp, pool, strides, [1] * rank)
+        fill = (1,) * (3 - rank)
+        return [
+            e.call(pool_forward, x5, y5, kind == "Max", fill + tuple(pool), fill + tuple(strides),
+                   (0,) * (3 - rank) + tuple(pads))
+        ]  # fmt: skip
+
+    return emit
+
+
+def _global_emit(kind: str, rank: int):
+    def emit(e):
+        _static(e, f"Global{kind}Pooling{rank}D")
+        (xs,) = e.x_shapes
+        r = e.rows()
+        cf = e.attrs["data_format"] == "channels_first"
+        c = xs[0] if cf else xs[-1]
+        s = math.prod(xs) // c
+        mask = e.m[0] if e.m else None
+        if mask is not None and kind == "Average" and rank == 1:
+            return [e.call(global_average_masked, e.x[0], mask, f"{e.y[0]}.reshape(({r}, {c}))", cf)]
+        if cf:
+            x3, y2 = f"{e.x[0]}.reshape(({r} * {c}, {s}, 1))", f"{e.y[0]}.reshape(({r} * {c}, 1))"
+        else:
+            x3, y2 = f"{e.x[0]}.reshape(({r}, {s}, {c}))", f"{e.y[0]}.reshape(({r}, {c}))"
+        return [e.call(global_pool, x3, y2, kind == "Max")]
+
+    return emit
+
+
+def _pad_crop_emit(layer: str, rank: int, sign: int, attr: str, has_format: bool):
+    def emit(e):
+        _static(e, layer)
+        a = e.attrs
+        cf = has_format and a["data_format"] == "channels_first"
+        x5, y5, _ = _spatial_views(e, rank, cf)
+        pairs = (tuple(a[attr]),) if rank == 1 else pairs_2d(a[attr], layer, attr)
+        before = tuple(p[0] for p in pairs)
+        offsets = (0,) * (3 - rank) + tuple(-b if sign > 0 else b for b in before)
+        return [e.call(window_copy, x5, y5, offsets)]
+
+    return emit
+
+
+def _upsampling_emit(rank: int):
+    def emit(e):
+        _static(e, f"UpSampling{rank}D")
+        a = e.attrs
+        cf = a.get("data_format") == "channels_first"
+        size = [a["size"]] if rank == 1 else list(a["size"])
+        interp = a.get("interpolation", "nearest")
+        if interp == "nearest":
+            x5, y5, _ = _spatial_views(e, rank, cf)
+            return [e.call(upsample_nearest, x5, y5, (1,) * (3 - rank) + tuple(size))]
+        (xs,) = e.x_shapes
+        (ys,) = e.y_shapes
+        r = e.rows()
+        if cf:
+            r, ch, isp, osp = f"{r} * {xs[0]}", 1, xs[1:], ys[1:]
+        else:
+            ch, isp, osp = xs[-1], xs[:-1], ys[:-1]
+        x4 = f"{e.x[0]}.reshape(({r}, {isp[0]}, {isp[1]}, {ch}))"
+        y4 = f"{e.y[0]}.reshape(({r}, {osp[0]}, {osp[1]}, {ch}))"
+        return [e.call(resize2d, x4, y4, interp == "bicubic")]
+
+    return emit
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def _to_last(x, attrs):
+    return np.moveaxis(x, 1, -1) if attrs.get("data_format") == "channels_first" else x
+
+
+def _from_last(y, attrs):
+    return np.moveaxis(y, -1, 1) if attrs.get("data_format") == "channels_first" else y
+
+
+def _pool_reference(kind: str):
+    def reference(attrs, inputs, params, masks=None):
+        x = _to_last(inputs[0], attrs)
+        rank = x.ndim - 2
+        pool = list(attrs["pool_size"])
+        strides = list(attrs["strides"]) if attrs["strides"] is not None else pool
+        pads = []
+        for n, k, s in zip(x.shape[1:-1], pool, strides):
+            if attrs["padding"] == "valid":
+                pads.append((0, 0))
+            else:
+                total = max(0, (-(-n // s) - 1) * s + k - n)
+                pads.append((total // 2, total - total // 2))
+        width = [(0, 0), *pads, (0, 0)]
+        xp = np.pad(x, width, constant_values=-np.inf if kind == "Max" else 0.0)
+        ones = np.pad(np.ones(x.shape), width)
+        out = [(xp.shape[1 + i] - pool[i]) // strides[i] + 1 for i in range(rank)]
+        taps = []
+        counts = []
+        for tap in itertools.product(*(range(k) for k in pool)):
+            sl = (slice(None),) + tuple(
+                slice(t, t + (o - 1) * s + 1, s) for t, o, s in zip(tap, out, strides)
+            )
+            taps.append(xp[sl])
+            counts.append(ones[sl])
+        if kind == "Max":
+            y = np.max(taps, axis=0)
+        else:
+            y = np.sum(taps, axis=0) / np.sum(counts, axis=0)
+        return [_from_last(y, attrs)]
+
+    return reference
+
+
+def _global_reference(kind: str):
+    def reference(attrs, inputs, params, masks=None):
+        x = _to_last(inputs[0], attrs)
+        axes = tuple(range(1, x.ndim - 1))
+        mask = masks[0] if masks else None
+        if mask is not None and kind == "Average":
+            m = (np.asarray(mask) != 0).astype(np.float64)[:, :, None]
+            y = (x * m).sum(axis=1) / m.sum(axis=1)
+        elif kind == "Max":
+            y = x.max(axis=axes)
+        else:
+            y = x.mean(axis=axes)
+        if attrs["keepdims"]:
+            y = _from_last(y.reshape((y.shape[0],) + (1,) * len(axes) + (y.shape[-1],)), attrs)
+        return [y]
+
+    return reference
+
+
+def _pad_crop_reference(rank: int, sign: int, attr: str, has_format: bool):
+    def reference(attrs, inputs, params, masks=None):
+        x = _to_last(inputs[0], attrs) if has_format else inputs[0]
+        pairs = (tuple(attrs[attr]),) if rank == 1 else pairs_2d(attrs[attr], "", attr)
+        if sign > 0:
+            y = np.pad(x, [(0, 0), *pairs, (0, 0)])
+        else:
+            sl = tuple(slice(a, x.shape[1 + i] - b) for i, (a, b) in enumerate(pairs))
+            y = x[(slice(None), *sl)]
+        return [_from_last(y, attrs) if has_format else y]
+
+    return reference
+
+
+def _torch_taps(n_in: int, n_out: int, cubic: bool):
+    """(indices, weights), each (n_out, taps): PyTorch's interpolate along one axis."""
+    scale = n_in / n_out
+    src = scale * (np.arange(n_out) + 0.5) - 0.5
+    if cubic:
+        i0 = np.floor(src).astype(int)
+        t = src - i0
+        a = -0.75
+
+        def near(v):  # |v| <= 1
+            return ((a + 2) * v - (a + 3)) * v * v + 1
+
+        def far(v):  # 1 < |v| < 2
+            return ((a * v - 5 * a) * v + 8 * a) * v - 4 * a
+
+        w = np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=1)
+        idx = np.clip(i0[:, None] + np.arange(-1, 3)[None, :], 0, n_in - 1)
+        return idx, w
+    src = np.maximum(src, 0)
+    i0 = np.floor(src).astype(int)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = src - i0
+    return np.stack([i0, i1], axis=1), np.stack([1 - lam, lam], axis=1)
+
+
+def _upsampling_reference(rank: int):
+    def reference(attrs, inputs, params, masks=None):
+        cf = attrs.get("data_format") == "channels_first"
+        x = np.moveaxis(inputs[0], 1, -1) if cf else inputs[0]
+        size = [attrs["size"]] if rank == 1 else list(attrs["size"])
+        interp = attrs.get("interpolation", "nearest")
+        if interp == "nearest":
+            y = x
+            for ax, f in enumerate(size):
+                y = np.repeat(y, f, axis=1 + ax)
+        else:
+            y = x
+            for ax, f in enumerate(size):
+                n_in = y.shape[1 + ax]
+                idx, w = _torch_taps(n_in, n_in * f, interp == "bicubic")
+                taken = np.take(y, idx, axis=1 + ax)  # (..., n_out, taps, ...)
+                shape = [1] * taken.ndim
+                shape[1 + ax], shape[2 + ax] = w.shape
+                y = (taken * w.reshape(shape)).sum(axis=2 + ax)
+        return [np.moveaxis(y, -1, 1) if cf else y]
+
+    return reference
 
 
 # ----------------------------------------------------------------------------- pooling
@@ -77,6 +542,8 @@ def _pool(kind: str, rank: int, doc: str) -> LayerDef:
             *COMMON_ATTRS,
         ),
         infer=_pool_infer(name, rank),
+        emit=_pool_emit(kind, rank),
+        reference=_pool_reference(kind),
         positional=("pool_size", "strides", "padding"),
         doc=doc,
     )
@@ -151,6 +618,9 @@ def _global(kind: str, rank: int, doc: str) -> LayerDef:
             *COMMON_ATTRS,
         ),
         infer=_global_infer(name, rank),
+        emit=_global_emit(kind, rank),
+        reference=_global_reference(kind),
+        uses_mask=kind == "Average" and rank == 1,
         doc=doc,
     )
 
@@ -268,6 +738,8 @@ ZERO_PADDING1D = LayerDef(
         *COMMON_ATTRS,
     ),
     infer=_spatial_pad_infer("ZeroPadding1D", 1, +1, "padding", has_format=True),
+    emit=_pad_crop_emit("ZeroPadding1D", 1, +1, "padding", has_format=True),
+    reference=_pad_crop_reference(1, +1, "padding", has_format=True),
     positional=("padding",),
     doc="Adds rows of zeros at the start and end of a sequence (batch, steps, channels), "
     "lengthening the steps axis by the total padding.",
@@ -281,6 +753,8 @@ ZERO_PADDING2D = LayerDef(
         *COMMON_ATTRS,
     ),
     infer=_spatial_pad_infer("ZeroPadding2D", 2, +1, "padding", has_format=True),
+    emit=_pad_crop_emit("ZeroPadding2D", 2, +1, "padding", has_format=True),
+    reference=_pad_crop_reference(2, +1, "padding", has_format=True),
     positional=("padding",),
     doc="Adds rows and columns of zeros around images (batch, rows, cols, channels): at the top "
     "and bottom, and at the left and right, by the amounts in `padding`.",
@@ -300,6 +774,8 @@ CROPPING1D = LayerDef(
         *COMMON_ATTRS,
     ),
     infer=_spatial_pad_infer("Cropping1D", 1, -1, "cropping", has_format=False),
+    emit=_pad_crop_emit("Cropping1D", 1, -1, "cropping", has_format=False),
+    reference=_pad_crop_reference(1, -1, "cropping", has_format=False),
     positional=("cropping",),
     doc="Removes steps at the start and end of a sequence (batch, steps, channels). At least "
     "one step must remain.",
@@ -313,6 +789,8 @@ CROPPING2D = LayerDef(
         *COMMON_ATTRS,
     ),
     infer=_spatial_pad_infer("Cropping2D", 2, -1, "cropping", has_format=True),
+    emit=_pad_crop_emit("Cropping2D", 2, -1, "cropping", has_format=True),
+    reference=_pad_crop_reference(2, -1, "cropping", has_format=True),
     positional=("cropping",),
     doc="Removes rows at the top and bottom and columns at the left and right of images, by the "
     "amounts in `cropping`. At least one row and one column must remain.",
@@ -325,6 +803,12 @@ def _upsampling_infer(layer: str, rank: int):
     def infer(attrs, inputs, ctx):
         (x,) = inputs
         require_rank(x, rank + 2, layer)
+        interp = attrs.get("interpolation", "nearest")
+        if interp.startswith("lanczos"):
+            raise ShapeError(
+                f"{layer}: interpolation '{interp}' is not supported: Keras computes it differently on "
+                "each backend (its PyTorch backend refuses it); use nearest, bilinear or bicubic"
+            )
         fmt = attrs.get("data_format", "channels_last")
         spatial, channels = split_channels(x.shape, fmt)
         size = [attrs["size"]] if rank == 1 else attrs["size"]
@@ -341,6 +825,8 @@ UP_SAMPLING1D = LayerDef(
         *COMMON_ATTRS,
     ),
     infer=_upsampling_infer("UpSampling1D", 1),
+    emit=_upsampling_emit(1),
+    reference=_upsampling_reference(1),
     positional=("size",),
     doc="Repeats every step of a sequence (batch, steps, channels) `size` times in place: "
     "(batch, steps * size, channels).",
@@ -361,6 +847,8 @@ UP_SAMPLING2D = LayerDef(
         *COMMON_ATTRS,
     ),
     infer=_upsampling_infer("UpSampling2D", 2),
+    emit=_upsampling_emit(2),
+    reference=_upsampling_reference(2),
     positional=("size",),
     doc="Enlarges images by integer factors along rows and columns: 'nearest' repeats each "
     "pixel into a size[0] x size[1] block; the other interpolations resize the image smoothly "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from . import recurrent
 from .base import (
     COMMON_ATTRS,
     Attr,
@@ -23,6 +24,8 @@ from .base import (
     snake_case,
 )
 from .recurrent import RECURRENT_TYPES
+
+np = None  # NumPy, bound by base.bind_numpy when kernels are needed
 
 MERGE_MODES = ("concat", "sum", "mul", "ave")
 
@@ -61,11 +64,30 @@ def _td_params(attrs, inputs, ctx: InferContext):
     return list(ctx.layer_params(attrs["layer"], [_td_step_input(inputs[0])]))
 
 
+def _td_reference(attrs, inputs, params, masks=None):
+    """The wrapped layer's reference applied to each time step (lowering runs the wrapped
+    layer's own kernel on the time axis folded into the batch: there is no TimeDistributed
+    kernel)."""
+    from . import REGISTRY
+
+    inner = dict(attrs["layer"])
+    type_name = inner.pop("type")
+    if type_name == "Model":
+        raise NotImplementedError("TimeDistributed(Model): the sub-model is inlined by lowering; "
+                                  "check it through the whole model")  # fmt: skip
+    defn = REGISTRY[type_name]
+    a = normalize_attrs(defn, inner)
+    x = inputs[0]
+    outs = [defn.reference(a, [x[:, i]], params, None)[0] for i in range(x.shape[1])]
+    return [np.stack(outs, axis=1)]
+
+
 TIME_DISTRIBUTED = LayerDef(
     name="TimeDistributed",
     attrs=(_LAYER_ATTR, *COMMON_ATTRS),
     infer=_td_infer,
     params=_td_params,
+    reference=_td_reference,
     positional=("layer",),
     doc="Applies one layer, with one set of weights, to every time step of its input "
     "independently: axis 1 is the time axis, each (batch, *rest) slice goes through the wrapped "
@@ -187,6 +209,75 @@ def _bidirectional_params(attrs, inputs, ctx: InferContext):
     )
 
 
+def direction_attrs(attrs) -> tuple[tuple[str, dict], tuple[str, dict]]:
+    """(type, normalized attributes) of the forward and the backward layer, as Keras runs them:
+    the backward layer is a copy of ``layer`` with go_backwards unless ``backward_layer`` is
+    given, and both output zeros at masked steps exactly when they return sequences."""
+    fwd = dict(attrs["layer"])
+    bwd = attrs.get("backward_layer")
+    bwd = dict(bwd) if bwd is not None else {**fwd, "go_backwards": True}
+    defs = {d.name: d for d in recurrent.LAYERS}
+    out = []
+    for d in (fwd, bwd):
+        t = d["type"]
+        a = normalize_attrs(defs[t], {k: v for k, v in d.items() if k != "type"})
+        a["zero_output_for_mask"] = a["return_sequences"]  # Keras forces it
+        out.append((t, a))
+    return out[0], out[1]
+
+
+def _bidirectional_emit(e):
+    (tf, af), (tb, ab) = direction_attrs(e.attrs)
+    (xs,) = e.x_shapes
+    steps = xs[0]
+    rows = e.rows()
+    seq = af["return_sequences"]
+    tout = steps if seq else 1
+    mode = e.attrs["merge_mode"]
+    uf, ub = af["units"], ab["units"]
+    if mode is None:
+        yf = f"{e.y[0]}.reshape(({rows}, {tout}, {uf}))"
+        yb = f"{e.y[1]}.reshape(({rows}, {tout}, {ub}))"
+        col_b, states = 0, e.y[2:]
+    else:
+        width = uf + ub if mode == "concat" else uf
+        yf = yb = f"{e.y[0]}.reshape(({rows}, {tout}, {width}))"
+        col_b, states = (uf if mode == "concat" else 0), e.y[1:]
+    nf = recurrent.STATES[tf] if af["return_state"] else 0
+    parts = [recurrent.rnn_scratch_parts(steps, tf, uf), recurrent.rnn_scratch_parts(steps, tb, ub)]
+    scratch = e.tmp(f"{rows} * {max(p[0] for p in parts)} + {max(p[1] for p in parts)}")
+    n_pf = 3 if af["use_bias"] else 2
+    mask = e.m[0]
+    return [
+        recurrent.emit_rnn_call(e, tf, af, None, e.p[:n_pf], mask, yf, 0, 0, False, seq, states[:nf], scratch),
+        recurrent.emit_rnn_call(e, tb, ab, None, e.p[n_pf:], mask, yb, col_b, recurrent.MERGES[mode], seq,
+                                seq, states[nf:], scratch),
+    ]  # fmt: skip
+
+
+def _bidirectional_reference(attrs, inputs, params, masks=None):
+    (tf, af), (tb, ab) = direction_attrs(attrs)
+    mask = masks[0] if masks else None
+    n_pf = 3 if af["use_bias"] else 2
+    fwd = recurrent.sequence_reference(tf, af, inputs[0], params[:n_pf], mask)
+    bwd = recurrent.sequence_reference(tb, ab, inputs[0], params[n_pf:], mask)
+    y, y_rev = fwd[0], bwd[0]
+    if af["return_sequences"]:
+        y_rev = y_rev[:, ::-1]
+    mode = attrs["merge_mode"]
+    if mode is None:
+        outs = [y, y_rev]
+    elif mode == "concat":
+        outs = [np.concatenate([y, y_rev], axis=-1)]
+    elif mode == "sum":
+        outs = [y + y_rev]
+    elif mode == "mul":
+        outs = [y * y_rev]
+    else:
+        outs = [(y + y_rev) / 2]
+    return outs + fwd[1:] + bwd[1:]
+
+
 BIDIRECTIONAL = LayerDef(
     name="Bidirectional",
     attrs=(
@@ -210,6 +301,9 @@ BIDIRECTIONAL = LayerDef(
     ),
     infer=_bidirectional_infer,
     params=_bidirectional_params,
+    emit=_bidirectional_emit,
+    reference=_bidirectional_reference,
+    uses_mask=True,
     positional=("layer", "merge_mode"),
     doc="Runs a recurrent layer (SimpleRNN, LSTM or GRU) over the sequence in both directions "
     "and merges the two outputs: concatenated on the last axis (concat, the default), added "

@@ -27,12 +27,16 @@ class CodegenError(RuntimeError):
 
 
 def _literal(v) -> str:
+    """A constant argument of a kernel call. Typed as a NumPy scalar, not a Python literal: Numba
+    would otherwise compile a specialization of the kernel for every distinct constant."""
     if isinstance(v, bool):
-        return "True" if v else "False"
+        return "np.bool_(True)" if v else "np.bool_(False)"
+    if isinstance(v, int):
+        return f"np.int64({v})"
     if isinstance(v, float):
         if math.isinf(v):
-            return "np.inf" if v > 0 else "-np.inf"
-        return repr(v)
+            return "np.float64(np.inf)" if v > 0 else "np.float64(-np.inf)"
+        return f"np.float64({v!r})"
     return repr(v)
 
 
@@ -213,12 +217,24 @@ class _Generator:
 
             self.line(self._call(embedding.mask_not_equal_zero, self.value_var(s.inputs[0]), var))
             return
-        if s.op == "mask_and":
+        if s.op == "mask_or":
             (o,) = s.outputs
             var = self.bind_output(o)
-            self.line(f"{var}[:] = 1.0")
-            for i in s.inputs:
-                self.line(f"{var} *= {self.value_var(i)}")
+            self.line(f"{var}[:] = {self.value_var(s.inputs[0])}")
+            for i in s.inputs[1:]:
+                self.line(f"np.maximum({var}, {self.value_var(i)}, {var})")
+            return
+        if s.op == "mask_concat":  # masks of sequences joined along time; "ones": unmasked inputs
+            (o,) = s.outputs
+            var = self.bind_output(o)
+            col = 0
+            for k, i in enumerate(s.inputs):
+                steps = self.vals[i].shape[1]
+                if k in s.attrs.get("ones", []):
+                    self.line(f"{var}[:, {col}:{col + steps}] = 1.0")
+                else:
+                    self.line(f"{var}[:, {col}:{col + steps}] = {self.value_var(i)}")
+                col += steps
             return
         defn = _OP_TO_DEF.get(s.op)
         if defn is None or defn.emit is None:
