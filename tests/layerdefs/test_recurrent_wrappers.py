@@ -269,8 +269,11 @@ def test_lstm_param_specs():
     assert [(p.name, p.shape, p.initializer) for p in params] == [
         ("kernel", (5, 8), "glorot_uniform"),
         ("recurrent_kernel", (2, 8), "orthogonal"),
-        ("bias", (8,), "zeros"),
+        # unit_forget_bias: Keras fills the bias as bias_initializer, ones (forget gate), bias_initializer
+        ("bias", (8,), {"type": "blocks", "blocks": [["zeros", 2], ["ones", 2], ["zeros", 4]]}),
     ]
+    no_forget = lstm(units=2, unit_forget_bias=False)
+    assert run("LSTM", no_forget, [(7, 5)])[1][2].initializer == "zeros"
     assert params[0].regularizer == {"type": "l2", "l2": 0.01} and params[1].constraint == "non_neg"
     assert recurrent.LSTM.extra["gates"] == ("i", "f", "c", "o")
     assert recurrent.GRU.extra["gates"] == ("z", "r", "h")
