@@ -4,9 +4,13 @@
   code instead of compiling), ``nogil=True``, ``error_model="numpy"`` (no Python-style
   zero-division checks in inner loops) and ``fastmath=False`` (results must match the NumPy
   references and Keras to 1e-4; set ``NNSPEC_FASTMATH=1`` to trade that away, with a warning).
-- Threads: BLAS (through SciPy, which ``np.dot`` calls inside Numba) is the only parallel part
-  by default. Set ``NNSPEC_THREADS`` to change the thread count of BLAS and Numba together, so
-  the two never oversubscribe the cores.
+- Threads: the BLAS that ``np.dot`` calls inside Numba (SciPy's OpenBLAS) runs on one thread
+  by default. Measured here, a second BLAS thread made the recurrent seeds 30-100x slower at
+  batch 1 on a busy machine (each small per-time-step product waits for the second thread) and
+  only helps large products on an idle one. Set ``NNSPEC_THREADS=2`` (or
+  ``OPENBLAS_NUM_THREADS``) to choose otherwise; it applies to BLAS and Numba together. The
+  setting must be made before SciPy's BLAS is loaded, so it is applied when this module is
+  imported (through threadpoolctl afterwards, when it is installed).
 - Compiled plan modules live in ``NNSPEC_CACHE_DIR`` (default: ``~/.cache/nnspec``, or a
   temporary folder when the home folder is not writable).
 """
@@ -14,6 +18,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import warnings
 
@@ -41,16 +46,27 @@ def cache_dir() -> str:
         return d
 
 
+def _blas_threads() -> str:
+    return os.environ.get("NNSPEC_THREADS") or os.environ.get("OPENBLAS_NUM_THREADS") or "1"
+
+
+# Before SciPy loads its OpenBLAS (Numba loads SciPy's BLAS when it first needs np.dot).
+if "scipy" not in sys.modules:
+    os.environ["OPENBLAS_NUM_THREADS"] = _blas_threads()
+
+
 def set_threads() -> None:
-    n = os.environ.get("NNSPEC_THREADS")
-    if not n:
-        return
-    import numba
+    """Apply the thread policy (see the module docstring) to Numba, and to BLAS if SciPy was
+    already loaded before nnspec's runtime."""
+    n = int(_blas_threads())
+    if os.environ.get("NNSPEC_THREADS"):
+        import numba
 
-    numba.set_num_threads(int(n))
-    try:
-        from threadpoolctl import threadpool_limits
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    if "scipy" in sys.modules:
+        try:
+            from threadpoolctl import threadpool_limits
 
-        threadpool_limits(int(n))
-    except ImportError:  # without threadpoolctl, OPENBLAS_NUM_THREADS set before start is the way
-        pass
+            threadpool_limits(n, user_api="blas")
+        except ImportError:  # without threadpoolctl the limit set at import is what applies
+            pass
