@@ -35,7 +35,7 @@ np = None  # NumPy, bound by nnspec.layerdefs.base.bind_numpy when kernels are n
 # Called by kernels: compiled in place by the runtime.
 KERNEL_HELPERS = (
     "_softplus", "_sigmoid", "_tanh", "_act_scalar", "_softmax_row", "_sparsemax_row", "activation_forward",
-    "apply_activation",
+    "apply_activation", "_act_grad_scalar", "_sparsemax_backward_row", "activation_backward",
 )  # fmt: skip
 
 CODES = {
@@ -261,6 +261,191 @@ def apply_activation(y, code):
     """Apply activation ``code`` in place to the 2-D float32 array ``y`` (rows, features)."""
     if code != 0:
         activation_forward(y, y, code)
+
+
+# ----------------------------------------------------------------------------- backward
+#
+# ``activation_backward`` gives ``dy * act'(x)``. Where the derivative is a function of the output
+# it is computed from ``y`` alone (relu, sigmoid, tanh, softmax, log_softmax, elu, selu, celu,
+# softplus, softsign, log_sigmoid, exponential, the piecewise-linear ones, sparse_plus,
+# squareplus...); the others need the input ``x``, which a layer with a fused activation must
+# keep for the backward pass (``needs_input``). At the kinks the derivative is PyTorch's for the
+# function Keras calls (Keras 3 on its PyTorch backend under autograd): relu'(0) = 0,
+# leaky_relu'(0) = 0.2, relu6, hard_tanh and hard_sigmoid 0 at both ends, hard_shrink and
+# soft_shrink 0 at +-0.5, hard_silu 0 at -3 and 1 at 3, sparse_plus 0 at -1, sparse_sigmoid
+# 0 at +-1, sparsemax's clamp passing the gradient where ``x - tau >= 0``.
+
+# Codes whose derivative needs the activation's input (the rest read the output).
+_NEEDS_INPUT = ("gelu", "hard_silu", "silu", "mish", "tanh_shrink", "sparsemax")
+
+
+def needs_input(code: int) -> bool:
+    """Whether ``activation_backward`` for ``code`` reads the input ``x`` (else only ``y``)."""
+    return code == GLU or any(CODES[n] == code for n in _NEEDS_INPUT)
+
+
+def _act_grad_scalar(x, y, code):
+    """``act'`` at one element of an element-wise activation, from its output ``y`` (and its
+    input ``x`` for the codes ``needs_input`` names)."""
+    if code == 1:
+        return 1.0 if y > 0 else 0.0
+    if code == 2:
+        return y * (1.0 - y)
+    if code == 3:
+        return 1.0 - y * y
+    if code == 5:  # sigmoid(x) = 1 - exp(-softplus(x))
+        return -math.expm1(-y)
+    if code == 6:  # 1 / (1 + |x|)^2 = (1 - |y|)^2
+        a = 1.0 - abs(y)
+        return a * a
+    if code == 7 or code == 19:  # elu, celu (alpha 1): exp(x) = y + 1 below 0
+        return 1.0 if y > 0 else y + 1.0
+    if code == 8:
+        return SELU_SCALE if y > 0 else y + SELU_SCALE * SELU_ALPHA
+    if code == 9:
+        return y
+    if code == 10:
+        return 0.5 * (1.0 + math.erf(x * 0.7071067811865476)) + x * math.exp(-0.5 * x * x) * 0.3989422804014327
+    if code == 11:
+        return 1.0 / 6.0 if (y > 0 and y < 1) else 0.0
+    if code == 12:  # PyTorch's hardswish backward: 0 up to -3, 1 from 3 on
+        if x <= -3.0:
+            return 0.0
+        if x < 3.0:
+            return x / 3.0 + 0.5
+        return 1.0
+    if code == 13:
+        s = _sigmoid(x)
+        return s * (1.0 + x * (1.0 - s))
+    if code == 14:
+        t = _tanh(_softplus(x))
+        return t + x * (1.0 - t * t) * _sigmoid(x)
+    if code == 15:
+        return 1.0 if y > 0 else 0.2
+    if code == 16:
+        return 1.0 if (y > 0 and y < 6) else 0.0
+    if code == 18:  # sigmoid(-x) = 1 - exp(log_sigmoid(x))
+        return -math.expm1(y)
+    if code == 20 or code == 21:
+        return 1.0 if y != 0 else 0.0
+    if code == 22:
+        return 1.0 if (y > -1 and y < 1) else 0.0
+    if code == 23:  # (x + 1) / 2 = sqrt(y) inside (-1, 1)
+        return math.sqrt(y) if y < 1 else 1.0
+    if code == 24:
+        return 0.5 if (y > 0 and y < 1) else 0.0
+    if code == 25:  # (1 + x / sqrt(x^2 + 4)) / 2 = y^2 / (y^2 + 1)
+        return y * y / (y * y + 1.0)
+    if code == 26:
+        t = _tanh(x)
+        return t * t
+    return 1.0
+
+
+def _sparsemax_backward_row(x, y, dy, dx, r, cols, z, w, keras315, accumulate):
+    """One row of sparsemax's backward: ``dx = active * dy - w * sum(active * dy)``, ``active``
+    where ``x - tau >= 0`` and ``w = dtau/dx`` (``(k - rank + 1) / k`` over the support for
+    Keras 3.15's tau, ``1 / k`` for the textbook one; rank 1 is the largest entry)."""
+    for c in range(cols):
+        z[c] = x[r, c]
+    order = np.argsort(-z, kind="mergesort")
+    cum = 0.0
+    k = 0
+    acc = 0.0
+    cum_k = 0.0
+    for j in range(cols):
+        v = z[order[j]]
+        cum += v
+        if v - (cum - 1.0) / (j + 1) > 0:
+            k += 1
+            acc += cum
+            cum_k = cum
+    tau = ((acc if keras315 else cum_k) - 1.0) / k
+    for c in range(cols):
+        w[c] = 0.0
+    for j in range(k):
+        w[order[j]] = (k - j) / k if keras315 else 1.0 / k
+    g = 0.0
+    for c in range(cols):
+        if z[c] - tau >= 0:
+            g += dy[r, c]
+    for c in range(cols):
+        v = (dy[r, c] if z[c] - tau >= 0 else 0.0) - w[c] * g
+        if accumulate:
+            dx[r, c] += v
+        else:
+            dx[r, c] = v
+
+
+def activation_backward(x, y, dy, dx, code, accumulate):
+    """``dx = dy * act'(x)`` (``accumulate``: ``dx += ...``) over 2-D (rows, features) arrays.
+
+    ``y`` is the forward output; ``x`` the forward input, read only for the codes that
+    ``needs_input`` names (pass ``y`` in its place otherwise). Softmax-like codes act on whole
+    rows. ``dx`` may be ``dy`` itself (not for glu, whose ``x`` and ``dx`` have twice ``y``'s
+    columns)."""
+    rows = dy.shape[0]
+    cols = dy.shape[1]
+    if code == 4 or code == 17:
+        for r in range(rows):
+            s = 0.0
+            if code == 4:
+                for c in range(cols):
+                    s += dy[r, c] * y[r, c]
+            else:
+                for c in range(cols):
+                    s += dy[r, c]
+            for c in range(cols):
+                if code == 4:
+                    v = y[r, c] * (dy[r, c] - s)
+                else:
+                    v = dy[r, c] - math.exp(y[r, c]) * s
+                if accumulate:
+                    dx[r, c] += v
+                else:
+                    dx[r, c] = v
+    elif code == 27:
+        if cols > 0:
+            z = np.empty(cols, np.float64)
+            w = np.empty(cols, np.float64)
+            for r in range(rows):
+                _sparsemax_backward_row(x, y, dy, dx, r, cols, z, w, SPARSEMAX_KERAS_315, accumulate)
+    elif code == 28:
+        for r in range(rows):
+            for c in range(cols):
+                s = _sigmoid(x[r, c + cols])
+                g = dy[r, c]
+                da = g * s
+                db = g * x[r, c] * s * (1.0 - s)
+                if accumulate:
+                    dx[r, c] += da
+                    dx[r, c + cols] += db
+                else:
+                    dx[r, c] = da
+                    dx[r, c + cols] = db
+    elif code == 0:
+        for r in range(rows):
+            for c in range(cols):
+                if accumulate:
+                    dx[r, c] += dy[r, c]
+                else:
+                    dx[r, c] = dy[r, c]
+    elif code == 1:
+        for r in range(rows):
+            for c in range(cols):
+                v = dy[r, c] if y[r, c] > 0 else 0.0
+                if accumulate:
+                    dx[r, c] += v
+                else:
+                    dx[r, c] = v
+    else:
+        for r in range(rows):
+            for c in range(cols):
+                v = dy[r, c] * _act_grad_scalar(x[r, c], y[r, c], code)
+                if accumulate:
+                    dx[r, c] += v
+                else:
+                    dx[r, c] = v
 
 
 # ----------------------------------------------------------------------------- reference

@@ -139,7 +139,18 @@ def _out_dtype(attrs) -> str:
 # output positions are copied into a scratch matrix (tile, kd*kh*kw*C), by contiguous runs of
 # kw*C floats (one kernel row in channels-last order) where the window lies inside the input,
 # then one ``np.dot`` writes the tile's rows of the output, then bias and activation run on
-# them while they are in cache.
+# them while they are in cache (conv_forward). Inputs with few channels (kw*C <= 16, the
+# first layer of an image model) would copy runs too short to be fast; they take
+# conv_planar_forward, which gathers transposed patches from a planar copy of each image, in
+# runs of one output row. Measured choices (2-core machine, see benchmarks/bench_conv.py):
+# - copies index with unsigned ints: with signed ones Numba's negative-index wraparound keeps
+#   LLVM from vectorizing them (3x slower);
+# - the convolution runs on one core: its products are sized for OpenBLAS's single-threaded
+#   small-matrix path (below). Splitting tiles over cores with a Numba prange was 1.7x faster
+#   at batch 1 but took 13 s to compile and added about 8 s to every plan's compilation.
+# - Winograd F(2,3) for 3x3 stride-1 layers (16 products of (tiles, C) x (C, F), half the
+#   multiply-adds) only broke even on the largest seed layer (123x123x32 -> 32) and lost on
+#   the others: its transforms cost what the product saves. Not used.
 
 # Tile sizes, measured on the 2-core machine (OpenBLAS 0.3.30, SkylakeX kernels, one thread):
 # products of up to 1e6 multiply-adds (M*N*K) take OpenBLAS's small-matrix path, without
@@ -316,16 +327,22 @@ def conv_planar_forward(x, w, b, use_bias, act, y, xp, pt, strides, dil, pads):
     rows_per_tile = max(1, pt.size // (k * ow))
     xpf = xp.reshape(xp.size)
     plane = dp * hp * sw * wq
+    for j in range(xp.size):  # the padding stays zero: images only overwrite the inside
+        xpf[j] = 0.0
     for i in range(n):
-        for j in range(xp.size):
-            xpf[j] = 0.0
         for z in range(d):
             for yy in range(h):
+                row = ((z + pd) * hp + yy + ph) * sw * wq
+                phase = pw % sw
+                col = pw // sw
                 for xx in range(wd):
-                    q = xx + pw
-                    base = (((z + pd) * hp + yy + ph) * sw + q % sw) * wq + q // sw
+                    base = row + phase * wq + col
                     for ci in range(c):
                         xpf[ci * plane + base] = x[i, z, yy, xx, ci]
+                    phase += 1
+                    if phase == sw:
+                        phase = 0
+                        col += 1
         for r0 in range(0, od * oh, rows_per_tile):
             nr = min(rows_per_tile, od * oh - r0)
             m = nr * ow
@@ -469,6 +486,21 @@ def activation_last_axis(y2, act):
 # ----------------------------------------------------------------------------- emit helpers
 
 
+def kernel_call(e, fn, *args) -> str:
+    """``e.call(fn, *args)`` with tuples of ints written as tuples of ``np.int64``: Numba types
+    a literal tuple ``(1, 2, 2)`` by its values and would compile the kernel again for every
+    distinct stride, dilation or padding."""
+    conv = [("(" + ", ".join(e.lit(int(v)) for v in a) + ("," if len(a) == 1 else "") + ")")
+            if isinstance(a, tuple) else a for a in args]  # fmt: skip
+    return e.call(fn, *conv)
+
+
+def no_bias(e) -> str:
+    """A zero-length writable array for an absent bias. (``e.empty`` is a module global, which
+    Numba types as read-only: a kernel would be compiled a second time for layers without bias.)"""
+    return e.tmp("(0,)")
+
+
 def _static(e, what: str) -> None:
     """Refuse shapes known only at run time: the kernels' scratch is sized when emitting."""
     for s in list(e.x_shapes) + list(e.y_shapes):
@@ -597,7 +629,7 @@ def _conv_call(
             rows = max(1, conv_tile_rows(k_per_group, fg) // osp[2])
             pt = e.tmp(f"({k_per_group * rows * osp[2]},)")
             lines.append(
-                e.call(conv_planar_forward, x5, w5, b, use_bias, act, y5, xp, pt, strides, dil, pads)
+                kernel_call(e, conv_planar_forward, x5, w5, b, use_bias, act, y5, xp, pt, strides, dil, pads)
             )
             return
     tile = conv_tile_rows(k_per_group, fg)
@@ -608,7 +640,7 @@ def _conv_call(
     else:
         wg = e.tmp("(1, 1, 1)")
         yg = e.tmp("(1, 1)")
-    lines.append(e.call(conv_forward, x5, w5, b, use_bias, act, y5, patches, wg, yg, groups,
+    lines.append(kernel_call(e, conv_forward, x5, w5, b, use_bias, act, y5, patches, wg, yg, groups,
                         strides, dil, pads))  # fmt: skip
 
 
@@ -625,7 +657,7 @@ def _conv_emit(rank: int):
         cg = lay.c // groups
         k = math.prod(ks) * cg
         w5 = f"{e.p[0]}.reshape(({', '.join(str(v) for v in _pad3(ks, 1))}, {cg}, {lay.f}))"
-        b = e.p[1] if a["use_bias"] else e.empty
+        b = e.p[1] if a["use_bias"] else no_bias(e)
         geometry = (_pad3(lay.sp, 1), _pad3(lay.osp, 1), _pad3(ks, 1))
         _conv_call(e, lines, x5, y5, w5, b, a["use_bias"], lay.fused_act(a["activation"]), groups, k,
                    lay.f // groups, _pad3(a["strides"], 1), _pad3(a["dilation_rate"], 1), _pad3(pads, 0),
@@ -652,8 +684,8 @@ def _transpose_emit(rank: int):
         wt = e.tmp(f"({lay.c}, {taps * lay.f})")
         tile = conv_tile_rows(lay.c, taps * lay.f)
         z = e.tmp(f"({tile}, {taps * lay.f})")
-        b = e.p[1] if a["use_bias"] else e.empty
-        lines.append(e.call(conv_transpose_forward, x5, w5, b, a["use_bias"], lay.fused_act(a["activation"]), y5,
+        b = e.p[1] if a["use_bias"] else no_bias(e)
+        lines.append(kernel_call(e, conv_transpose_forward, x5, w5, b, a["use_bias"], lay.fused_act(a["activation"]), y5,
                             wt, z, _pad3(a["strides"], 1), _pad3(a["dilation_rate"], 1), _pad3(crops, 0)))  # fmt: skip
         lay.finish(lines, yt, a["activation"])
         return lines
@@ -675,14 +707,14 @@ def _depthwise_emit(rank: int, separable: bool):
         geo = (_pad3(a["strides"], 1), _pad3(a["dilation_rate"], 1), _pad3(pads, 0))
         act = lay.fused_act(a["activation"])
         if not separable:
-            b = e.p[1] if a["use_bias"] else e.empty
-            lines.append(e.call(depthwise_forward, x5, dw5, b, a["use_bias"], act, y5, *geo))
+            b = e.p[1] if a["use_bias"] else no_bias(e)
+            lines.append(kernel_call(e, depthwise_forward, x5, dw5, b, a["use_bias"], act, y5, *geo))
         else:
             cm = lay.c * dm
             mid = e.tmp(f"({lay.rows}, {math.prod(lay.osp)}, {cm})")
             mid5 = lay.five(mid, lay.rows, lay.osp, cm)
-            lines.append(e.call(depthwise_forward, x5, dw5, e.empty, False, 0, mid5, *geo))
-            b = e.p[2] if a["use_bias"] else e.empty
+            lines.append(kernel_call(e, depthwise_forward, x5, dw5, no_bias(e), False, 0, mid5, *geo))
+            b = e.p[2] if a["use_bias"] else no_bias(e)
             pw5 = f"{e.p[1]}.reshape((1, 1, 1, {cm}, {lay.f}))"
             _conv_call(
                 e, lines, mid5, y5, pw5, b, a["use_bias"], act, 1, cm, lay.f, (1, 1, 1), (1, 1, 1), (0, 0, 0)

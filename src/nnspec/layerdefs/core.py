@@ -17,7 +17,7 @@ from .base import (
 )
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
-KERNEL_HELPERS = ("add_bias", "_dense_small")
+KERNEL_HELPERS = ("add_bias", "_dense_small", "_noise_index")
 
 
 # The attributes shared by layers that own a kernel and a bias (Dense, Conv*, ...).
@@ -33,6 +33,9 @@ def kernel_bias_attrs(kernel_init: str = "glorot_uniform") -> tuple[Attr, ...]:
         Attr("bias_constraint", "constraint", None, "Constraint on the bias.", nullable=True),
     )
 
+
+# A gradient argument a kernel does not write (``EMPTY`` is a read-only global in Numba).
+NO_GRAD = "np.zeros(0, np.float32)"
 
 ACTIVATION_ATTR = Attr(
     "activation", "activation", "linear", "Activation applied to the output (null: linear).", nullable=True
@@ -124,6 +127,95 @@ def _dense_emit(e):
     return [e.call(dense_forward, x2, e.p[0], b, a["use_bias"], activations.code(a["activation"]), y2)]
 
 
+def _dense_saved(attrs, x_shapes, y_shapes):
+    """The pre-activation values, for activations whose derivative needs them (gelu, silu...)."""
+    if activations.needs_input(activations.code(attrs["activation"])):
+        return [(tuple(y_shapes[0]), "float32")]
+    return []
+
+
+def _dense_emit_train(e):
+    c = activations.code(e.attrs["activation"])
+    if not activations.needs_input(c):
+        return _dense_emit(e)
+    (xs,) = e.x_shapes
+    (ys,) = e.y_shapes
+    x2 = e.flat2(e.x[0], xs, e.rows())
+    y2 = e.flat2(e.y[0], ys, e.rows(output=True))
+    s2 = e.flat2(e.s[0], ys, e.rows(output=True))
+    a = e.attrs
+    b = e.p[1] if a["use_bias"] else e.empty
+    return [
+        e.call(dense_forward, x2, e.p[0], b, a["use_bias"], 0, s2),
+        e.call(activations.activation_forward, s2, y2, c),
+    ]
+
+
+def dense_grad_params(x, dz, dw, db, use_bias):
+    """``dw += x^T @ dz`` (a BLAS product) and, with ``use_bias``, ``db += sum of dz's rows``."""
+    k, units = dw.shape
+    t = np.empty((k, units), np.float32)
+    np.dot(x.T, dz, t)
+    for p in range(k):
+        for j in range(units):
+            dw[p, j] += t[p, j]
+    if use_bias:
+        acc = np.zeros(units, np.float64)
+        for i in range(dz.shape[0]):
+            for j in range(units):
+                acc[j] += dz[i, j]
+        for j in range(units):
+            db[j] += acc[j]
+
+
+def dense_grad_input(dz, w, dx):
+    """``dx += dz @ w^T`` (a BLAS product)."""
+    rows, k = dx.shape
+    t = np.empty((rows, k), np.float32)
+    np.dot(dz, w.T, t)
+    for i in range(rows):
+        for p in range(k):
+            dx[i, p] += t[i, p]
+
+
+def _dense_backward(e):
+    (xs,) = e.x_shapes
+    (ys,) = e.y_shapes
+    a = e.attrs
+    c = activations.code(a["activation"])
+    rows = e.rows(output=True)
+    y2 = e.flat2(e.y[0], ys, rows)
+    dy2 = e.flat2(e.dy[0], ys, rows)
+    dw = e.dp[0]
+    db = e.dp[1] if a["use_bias"] else None
+    if dw is None and db is None and e.dx[0] is None:
+        return []
+    lines = []
+    if c == 0:
+        dz = dy2
+    else:
+        dz = e.tmp(f"({rows} * {math.prod(ys[:-1])}, {ys[-1]})" if len(ys) > 1 else f"({rows}, {ys[-1]})")
+        pre = e.flat2(e.s[0], ys, rows) if activations.needs_input(c) else y2
+        lines.append(e.call(activations.activation_backward, pre, y2, dy2, dz, c, False))
+    if dw is not None or db is not None:
+        x2 = e.flat2(e.x[0], xs, e.rows())
+        if dw is not None:
+            db_arg = db if db is not None else NO_GRAD
+            lines.append(e.call(dense_grad_params, x2, dz, dw, db_arg, db is not None))
+        else:  # a frozen kernel with a trainable bias cannot happen (trainable is per layer)
+            lines.append(e.call(bias_grad, dz, db))
+    if e.dx[0] is not None:
+        lines.append(e.call(dense_grad_input, dz, e.p[0], e.flat2(e.dx[0], xs, e.rows())))
+    return lines
+
+
+def bias_grad(dz, db):
+    """``db += sum of dz's rows``."""
+    for i in range(dz.shape[0]):
+        for j in range(dz.shape[1]):
+            db[j] += dz[i, j]
+
+
 def _dense_reference(attrs, inputs, params, masks=None):
     (x,) = inputs
     y = x @ params[0]
@@ -144,6 +236,9 @@ DENSE = LayerDef(
     params=_dense_params,
     emit=_dense_emit,
     reference=_dense_reference,
+    emit_train=_dense_emit_train,
+    emit_backward=_dense_backward,
+    saved=_dense_saved,
     positional=("units",),
     doc="Densely connected layer: `activation(dot(x, kernel) + bias)` over the last axis of an "
     "input of any rank >= 2. Passes the input's mask through.",
@@ -187,6 +282,21 @@ def _activation_emit(e):
     return [e.call(activations.activation_forward, x2, y2, c)]
 
 
+def _activation_backward(e):
+    if e.dx[0] is None:
+        return []
+    (xs,) = e.x_shapes
+    (ys,) = e.y_shapes
+    name = e.attrs["activation"] or "linear"
+    c = activations.GLU if name == "glu" else activations.code(name)
+    # The training plan keeps the input, so every activation reads it there.
+    x2 = e.flat2(e.x[0], xs, e.rows())
+    y2 = e.flat2(e.y[0], ys, e.rows(output=True))
+    dy2 = e.flat2(e.dy[0], ys, e.rows(output=True))
+    dx2 = e.flat2(e.dx[0], xs, e.rows())
+    return [e.call(activations.activation_backward, x2, y2, dy2, dx2, c, True)]
+
+
 def _activation_reference(attrs, inputs, params, masks=None):
     return [activations.reference(attrs["activation"], inputs[0])]
 
@@ -197,6 +307,7 @@ ACTIVATION = LayerDef(
     infer=_activation_infer,
     emit=_activation_emit,
     reference=_activation_reference,
+    emit_backward=_activation_backward,
     positional=("activation",),
     # activation_forward reads each element before it writes its own (and, for glu, every later
     # one), so the output may overwrite the input.
@@ -213,6 +324,217 @@ def _identity_reference(attrs, inputs, params, masks=None):
 
 
 # ----------------------------------------------------------------------------- Dropout & noise
+#
+# In training these draw from NumPy's generator inside Numba (seeded by
+# ``nnspec.runtime.kernels.seed_kernels``: ``fit`` seeds it from its ``seed`` or the model's). A
+# layer's own ``seed`` attribute is accepted but does not select a stream of its own: Keras's
+# streams (per-layer SeedGenerator on torch's generator) cannot be reproduced anyway.
+
+
+def _noise_index(o, out_shape, noise_strides):
+    """The position in one sample of the noise of the flat position ``o`` of one sample of the
+    output (row-major ``out_shape``), stepping by ``noise_strides`` (0 on a broadcast axis)."""
+    nd = len(out_shape)
+    idx = 0
+    rem = o
+    for d in range(nd - 1, -1, -1):
+        i = rem % out_shape[d]
+        rem //= out_shape[d]
+        idx += i * noise_strides[d]
+    return idx
+
+
+def dropout_train(x, y, m, rate, out_shape, noise_strides, noise_size, shared_batch, full):
+    """Inverted dropout over 2-D (rows, values per sample) ``x``, ``y``: ``m`` (same shape)
+    gets the keep mask (1.0 kept, 0.0 dropped), ``y = x / (1 - rate)`` where kept, else 0.
+    The mask is drawn with probability ``1 - rate`` of keeping, per entry of the noise shape:
+    ``noise_size`` values per sample (one draw for the whole batch when ``shared_batch``),
+    broadcast along the axes whose ``noise_strides`` is 0; ``full``: the noise has the output's
+    shape."""
+    rows, size = x.shape
+    keep = np.float32(1.0 - rate)  # float32 arithmetic, as Keras's ``inputs / keep_prob``
+    if rate >= 1.0:
+        for r in range(rows):
+            for i in range(size):
+                m[r, i] = 0.0
+                y[r, i] = 0.0
+        return
+    if full:
+        for r in range(rows):
+            for i in range(size):
+                kept = np.random.random() < keep
+                m[r, i] = 1.0 if kept else 0.0
+                y[r, i] = x[r, i] / keep if kept else 0.0
+        return
+    noise = np.empty((1 if shared_batch else rows, noise_size), np.float32)
+    for r in range(noise.shape[0]):
+        for i in range(noise_size):
+            noise[r, i] = 1.0 if np.random.random() < keep else 0.0
+    for r in range(rows):
+        nr = 0 if shared_batch else r
+        for i in range(size):
+            v = noise[nr, _noise_index(i, out_shape, noise_strides)]
+            m[r, i] = v
+            y[r, i] = x[r, i] / keep if v != 0 else 0.0
+
+
+def dropout_backward(dy, dx, m, keep):
+    """``dx += dy / keep`` where the keep mask ``m`` is set (float32 division, as the forward)."""
+    rows, size = dy.shape
+    k = np.float32(keep)
+    for r in range(rows):
+        for i in range(size):
+            if m[r, i] != 0:
+                dx[r, i] += dy[r, i] / k
+
+
+def scale_backward(dy, dx, m, factor):
+    """``dx += dy * m * factor`` over 2-D arrays (GaussianDropout: ``m`` the noise)."""
+    rows, size = dy.shape
+    for r in range(rows):
+        for i in range(size):
+            if m[r, i] != 0:
+                dx[r, i] += dy[r, i] * m[r, i] * factor
+
+
+def copy_values(x, y):
+    """``y = x`` over 2-D arrays."""
+    rows, size = x.shape
+    for r in range(rows):
+        for i in range(size):
+            y[r, i] = x[r, i]
+
+
+def add_into(dy, dx):
+    """``dx += dy`` over 2-D arrays (the gradient of an identity)."""
+    rows, size = dy.shape
+    for r in range(rows):
+        for i in range(size):
+            dx[r, i] += dy[r, i]
+
+
+def gaussian_noise_train(x, y, stddev):
+    """``y = x + N(0, stddev)`` per entry (GaussianNoise in training)."""
+    rows, size = x.shape
+    for r in range(rows):
+        for i in range(size):
+            y[r, i] = x[r, i] + stddev * np.random.standard_normal()
+
+
+def gaussian_dropout_train(x, y, noise, stddev):
+    """``y = x * noise``, ``noise = N(1, stddev)`` per entry (GaussianDropout in training),
+    kept for the backward pass."""
+    rows, size = x.shape
+    for r in range(rows):
+        for i in range(size):
+            v = 1.0 + stddev * np.random.standard_normal()
+            noise[r, i] = v
+            y[r, i] = x[r, i] * v
+
+
+def _sample_2d(e, var, shape, output=False):
+    """``var`` as (rows, values per sample)."""
+    return e.flat2(var, (math.prod(shape),), e.rows(output=output))
+
+
+def _dropout_active(attrs) -> bool:
+    return attrs["rate"] > 0  # Keras: ``if training and self.rate > 0``
+
+
+def _dropout_saved(attrs, x_shapes, y_shapes):
+    return [(tuple(y_shapes[0]), "float32")] if _dropout_active(attrs) else []
+
+
+def _dropout_emit_train(e):
+    (xs,) = e.x_shapes
+    x2 = _sample_2d(e, e.x[0], xs)
+    y2 = _sample_2d(e, e.y[0], xs, True)
+    if not _dropout_active(e.attrs):
+        return [e.call(copy_values, x2, y2)]
+    shape = tuple(xs) or (1,)
+    ns = e.attrs.get("noise_shape")
+    full = True
+    shared = False
+    strides = _row_major_strides(shape)
+    nsize = math.prod(shape)
+    if ns is not None:
+        # Keras fills a None entry with the input's size; an entry of 1 broadcasts.
+        per = [d if (n is None or n != 1) else 1 for n, d in zip(ns[1:], xs)] or [1]
+        shared = ns[0] == 1
+        nsize = math.prod(per)
+        nstr = _row_major_strides(tuple(per))
+        strides = tuple(0 if (p == 1 and d != 1) else st for p, d, st in zip(per, shape, nstr))
+        full = not shared and tuple(per) == shape
+    m2 = _sample_2d(e, e.s[0], xs, True)
+    return [e.call(dropout_train, x2, y2, m2, float(e.attrs["rate"]), shape, strides, nsize, shared, full)]
+
+
+def _dropout_backward(e):
+    if e.dx[0] is None:
+        return []
+    (xs,) = e.x_shapes
+    dy2 = _sample_2d(e, e.dy[0], xs, True)
+    dx2 = _sample_2d(e, e.dx[0], xs)
+    rate = float(e.attrs["rate"])
+    if not _dropout_active(e.attrs):
+        return [e.call(add_into, dy2, dx2)]
+    if rate >= 1.0:
+        return []
+    return [e.call(dropout_backward, dy2, dx2, _sample_2d(e, e.s[0], xs, True), 1.0 - rate)]
+
+
+def _gaussian_noise_emit_train(e):
+    (xs,) = e.x_shapes
+    x2 = _sample_2d(e, e.x[0], xs)
+    y2 = _sample_2d(e, e.y[0], xs, True)
+    std = float(e.attrs["stddev"])
+    if std > 0:  # Keras: ``if training and self.stddev > 0``
+        return [e.call(gaussian_noise_train, x2, y2, std)]
+    return [e.call(copy_values, x2, y2)]
+
+
+def _identity_backward(e):
+    if e.dx[0] is None:
+        return []
+    (xs,) = e.x_shapes
+    return [e.call(add_into, _sample_2d(e, e.dy[0], xs, True), _sample_2d(e, e.dx[0], xs))]
+
+
+def _gaussian_dropout_active(attrs) -> bool:
+    return 0 < attrs["rate"] < 1  # Keras: ``if training and 0 < self.rate < 1``
+
+
+def _gaussian_dropout_saved(attrs, x_shapes, y_shapes):
+    return [(tuple(y_shapes[0]), "float32")] if _gaussian_dropout_active(attrs) else []
+
+
+def _gaussian_dropout_emit_train(e):
+    (xs,) = e.x_shapes
+    x2 = _sample_2d(e, e.x[0], xs)
+    y2 = _sample_2d(e, e.y[0], xs, True)
+    if not _gaussian_dropout_active(e.attrs):
+        return [e.call(copy_values, x2, y2)]
+    rate = float(e.attrs["rate"])
+    std = math.sqrt(rate / (1.0 - rate))
+    return [e.call(gaussian_dropout_train, x2, y2, _sample_2d(e, e.s[0], xs, True), std)]
+
+
+def _gaussian_dropout_backward(e):
+    if not _gaussian_dropout_active(e.attrs):
+        return _identity_backward(e)
+    if e.dx[0] is None:
+        return []
+    (xs,) = e.x_shapes
+    return [e.call(scale_backward, _sample_2d(e, e.dy[0], xs, True), _sample_2d(e, e.dx[0], xs),
+                   _sample_2d(e, e.s[0], xs, True), 1.0)]  # fmt: skip
+
+
+def _view_backward(e):
+    """Views (Reshape, Flatten over channels_last, ActivityRegularization) never get a backward
+    step: their output shares its input's buffer, so it shares its gradient too (and
+    ActivityRegularization's penalty gradient is added by the training code generator)."""
+    return []
+
 
 
 def _dropout_infer(attrs, inputs, ctx):
@@ -242,6 +564,9 @@ DROPOUT = LayerDef(
     ),
     infer=_dropout_infer,
     reference=_identity_reference,
+    emit_train=_dropout_emit_train,
+    emit_backward=_dropout_backward,
+    saved=_dropout_saved,
     positional=("rate",),
     training_only=True,
     doc="Sets a random fraction `rate` of the inputs to 0 in training and scales the rest by "
@@ -259,6 +584,8 @@ GAUSSIAN_NOISE = LayerDef(
     reference=_identity_reference,
     positional=("stddev",),
     training_only=True,
+    emit_train=_gaussian_noise_emit_train,
+    emit_backward=_identity_backward,
     doc="Adds zero-centered Gaussian noise in training; the identity at inference.",
 )
 
@@ -273,6 +600,9 @@ GAUSSIAN_DROPOUT = LayerDef(
     reference=_identity_reference,
     positional=("rate",),
     training_only=True,
+    emit_train=_gaussian_dropout_emit_train,
+    emit_backward=_gaussian_dropout_backward,
+    saved=_gaussian_dropout_saved,
     doc="Multiplies by 1-centered Gaussian noise of stddev sqrt(rate/(1-rate)) in training; "
     "the identity at inference.",
 )
@@ -286,6 +616,7 @@ ACTIVITY_REGULARIZATION = LayerDef(
     ),
     infer=_same,
     reference=_identity_reference,
+    emit_backward=_view_backward,
     view=True,
     doc="The identity, adding an L1/L2 penalty on its input to the training loss.",
 )
@@ -341,6 +672,48 @@ def permute_forward(x, y, out_shape, in_strides):
                 d -= 1
 
 
+def permute_backward(dy, dx, out_shape, in_strides):
+    """The gradient of ``permute_forward``: ``dx`` gets ``dy`` added back at the input
+    positions its values came from (same arguments as the forward, with ``dy`` for ``y``)."""
+    rows = dx.shape[0]
+    size = dy.shape[1]
+    nd = len(out_shape)
+    last = out_shape[nd - 1]
+    step = in_strides[nd - 1]
+    idx = np.zeros(nd, np.int64)
+    for r in range(rows):
+        for d in range(nd):
+            idx[d] = 0
+        base = 0
+        o = 0
+        while o < size:
+            for j in range(last):
+                dx[r, base + j * step] += dy[r, o + j]
+            o += last
+            d = nd - 2
+            while d >= 0:
+                idx[d] += 1
+                base += in_strides[d]
+                if idx[d] < out_shape[d]:
+                    break
+                base -= in_strides[d] * out_shape[d]
+                idx[d] = 0
+                d -= 1
+
+
+def _permute_backward_call(e, axes) -> list:
+    if e.dx[0] is None:
+        return []
+    (xs,) = e.x_shapes
+    strides = _row_major_strides(xs)
+    size = math.prod(xs)
+    out_shape = tuple(xs[a] for a in axes)
+    in_strides = tuple(strides[a] for a in axes)
+    dy2 = e.flat2(e.dy[0], (size,), e.rows(output=True))
+    dx2 = e.flat2(e.dx[0], (size,), e.rows())
+    return [e.call(permute_backward, dy2, dx2, out_shape, in_strides)]
+
+
 def _permute_call(e, axes) -> str:
     """The call that writes e.y[0] as e.x[0]'s samples with their axes in order ``axes`` (0-based)."""
     (xs,) = e.x_shapes
@@ -358,6 +731,13 @@ def _flatten_emit(e):
     # is a view. Keras moves the channels (axis 1) last, then flattens.
     (xs,) = e.x_shapes
     return [_permute_call(e, (*range(1, len(xs)), 0))]
+
+
+def _flatten_backward(e):
+    # Reached only for the channels_first copy (see _flatten_emit); as a view Flatten shares its
+    # input's gradient.
+    (xs,) = e.x_shapes
+    return _permute_backward_call(e, (*range(1, len(xs)), 0))
 
 
 def _flatten_reference(attrs, inputs, params, masks=None):
@@ -382,6 +762,7 @@ FLATTEN = LayerDef(
     infer=_flatten_infer,
     emit=_flatten_emit,
     reference=_flatten_reference,
+    emit_backward=_flatten_backward,
     view=True,
     doc="Flattens every axis but the batch (with channels_first, after moving the channels last, "
     "as Keras does: a copy, not a view). Drops the mask.",
@@ -429,6 +810,7 @@ RESHAPE = LayerDef(
     ),
     infer=_reshape_infer,
     reference=_reshape_reference,
+    emit_backward=_view_backward,
     positional=("target_shape",),
     view=True,
     doc="Reshapes each sample to `target_shape` (batch excluded); one dimension may be -1.",
@@ -450,6 +832,10 @@ def _permute_emit(e):
     return [_permute_call(e, tuple(d - 1 for d in e.attrs["dims"]))]
 
 
+def _permute_backward(e):
+    return _permute_backward_call(e, tuple(d - 1 for d in e.attrs["dims"]))
+
+
 def _permute_reference(attrs, inputs, params, masks=None):
     (x,) = inputs
     return [np.transpose(x, (0, *attrs["dims"]))]
@@ -464,6 +850,7 @@ PERMUTE = LayerDef(
     infer=_permute_infer,
     emit=_permute_emit,
     reference=_permute_reference,
+    emit_backward=_permute_backward,
     positional=("dims",),
     doc="Permutes the axes of each sample: `dims=[2, 1]` swaps the first two.",
 )
@@ -492,6 +879,21 @@ def _repeat_emit(e):
     return [e.call(repeat_vector_forward, e.x[0], e.y[0])]
 
 
+def repeat_vector_backward(dy, dx):
+    """``dx[r, :] += sum over k of dy[r, k, :]``."""
+    rows, n, feats = dy.shape
+    for r in range(rows):
+        for k in range(n):
+            for j in range(feats):
+                dx[r, j] += dy[r, k, j]
+
+
+def _repeat_backward(e):
+    if e.dx[0] is None:
+        return []
+    return [e.call(repeat_vector_backward, e.dy[0], e.dx[0])]
+
+
 def _repeat_reference(attrs, inputs, params, masks=None):
     (x,) = inputs
     return [np.repeat(x[:, None, :], attrs["n"], axis=1)]
@@ -503,6 +905,7 @@ REPEAT_VECTOR = LayerDef(
     infer=_repeat_infer,
     emit=_repeat_emit,
     reference=_repeat_reference,
+    emit_backward=_repeat_backward,
     positional=("n",),
     doc="Repeats a (batch, features) input n times: (batch, n, features).",
 )

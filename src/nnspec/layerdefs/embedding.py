@@ -99,6 +99,30 @@ def _embedding_emit(e):
     ]
 
 
+def embedding_backward(ids, dy, dtable):
+    """``dtable[ids[i, j], :] += dy[i * cols + j, :]``: the scatter-add of the lookup's gradient
+    (ids truncated toward zero as in the forward pass, which already checked their range)."""
+    rows, cols = ids.shape
+    dim = dtable.shape[1]
+    for i in range(rows):
+        for j in range(cols):
+            k = int(ids[i, j])
+            o = i * cols + j
+            for d in range(dim):
+                dtable[k, d] += dy[o, d]
+
+
+def _embedding_backward(e):
+    # The ids get no gradient (they are indices); only the table does, when it is trainable.
+    if e.dp[0] is None:
+        return []
+    (xs,) = e.x_shapes
+    (ys,) = e.y_shapes
+    ids = e.flat2(e.x[0], tuple(xs) or (1,), e.rows())
+    dy2 = e.flat2(e.dy[0], ys, e.rows(output=True))
+    return [e.call(embedding_backward, ids, dy2, e.dp[0])]
+
+
 def _embedding_reference(attrs, inputs, params, masks=None):
     (ids,) = inputs
     (table,) = params
@@ -137,6 +161,7 @@ EMBEDDING = LayerDef(
     params=_embedding_params,
     emit=_embedding_emit,
     reference=_embedding_reference,
+    emit_backward=_embedding_backward,
     positional=("input_dim", "output_dim"),
     doc="Looks up each index of its input in a trainable (input_dim, output_dim) table and "
     "returns the rows, adding an axis of length output_dim: (batch, ...) becomes "

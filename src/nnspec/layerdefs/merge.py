@@ -37,7 +37,9 @@ import math
 from .base import COMMON_ATTRS, Attr, LayerDef, ShapeError, TensorType, fmt_shape
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
-KERNEL_HELPERS = ("_combine", "_mask_step", "_inv_norms")
+KERNEL_HELPERS = (
+    "_combine", "_mask_step", "_inv_norms", "_operand_offsets", "_split", "_normalized", "_unnormalize_grad",
+)  # fmt: skip
 
 # Arity of the element-wise merges and Concatenate: Keras 3 accepts a list of one input or more.
 MANY_INPUTS = (1, None)
@@ -359,6 +361,270 @@ def _masked_emit(e, name, ys, size, rows, y2, operand):
     return lines
 
 
+# ----------------------------------------------------------------------------- element-wise backward
+#
+# The gradient of an input is the output's gradient (times the other factors for Multiply)
+# summed over the axes along which that input was broadcast. Maximum and Minimum fold left,
+# ``max(max(x0, x1), x2)``, and split the gradient of each pairwise step as PyTorch's autograd
+# does for ``torch.maximum``: all to the larger, half to each on a tie. With masks, the backward
+# pass replays Keras's masked fold (``_masked_emit``) and sends each gradient where autograd
+# sends it through its ``where``s: a masked-out entry of an input gets none.
+
+
+def _operand_offsets(out_shape, strides):
+    """For every flat position of one output sample, the position in one operand sample read
+    there (``strides`` per output axis, 0 where the operand is broadcast)."""
+    nd = len(out_shape)
+    total = 1
+    for d in range(nd):
+        total *= out_shape[d]
+    out = np.empty(total, np.int64)
+    idx = np.zeros(nd, np.int64)
+    off = 0
+    for n in range(total):
+        out[n] = off
+        d = nd - 1
+        while d >= 0:
+            idx[d] += 1
+            off += strides[d]
+            if idx[d] < out_shape[d]:
+                break
+            off -= strides[d] * out_shape[d]
+            idx[d] = 0
+            d -= 1
+    return out
+
+
+def merge_grad(dy, dx, scale, out_shape, x_strides, x_full):
+    """``dx += scale * dy`` summed over the axes ``dx``'s operand was broadcast along: 2-D
+    (rows, values per sample) arrays, strides as for ``merge_binary``."""
+    rows, size = dy.shape
+    if x_full:
+        for r in range(rows):
+            for i in range(size):
+                dx[r, i] += scale * dy[r, i]
+        return
+    offs = _operand_offsets(out_shape, x_strides)
+    for r in range(rows):
+        for i in range(size):
+            dx[r, offs[i]] += scale * dy[r, i]
+
+
+def _split(a, b, g, op):
+    """The gradient ``g`` of ``max(a, b)`` (op 4) or ``min(a, b)`` (op 5) split between ``a``
+    and ``b`` as PyTorch's autograd does: all to the winner, half each on a tie."""
+    if a == b:
+        return 0.5 * g, 0.5 * g
+    if (a > b) == (op == 4):
+        return g, 0.0
+    return 0.0, g
+
+
+def extremum_grad_step(prev, x, g, dx, op, out_shape, x_strides, x_full, need_dx):
+    """One step of the backward pass of the fold ``out = op(prev, x)``: ``g`` (rows, size) holds
+    the gradient of ``out`` and becomes that of ``prev`` (full size); ``x``'s share is added
+    into ``dx`` (broadcast axes summed) if ``need_dx``."""
+    rows, size = g.shape
+    offs = _operand_offsets(out_shape, x_strides)
+    for r in range(rows):
+        for i in range(size):
+            ix = i if x_full else offs[i]
+            ga, gb = _split(prev[r, i], x[r, ix], g[r, i], op)
+            g[r, i] = ga
+            if need_dx:
+                dx[r, ix] += gb
+
+
+def masked_extremum_grad_step(prev, om, x, m, g, gx, op, out_masked, x_masked):
+    """The backward pass of ``masked_extremum_step`` over 3-D (rows, steps, rest) arrays, given
+    the running output ``prev`` and mask ``om`` before the step: ``g`` holds the gradient of the
+    step's output and becomes that of ``prev``; ``gx`` receives ``x``'s (full size)."""
+    rows, steps, rest = g.shape
+    for r in range(rows):
+        for t in range(steps):
+            ov = (not out_masked) or om[r, t] != 0
+            xv = (not x_masked) or _mask_step(m, r, t, steps) != 0
+            for j in range(rest):
+                a = prev[r, t, j]
+                b = x[r, t, j] if xv else a
+                if not ov:
+                    a = b
+                ga, gb = _split(a, b, g[r, t, j], op)
+                # b comes from x if xv, else from prev; a from prev if ov, else from b's source
+                to_x = (gb if xv else 0.0) + (ga if (not ov and xv) else 0.0)
+                g[r, t, j] = ga + gb - to_x
+                gx[r, t, j] = to_x
+
+
+def mask_fill(t, m, value):
+    """``t = where(m, t, value)`` over a 3-D (rows, steps, rest) ``t``, ``m`` (rows, steps)."""
+    rows, steps, rest = t.shape
+    for r in range(rows):
+        for s in range(steps):
+            if _mask_step(m, r, s, steps) == 0:
+                for j in range(rest):
+                    t[r, s, j] = value
+
+
+def _elementwise_backward(name: str):
+    def backward(e):
+        if all(d is None for d in e.dx):
+            return []
+        (ys,) = e.y_shapes
+        ys = tuple(ys) or (1,)
+        size = math.prod(ys)
+        rows = e.rows(output=True)
+        full = _row_major_strides(ys)
+        dy2 = e.flat2(e.dy[0], (size,), rows)
+
+        def operand(i):
+            xs = tuple(e.x_shapes[i])
+            x2 = e.flat2(e.x[i], (math.prod(xs),), e.rows(i))
+            st = _broadcast_strides(xs, ys)
+            return x2, st, st == full
+
+        def grad(i):
+            xs = tuple(e.x_shapes[i])
+            return e.flat2(e.dx[i], (math.prod(xs),), e.rows(i))
+
+        n = len(e.x)
+        if name in _MASKED_OPS and any(m is not None for m in e.m):
+            return _masked_backward(e, name, ys, size, rows, dy2, operand, grad, full)
+        lines = []
+        if name in ("Add", "Subtract", "Average") or n == 1:
+            for i in range(n):
+                if e.dx[i] is None:
+                    continue
+                scale = 1.0 / n if name == "Average" else (-1.0 if (name == "Subtract" and i == 1) else 1.0)
+                _, st, f = operand(i)
+                lines.append(e.call(merge_grad, dy2, grad(i), scale, ys, st, f))
+            return lines
+        if name == "Multiply":
+            for i in range(n):
+                if e.dx[i] is None:
+                    continue
+                t = e.tmp(f"({rows}, {size})")
+                lines.append(e.call(merge_binary, dy2, dy2, t, OP_COPY, ys, full, full, True, True))
+                for j in range(n):
+                    if j != i:
+                        xj, sj, fj = operand(j)
+                        lines.append(e.call(merge_binary, t, xj, t, OP_MUL, ys, full, sj, True, fj))
+                _, si, fi = operand(i)
+                lines.append(e.call(merge_grad, t, grad(i), 1.0, ys, si, fi))
+            return lines
+        # Maximum, Minimum: replay the fold, then walk it back.
+        op = _OPS[name]
+        runs = []
+        x0, s0, f0 = operand(0)
+        prev = e.tmp(f"({rows}, {size})")
+        lines.append(e.call(merge_binary, x0, x0, prev, OP_COPY, ys, s0, s0, f0, f0))
+        runs.append(prev)
+        for j in range(1, n - 1):
+            xj, sj, fj = operand(j)
+            t = e.tmp(f"({rows}, {size})")
+            lines.append(e.call(merge_binary, prev, xj, t, op, ys, full, sj, True, fj))
+            runs.append(t)
+            prev = t
+        g = e.tmp(f"({rows}, {size})")
+        lines.append(e.call(merge_binary, dy2, dy2, g, OP_COPY, ys, full, full, True, True))
+        for j in range(n - 1, 0, -1):
+            xj, sj, fj = operand(j)
+            dxj = grad(j) if e.dx[j] is not None else g  # g: unused placeholder
+            lines.append(e.call(extremum_grad_step, runs[j - 1], xj, g, dxj, op, ys, sj, fj, e.dx[j] is not None))
+        if e.dx[0] is not None:
+            lines.append(e.call(merge_grad, g, grad(0), 1.0, ys, s0, f0))
+        return lines
+
+    backward.__name__ = f"_{name.lower()}_backward"
+    return backward
+
+
+def _masked_backward(e, name, ys, size, rows, dy2, operand, grad, full):
+    """Backward of ``_masked_emit``: Multiply, Maximum and Minimum with masked inputs."""
+    steps = ys[0] if len(ys) > 1 else 1
+    rest = size // steps
+    lines = []
+    n = len(e.x)
+
+    def v3(var):
+        return f"{var}.reshape(({rows}, {steps}, {rest}))"
+
+    def full_copy(i):
+        xi, si, fi = operand(i)
+        t = e.tmp(f"({rows}, {size})")
+        lines.append(e.call(merge_binary, xi, xi, t, OP_COPY, ys, si, si, fi, fi))
+        return t
+
+    def mask2(i, placeholder):
+        return placeholder if e.m[i] is None else f"{e.m[i]}.reshape(({rows}, -1))"
+
+    if name == "Multiply":
+        om = e.tmp(f"({rows}, {steps})")
+        xt = []
+        for i in range(n):
+            t = full_copy(i)
+            if e.m[i] is not None:
+                lines.append(e.call(mask_fill, v3(t), mask2(i, om), 1.0))
+            xt.append(t)
+        g = e.tmp(f"({rows}, {size})")
+        lines.append(e.call(merge_binary, dy2, dy2, g, OP_COPY, ys, full, full, True, True))
+        if all(m is not None for m in e.m):
+            lines.append(e.call(mask_copy, om, mask2(0, om)))
+            for i in range(1, n):
+                lines.append(e.call(mask_or_into, om, mask2(i, om)))
+            lines.append(e.call(zero_masked, v3(g), om))
+        for i in range(n):
+            if e.dx[i] is None:
+                continue
+            t = e.tmp(f"({rows}, {size})")
+            lines.append(e.call(merge_binary, g, g, t, OP_COPY, ys, full, full, True, True))
+            for j in range(n):
+                if j != i:
+                    lines.append(e.call(merge_binary, t, xt[j], t, OP_MUL, ys, full, full, True, True))
+            if e.m[i] is not None:
+                lines.append(e.call(mask_fill, v3(t), mask2(i, om), 0.0))
+            _, si, fi = operand(i)
+            lines.append(e.call(merge_grad, t, grad(i), 1.0, ys, si, fi))
+        return lines
+    op = _OPS[name]
+    # Replay the forward fold, keeping each running output and mask.
+    prev = full_copy(0)
+    om = e.tmp(f"({rows}, {steps})")
+    out_masked = e.m[0] is not None
+    if out_masked:
+        lines.append(e.call(mask_copy, om, mask2(0, om)))
+    runs = [(prev, om, out_masked)]
+    xt = [prev]
+    for j in range(1, n):
+        x_masked = e.m[j] is not None
+        xj = full_copy(j)
+        xt.append(xj)
+        if j == n - 1:
+            break
+        t = e.tmp(f"({rows}, {size})")
+        lines.append(e.call(merge_binary, prev, prev, t, OP_COPY, ys, full, full, True, True))
+        om2 = e.tmp(f"({rows}, {steps})")
+        lines.append(f"{om2}[:] = {om}")
+        lines.append(e.call(masked_extremum_step, v3(t), om2, v3(xj), mask2(j, om2), op, out_masked, x_masked))
+        out_masked = out_masked and x_masked
+        prev, om = t, om2
+        runs.append((prev, om, out_masked))
+    g = e.tmp(f"({rows}, {size})")
+    lines.append(e.call(merge_binary, dy2, dy2, g, OP_COPY, ys, full, full, True, True))
+    gx = e.tmp(f"({rows}, {size})")
+    for j in range(n - 1, 0, -1):
+        prev, om, out_masked = runs[j - 1]
+        lines.append(e.call(masked_extremum_grad_step, v3(prev), om, v3(xt[j]), mask2(j, om), v3(g), v3(gx), op,
+                            out_masked, e.m[j] is not None))  # fmt: skip
+        if e.dx[j] is not None:
+            _, sj, fj = operand(j)
+            lines.append(e.call(merge_grad, gx, grad(j), 1.0, ys, sj, fj))
+    if e.dx[0] is not None:
+        _, s0, f0 = operand(0)
+        lines.append(e.call(merge_grad, g, grad(0), 1.0, ys, s0, f0))
+    return lines
+
+
 def _elementwise_reference(name: str):
     def reference(attrs, inputs, params, masks=None):
         ys = broadcast(name, [TensorType((None, *x.shape[1:])) for x in inputs])[1:]
@@ -419,6 +685,7 @@ def _elementwise(name: str, doc: str, arity=MANY_INPUTS) -> LayerDef:
         doc=doc,
         emit=_elementwise_emit(name),
         reference=_elementwise_reference(name),
+        emit_backward=_elementwise_backward(name),
         uses_mask=name in _MASKED_OPS,
     )
 
@@ -496,6 +763,31 @@ def _concat_emit(e):
     return lines
 
 
+def concat_part_backward(dy, dx, offset):
+    """``dx += dy[:, offset:offset + width]`` for 2-D ``dx`` (rows, width), ``dy`` (rows, total)."""
+    rows, width = dx.shape
+    for r in range(rows):
+        for j in range(width):
+            dx[r, j] += dy[r, offset + j]
+
+
+def _concat_backward(e):
+    (ys,) = e.y_shapes
+    ax = e.attrs["axis"] % (len(ys) + 1) - 1
+    outer = math.prod(ys[:ax])
+    inner = math.prod(ys[ax + 1 :])
+    rows = e.rows(output=True)
+    dy2 = e.flat2(e.dy[0], (outer, ys[ax] * inner), rows)
+    lines = []
+    offset = 0
+    for dx, xs in zip(e.dx, e.x_shapes):
+        width = xs[ax] * inner
+        if dx is not None:
+            lines.append(e.call(concat_part_backward, dy2, e.flat2(dx, (outer, width), rows), offset))
+        offset += width
+    return lines
+
+
 def _concat_reference(attrs, inputs, params, masks=None):
     return [np.concatenate(inputs, axis=attrs["axis"]).astype(np.float64)]
 
@@ -509,6 +801,7 @@ CONCATENATE = LayerDef(
     infer=_concat_infer,
     emit=_concat_emit,
     reference=_concat_reference,
+    emit_backward=_concat_backward,
     arity=MANY_INPUTS,
     positional=("axis",),
     doc="Joins its inputs end to end along one axis. All inputs have the same rank and the same "
@@ -632,6 +925,108 @@ def _dot_emit(e):
     ]  # fmt: skip
 
 
+def _normalized(x, r, pre, k, post, inv, out):
+    """``out`` (pre, k, post) = sample ``r`` of ``x`` scaled by ``inv`` (pre, post)."""
+    for p in range(pre):
+        for i in range(k):
+            for q in range(post):
+                out[p, i, q] = x[r, (p * k + i) * post + q] * inv[p, q]
+
+
+def _unnormalize_grad(x, r, pre, k, post, inv, gh, dx):
+    """Add into ``dx[r]`` the gradient through ``xh = x * min(1 / ||x||, 1e7)`` (along k) of
+    ``gh``, the gradient of ``xh``: ``inv * (gh - xh * sum(gh * xh))`` where the norm is
+    above the floor, ``inv * gh`` where it was capped."""
+    for p in range(pre):
+        for q in range(post):
+            iv = inv[p, q]
+            capped = iv >= 1.0 / DOT_EPSILON
+            s = 0.0
+            if not capped:
+                for i in range(k):
+                    s += gh[p, i, q] * x[r, (p * k + i) * post + q]
+            for i in range(k):
+                o = (p * k + i) * post + q
+                v = iv * gh[p, i, q]
+                if not capped:
+                    v -= iv * iv * iv * x[r, o] * s
+                dx[r, o] += v
+
+
+def dot_backward(x, y, dout, dx, dy, pre_x, k, post_x, pre_y, post_y, normalize, need_dx, need_dy):
+    """The gradient of ``dot_forward`` (same layout): adds into ``dx`` and ``dy`` (2-D, rows by
+    values per sample; pass any 2-D array for one not needed)."""
+    rows = x.shape[0]
+    inv_x = np.ones((pre_x, post_x), np.float64)
+    inv_y = np.ones((pre_y, post_y), np.float64)
+    xh = np.empty((pre_x, k, post_x), np.float64)
+    yh = np.empty((pre_y, k, post_y), np.float64)
+    gx = np.empty((pre_x, k, post_x), np.float64)
+    gy = np.empty((pre_y, k, post_y), np.float64)
+    m = pre_x * post_x
+    n = pre_y * post_y
+    for r in range(rows):
+        if normalize:
+            _inv_norms(x, r, pre_x, k, post_x, inv_x)
+            _inv_norms(y, r, pre_y, k, post_y, inv_y)
+        _normalized(x, r, pre_x, k, post_x, inv_x, xh)
+        _normalized(y, r, pre_y, k, post_y, inv_y, yh)
+        gx[:] = 0.0
+        gy[:] = 0.0
+        if post_x == 1 and post_y == 1 and m * n * k > SMALL_DOT:
+            d = dout[r].reshape((m, n)).astype(np.float64)
+            np.dot(d, yh.reshape((n, k)), gx.reshape((m, k)))
+            np.dot(d.T, xh.reshape((m, k)), gy.reshape((n, k)))
+        else:
+            o = 0
+            for px in range(pre_x):
+                for qx in range(post_x):
+                    for py in range(pre_y):
+                        for qy in range(post_y):
+                            d = dout[r, o]
+                            o += 1
+                            if d == 0:
+                                continue
+                            for i in range(k):
+                                gx[px, i, qx] += d * yh[py, i, qy]
+                                gy[py, i, qy] += d * xh[px, i, qx]
+        if normalize:
+            if need_dx:
+                _unnormalize_grad(x, r, pre_x, k, post_x, inv_x, gx, dx)
+            if need_dy:
+                _unnormalize_grad(y, r, pre_y, k, post_y, inv_y, gy, dy)
+        else:
+            if need_dx:
+                for p in range(pre_x):
+                    for i in range(k):
+                        for q in range(post_x):
+                            dx[r, (p * k + i) * post_x + q] += gx[p, i, q]
+            if need_dy:
+                for p in range(pre_y):
+                    for i in range(k):
+                        for q in range(post_y):
+                            dy[r, (p * k + i) * post_y + q] += gy[p, i, q]
+
+
+def _dot_backward(e):
+    if e.dx[0] is None and e.dx[1] is None:
+        return []
+    xs, ys_ = (tuple(s) for s in e.x_shapes)
+    (zs,) = e.y_shapes
+    a, b = _dot_axes(e.attrs, [TensorType((None, *xs)), TensorType((None, *ys_))])
+    a, b = a - 1, b - 1
+    x2 = e.flat2(e.x[0], (math.prod(xs),), e.rows())
+    y2 = e.flat2(e.x[1], (math.prod(ys_),), e.rows(1))
+    dz2 = e.flat2(e.dy[0], (math.prod(zs),), e.rows(output=True))
+    dx2 = e.flat2(e.dx[0], (math.prod(xs),), e.rows()) if e.dx[0] is not None else x2
+    dy2 = e.flat2(e.dx[1], (math.prod(ys_),), e.rows(1)) if e.dx[1] is not None else y2
+    return [
+        e.call(dot_backward, x2, y2, dz2, dx2, dy2, math.prod(xs[:a]), xs[a], math.prod(xs[a + 1 :]),
+               math.prod(ys_[:b]), math.prod(ys_[b + 1 :]), bool(e.attrs["normalize"]),
+               e.dx[0] is not None, e.dx[1] is not None)
+    ]  # fmt: skip
+
+
 def _dot_reference(attrs, inputs, params, masks=None):
     x, y = inputs
     a, b = _dot_axes(attrs, [TensorType((None, *x.shape[1:])), TensorType((None, *y.shape[1:]))])
@@ -663,6 +1058,7 @@ DOT = LayerDef(
     infer=_dot_infer,
     emit=_dot_emit,
     reference=_dot_reference,
+    emit_backward=_dot_backward,
     arity=TWO_INPUTS,
     positional=("axes",),
     doc="Per-sample dot product of two inputs: sums the product over one axis of each. The output "

@@ -30,7 +30,9 @@ import math
 from .base import COMMON_ATTRS, Attr, LayerDef, ParamSpec, ShapeError, TensorType, fmt_shape
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
-KERNEL_HELPERS = ("_offsets", "_normalize_group", "_row_sum", "_row_sq")
+KERNEL_HELPERS = (
+    "_offsets", "_normalize_group", "_row_sum", "_row_sq", "_bn_weight", "_bn_moments", "_normalize_group_backward",
+)  # fmt: skip
 
 # Modes of the reducing kernels.
 MODE_LAYER, MODE_LAYER_RMS_SCALING, MODE_RMS, MODE_UNIT = 0, 1, 2, 3
@@ -192,6 +194,232 @@ def _bn_emit(e):
     ]
 
 
+# Training. Keras 3 (``training and self.trainable``) normalizes with the batch's statistics:
+# the mean and the biased variance over every axis but ``axis``, weighted by the input's mask
+# when it has one (each divided by ``sum(mask) + 1e-7``, Keras's ``_moments``), and updates the
+# moving statistics in place: ``moving = moving * momentum + batch * (1 - momentum)``. A frozen
+# layer (``trainable: false``) runs as at inference. The backward pass recomputes the batch
+# statistics from the input (the training plan keeps it) rather than saving them, and goes
+# through them as autograd does through Keras's formula.
+
+MASK_EPSILON = 1e-7  # Keras's backend.epsilon() in the masked moments
+NO_GRAD = "np.zeros(0, np.float32)"  # a gradient not written (EMPTY is read-only in Numba)
+
+
+def _bn_weight(m, o, c, i, outer_s, chans, inner, per_step):
+    """The mask entry of element (o, c, i) of the (rows * outer_s, chans, inner) view: the mask
+    (rows, steps) covers the first axis of each sample, ``per_step`` values each."""
+    r = o // outer_s
+    p = ((o % outer_s) * chans + c) * inner + i
+    return m[r, p // per_step]
+
+
+def _bn_moments(x, m, masked, outer_s, per_step, mean, var, div):
+    """Per channel of the 3-D ``x`` (outer, channels, inner): the batch mean and biased variance
+    (float64), and ``div`` the divisor they used."""
+    outer, chans, inner = x.shape
+    for c in range(chans):
+        mean[c] = 0.0
+        var[c] = 0.0
+        div[c] = 0.0
+    if not masked:
+        for o in range(outer):
+            for c in range(chans):
+                for i in range(inner):
+                    mean[c] += x[o, c, i]
+        for c in range(chans):
+            div[c] = outer * inner
+            mean[c] /= div[c]
+        for o in range(outer):
+            for c in range(chans):
+                mu = mean[c]
+                for i in range(inner):
+                    d = x[o, c, i] - mu
+                    var[c] += d * d
+        for c in range(chans):
+            var[c] /= div[c]
+        return
+    for o in range(outer):
+        for c in range(chans):
+            for i in range(inner):
+                if _bn_weight(m, o, c, i, outer_s, chans, inner, per_step) != 0:
+                    mean[c] += x[o, c, i]
+                    div[c] += 1.0
+    for c in range(chans):
+        div[c] += MASK_EPSILON
+        mean[c] /= div[c]
+    for o in range(outer):
+        for c in range(chans):
+            for i in range(inner):
+                if _bn_weight(m, o, c, i, outer_s, chans, inner, per_step) != 0:
+                    d = x[o, c, i] - mean[c]
+                    var[c] += d * d
+    for c in range(chans):
+        var[c] /= div[c]
+
+
+def batch_norm_train(x, y, gamma, beta, mmean, mvar, eps, momentum, scale, center, m, masked, outer_s, per_step):
+    """Training batch normalization over 3-D (outer, channels, inner) views ``x``, ``y``: the
+    batch's statistics (masked by ``m`` (rows, steps) if ``masked``) normalize ``x`` and update
+    the moving ``mmean``, ``mvar`` in place."""
+    outer, chans, inner = x.shape
+    mean = np.empty(chans, np.float64)
+    var = np.empty(chans, np.float64)
+    div = np.empty(chans, np.float64)
+    _bn_moments(x, m, masked, outer_s, per_step, mean, var, div)
+    mul = np.empty(chans, np.float32)
+    add = np.zeros(chans, np.float32)
+    mu = np.empty(chans, np.float32)
+    for c in range(chans):
+        inv = 1.0 / math.sqrt(var[c] + eps)
+        mul[c] = inv * gamma[c] if scale else inv
+        if center:
+            add[c] = beta[c]
+        mu[c] = mean[c]
+        mmean[c] = mmean[c] * momentum + mean[c] * (1.0 - momentum)
+        mvar[c] = mvar[c] * momentum + var[c] * (1.0 - momentum)
+    for o in range(outer):
+        for c in range(chans):
+            a = mul[c]
+            b = add[c]
+            u = mu[c]
+            for i in range(inner):
+                y[o, c, i] = (x[o, c, i] - u) * a + b
+
+
+def batch_norm_backward(x, dy, dx, gamma, dgamma, dbeta, eps, scale, m, masked, outer_s, per_step, need_dx,
+                        need_dgamma, need_dbeta):  # fmt: skip
+    """The gradient of ``batch_norm_train`` through the batch statistics: adds into ``dx``
+    (if ``need_dx``), ``dgamma`` and ``dbeta``. ``x``, ``dy``, ``dx`` are 3-D views."""
+    outer, chans, inner = x.shape
+    mean = np.empty(chans, np.float64)
+    var = np.empty(chans, np.float64)
+    div = np.empty(chans, np.float64)
+    _bn_moments(x, m, masked, outer_s, per_step, mean, var, div)
+    sdy = np.zeros(chans, np.float64)
+    sdyx = np.zeros(chans, np.float64)
+    swx = np.zeros(chans, np.float64)
+    for o in range(outer):
+        for c in range(chans):
+            mu = mean[c]
+            for i in range(inner):
+                g = dy[o, c, i]
+                d = x[o, c, i] - mu
+                sdy[c] += g
+                sdyx[c] += g * d
+                if masked and _bn_weight(m, o, c, i, outer_s, chans, inner, per_step) != 0:
+                    swx[c] += d
+    inv = np.empty(chans, np.float64)
+    for c in range(chans):
+        inv[c] = 1.0 / math.sqrt(var[c] + eps)
+        if need_dgamma:
+            dgamma[c] += sdyx[c] * inv[c]
+        if need_dbeta:
+            dbeta[c] += sdy[c]
+    if not need_dx:
+        return
+    direct = np.empty(chans, np.float64)  # d y / d x at fixed statistics
+    dmean = np.empty(chans, np.float64)  # d L / d mean, over the divisor
+    dvar = np.empty(chans, np.float64)  # 2 * d L / d var, over the divisor
+    for c in range(chans):
+        g = gamma[c] if scale else 1.0
+        direct[c] = g * inv[c]
+        dv = -0.5 * g * inv[c] * inv[c] * inv[c] * sdyx[c]
+        dmean[c] = (-g * inv[c] * sdy[c] - dv * 2.0 * swx[c] / div[c]) / div[c]
+        dvar[c] = 2.0 * dv / div[c]
+    for o in range(outer):
+        for c in range(chans):
+            mu = mean[c]
+            for i in range(inner):
+                inside = True
+                if masked:
+                    inside = _bn_weight(m, o, c, i, outer_s, chans, inner, per_step) != 0
+                v = direct[c] * dy[o, c, i]
+                if inside:
+                    v += dmean[c] + dvar[c] * (x[o, c, i] - mu)
+                dx[o, c, i] += v
+
+
+def batch_norm_inference_backward(dy, dx, gamma, var, eps, scale):
+    """The gradient of ``batch_norm_forward`` (a frozen layer in training): ``dx += dy * gamma /
+    sqrt(var + eps)`` per channel, over 3-D views."""
+    outer, chans, inner = dy.shape
+    mul = np.empty(chans, np.float32)
+    for c in range(chans):
+        mm = 1.0 / math.sqrt(var[c] + eps)
+        mul[c] = mm * gamma[c] if scale else mm
+    for o in range(outer):
+        for c in range(chans):
+            a = mul[c]
+            for i in range(inner):
+                dx[o, c, i] += dy[o, c, i] * a
+
+
+def _bn_frozen(e) -> bool:
+    """Whether the layer is frozen (``trainable: false``): Keras then runs it as at inference.
+    Known from its gamma/beta being non-trainable; a layer with neither (``scale`` and ``center``
+    false) cannot tell, and trains."""
+    a = e.attrs
+    k = int(bool(a["scale"])) + int(bool(a["center"]))
+    if k == 0:
+        return False
+    params = {p.name: p for p in e._gen.plan.params}
+    return not any(params[n].trainable for n in e.step.params[:k])
+
+
+def _bn_parts(e):
+    (xs,) = e.x_shapes
+    a = e.attrs
+    ax = a["axis"] % (len(xs) + 1) - 1
+    outer, chans, inner = math.prod(xs[:ax]), xs[ax], math.prod(xs[ax + 1 :])
+    p = list(e.p)
+    gamma = p.pop(0) if a["scale"] else e.empty
+    beta = p.pop(0) if a["center"] else e.empty
+    mean, var = p
+    m = e.m[0] if e.m and e.m[0] is not None else None
+    per_step = math.prod(xs[1:])
+    mask = f"{m}.reshape(({e.rows()}, -1))" if m is not None else "np.zeros((1, 1), np.float32)"
+    return xs, outer, chans, inner, gamma, beta, mean, var, mask, m is not None, per_step
+
+
+def _bn_emit_train(e):
+    if _bn_frozen(e):
+        return _bn_emit(e)
+    a = e.attrs
+    xs, outer, chans, inner, gamma, beta, mean, var, mask, masked, per_step = _bn_parts(e)
+    x3 = _view3(e.x[0], e.rows(), outer, chans, inner)
+    y3 = _view3(e.y[0], e.rows(output=True), outer, chans, inner)
+    return [
+        e.call(batch_norm_train, x3, y3, gamma, beta, mean, var, float(a["epsilon"]), float(a["momentum"]),
+               a["scale"], a["center"], mask, masked, outer, per_step)
+    ]  # fmt: skip
+
+
+def _bn_backward(e):
+    a = e.attrs
+    xs, outer, chans, inner, gamma, beta, mean, var, mask, masked, per_step = _bn_parts(e)
+    dx = e.dx[0]
+    rows = e.rows()
+    dy3 = _view3(e.dy[0], e.rows(output=True), outer, chans, inner)
+    if _bn_frozen(e):
+        if dx is None:
+            return []
+        dx3 = _view3(dx, rows, outer, chans, inner)
+        return [e.call(batch_norm_inference_backward, dy3, dx3, gamma, var, float(a["epsilon"]), a["scale"])]
+    dp = list(e.dp)
+    dgamma = dp.pop(0) if a["scale"] else None
+    dbeta = dp.pop(0) if a["center"] else None
+    if dx is None and dgamma is None and dbeta is None:
+        return []
+    x3 = _view3(e.x[0], rows, outer, chans, inner)
+    dx3 = _view3(dx, rows, outer, chans, inner) if dx is not None else x3  # x3: unused placeholder
+    return [
+        e.call(batch_norm_backward, x3, dy3, dx3, gamma, dgamma or NO_GRAD, dbeta or NO_GRAD,
+               float(a["epsilon"]), a["scale"], mask, masked, outer, per_step, dx is not None,
+               dgamma is not None, dbeta is not None)
+    ]  # fmt: skip
+
+
 def _bn_reference(attrs, inputs, params, masks=None):
     (x,) = inputs
     p = list(params)
@@ -230,6 +458,9 @@ BATCH_NORMALIZATION = LayerDef(
     params=_bn_params,
     emit=_bn_emit,
     reference=_bn_reference,
+    emit_train=_bn_emit_train,
+    emit_backward=_bn_backward,
+    uses_mask=True,  # the masked batch statistics of training
     extra={"inplace": True},  # element-wise per channel
     doc="Normalizes each feature (each entry of `axis`) to zero mean and unit variance, then "
     "scales by gamma and shifts by beta. Training uses the batch's statistics and updates moving "
@@ -385,6 +616,112 @@ def normalize_rows(x, y, gamma, beta, mode, eps, use_gamma, use_beta):
                 y[r, i] = (x[r, i] - m) * sc
 
 
+def _normalize_group_backward(x, dy, dx, r, base, offs, gamma, dgamma, dbeta, mode, eps, use_gamma, need_dx,
+                              need_dgamma, need_dbeta):  # fmt: skip
+    """The gradient of ``_normalize_group`` for one group: adds into ``dx`` (same positions),
+    ``dgamma`` and ``dbeta`` (indexed as ``offs``). Statistics recomputed in float64."""
+    k = offs.shape[0]
+    mean = 0.0
+    clamped = False
+    if mode == 0 or mode == 1:
+        s = 0.0
+        for i in range(k):
+            s += x[r, base + offs[i]]
+        mean = s / k
+        ss = 0.0
+        for i in range(k):
+            d = x[r, base + offs[i]] - mean
+            ss += d * d
+        inv = 1.0 / math.sqrt(ss / k + eps)
+    else:
+        ss = 0.0
+        for i in range(k):
+            v = x[r, base + offs[i]]
+            ss += v * v
+        if mode == 2:
+            inv = 1.0 / math.sqrt(ss / k + eps)
+        else:
+            clamped = ss <= eps * eps
+            inv = 1.0 / eps if clamped else 1.0 / math.sqrt(ss)
+    shift = mean if mode == 0 else 0.0  # the output is (x - shift) * inv * gamma + beta
+    s1 = 0.0  # sum of dxh
+    s2 = 0.0  # sum of dxh * (x - shift)
+    for i in range(k):
+        g = dy[r, base + offs[i]]
+        xc = x[r, base + offs[i]] - shift
+        if need_dgamma:
+            dgamma[i] += g * xc * inv
+        if need_dbeta:
+            dbeta[i] += g
+        dxh = g * gamma[i] if use_gamma else g
+        s1 += dxh
+        s2 += dxh * xc
+    if not need_dx:
+        return
+    for i in range(k):
+        g = dy[r, base + offs[i]]
+        dxh = g * gamma[i] if use_gamma else g
+        v = x[r, base + offs[i]]
+        if mode == 0:  # inv * (dxh - mean(dxh) - xhat * mean(dxh * xhat))
+            out = inv * (dxh - s1 / k - (v - mean) * inv * inv * s2 / k)
+        elif mode == 1:  # y = x * inv, inv from the centered variance
+            out = inv * dxh - inv * inv * inv * (v - mean) * s2 / k
+        elif mode == 2:
+            out = inv * dxh - inv * inv * inv * v * s2 / k
+        elif clamped:
+            out = inv * dxh
+        else:
+            out = inv * dxh - inv * inv * inv * v * s2
+        dx[r, base + offs[i]] += out
+
+
+def normalize_backward(x, dy, dx, gamma, dgamma, dbeta, mode, eps, use_gamma, need_dx, need_dgamma, need_dbeta,
+                       a_shape, a_strides, b_shape, b_strides):  # fmt: skip
+    """The gradient of ``normalize_forward`` (same layout arguments); adds into ``dx`` (if
+    ``need_dx``; else pass any 2-D array), ``dgamma`` and ``dbeta``."""
+    offs = _offsets(a_shape, a_strides)
+    bases = _offsets(b_shape, b_strides)
+    for r in range(x.shape[0]):
+        for g in range(bases.shape[0]):
+            _normalize_group_backward(x, dy, dx, r, bases[g], offs, gamma, dgamma, dbeta, mode, eps, use_gamma,
+                                      need_dx, need_dgamma, need_dbeta)  # fmt: skip
+
+
+def _normalize_backward_emit(e, mode: int, eps: float, gamma, dgamma, dbeta) -> list[str]:
+    """The backward call of a reducing normalization; ``gamma``/``dgamma``/``dbeta`` are the
+    variables (None where absent or not trainable)."""
+    dx = e.dx[0]
+    if dx is None and dgamma is None and dbeta is None:
+        return []
+    (xs,) = e.x_shapes
+    xs = tuple(xs)
+    axes = _reduced_axes(e.attrs["axis"], len(xs) + 1)
+    k = math.prod(xs[a] for a in axes)
+    ug = gamma is not None
+    gamma = f"{gamma}.reshape(({k},))" if ug else e.empty
+    dg = f"{dgamma}.reshape(({k},))" if dgamma is not None else NO_GRAD
+    db = f"{dbeta}.reshape(({k},))" if dbeta is not None else NO_GRAD
+    if axes == list(range(len(xs) - len(axes), len(xs))):  # the last axes: one group per row
+        groups = math.prod(xs) // k if xs else 1
+        rows = e.rows() if groups == 1 else f"{e.rows()} * {groups}"
+        size = k
+        layout = ((k,), (1,), (1,), (0,))
+    else:
+        strides = _row_major_strides(xs)
+        kept = [d for d in range(len(xs)) if d not in axes]
+        rows = e.rows()
+        size = math.prod(xs)
+        layout = (tuple(xs[a] for a in axes), tuple(strides[a] for a in axes),
+                  tuple(xs[d] for d in kept) or (1,), tuple(strides[d] for d in kept) or (0,))  # fmt: skip
+    x2 = f"{e.x[0]}.reshape(({rows}, {size}))"
+    dy2 = f"{e.dy[0]}.reshape(({rows}, {size}))"
+    dx2 = f"{dx}.reshape(({rows}, {size}))" if dx is not None else x2  # x2: unused placeholder
+    return [
+        e.call(normalize_backward, x2, dy2, dx2, gamma, dg, db, mode, eps, ug, dx is not None,
+               dgamma is not None, dbeta is not None, *layout)
+    ]  # fmt: skip
+
+
 def _reduced_axes(axis, rank: int) -> list[int]:
     """The per-sample axes (0-based, batch excluded) ``axis`` names, in increasing order."""
     raw = [axis] if isinstance(axis, int) else list(axis)
@@ -491,6 +828,18 @@ def _ln_emit(e):
     return _normalize_emit(e, mode, float(a["epsilon"]), gamma, beta)
 
 
+def _ln_backward(e):
+    a = e.attrs
+    p, dp = list(e.p), list(e.dp)
+    gamma = dgamma = beta = dbeta = None
+    if _ln_has_gamma(a):
+        gamma, dgamma = p.pop(0), dp.pop(0)
+    if _ln_has_beta(a):
+        beta, dbeta = p.pop(0), dp.pop(0)
+    mode = MODE_LAYER_RMS_SCALING if a["rms_scaling"] else MODE_LAYER
+    return _normalize_backward_emit(e, mode, float(a["epsilon"]), gamma, dgamma, dbeta)
+
+
 def _ln_reference(attrs, inputs, params, masks=None):
     p = list(params)
     gamma = p.pop(0) if _ln_has_gamma(attrs) else None
@@ -519,6 +868,7 @@ LAYER_NORMALIZATION = LayerDef(
     params=_ln_params,
     emit=_ln_emit,
     reference=_ln_reference,
+    emit_backward=_ln_backward,
     extra={"inplace": True},  # each group is read whole before it is written
     doc="Normalizes each sample over `axis` (by default its features) to zero mean and unit "
     "variance, with the sample's own statistics, then scales by gamma and shifts by beta, both "
@@ -544,6 +894,10 @@ def _rms_emit(e):
     return _normalize_emit(e, MODE_RMS, float(e.attrs["epsilon"]), e.p[0], None)
 
 
+def _rms_backward(e):
+    return _normalize_backward_emit(e, MODE_RMS, float(e.attrs["epsilon"]), e.p[0], e.dp[0], None)
+
+
 def _rms_reference(attrs, inputs, params, masks=None):
     return [_normalize_reference(inputs[0], attrs["axis"], MODE_RMS, attrs["epsilon"], params[0])]
 
@@ -566,6 +920,7 @@ RMS_NORMALIZATION = LayerDef(
     params=_rms_params,
     emit=_rms_emit,
     reference=_rms_reference,
+    emit_backward=_rms_backward,
     extra={"inplace": True},  # each group is read whole before it is written
     doc="Divides each sample by the root of its mean square over `axis`, then multiplies by a "
     "learned `scale` (initialized to ones) shaped like the normalized axes. No centering. Drops "
@@ -585,6 +940,10 @@ def _unit_emit(e):
     return _normalize_emit(e, MODE_UNIT, UNIT_EPSILON, None, None)
 
 
+def _unit_backward(e):
+    return _normalize_backward_emit(e, MODE_UNIT, UNIT_EPSILON, None, None, None)
+
+
 def _unit_reference(attrs, inputs, params, masks=None):
     return [_normalize_reference(inputs[0], attrs["axis"], MODE_UNIT, UNIT_EPSILON)]
 
@@ -595,6 +954,7 @@ UNIT_NORMALIZATION = LayerDef(
     infer=_unit_infer,
     emit=_unit_emit,
     reference=_unit_reference,
+    emit_backward=_unit_backward,
     extra={"inplace": True},  # each group is read whole before it is written
     doc="Scales each sample to unit L2 norm over `axis`. No weights, and the normalized sizes may "
     "be unknown. Passes the mask through.",

@@ -28,6 +28,7 @@ from .conv import (
     conv_pads,
     dims_str,
     join_channels,
+    kernel_call,
     padding_attr,
     per_axis_default,
     split_channels,
@@ -312,7 +313,7 @@ def _pool_emit(kind: str, rank: int):
         pads = conv_pads(a["padding"], sp, pool, strides, [1] * rank)
         fill = (1,) * (3 - rank)
         return [
-            e.call(pool_forward, x5, y5, kind == "Max", fill + tuple(pool), fill + tuple(strides),
+            kernel_call(e, pool_forward, x5, y5, kind == "Max", fill + tuple(pool), fill + tuple(strides),
                    (0,) * (3 - rank) + tuple(pads))
         ]  # fmt: skip
 
@@ -348,7 +349,7 @@ def _pad_crop_emit(layer: str, rank: int, sign: int, attr: str, has_format: bool
         pairs = (tuple(a[attr]),) if rank == 1 else pairs_2d(a[attr], layer, attr)
         before = tuple(p[0] for p in pairs)
         offsets = (0,) * (3 - rank) + tuple(-b if sign > 0 else b for b in before)
-        return [e.call(window_copy, x5, y5, offsets)]
+        return [kernel_call(e, window_copy, x5, y5, offsets)]
 
     return emit
 
@@ -362,7 +363,7 @@ def _upsampling_emit(rank: int):
         interp = a.get("interpolation", "nearest")
         if interp == "nearest":
             x5, y5, _ = _spatial_views(e, rank, cf)
-            return [e.call(upsample_nearest, x5, y5, (1,) * (3 - rank) + tuple(size))]
+            return [kernel_call(e, upsample_nearest, x5, y5, (1,) * (3 - rank) + tuple(size))]
         (xs,) = e.x_shapes
         (ys,) = e.y_shapes
         r = e.rows()
@@ -429,7 +430,8 @@ def _global_reference(kind: str):
         mask = masks[0] if masks else None
         if mask is not None and kind == "Average":
             m = (np.asarray(mask) != 0).astype(np.float64)[:, :, None]
-            y = (x * m).sum(axis=1) / m.sum(axis=1)
+            with np.errstate(invalid="ignore"):  # every step masked: 0 / 0 = NaN, as in Keras
+                y = np.where(m > 0, x, 0.0).sum(axis=1) / m.sum(axis=1)
         elif kind == "Max":
             y = x.max(axis=axes)
         else:

@@ -19,6 +19,7 @@ sequence is in processing order, that is reversed, as in Keras.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from . import activations
@@ -27,7 +28,13 @@ from .core import ACTIVATION_ATTR, kernel_and_bias, kernel_bias_attrs
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
 # Called by kernels: compiled in place by the runtime.
-KERNEL_HELPERS = ("_tanh", "_activate", "_rnn_setup", "_gate_sum", "_put", "_rnn_output", "_rnn_outputs")
+KERNEL_HELPERS = (
+    "_tanh", "_activate", "_rnn_setup", "_gate_sum", "_put", "_rnn_output", "_rnn_outputs",
+    # training
+    "_draw", "_drop_seq", "_copy_cols", "_gate_blocks", "_train_setup", "_rec_forward", "_save_block", "_dact",
+    "_sparsemax_back_row", "_act_back", "_dy_add", "_dy_step", "_init_grad", "_finish_step", "_rec_backward",
+    "_input_backward", "_recurrent_weights", "_backward_setup",
+)  # fmt: skip
 
 # Gate blocks along the last axis of kernel, recurrent_kernel and bias, in Keras's order.
 LSTM_GATES = ("i", "f", "c", "o")  # input, forget, cell candidate, output
@@ -501,6 +508,999 @@ def _rnn_emit(type_name):
     return emit
 
 
+# ----------------------------------------------------------------------------- training
+#
+# Training runs its own kernels, so the inference kernels above stay as they are: ``*_train``
+# is the forward pass that also draws Keras's dropout masks and keeps what backpropagation
+# through time needs; ``*_backward`` walks the steps in reverse. The saved arrays of one layer
+# (one direction of a Bidirectional), per row, indexed by input time t (not processing order,
+# so that products over all steps line up with x):
+#
+#   sh (T, u)          the state h entering the step at t
+#   sa (T, k*u)        the gates after their activations (LSTM i f c o, GRU z r h, SimpleRNN h)
+#   sx                 LSTM (T, 2u): c entering the step, act(c after it); GRU with reset_after
+#                      (T, u): the recurrent product of the candidate block, bias included
+#   sp (T, k*u [+u])   pre-activations (and the LSTM's new c), only when an activation's
+#                      derivative needs its input (codes outside ``_FROM_OUTPUT``)
+#   dmx (ndx*d,)       input dropout masks, values 0 or 1/(1-rate); dmh (ndh*u,) recurrent ones
+#
+# Dropout follows Keras (``keras/src/layers/rnn/{simple_rnn,lstm,gru}.py``): one mask per
+# sequence, shared by all steps. SimpleRNN draws one input mask (dropout > 0) and one state mask
+# (recurrent_dropout > 0). LSTM and GRU apply dropout only for 0 < rate < 1; with a nonzero
+# recurrent_dropout the cell switches to Keras's implementation 1 and draws one mask per gate for
+# the inputs and one per gate for the state, otherwise one input mask shared by the gates. The
+# state mask scales h only where it enters a matrix product (GRU's z*h keeps the plain h).
+#
+# Backward: per step, the gradient of h (and c) after the step gets the output's gradient
+# (unless the step is masked with zero_output_for_mask), the gate gradients go to a per-step
+# buffer, one (rows, k*u) x (k*u, u) product carries them to h before the step, and they are
+# stored by time. After the loop the weight gradients are one product each over all steps:
+# dW = x^T dG, dU = h_prev^T dG_h, dx = dG W^T (per gate block when per-gate dropout masks make
+# the gates see different inputs). A masked step passes the state gradients through unchanged
+# and contributes no gate gradient, as its forward step kept the states.
+
+# Activation codes whose derivative is computed from the output alone: linear, relu, sigmoid,
+# tanh, softmax, exponential, log_softmax.
+_FROM_OUTPUT = (0, 1, 2, 3, 4, 9, 17)
+_EXTRA = {"SimpleRNN": 0, "LSTM": 2, "GRU": 1}  # sx width in units (GRU: with reset_after)
+
+
+def dropout_counts(type_name: str, a) -> tuple[int, int]:
+    """How many input and recurrent dropout masks Keras draws per sequence in training."""
+    d, rd = a["dropout"], a["recurrent_dropout"]
+    if type_name == "SimpleRNN":
+        return (1 if d > 0 else 0), (1 if rd > 0 else 0)
+    k = GATES[type_name]
+    ndx = (k if rd != 0.0 else 1) if 0.0 < d < 1.0 else 0
+    return ndx, (k if 0.0 < rd < 1.0 else 0)
+
+
+def _needs_pre(type_name: str, a) -> bool:
+    codes = [activations.code(a["activation"])]
+    if type_name != "SimpleRNN":
+        codes.append(activations.code(a["recurrent_activation"]))
+    return any(c not in _FROM_OUTPUT for c in codes)
+
+
+def saved_layout(type_name: str, a, steps: int, features: int) -> list[tuple[str, tuple]]:
+    """(key, shape per row) of the arrays one recurrent layer saves in training (see above)."""
+    u, k = a["units"], GATES[type_name]
+    ndx, ndh = dropout_counts(type_name, a)
+    out = [("sh", (steps, u)), ("sa", (steps, k * u))]
+    extra = _EXTRA[type_name] if type_name != "GRU" or a["reset_after"] else 0
+    if extra:
+        out.append(("sx", (steps, extra * u)))
+    if _needs_pre(type_name, a):
+        out.append(("sp", (steps, (k + (type_name == "LSTM")) * u)))
+    if ndx:
+        out.append(("dmx", (ndx * features,)))
+    if ndh:
+        out.append(("dmh", (ndh * u,)))
+    return out
+
+
+def rnn_train_scratch_parts(type_name: str, a, steps: int, features: int) -> tuple[int, int]:
+    """(floats per row, fixed floats) of a training forward kernel's scratch (``_train_setup``)."""
+    u, k = a["units"], GATES[type_name]
+    ndx, _ = dropout_counts(type_name, a)
+    per_row = steps * k * u + k * u + 9 * u + (steps * (features + u) if ndx else 0)
+    return per_row, k * u * u + 2 * u * u + features * u
+
+
+def rnn_backward_scratch_parts(type_name: str, a, steps: int, features: int) -> tuple[int, int]:
+    """(floats per row, fixed floats) of a backward kernel's scratch (``_backward_setup``)."""
+    u, k, d = a["units"], GATES[type_name], features
+    per_row = steps * (2 * k * u + 2 * d + 2 * u) + 2 * k * u + 9 * u
+    return per_row, (d + u) * k * u + k * u * u + 3 * u * u + 2 * d * u
+
+
+def _draw(m, rate):
+    """Fill a dropout mask: 1/(1-rate) with probability 1-rate, else 0 (Keras's inverted dropout)."""
+    keep = 1.0 - rate
+    scale = 1.0 / keep if keep > 0.0 else 0.0
+    rows, cols = m.shape
+    for r in range(rows):
+        for j in range(cols):
+            m[r, j] = scale if np.random.random() < keep else 0.0
+
+
+def _drop_seq(dst, x2, m, off, steps):
+    """``dst[i, j] = x2[i, j] * m[i // steps, off + j]``: a per-sequence mask over all its steps."""
+    n, cols = dst.shape
+    for i in range(n):
+        r = i // steps
+        for j in range(cols):
+            dst[i, j] = x2[i, j] * m[r, off + j]
+
+
+def _copy_cols(dst, src, off):
+    """``dst = src[:, off:off + dst.shape[1]]``, into a contiguous array (for BLAS)."""
+    n, cols = dst.shape
+    for i in range(n):
+        for j in range(cols):
+            dst[i, j] = src[i, off + j]
+
+
+def _gate_blocks(ub, u, q0):
+    """``ub[q] = u[:, (q0 + q) * units:...]``: contiguous copies of the gate blocks of a kernel."""
+    nb, units, _ = ub.shape
+    for q in range(nb):
+        _copy_cols(ub[q], u, (q0 + q) * units)
+
+
+def _train_setup(x, w, b, use_bias, units, h_out, c_out, rate, rec_rate, dmx, dmh, scratch):
+    """Carve a training kernel's scratch, draw the dropout masks, project the inputs.
+
+    Layout: input projection (rows*T, width), recurrent product (rows, width), five gate
+    buffers, the dropped state (rows, u), a product block (rows, u), h and c (rows, u) when
+    ``h_out``/``c_out`` are empty, and with input dropout the dropped inputs (rows*T, d) and one
+    gate's projection (rows*T, u); fixed: the kernel's gate blocks (k, u, u), room for the GRU's
+    split kernel (2u*u), and one gate block of w (d, u).
+    """
+    rows, steps, d = x.shape
+    width = w.shape[1]
+    k = width // units
+    n = rows * steps
+    o = 0
+    xp = scratch[o : o + n * width].reshape((n, width))
+    o += n * width
+    hv = scratch[o : o + rows * width]
+    o += rows * width
+    g = scratch[o : o + 5 * rows * units].reshape((5, rows, units))
+    o += 5 * rows * units
+    hd = scratch[o : o + rows * units].reshape((rows, units))
+    o += rows * units
+    pg = scratch[o : o + rows * units].reshape((rows, units))
+    o += rows * units
+    h = h_out
+    if h_out.shape[0] == 0:
+        h = scratch[o : o + rows * units].reshape((rows, units))
+    o += rows * units
+    c = c_out
+    if c_out.shape[0] == 0:
+        c = scratch[o : o + rows * units].reshape((rows, units))
+    o += rows * units
+    ndx = dmx.shape[1] // d
+    nx = n if ndx > 0 else 0
+    xd = scratch[o : o + nx * d].reshape((nx, d))
+    o += nx * d
+    pxg = scratch[o : o + nx * units].reshape((nx, units))
+    o += nx * units
+    ub = scratch[o : o + k * units * units].reshape((k, units, units))
+    o += k * units * units
+    us = scratch[o : o + 2 * units * units]
+    o += 2 * units * units
+    wg = scratch[o : o + d * units].reshape((d, units))
+    if dmx.shape[1] > 0:
+        _draw(dmx, rate)
+    if dmh.shape[1] > 0:
+        _draw(dmh, rec_rate)
+    x2 = x.reshape((n, d))
+    if ndx == 0:
+        np.dot(x2, w, xp)
+    elif ndx == 1:
+        _drop_seq(xd, x2, dmx, 0, steps)
+        np.dot(xd, w, xp)
+    else:
+        for q in range(ndx):
+            _drop_seq(xd, x2, dmx, q * d, steps)
+            _copy_cols(wg, w, q * units)
+            np.dot(xd, wg, pxg)
+            for i in range(n):
+                for j in range(units):
+                    xp[i, q * units + j] = pxg[i, j]
+    if use_bias:
+        for i in range(n):
+            for j in range(width):
+                xp[i, j] += b[j]
+    for r in range(rows):
+        for j in range(units):
+            h[r, j] = 0.0
+            c[r, j] = 0.0
+    return xp, hv, g, hd, pg, ub, us, h, c
+
+
+def _rec_forward(h, u, dmh, nblk, hv, hd, ub, pg):
+    """``hv = h @ u`` for the first ``nblk`` gate blocks, h scaled by the recurrent dropout mask of
+    each block (one mask for all, or one per gate block, taken from ``ub``)."""
+    rows, units = h.shape
+    ndh = dmh.shape[1] // units
+    if ndh == 0:
+        np.dot(h, u, hv)
+    elif ndh == 1:
+        _drop_seq(hd, h, dmh, 0, 1)
+        np.dot(hd, u, hv)
+    else:
+        for q in range(nblk):
+            _drop_seq(hd, h, dmh, q * units, 1)
+            np.dot(hd, ub[q], pg)
+            for r in range(rows):
+                for j in range(units):
+                    hv[r, q * units + j] = pg[r, j]
+
+
+def _save_block(dst, t, off, src):
+    """``dst[:, t, off:off + cols] = src``."""
+    rows, cols = src.shape
+    for r in range(rows):
+        for j in range(cols):
+            dst[r, t, off + j] = src[r, j]
+
+
+def simple_rnn_train(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards, return_sequences,
+                     flip_output, zofm, merge, y, col0, h_out, c_out, rate, rec_rate, dmx, dmh, sh, sa, sx, sp,
+                     scratch):  # fmt: skip
+    """``simple_rnn_forward`` in training: dropout, and the saved arrays (see the section)."""
+    rows, steps, _ = x.shape
+    units = u.shape[0]
+    xp, hp, g, hd, pg, ub, _us, h, _c = _train_setup(x, w, b, use_bias, units, h_out, c_out, rate, rec_rate,
+                                                     dmx, dmh, scratch)  # fmt: skip
+    hv = hp.reshape((rows, units))
+    g0 = g[0]
+    has_mask = mask.shape[0] > 0
+    for s in range(steps):
+        t = steps - 1 - s if go_backwards else s
+        _save_block(sh, t, 0, h)
+        _rec_forward(h, u, dmh, 1, hv, hd, ub, pg)
+        _gate_sum(g0, hv, xp, t, steps, 0)
+        if sp.shape[0] > 0:
+            _save_block(sp, t, 0, g0)
+        _activate(g0, act)
+        _save_block(sa, t, 0, g0)
+        for r in range(rows):
+            if has_mask and mask[r, t] == 0:
+                continue
+            for j in range(units):
+                h[r, j] = g0[r, j]
+        _rnn_outputs(y, h, mask, s, steps, go_backwards, return_sequences, flip_output, zofm, merge, col0)
+
+
+def lstm_train(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards, return_sequences,
+               flip_output, zofm, merge, y, col0, h_out, c_out, rate, rec_rate, dmx, dmh, sh, sa, sx, sp,
+               scratch):  # fmt: skip
+    """``lstm_forward`` in training: dropout, and the saved arrays (see the section)."""
+    rows, steps, _ = x.shape
+    units = u.shape[0]
+    width = 4 * units
+    xp, hp, g, hd, pg, ub, _us, h, c = _train_setup(x, w, b, use_bias, units, h_out, c_out, rate, rec_rate,
+                                                    dmx, dmh, scratch)  # fmt: skip
+    if dmh.shape[1] > units:
+        _gate_blocks(ub, u, 0)
+    hv = hp.reshape((rows, width))
+    g0 = g[0]
+    g1 = g[1]
+    g2 = g[2]
+    g3 = g[3]
+    g4 = g[4]
+    has_mask = mask.shape[0] > 0
+    has_pre = sp.shape[0] > 0
+    for s in range(steps):
+        t = steps - 1 - s if go_backwards else s
+        _save_block(sh, t, 0, h)
+        _save_block(sx, t, 0, c)
+        _rec_forward(h, u, dmh, 4, hv, hd, ub, pg)
+        _gate_sum(g0, hv, xp, t, steps, 0)
+        _gate_sum(g1, hv, xp, t, steps, units)
+        _gate_sum(g2, hv, xp, t, steps, 2 * units)
+        _gate_sum(g3, hv, xp, t, steps, 3 * units)
+        if has_pre:
+            for q in range(4):
+                _save_block(sp, t, q * units, g[q])
+        _activate(g0, ract)
+        _activate(g1, ract)
+        _activate(g2, act)
+        _activate(g3, ract)
+        for q in range(4):
+            _save_block(sa, t, q * units, g[q])
+        for r in range(rows):
+            for j in range(units):
+                cn = g1[r, j] * c[r, j] + g0[r, j] * g2[r, j]
+                g2[r, j] = cn
+                g4[r, j] = cn
+        if has_pre:
+            _save_block(sp, t, 4 * units, g2)
+        _activate(g4, act)
+        _save_block(sx, t, units, g4)
+        for r in range(rows):
+            if has_mask and mask[r, t] == 0:
+                continue
+            for j in range(units):
+                c[r, j] = g2[r, j]
+                h[r, j] = g3[r, j] * g4[r, j]
+        _rnn_outputs(y, h, mask, s, steps, go_backwards, return_sequences, flip_output, zofm, merge, col0)
+
+
+def gru_train(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards, return_sequences,
+              flip_output, zofm, merge, y, col0, h_out, c_out, rate, rec_rate, dmx, dmh, sh, sa, sx, sp,
+              scratch):  # fmt: skip
+    """``gru_forward`` in training: dropout, and the saved arrays (see the section)."""
+    rows, steps, _ = x.shape
+    units = u.shape[0]
+    width = 3 * units
+    u2 = 2 * units
+    xp, hp, g, hd, pg, ub, us, h, _c = _train_setup(x, w, b, use_bias, units, h_out, c_out, rate, rec_rate,
+                                                    dmx, dmh, scratch)  # fmt: skip
+    hv = hp.reshape((rows, width))
+    hzr = hp[: rows * u2].reshape((rows, u2))
+    hh = hp[rows * u2 :].reshape((rows, units))
+    uzr = us.reshape((units, u2))
+    ndh = dmh.shape[1] // units
+    if ndh > 0 or not reset_after:
+        _gate_blocks(ub, u, 0)
+    if not reset_after:
+        _copy_cols(uzr, u, 0)
+    g0 = g[0]
+    g1 = g[1]
+    g2 = g[2]
+    has_mask = mask.shape[0] > 0
+    has_pre = sp.shape[0] > 0
+    for s in range(steps):
+        t = steps - 1 - s if go_backwards else s
+        _save_block(sh, t, 0, h)
+        if reset_after:
+            _rec_forward(h, u, dmh, 3, hv, hd, ub, pg)
+            if use_bias:
+                for r in range(rows):
+                    for j in range(width):
+                        hv[r, j] += b[width + j]
+            _gate_sum(g0, hv, xp, t, steps, 0)
+            _gate_sum(g1, hv, xp, t, steps, units)
+            if has_pre:
+                _save_block(sp, t, 0, g0)
+                _save_block(sp, t, units, g1)
+            _activate(g0, ract)
+            _activate(g1, ract)
+            for r in range(rows):
+                xr = r * steps + t
+                for j in range(units):
+                    sx[r, t, j] = hv[r, u2 + j]
+                    g2[r, j] = xp[xr, u2 + j] + g1[r, j] * hv[r, u2 + j]
+        else:
+            _rec_forward(h, uzr, dmh, 2, hzr, hd, ub, pg)
+            _gate_sum(g0, hzr, xp, t, steps, 0)
+            _gate_sum(g1, hzr, xp, t, steps, units)
+            if has_pre:
+                _save_block(sp, t, 0, g0)
+                _save_block(sp, t, units, g1)
+            _activate(g0, ract)
+            _activate(g1, ract)
+            for r in range(rows):
+                for j in range(units):
+                    m = dmh[r, 2 * units + j] if ndh > 0 else 1.0
+                    g2[r, j] = g1[r, j] * h[r, j] * m
+            np.dot(g2, ub[2], hh)
+            for r in range(rows):
+                xr = r * steps + t
+                for j in range(units):
+                    g2[r, j] = xp[xr, u2 + j] + hh[r, j]
+        if has_pre:
+            _save_block(sp, t, u2, g2)
+        _activate(g2, act)
+        _save_block(sa, t, 0, g0)
+        _save_block(sa, t, units, g1)
+        _save_block(sa, t, u2, g2)
+        for r in range(rows):
+            if has_mask and mask[r, t] == 0:
+                continue
+            for j in range(units):
+                z = g0[r, j]
+                h[r, j] = z * h[r, j] + (1.0 - z) * g2[r, j]
+        _rnn_outputs(y, h, mask, s, steps, go_backwards, return_sequences, flip_output, zofm, merge, col0)
+
+
+TRAIN_KERNELS = {"SimpleRNN": simple_rnn_train, "LSTM": lstm_train, "GRU": gru_train}
+
+
+def _dact(v, y, code):
+    """The derivative of element-wise activation ``code`` at input ``v`` with output ``y`` (for
+    the codes in ``_FROM_OUTPUT``, ``v`` is ``y``: only the output is read)."""
+    if code == 1:
+        return 1.0 if y > 0.0 else 0.0
+    if code == 2:
+        return y * (1.0 - y)
+    if code == 3:
+        return 1.0 - y * y
+    if code == 5:
+        return activations._sigmoid(v)
+    if code == 6:
+        a = 1.0 + abs(v)
+        return 1.0 / (a * a)
+    if code == 7 or code == 19:  # elu, celu (alpha 1)
+        return 1.0 if v > 0.0 else math.exp(v)
+    if code == 8:
+        return (
+            activations.SELU_SCALE
+            if v > 0.0
+            else activations.SELU_SCALE * activations.SELU_ALPHA * math.exp(v)
+        )
+    if code == 9:
+        return y
+    if code == 10:
+        return (
+            0.5 * (1.0 + math.erf(v * 0.7071067811865476)) + v * math.exp(-0.5 * v * v) * 0.3989422804014327
+        )
+    if code == 11:
+        return 1.0 / 6.0 if -3.0 < v < 3.0 else 0.0
+    if code == 12:
+        return 0.0 if v < -3.0 else (1.0 if v > 3.0 else (2.0 * v + 3.0) / 6.0)
+    if code == 13:
+        sg = activations._sigmoid(v)
+        return sg * (1.0 + v * (1.0 - sg))
+    if code == 14:
+        th = activations._tanh(activations._softplus(v))
+        return th + v * (1.0 - th * th) * activations._sigmoid(v)
+    if code == 15:
+        return 1.0 if v > 0.0 else 0.2
+    if code == 16:
+        return 1.0 if 0.0 < v < 6.0 else 0.0
+    if code == 18:
+        return activations._sigmoid(-v)
+    if code == 20 or code == 21:  # hard_shrink, soft_shrink
+        return 1.0 if abs(v) > 0.5 else 0.0
+    if code == 22:
+        return 1.0 if -1.0 < v < 1.0 else 0.0
+    if code == 23:
+        return 0.0 if v <= -1.0 else (1.0 if v >= 1.0 else (v + 1.0) * 0.5)
+    if code == 24:
+        return 0.5 if -1.0 < v < 1.0 else 0.0
+    if code == 25:
+        return 0.5 * (1.0 + v / math.sqrt(v * v + 4.0))
+    if code == 26:
+        th = activations._tanh(v)
+        return th * th
+    return 1.0
+
+
+def _sparsemax_back_row(dz, pre, out, r, cols, keras315):
+    """Sparsemax's vector-Jacobian product on row ``r``, for the threshold as Keras 3.15 computes
+    it (``keras315``, see ``activations``) or the textbook one. Entries are ranked by pairwise
+    comparison rather than sorted: rows are one gate's units, and no sort is compiled."""
+    order = np.empty(cols, np.int64)
+    for c in range(cols):
+        rank = 0
+        v = pre[r, c]
+        for c2 in range(cols):
+            v2 = pre[r, c2]
+            if v2 > v or (v2 == v and c2 < c):
+                rank += 1
+        order[rank] = c
+    supp = np.zeros(cols, np.bool_)
+    cum = 0.0
+    k = 0
+    last = 0
+    for j in range(cols):
+        v = pre[r, order[j]]
+        cum += v
+        if v - (cum - 1.0) / (j + 1) > 0:
+            supp[j] = True
+            k += 1
+            last = j
+    total = 0.0
+    for c in range(cols):
+        if out[r, c] > 0.0:
+            total += dz[r, c]
+    after = 0
+    res = np.empty(cols, np.float64)
+    for j in range(cols - 1, -1, -1):
+        if supp[j]:
+            after += 1
+        c = order[j]
+        dtau = after / k if keras315 else (1.0 / k if j <= last else 0.0)
+        res[c] = (dz[r, c] if out[r, c] > 0.0 else 0.0) - total * dtau
+    for c in range(cols):
+        dz[r, c] = res[c]
+
+
+def _act_back(dz, pre, out, code):
+    """``dz = dz * act'(pre)`` in place over 2-D (rows, cols), the vector-Jacobian product for the
+    row-wise activations; ``pre`` is ``out`` for the codes in ``_FROM_OUTPUT``."""
+    rows, cols = dz.shape
+    if code == 0:
+        return
+    if code == 2:
+        for r in range(rows):
+            for c in range(cols):
+                y = out[r, c]
+                dz[r, c] *= y * (1.0 - y)
+    elif code == 3:
+        for r in range(rows):
+            for c in range(cols):
+                y = out[r, c]
+                dz[r, c] *= 1.0 - y * y
+    elif code == 4:
+        for r in range(rows):
+            acc = 0.0
+            for c in range(cols):
+                acc += dz[r, c] * out[r, c]
+            for c in range(cols):
+                dz[r, c] = out[r, c] * (dz[r, c] - acc)
+    elif code == 17:
+        for r in range(rows):
+            acc = 0.0
+            for c in range(cols):
+                acc += dz[r, c]
+            for c in range(cols):
+                dz[r, c] -= math.exp(out[r, c]) * acc
+    elif code == 27:
+        for r in range(rows):
+            _sparsemax_back_row(dz, pre, out, r, cols, activations.SPARSEMAX_KERAS_315)
+    else:
+        for r in range(rows):
+            for c in range(cols):
+                dz[r, c] *= _dact(pre[r, c], out[r, c], code)
+
+
+def _dy_add(dh, dy, mask, t, pos, zofm, col0, scale):
+    """``dh += scale * dy[:, pos, col0:]``, except on masked rows whose output was zeros."""
+    rows, units = dh.shape
+    has_mask = mask.shape[0] > 0
+    for r in range(rows):
+        if zofm and has_mask and mask[r, t] == 0:
+            continue
+        for j in range(units):
+            dh[r, j] += scale * dy[r, pos, col0 + j]
+
+
+def _dy_step(dh, dy, mask, s, steps, go_backwards, return_sequences, flip, zofm, col0, scale):
+    """The output's gradient at processing step ``s`` (see ``_rnn_outputs``) into ``dh``."""
+    t = steps - 1 - s if go_backwards else s
+    if return_sequences:
+        _dy_add(dh, dy, mask, t, steps - 1 - s if flip else s, zofm, col0, scale)
+    elif s == steps - 1:
+        _dy_add(dh, dy, mask, t, 0, zofm, col0, scale)
+
+
+def _init_grad(d, given):
+    """The gradient of a final state: the state output's gradient, or zeros."""
+    rows, units = d.shape
+    for r in range(rows):
+        for j in range(units):
+            d[r, j] = given[r, j] if given.shape[0] > 0 else 0.0
+
+
+def _finish_step(dgs, dg, t, mask, dh):
+    """Masked rows: no gate gradient, the state's gradient passes on. Others: the gate gradients
+    are stored at time ``t`` and ``dh`` restarts at 0 for the recurrent product to add into."""
+    rows, width = dgs.shape
+    units = dh.shape[1]
+    has_mask = mask.shape[0] > 0
+    for r in range(rows):
+        if has_mask and mask[r, t] == 0:
+            for j in range(width):
+                dgs[r, j] = 0.0
+        else:
+            for j in range(units):
+                dh[r, j] = 0.0
+        for j in range(width):
+            dg[r, t, j] = dgs[r, j]
+
+
+def _rec_backward(dgs, u, dmh, nblk, dh, tmp, gq, ub):
+    """``dh += (dgs @ u.T) * mask``: the inverse of ``_rec_forward``."""
+    rows, units = dh.shape
+    ndh = dmh.shape[1] // units
+    if ndh <= 1:
+        np.dot(dgs, u.T, tmp)
+        for r in range(rows):
+            for j in range(units):
+                dh[r, j] += tmp[r, j] * (dmh[r, j] if ndh == 1 else 1.0)
+    else:
+        for q in range(nblk):
+            _copy_cols(gq, dgs, q * units)
+            np.dot(gq, ub[q].T, tmp)
+            for r in range(rows):
+                for j in range(units):
+                    dh[r, j] += tmp[r, j] * dmh[r, q * units + j]
+
+
+def _input_backward(x, w, dmx, dg2, dx, dw, db, tmpx, tmpw, xd, gq, wg, pq):
+    """Gradients of the input projection from the gate gradients of all steps (``dg2``, rows*T
+    by width): ``db += sum dg2``, ``dw += x^T dg2``, ``dx += dg2 w^T``, per gate block when each
+    gate saw its own dropped inputs."""
+    rows, steps, d = x.shape
+    n = rows * steps
+    width = w.shape[1]
+    x2 = x.reshape((n, d))
+    ndx = dmx.shape[1] // d
+    if db.shape[0] > 0:
+        for i in range(n):
+            for j in range(width):
+                db[j] += dg2[i, j]
+    has_dw = dw.shape[0] > 0
+    has_dx = dx.shape[0] > 0
+    dx2 = dx.reshape((dx.shape[0] * dx.shape[1], d))
+    if ndx == 0:
+        if has_dw:
+            np.dot(x2.T, dg2, tmpw)
+            for i in range(d):
+                for j in range(width):
+                    dw[i, j] += tmpw[i, j]
+        if has_dx:
+            np.dot(dg2, w.T, tmpx)
+            for i in range(n):
+                for j in range(d):
+                    dx2[i, j] += tmpx[i, j]
+        return
+    units = width // ndx
+    for q in range(ndx):
+        if ndx == 1:
+            src = dg2
+            wq = w
+            pw = tmpw
+            width_q = width
+        else:
+            _copy_cols(gq, dg2, q * units)
+            _copy_cols(wg, w, q * units)
+            src = gq
+            wq = wg
+            pw = pq.reshape((d, units))
+            width_q = units
+        if has_dw:
+            _drop_seq(xd, x2, dmx, q * d, steps)
+            np.dot(xd.T, src, pw)
+            for i in range(d):
+                for j in range(width_q):
+                    dw[i, q * units + j] += pw[i, j]
+        if has_dx:
+            np.dot(src, wq.T, tmpx)
+            for i in range(n):
+                r = i // steps
+                for j in range(d):
+                    dx2[i, j] += tmpx[i, j] * dmx[r, q * d + j]
+
+
+def _recurrent_weights(sh, dg2, dmh, nblk, du, tmpu, hin, gq, pq):
+    """``du[:, :nblk*u] += h_prev^T dg2`` over all steps (per gate block with dropout masks, or
+    when dg2 has more columns than the blocks asked for)."""
+    rows, steps, units = sh.shape
+    n = rows * steps
+    ndh = dmh.shape[1] // units
+    sh2 = sh.reshape((n, units))
+    if ndh == 0 and dg2.shape[1] == nblk * units:
+        np.dot(sh2.T, dg2, tmpu)
+        for i in range(units):
+            for j in range(nblk * units):
+                du[i, j] += tmpu[i, j]
+        return
+    for q in range(nblk):
+        if ndh > 0:
+            _drop_seq(hin, sh2, dmh, (q if ndh > 1 else 0) * units, steps)
+        else:
+            _copy_cols(hin, sh2, 0)
+        _copy_cols(gq, dg2, q * units)
+        np.dot(hin.T, gq, pq)
+        for i in range(units):
+            for j in range(units):
+                du[i, q * units + j] += pq[i, j]
+
+
+def _backward_setup(rows, steps, d, units, k, scratch):
+    """Carve a backward kernel's scratch (sizes in ``rnn_backward_scratch_parts``)."""
+    n = rows * steps
+    kw = k * units
+    o = 0
+    dg = scratch[o : o + n * kw].reshape((rows, steps, kw))
+    o += n * kw
+    dgh = scratch[o : o + n * kw].reshape((rows, steps, kw))
+    o += n * kw
+    tmpx = scratch[o : o + n * d].reshape((n, d))
+    o += n * d
+    xd = scratch[o : o + n * d].reshape((n, d))
+    o += n * d
+    hin = scratch[o : o + n * units].reshape((n, units))
+    o += n * units
+    gqn = scratch[o : o + n * units].reshape((n, units))
+    o += n * units
+    dgs = scratch[o : o + rows * kw].reshape((rows, kw))
+    o += rows * kw
+    dghs = scratch[o : o + rows * kw].reshape((rows, kw))
+    o += rows * kw
+    dgzr = scratch[o : o + rows * 2 * units].reshape((rows, 2 * units))
+    o += rows * 2 * units
+    st = scratch[o : o + 7 * rows * units].reshape((7, rows, units))
+    o += 7 * rows * units
+    tmpw = scratch[o : o + d * kw].reshape((d, kw))
+    o += d * kw
+    tmpu = scratch[o : o + units * kw].reshape((units, kw))
+    o += units * kw
+    ub = scratch[o : o + k * units * units].reshape((k, units, units))
+    o += k * units * units
+    uzr = scratch[o : o + 2 * units * units].reshape((units, 2 * units))
+    o += 2 * units * units
+    wg = scratch[o : o + d * units].reshape((d, units))
+    o += d * units
+    pqd = scratch[o : o + d * units]
+    o += d * units
+    pqu = scratch[o : o + units * units].reshape((units, units))
+    return dg, dgh, tmpx, xd, hin, gqn, dgs, dghs, dgzr, st, tmpw, tmpu, ub, uzr, wg, pqd, pqu
+
+
+def simple_rnn_backward(x, w, u, mask, act, ract, reset_after, go_backwards, return_sequences, flip, zofm, dy,
+                        col0, scale, dh_out, dc_out, dmx, dmh, sh, sa, sx, sp, dx, dw, du, db,
+                        scratch):  # fmt: skip
+    """Backpropagation through ``simple_rnn_train``: ADD into dx, dw, du, db (empty: not wanted).
+
+    ``dy`` (rows, T or 1, W): the output's gradient, read at columns ``col0:col0+u`` times
+    ``scale`` (at position T-1-s for step s with ``flip``); ``dh_out``/``dc_out``: the gradients
+    of the returned states, or empty."""
+    rows, steps, d = x.shape
+    units = u.shape[0]
+    dg, _dgh, tmpx, xd, hin, gqn, dgs, _dghs, _dgzr, st, tmpw, tmpu, ub, _uzr, wg, pqd, pqu = _backward_setup(
+        rows, steps, d, units, 1, scratch)  # fmt: skip
+    dh = st[0]
+    _init_grad(dh, dh_out)
+    has_pre = sp.shape[0] > 0
+    for s in range(steps - 1, -1, -1):
+        t = steps - 1 - s if go_backwards else s
+        _dy_step(dh, dy, mask, s, steps, go_backwards, return_sequences, flip, zofm, col0, scale)
+        for r in range(rows):
+            for j in range(units):
+                dgs[r, j] = dh[r, j]
+        post = sa[:, t, :units]
+        _act_back(dgs[:, :units], sp[:, t, :units] if has_pre else post, post, act)
+        _finish_step(dgs, dg, t, mask, dh)
+        _rec_backward(dgs, u, dmh, 1, dh, st[1], st[2], ub)
+    dg2 = dg.reshape((rows * steps, units))
+    _input_backward(x, w, dmx, dg2, dx, dw, db, tmpx, tmpw, xd, gqn, wg, pqd)
+    if du.shape[0] > 0:
+        _recurrent_weights(sh, dg2, dmh, 1, du, tmpu, hin, gqn, pqu)
+
+
+def lstm_backward(x, w, u, mask, act, ract, reset_after, go_backwards, return_sequences, flip, zofm, dy,
+                  col0, scale, dh_out, dc_out, dmx, dmh, sh, sa, sx, sp, dx, dw, du, db, scratch):  # fmt: skip
+    """Backpropagation through ``lstm_train`` (arguments as ``simple_rnn_backward``)."""
+    rows, steps, d = x.shape
+    units = u.shape[0]
+    dg, _dgh, tmpx, xd, hin, gqn, dgs, _dghs, _dgzr, st, tmpw, tmpu, ub, _uzr, wg, pqd, pqu = _backward_setup(
+        rows, steps, d, units, 4, scratch)  # fmt: skip
+    dh = st[0]
+    dc = st[1]
+    t1 = st[2]
+    t2 = st[3]
+    _init_grad(dh, dh_out)
+    _init_grad(dc, dc_out)
+    if dmh.shape[1] > units:
+        _gate_blocks(ub, u, 0)
+    has_mask = mask.shape[0] > 0
+    has_pre = sp.shape[0] > 0
+    u1 = units
+    for s in range(steps - 1, -1, -1):
+        t = steps - 1 - s if go_backwards else s
+        _dy_step(dh, dy, mask, s, steps, go_backwards, return_sequences, flip, zofm, col0, scale)
+        for r in range(rows):
+            for j in range(units):
+                t1[r, j] = dh[r, j] * sa[r, t, 3 * u1 + j]
+        ac = sx[:, t, u1 : 2 * u1]
+        _act_back(t1[:, :u1], sp[:, t, 4 * u1 : 5 * u1] if has_pre else ac, ac, act)
+        for r in range(rows):
+            for j in range(units):
+                dct = dc[r, j] + t1[r, j]
+                dgs[r, j] = dct * sa[r, t, 2 * u1 + j]
+                dgs[r, u1 + j] = dct * sx[r, t, j]
+                dgs[r, 2 * u1 + j] = dct * sa[r, t, j]
+                dgs[r, 3 * u1 + j] = dh[r, j] * sx[r, t, u1 + j]
+                t2[r, j] = dct * sa[r, t, u1 + j]
+        for q in range(4):
+            post = sa[:, t, q * u1 : (q + 1) * u1]
+            pre = sp[:, t, q * u1 : (q + 1) * u1] if has_pre else post
+            _act_back(dgs[:, q * u1 : (q + 1) * u1], pre, post, act if q == 2 else ract)
+        for r in range(rows):
+            if not (has_mask and mask[r, t] == 0):
+                for j in range(units):
+                    dc[r, j] = t2[r, j]
+        _finish_step(dgs, dg, t, mask, dh)
+        _rec_backward(dgs, u, dmh, 4, dh, st[4], st[5], ub)
+    dg2 = dg.reshape((rows * steps, 4 * units))
+    _input_backward(x, w, dmx, dg2, dx, dw, db, tmpx, tmpw, xd, gqn, wg, pqd)
+    if du.shape[0] > 0:
+        _recurrent_weights(sh, dg2, dmh, 4, du, tmpu, hin, gqn, pqu)
+
+
+def gru_backward(x, w, u, mask, act, ract, reset_after, go_backwards, return_sequences, flip, zofm, dy,
+                 col0, scale, dh_out, dc_out, dmx, dmh, sh, sa, sx, sp, dx, dw, du, db, scratch):  # fmt: skip
+    """Backpropagation through ``gru_train`` (arguments as ``simple_rnn_backward``)."""
+    rows, steps, d = x.shape
+    units = u.shape[0]
+    u1 = units
+    u2 = 2 * units
+    dg, dgh, tmpx, xd, hin, gqn, dgs, dghs, dgzr, st, tmpw, tmpu, ub, uzr, wg, pqd, pqu = _backward_setup(
+        rows, steps, d, units, 3, scratch)  # fmt: skip
+    dh = st[0]
+    t1 = st[1]
+    t2 = st[2]
+    _init_grad(dh, dh_out)
+    ndh = dmh.shape[1] // units
+    if ndh > 0 or not reset_after:
+        _gate_blocks(ub, u, 0)
+    if not reset_after:
+        _copy_cols(uzr, u, 0)
+    has_mask = mask.shape[0] > 0
+    has_pre = sp.shape[0] > 0
+    for s in range(steps - 1, -1, -1):
+        t = steps - 1 - s if go_backwards else s
+        _dy_step(dh, dy, mask, s, steps, go_backwards, return_sequences, flip, zofm, col0, scale)
+        for r in range(rows):
+            for j in range(units):
+                dgs[r, j] = dh[r, j] * (sh[r, t, j] - sa[r, t, u2 + j])
+                dgs[r, u2 + j] = dh[r, j] * (1.0 - sa[r, t, j])
+        cand = sa[:, t, u2 : 3 * u1]
+        _act_back(dgs[:, u2 : 3 * u1], sp[:, t, u2 : 3 * u1] if has_pre else cand, cand, act)
+        if reset_after:
+            for r in range(rows):
+                for j in range(units):
+                    dgs[r, u1 + j] = dgs[r, u2 + j] * sx[r, t, j]
+                    dghs[r, u2 + j] = dgs[r, u2 + j] * sa[r, t, u1 + j]
+        else:
+            _copy_cols(st[3], dgs, u2)
+            np.dot(st[3], ub[2].T, t1)  # the gradient of r * h (dropped)
+            for r in range(rows):
+                for j in range(units):
+                    m = dmh[r, u2 + j] if ndh > 0 else 1.0
+                    dgs[r, u1 + j] = t1[r, j] * sh[r, t, j] * m
+                    t2[r, j] = t1[r, j] * sa[r, t, u1 + j] * m
+        for q in range(2):
+            post = sa[:, t, q * u1 : (q + 1) * u1]
+            pre = sp[:, t, q * u1 : (q + 1) * u1] if has_pre else post
+            _act_back(dgs[:, q * u1 : (q + 1) * u1], pre, post, ract)
+        for r in range(rows):  # the direct paths to h before the step: z * h, and r * h
+            if has_mask and mask[r, t] == 0:
+                continue
+            for j in range(units):
+                t1[r, j] = dh[r, j] * sa[r, t, j] + (0.0 if reset_after else t2[r, j])
+        _finish_step(dgs, dg, t, mask, dh)
+        for r in range(rows):
+            if has_mask and mask[r, t] == 0:
+                continue
+            for j in range(units):
+                dh[r, j] = t1[r, j]
+        if reset_after:
+            for r in range(rows):
+                for j in range(u2):
+                    dghs[r, j] = dgs[r, j]
+                if has_mask and mask[r, t] == 0:
+                    for j in range(units):
+                        dghs[r, u2 + j] = 0.0
+                for j in range(3 * units):
+                    dgh[r, t, j] = dghs[r, j]
+            _rec_backward(dghs, u, dmh, 3, dh, st[4], st[5], ub)
+        else:
+            _copy_cols(dgzr, dgs, 0)
+            _rec_backward(dgzr, uzr, dmh, 2, dh, st[4], st[5], ub)
+    n = rows * steps
+    dg2 = dg.reshape((n, 3 * units))
+    _input_backward(x, w, dmx, dg2, dx, dw, db, tmpx, tmpw, xd, gqn, wg, pqd)
+    if reset_after:
+        dgh2 = dgh.reshape((n, 3 * units))
+        if db.shape[0] > 0:
+            for i in range(n):
+                for j in range(3 * units):
+                    db[3 * units + j] += dgh2[i, j]
+        if du.shape[0] > 0:
+            _recurrent_weights(sh, dgh2, dmh, 3, du, tmpu, hin, gqn, pqu)
+    elif du.shape[0] > 0:
+        _recurrent_weights(sh, dg2, dmh, 2, du, tmpu, hin, gqn, pqu)
+        sh2 = sh.reshape((n, units))
+        sa2 = sa.reshape((n, 3 * units))
+        for i in range(n):  # the candidate block saw r * h (dropped)
+            r = i // steps
+            for j in range(units):
+                m = dmh[r, u2 + j] if ndh > 0 else 1.0
+                hin[i, j] = sa2[i, u1 + j] * sh2[i, j] * m
+        _copy_cols(gqn, dg2, u2)
+        np.dot(hin.T, gqn, pqu)
+        for i in range(units):
+            for j in range(units):
+                du[i, u2 + j] += pqu[i, j]
+
+
+BACKWARD_KERNELS = {"SimpleRNN": simple_rnn_backward, "LSTM": lstm_backward, "GRU": gru_backward}
+
+
+def _empty(scratch: str, ndim: int) -> str:
+    """An empty array of ``ndim`` dimensions, of the scratch's type: "absent"."""
+    return f"{scratch}[:0].reshape(({', '.join(['0'] * ndim)}{',' if ndim == 1 else ''}))"
+
+
+def _empties(e, scratch: str) -> tuple[str, str, str]:
+    """Variables holding empty 1-, 2- and 3-D arrays, made once per step: the generated function
+    stays small (each reshape expression is code, and a plan function's compile time grows
+    faster than its length)."""
+    names = []
+    for ndim in (1, 2, 3):
+        name = e._gen.fresh("z")
+        e._gen.line(f"{name} = {_empty(scratch, ndim)}")
+        names.append(name)
+    return tuple(names)
+
+
+def _bias_var(type_name, a, p):
+    if type_name == "GRU" and a["reset_after"]:
+        return f"{p}.reshape(({6 * a['units']},))"
+    return p
+
+
+def emit_rnn_train_call(e, type_name, a, p, mask, y, col0, merge, flip, zofm, states, saved, scratch) -> str:
+    """The plan-function line of one recurrent layer's training forward pass (also one direction
+    of Bidirectional): ``emit_rnn_call``'s arguments, and ``saved``, the saved array variables
+    by their key in ``saved_layout``."""
+    none1, none2, none3 = _empties(e, scratch)
+    b = _bias_var(type_name, a, p[2]) if a["use_bias"] else none1
+    return e.call(
+        TRAIN_KERNELS[type_name], e.x[0], p[0], p[1], b, mask or none2,
+        _int(activations.code(a["activation"])), _int(activations.code(a.get("recurrent_activation"))),
+        _bool(a["use_bias"]), _bool(a.get("reset_after", False)), _bool(a["go_backwards"]),
+        _bool(a["return_sequences"]), _bool(flip), _bool(zofm), _int(merge), y, _int(col0),
+        states[0] if states else none2, states[1] if len(states) > 1 else none2,
+        e.lit(float(a["dropout"])), e.lit(float(a["recurrent_dropout"])),
+        saved.get("dmx", none2), saved.get("dmh", none2), saved["sh"], saved["sa"], saved.get("sx", none3),
+        saved.get("sp", none3), scratch,
+    )  # fmt: skip
+
+
+def emit_rnn_backward_call(
+    e, type_name, a, p, dp, mask, dy, col0, scale, flip, zofm, dstates, saved, scratch
+):
+    """The plan-function line of one recurrent layer's backward pass: ``dy`` the output's gradient
+    seen as (rows, T or 1, W), read at ``col0`` times ``scale``; ``dp`` the weight gradient
+    variables (None: not trainable); ``dstates`` the gradients of the returned states or ()."""
+    none1, none2, none3 = _empties(e, scratch)
+    db = none1
+    if a["use_bias"] and dp[2] is not None:
+        db = _bias_var(type_name, a, dp[2])
+    return e.call(
+        BACKWARD_KERNELS[type_name], e.x[0], p[0], p[1], mask or none2,
+        _int(activations.code(a["activation"])), _int(activations.code(a.get("recurrent_activation"))),
+        _bool(a.get("reset_after", False)), _bool(a["go_backwards"]), _bool(a["return_sequences"]), _bool(flip),
+        _bool(zofm), dy, _int(col0), e.lit(float(scale)),
+        dstates[0] if dstates else none2, dstates[1] if len(dstates) > 1 else none2,
+        saved.get("dmx", none2), saved.get("dmh", none2), saved["sh"], saved["sa"], saved.get("sx", none3),
+        saved.get("sp", none3), e.dx[0] or none3, dp[0] or none2, dp[1] or none2, db, scratch,
+    )  # fmt: skip
+
+
+def scratch_expr(rows: str, parts) -> str:
+    """The size of a scratch big enough for each of ``parts`` ((per row, fixed) pairs)."""
+    return f"{rows} * {max(p[0] for p in parts)} + {max(p[1] for p in parts)}"
+
+
+def _rnn_saved(type_name):
+    def saved(attrs, x_shapes, y_shapes):
+        steps, d = x_shapes[0]
+        return [(shape, "float32") for _, shape in saved_layout(type_name, attrs, steps, d)]
+
+    return saved
+
+
+def _rnn_emit_train(type_name):
+    def emit(e):
+        a = e.attrs
+        steps, d = e.x_shapes[0]
+        rows = e.rows()
+        y = f"{e.y[0]}.reshape(({rows}, {steps if a['return_sequences'] else 1}, {a['units']}))"
+        scratch = e.tmp(scratch_expr(rows, [rnn_train_scratch_parts(type_name, a, steps, d)]))
+        saved = dict(zip([k for k, _ in saved_layout(type_name, a, steps, d)], e.s))
+        states = e.y[1:] if a["return_state"] else ()
+        return [emit_rnn_train_call(e, type_name, a, e.p, e.m[0], y, 0, 0, False, a["zero_output_for_mask"],
+                                    states, saved, scratch)]  # fmt: skip
+
+    return emit
+
+
+def _rnn_emit_backward(type_name):
+    def emit(e):
+        a = e.attrs
+        steps, d = e.x_shapes[0]
+        rows = e.rows()
+        dy = f"{e.dy[0]}.reshape(({rows}, {steps if a['return_sequences'] else 1}, {a['units']}))"
+        scratch = e.tmp(scratch_expr(rows, [rnn_backward_scratch_parts(type_name, a, steps, d)]))
+        saved = dict(zip([k for k, _ in saved_layout(type_name, a, steps, d)], e.s))
+        dstates = e.dy[1:] if a["return_state"] else ()
+        return [emit_rnn_backward_call(e, type_name, a, e.p, e.dp, e.m[0], dy, 0, 1.0, False,
+                                       a["zero_output_for_mask"], dstates, saved, scratch)]  # fmt: skip
+
+    return emit
+
+
 # ----------------------------------------------------------------------------- references
 
 
@@ -583,6 +1583,9 @@ SIMPLE_RNN = LayerDef(
     infer=_rnn_infer("SimpleRNN", 1),
     params=_rnn_params(1, lambda a: (a["units"],)),
     emit=_rnn_emit("SimpleRNN"),
+    emit_train=_rnn_emit_train("SimpleRNN"),
+    emit_backward=_rnn_emit_backward("SimpleRNN"),
+    saved=_rnn_saved("SimpleRNN"),
     reference=_rnn_reference("SimpleRNN"),
     uses_mask=True,
     positional=("units",),
@@ -605,6 +1608,9 @@ LSTM = LayerDef(
     infer=_rnn_infer("LSTM", 2),
     params=_rnn_params(4, lambda a: (4 * a["units"],)),
     emit=_rnn_emit("LSTM"),
+    emit_train=_rnn_emit_train("LSTM"),
+    emit_backward=_rnn_emit_backward("LSTM"),
+    saved=_rnn_saved("LSTM"),
     reference=_rnn_reference("LSTM"),
     uses_mask=True,
     positional=("units",),
@@ -631,6 +1637,9 @@ GRU = LayerDef(
     infer=_rnn_infer("GRU", 1),
     params=_rnn_params(3, lambda a: (2, 3 * a["units"]) if a["reset_after"] else (3 * a["units"],)),
     emit=_rnn_emit("GRU"),
+    emit_train=_rnn_emit_train("GRU"),
+    emit_backward=_rnn_emit_backward("GRU"),
+    saved=_rnn_saved("GRU"),
     reference=_rnn_reference("GRU"),
     uses_mask=True,
     positional=("units",),

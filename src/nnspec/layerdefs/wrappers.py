@@ -255,6 +255,135 @@ def _bidirectional_emit(e):
     ]  # fmt: skip
 
 
+# Training. Each direction runs its layer's training kernels (``recurrent.*_train`` and
+# ``*_backward``) with its own saved arrays: the forward layer's, then the backward layer's (see
+# ``recurrent.saved_layout``), then, for merge_mode mul, each direction's output (rows, T or 1,
+# u), which the product's gradient needs. The backward kernels read their part of the merged
+# output's gradient: their columns for concat, all of it for sum, half of it for ave; for mul,
+# the gradient times the other direction's output.
+
+
+def merge_mul_forward(y, a, b):
+    """``y = a * b`` over (rows, T, u) arrays: the merged output of merge_mode mul."""
+    rows, steps, units = a.shape
+    for r in range(rows):
+        for t in range(steps):
+            for j in range(units):
+                y[r, t, j] = a[r, t, j] * b[r, t, j]
+
+
+def merge_mul_backward(dy, a, b, da, db):
+    """The gradients of ``y = a * b``: ``da = dy * b``, ``db = dy * a`` (written, not added)."""
+    rows, steps, units = a.shape
+    for r in range(rows):
+        for t in range(steps):
+            for j in range(units):
+                da[r, t, j] = dy[r, t, j] * b[r, t, j]
+                db[r, t, j] = dy[r, t, j] * a[r, t, j]
+
+
+def _bidirectional_layouts(attrs, x_shapes):
+    (tf, af), (tb, ab) = direction_attrs(attrs)
+    steps, d = x_shapes[0]
+    return (recurrent.saved_layout(tf, af, steps, d), recurrent.saved_layout(tb, ab, steps, d))
+
+
+def _bidirectional_saved(attrs, x_shapes, y_shapes):
+    (_, af), (_, ab) = direction_attrs(attrs)
+    lf, lb = _bidirectional_layouts(attrs, x_shapes)
+    shapes = [shape for _, shape in lf + lb]
+    if attrs["merge_mode"] == "mul":
+        tout = x_shapes[0][0] if af["return_sequences"] else 1
+        shapes += [(tout, af["units"]), (tout, ab["units"])]
+    return [(shape, "float32") for shape in shapes]
+
+
+def _bidirectional_parts(e):
+    """What both training emits need: direction attributes, saved arrays by key, sizes."""
+    (tf, af), (tb, ab) = direction_attrs(e.attrs)
+    lf, lb = _bidirectional_layouts(e.attrs, e.x_shapes)
+    sf = dict(zip([k for k, _ in lf], e.s[: len(lf)]))
+    sb = dict(zip([k for k, _ in lb], e.s[len(lf) : len(lf) + len(lb)]))
+    return (tf, af, sf), (tb, ab, sb), e.s[len(lf) + len(lb) :]
+
+
+def _bidirectional_emit_train(e):
+    (tf, af, sf), (tb, ab, sb), extra = _bidirectional_parts(e)
+    steps, d = e.x_shapes[0]
+    rows = e.rows()
+    seq = af["return_sequences"]
+    tout = steps if seq else 1
+    mode = e.attrs["merge_mode"]
+    uf, ub = af["units"], ab["units"]
+    nf = recurrent.STATES[tf] if af["return_state"] else 0
+    parts = [
+        recurrent.rnn_train_scratch_parts(tf, af, steps, d),
+        recurrent.rnn_train_scratch_parts(tb, ab, steps, d),
+    ]
+    scratch = e.tmp(recurrent.scratch_expr(rows, parts))
+    n_pf = 3 if af["use_bias"] else 2
+    if mode is None:
+        yf = f"{e.y[0]}.reshape(({rows}, {tout}, {uf}))"
+        yb = f"{e.y[1]}.reshape(({rows}, {tout}, {ub}))"
+        col_b, merge, states = 0, 0, e.y[2:]
+    elif mode == "mul":
+        yf, yb = extra
+        col_b, merge, states = 0, 0, e.y[1:]
+    else:
+        width = uf + ub if mode == "concat" else uf
+        yf = yb = f"{e.y[0]}.reshape(({rows}, {tout}, {width}))"
+        col_b, merge, states = (uf if mode == "concat" else 0), recurrent.MERGES[mode], e.y[1:]
+    lines = [
+        recurrent.emit_rnn_train_call(e, tf, af, e.p[:n_pf], e.m[0], yf, 0, 0, False, seq, states[:nf], sf, scratch),
+        recurrent.emit_rnn_train_call(e, tb, ab, e.p[n_pf:], e.m[0], yb, col_b, merge, seq, seq, states[nf:], sb,
+                                      scratch),
+    ]  # fmt: skip
+    if mode == "mul":
+        lines.append(e.call(merge_mul_forward, f"{e.y[0]}.reshape(({rows}, {tout}, {uf}))", yf, yb))
+    return lines
+
+
+def _bidirectional_emit_backward(e):
+    (tf, af, sf), (tb, ab, sb), extra = _bidirectional_parts(e)
+    steps, d = e.x_shapes[0]
+    rows = e.rows()
+    seq = af["return_sequences"]
+    tout = steps if seq else 1
+    mode = e.attrs["merge_mode"]
+    uf, ub = af["units"], ab["units"]
+    nf = recurrent.STATES[tf] if af["return_state"] else 0
+    parts = [
+        recurrent.rnn_backward_scratch_parts(tf, af, steps, d),
+        recurrent.rnn_backward_scratch_parts(tb, ab, steps, d),
+    ]
+    scratch = e.tmp(recurrent.scratch_expr(rows, parts))
+    n_pf = 3 if af["use_bias"] else 2
+    lines = []
+    col_b, scale = 0, 1.0
+    if mode is None:
+        dyf = f"{e.dy[0]}.reshape(({rows}, {tout}, {uf}))"
+        dyb = f"{e.dy[1]}.reshape(({rows}, {tout}, {ub}))"
+        dstates = e.dy[2:]
+    elif mode == "mul":
+        dy = f"{e.dy[0]}.reshape(({rows}, {tout}, {uf}))"
+        dyf = e.tmp(f"({rows}, {tout}, {uf})")
+        dyb = e.tmp(f"({rows}, {tout}, {ub})")
+        lines.append(e.call(merge_mul_backward, dy, extra[0], extra[1], dyf, dyb))
+        dstates = e.dy[1:]
+    else:
+        width = uf + ub if mode == "concat" else uf
+        dyf = dyb = f"{e.dy[0]}.reshape(({rows}, {tout}, {width}))"
+        col_b, scale = (uf if mode == "concat" else 0), (0.5 if mode == "ave" else 1.0)
+        dstates = e.dy[1:]
+    lines += [
+        recurrent.emit_rnn_backward_call(e, tf, af, e.p[:n_pf], e.dp[:n_pf], e.m[0], dyf, 0, scale, False, seq,
+                                         dstates[:nf], sf, scratch),
+        recurrent.emit_rnn_backward_call(e, tb, ab, e.p[n_pf:], e.dp[n_pf:], e.m[0], dyb, col_b, scale, seq, seq,
+                                         dstates[nf:], sb, scratch),
+    ]  # fmt: skip
+    return lines
+
+
 def _bidirectional_reference(attrs, inputs, params, masks=None):
     (tf, af), (tb, ab) = direction_attrs(attrs)
     mask = masks[0] if masks else None
@@ -302,6 +431,9 @@ BIDIRECTIONAL = LayerDef(
     infer=_bidirectional_infer,
     params=_bidirectional_params,
     emit=_bidirectional_emit,
+    emit_train=_bidirectional_emit_train,
+    emit_backward=_bidirectional_emit_backward,
+    saved=_bidirectional_saved,
     reference=_bidirectional_reference,
     uses_mask=True,
     positional=("layer", "merge_mode"),
