@@ -20,9 +20,12 @@ per call over rounds, [the minimum], GFLOP/s of the median, and the ratio of med
 nnspec / torch (below 1: nnspec is faster). The machine's load average is printed too: on a
 shared 2-core machine other processes change the numbers, and the minimum is the steadier one.
 
-Threads: nnspec's parallel part is OpenBLAS; its tiles are sized for OpenBLAS's single-threaded
-small-matrix path (see ``nnspec.layerdefs.conv``), so the convolution itself runs on one core
-whatever ``--blas-threads`` says.
+Threads: nnspec runs BLAS on one thread unless ``NNSPEC_THREADS``/``--blas-threads`` says
+otherwise (``nnspec.runtime.numba_config``), and the convolution's tiles are sized for
+OpenBLAS's single-threaded small-matrix path (see ``nnspec.layerdefs.conv``) anyway: nnspec's
+convolution runs on one core. ``--threads 1`` gives torch one core too, the like-for-like
+comparison; on a busy machine it is also the steadier one (torch's two OpenMP threads then
+wait for each other, sometimes for milliseconds per call).
 """
 
 from __future__ import annotations
@@ -151,8 +154,11 @@ def main() -> None:
     if args.quick:
         args.rounds, args.budget = 5, 2.0
     torch.set_num_threads(args.threads)
+    from nnspec.runtime import numba_config  # applies nnspec's BLAS thread policy (before SciPy loads)
+
+    layers = seed_conv_layers()
     print(f"nnspec {nnspec.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, {os.cpu_count()} cores, "
+          f"nnspec BLAS threads {numba_config._blas_threads()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     print("median ms per call [min]; GFLOP/s of the median; ratio = nnspec / torch (medians)\n")
     head = f"{'layer':<28} {'input':>13} {'conv':>16} {'batch':>5} {'nnspec ms':>18} {'torch ms':>18} " \
@@ -161,7 +167,7 @@ def main() -> None:
     print("-" * len(head))
     rng = np.random.default_rng(0)
     ratios = []
-    for layer in seed_conv_layers():
+    for layer in layers:
         shape, a = layer["shape"], layer["attrs"]
         m = nnspec.Model.from_config(layer_spec(shape, a))
         weights = [(rng.normal(0, 0.1, w.shape)).astype(np.float32) for w in m.get_weights()]
@@ -177,8 +183,11 @@ def main() -> None:
             err = float(np.max(np.abs(y - yt)))
             if err > 1e-3 * max(1.0, float(np.max(np.abs(yt)))):
                 print(f"  WARNING: {layer['where']} batch {n}: nnspec and torch differ by {err:.2e}")
-            res = interleaved({"nnspec": lambda ex=ex, x=x, st=st, ws=ws: ex.run(x, st.tp, st.ntp, ws), "torch": tfn},
-                              args.rounds, args.block, args.budget)  # fmt: skip
+
+            def nn(ex=ex, x=x, st=st, ws=ws):
+                return ex.run(x, st.tp, st.ntp, ws)
+
+            res = interleaved({"nnspec": nn, "torch": tfn}, args.rounds, args.block, args.budget)
             flops = 2.0 * y.size * math.prod(a["kernel_size"]) * shape[-1] / a["groups"]
             mn, mt = statistics.median(res["nnspec"]), statistics.median(res["torch"])
             ratios.append(mn / mt)

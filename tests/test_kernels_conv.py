@@ -6,8 +6,11 @@ case: (1) kernels against the reference, rtol = atol = 1e-5 (float32 against flo
 kernels against Keras, within 1e-4 of the output's scale; (3) output shapes and dtypes.
 
 Cases are small, except a few at the seed CNNs' layer shapes (several images, so that the
-convolution's tiles of output positions start mid-row and mid-image). The masked
-GlobalAveragePooling1D needs an Embedding before it and has its own test.
+convolution's tiles of output positions start mid-row and mid-image). Both convolution kernels
+are covered: inputs with at most 16 floats per kernel row take the planar one, wider ones the
+channels-last one. To keep compilations few, the cases of one family of layers and one batch
+size run as the branches of one model (one plan). The masked GlobalAveragePooling1D needs an
+Embedding before it and has its own tests.
 """
 
 from __future__ import annotations

@@ -146,8 +146,9 @@ def _out_dtype(attrs) -> str:
 # - copies index with unsigned ints: with signed ones Numba's negative-index wraparound keeps
 #   LLVM from vectorizing them (3x slower);
 # - the convolution runs on one core: its products are sized for OpenBLAS's single-threaded
-#   small-matrix path (below). Splitting tiles over cores with a Numba prange was 1.7x faster
-#   at batch 1 but took 13 s to compile and added about 8 s to every plan's compilation.
+#   small-matrix path (below). Splitting tiles over cores with a Numba prange was about 1.7x
+#   faster at batch 1 (on a busy machine) but took 13 s to compile and added about 8 s to
+#   the compilation of every plan calling it.
 # - Winograd F(2,3) for 3x3 stride-1 layers (16 products of (tiles, C) x (C, F), half the
 #   multiply-adds) only broke even on the largest seed layer (123x123x32 -> 32) and lost on
 #   the others: its transforms cost what the product saves. Not used.
