@@ -11,10 +11,12 @@ the same computation. So is ``implementation`` (a keyword argument choosing how 
 products are batched). Passing initial states (Keras's ``initial_state`` call argument) is not
 part of these definitions: a layer here takes exactly one input, the sequence.
 
-At inference (the kernels below) ``dropout`` and ``recurrent_dropout`` do nothing, ``unroll``
-computes the same values, and a ``stateful`` layer never compiles (it needs a fixed batch size,
-which nnspec's inputs do not have). With ``go_backwards`` and ``return_sequences`` the output
-sequence is in processing order, that is reversed, as in Keras.
+Training has kernels of its own (the forward pass with dropout and saved arrays, and
+backpropagation through time: see the training section). At inference ``dropout`` and
+``recurrent_dropout`` do nothing, ``unroll`` computes the same values, and a ``stateful`` layer
+never compiles (it needs a fixed batch size, which nnspec's inputs do not have). With
+``go_backwards`` and ``return_sequences`` the output sequence is in processing order, that is
+reversed, as in Keras.
 """
 
 from __future__ import annotations
@@ -529,7 +531,11 @@ def _rnn_emit(type_name):
 # (recurrent_dropout > 0). LSTM and GRU apply dropout only for 0 < rate < 1; with a nonzero
 # recurrent_dropout the cell switches to Keras's implementation 1 and draws one mask per gate for
 # the inputs and one per gate for the state, otherwise one input mask shared by the gates. The
-# state mask scales h only where it enters a matrix product (GRU's z*h keeps the plain h).
+# state mask scales h only where it enters a matrix product (GRU's z*h keeps the plain h). The
+# masks come from NumPy's generator inside Numba (seeded by ``nnspec.runtime.kernels.seed_kernels``);
+# the layer's ``seed`` attribute selects no stream of its own, as for Dropout. One difference from
+# Keras on purpose: with dropout=1.0 an LSTM or GRU drops nothing (Keras's cells), where Keras's
+# fused whole-sequence path (unmasked input, no recurrent_dropout) zeroes the inputs instead.
 #
 # Backward: per step, the gradient of h (and c) after the step gets the output's gradient
 # (unless the step is masked with zero_output_for_mask), the gate gradients go to a per-step

@@ -82,6 +82,8 @@ def _td_reference(attrs, inputs, params, masks=None):
     return [np.stack(outs, axis=1)]
 
 
+# No kernels (emit, emit_train, emit_backward): lowering runs the wrapped layer's own steps on the
+# time axis folded into the batch, in inference and in training alike.
 TIME_DISTRIBUTED = LayerDef(
     name="TimeDistributed",
     attrs=(_LAYER_ATTR, *COMMON_ATTRS),
@@ -459,6 +461,7 @@ def _model_params(attrs, inputs, ctx: InferContext):
     return list(ctx.model_params(attrs["model"]))
 
 
+# No kernels: lowering inlines the sub-model's steps, whose own backward kernels train it.
 MODEL = LayerDef(
     name="Model",
     attrs=(
