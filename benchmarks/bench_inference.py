@@ -113,7 +113,7 @@ def interleaved(contenders: dict, rounds: int, block_s: float, budget_s: float, 
     gc.disable()
     try:
         for r in range(rounds):
-            order = names[r % len(names):] + names[: r % len(names)]
+            order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 fn, args = contenders[name]
                 kk = k[name]
@@ -142,7 +142,10 @@ def ort_status() -> tuple[object, str]:
 
         return ort, f"onnxruntime {ort.__version__}"
     except Exception as e:  # noqa: BLE001
-        return None, f"onnxruntime not importable ({type(e).__name__}: {e}); try `pip install onnxruntime onnx`"
+        return (
+            None,
+            f"onnxruntime not importable ({type(e).__name__}: {e}); try `pip install onnxruntime onnx`",
+        )
 
 
 def ort_session(ort, tm, m, sample_inputs, folder, threads):
@@ -349,7 +352,9 @@ def dispatch_breakdown(r: dict, args) -> None:
     n_out = len(ex.plan.outputs)
     vals = {v.id: v for v in ex.plan.values}
     out_shapes = [vals[vid].shape[1:] for _, vid in ex.plan.outputs]
-    allocs = ", ".join(f"np.empty((a0.shape[0], {', '.join(str(d) for d in s)}), np.float32)" for s in out_shapes)
+    allocs = ", ".join(
+        f"np.empty((a0.shape[0], {', '.join(str(d) for d in s)}), np.float32)" for s in out_shapes
+    )
     src = f"""
 def noop({params}):
     return 0
@@ -411,7 +416,9 @@ def loop(k, {params}):
                   f"njit noop, {nargs} array args": (noop, cargs),
                   f"njit, {nargs} array args, returns {n_out} new array(s)": (alloc, cargs)}  # fmt: skip
     loops = {}
-    contenders["plan run inside a Numba loop"], loops["plan run inside a Numba loop"] = per_block(loop, *cargs)
+    contenders["plan run inside a Numba loop"], loops["plan run inside a Numba loop"] = per_block(
+        loop, *cargs
+    )
     dense_names = []
     for node, rows, (d, u) in dense:
         x = np.random.rand(rows, d).astype(np.float32)
@@ -424,11 +431,21 @@ def loop(k, {params}):
     got = interleaved(contenders, args.repeats, args.block, 2 * args.budget1)
     for key, k in loops.items():
         got[key] = [t / k for t in got[key]]
-    py = {k: v for k, v in got.items() if k in ("plan run (Python call)", "njit noop, 1 array arg",
-                                                 f"njit noop, {nargs} array args",
-                                                 f"njit, {nargs} array args, returns {n_out} new array(s)")}
+    py = {
+        k: v
+        for k, v in got.items()
+        if k
+        in (
+            "plan run (Python call)",
+            "njit noop, 1 array arg",
+            f"njit noop, {nargs} array args",
+            f"njit, {nargs} array args, returns {n_out} new array(s)",
+        )
+    }
     inner = {"plan run inside a Numba loop": got["plan run inside a Numba loop"]}
-    dense_rows = [(node, rows, d, u, got[f"{node} np.dot"], got[f"{node} loop"]) for node, rows, d, u in dense_names]
+    dense_rows = [
+        (node, rows, d, u, got[f"{node} np.dot"], got[f"{node} loop"]) for node, rows, d, u in dense_names
+    ]
     pre = interleaved({"m._prepare_inputs(x)": (m._prepare_inputs, (_pack(m, x1),)),
                        "m._executor(shapes) lookup": (m._executor, (tuple(a.shape[1:] for a in x1),)),
                        "m.predict_on_batch(x)": (m.predict_on_batch, (_pack(m, x1),))},
@@ -444,12 +461,17 @@ def loop(k, {params}):
         print(f"  {k:48s} {cell(ts)}")
     for stat, f in (("median", med), ("min", min)):
         run_py, run_nb = f(py["plan run (Python call)"]), f(inner["plan run inside a Numba loop"])
-        print(f"  => by {stat}: Python->Numba dispatch + boxing {_fmt_us(run_py - run_nb)} us "
-              f"({(run_py - run_nb) / run_py:.0%} of the call), work inside the plan function {_fmt_us(run_nb)} us")
+        print(
+            f"  => by {stat}: Python->Numba dispatch + boxing {_fmt_us(run_py - run_nb)} us "
+            f"({(run_py - run_nb) / run_py:.0%} of the call), work inside the plan function {_fmt_us(run_nb)} us"
+        )
     if dense_rows:
         print("  Dense steps inside Numba: np.dot (BLAS) vs a hand-written loop, us per call, median [min]")
         for node, rows, d, u, tdot, thand in dense_rows:
-            print(f"    {node:16s} ({rows}x{d}) @ ({d}x{u})".ljust(44) + f" np.dot {cell(tdot)}   loop {cell(thand)}")
+            print(
+                f"    {node:16s} ({rows}x{d}) @ ({d}x{u})".ljust(44)
+                + f" np.dot {cell(tdot)}   loop {cell(thand)}"
+            )
         print("    sum over Dense steps".ljust(44) + f" np.dot {_fmt_us(sum(med(r[4]) for r in dense_rows)):>7s}"
               f"{'':{len(' [x.x]')}s}   loop {_fmt_us(sum(med(r[5]) for r in dense_rows)):>7s}")  # fmt: skip
 
@@ -486,7 +508,9 @@ print(json.dumps({"python": t_start - spawn, "numpy+nnspec": t_import - t_start,
 def _child(path: str, env: dict) -> dict:
     spawn = time.time()
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", _CHILD, path, repr(spawn)], env=env, capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-c", _CHILD, path, repr(spawn)], env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         return {"error": (p.stderr.strip().splitlines() or ["?"])[-1]}
@@ -536,7 +560,9 @@ def startup_report(paths: list, args) -> None:
                             runs["warm, no pyc"].append(_child(path, {**asis_env, "NNSPEC_CACHE_DIR": d}))
             with tempfile.TemporaryDirectory(prefix="nnspec-bench-") as d, \
                  tempfile.TemporaryDirectory(prefix="numba-bench-") as nd:  # fmt: skip
-                runs["cold+kernels"].append(_child(path, {**base_env, "NNSPEC_CACHE_DIR": d, "NUMBA_CACHE_DIR": nd}))
+                runs["cold+kernels"].append(
+                    _child(path, {**base_env, "NNSPEC_CACHE_DIR": d, "NUMBA_CACHE_DIR": nd})
+                )
         if skip:
             print(f"  {name:10s} skipped: {skip}")
             continue
@@ -569,7 +595,9 @@ def startup_report(paths: list, args) -> None:
                     "print(time.time() - spawn)\n")  # fmt: skip
         env = {**base_env, "NUMBA_CACHE_DIR": d}
         for i in range(4):
-            p = subprocess.run([sys.executable, script, repr(time.time())], env=env, capture_output=True, text=True)
+            p = subprocess.run(
+                [sys.executable, script, repr(time.time())], env=env, capture_output=True, text=True
+            )
             if i and p.returncode == 0:
                 t3.append(float(p.stdout.strip().splitlines()[-1]))
     import shutil
@@ -583,18 +611,43 @@ def startup_report(paths: list, args) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+def seed_paths(ap, names) -> list[str]:
+    """The seed files named (every ``specs/*.yaml`` when ``names`` is empty); unknown names are
+    a usage error of ``ap``."""
+    paths = sorted(glob.glob(os.path.join(ROOT, "specs", "*.yaml")))
+    if not names:
+        return paths
+    known = {os.path.splitext(os.path.basename(p))[0]: p for p in paths}
+    missing = [n for n in names if n not in known]
+    if missing:
+        ap.error(f"unknown models {missing}; seeds: {sorted(known)}")
+    return [known[n] for n in names]
+
+
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--models", nargs="*", help="seed names (default: every specs/*.yaml)")
-    ap.add_argument("--repeats", type=int, default=None, help="rounds per measurement (default 41; 11 with --quick)")
-    ap.add_argument("--quick", action="store_true", help="fewer rounds, smaller time budgets, fewer startup runs")
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="rounds per measurement (default 41; 11 with --quick)"
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="fewer rounds, smaller time budgets, fewer startup runs"
+    )
     ap.add_argument("--batch", type=int, default=256, help="batch size of the throughput measurement")
     ap.add_argument("--threads", type=int, default=2, help="torch and ORT intra-op threads")
     ap.add_argument("--no-onnx", action="store_true", help="leave ONNX Runtime out")
-    ap.add_argument("--blas-threads", type=int, default=None,
-                    help="OPENBLAS_NUM_THREADS for nnspec's np.dot (set before NumPy loads; default: OpenBLAS's, "
-                         "all cores). NNSPEC_THREADS does not limit BLAS unless threadpoolctl is installed")
-    ap.add_argument("--no-startup", action="store_true", help="skip the fresh-process time to first prediction")
+    ap.add_argument(
+        "--blas-threads",
+        type=int,
+        default=None,
+        help="OPENBLAS_NUM_THREADS for nnspec's np.dot (set before NumPy loads; default: OpenBLAS's, "
+        "all cores). NNSPEC_THREADS does not limit BLAS unless threadpoolctl is installed",
+    )
+    ap.add_argument(
+        "--no-startup", action="store_true", help="skip the fresh-process time to first prediction"
+    )
     ap.add_argument("--startup-models", nargs="*", default=list(STARTUP_MODELS))
     ap.add_argument("--profile", nargs="*", default=["mlp"], help="models to break the batch-1 call down for")
     args = ap.parse_args(argv)
@@ -605,13 +658,7 @@ def main(argv=None) -> None:
     args.budgetB = 5.0 if args.quick else 40.0  # seconds per model for batch B
 
     torch.set_num_threads(args.threads)
-    paths = sorted(glob.glob(os.path.join(ROOT, "specs", "*.yaml")))
-    if args.models:
-        known = {os.path.splitext(os.path.basename(p))[0]: p for p in paths}
-        missing = [n for n in args.models if n not in known]
-        if missing:
-            ap.error(f"unknown models {missing}; seeds: {sorted(known)}")
-        paths = [known[n] for n in args.models]
+    paths = seed_paths(ap, args.models)
 
     import numba
 

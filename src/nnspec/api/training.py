@@ -67,12 +67,18 @@ class TrainMixin:
         self._weighted_metric_ids = [_as_list(weighted_metrics)] * len(names) if weighted_metrics else None
         self.optimizer = get_optimizer(optimizer if optimizer is not None else "rmsprop")
         self._trainers = {}
+        self._specs_memo = {}
+        self._lw_memo = {}
         self._metrics = None
         self.compiled = True
         self.stop_training = False
 
     def _output_names(self) -> list[str]:
-        return [str(r) for r in self._typed.graph.outputs]
+        memo = self.__dict__.get("_out_names_memo")
+        if memo is None or memo[0] is not self._typed:
+            memo = (self._typed, [str(r) for r in self._typed.graph.outputs])
+            self.__dict__["_out_names_memo"] = memo
+        return memo[1]
 
     def _require_compiled(self) -> None:
         if not self.compiled:
@@ -118,9 +124,16 @@ class TrainMixin:
         return out
 
     def _loss_specs_for(self, ys) -> list:
+        """The loss of each output for targets ``ys`` (resolved by their shapes, as Keras resolves
+        sparse or dense forms); memoized per target shapes, so a training loop resolves once."""
         from ..runtime.losses import get_loss
 
-        specs = []
+        key = tuple(None if t is None else getattr(t, "shape", None) for t in ys)
+        memo = self.__dict__.setdefault("_specs_memo", {})
+        specs = memo.get(key)
+        if specs is not None:
+            return specs
+        specs = memo[key] = []
         out_types = [self._typed.type_of(r) for r in self._typed.graph.outputs]
         for lid, t, ot in zip(self._loss_ids, ys, out_types):
             if lid is None:
@@ -174,7 +187,7 @@ class TrainMixin:
         from ..runtime.trainer import Trainer
         from ..runtime.train_codegen import LossBinding
 
-        key = (shapes, tuple(None if s is None else (s.type, s.args) for s in specs))
+        key = (shapes, id(specs))  # specs lists are memoized: one object per loss configuration
         tr = self._trainers.get(key)
         if tr is None:
             typed = self._typed
@@ -230,7 +243,10 @@ class TrainMixin:
         store = self._weights()
         targets = [np.zeros((n,) + (1,), np.float32) if t is None else t for t in ys]
         rows_w = [self._rows_weight(sw, k, n) for k, sw in enumerate(sws)]
-        lw = np.array([w if s is not None else 0.0 for w, s in zip(self._loss_weights, specs)], np.float64)
+        lw = self._lw_memo.get(id(specs))
+        if lw is None:
+            lw = np.array([w if s is not None else 0.0 for w, s in zip(self._loss_weights, specs)], np.float64)
+            self._lw_memo[id(specs)] = lw
         out = tr.run(xs, targets, rows_w, store.tp, store.ntp, lw)
         self.optimizer.apply(store.tp, tr.grads, self._segments())
         tr.apply_constraints(store)

@@ -305,7 +305,9 @@ def _act_grad_scalar(x, y, code):
     if code == 9:
         return y
     if code == 10:
-        return 0.5 * (1.0 + math.erf(x * 0.7071067811865476)) + x * math.exp(-0.5 * x * x) * 0.3989422804014327
+        return (
+            0.5 * (1.0 + math.erf(x * 0.7071067811865476)) + x * math.exp(-0.5 * x * x) * 0.3989422804014327
+        )
     if code == 11:
         return 1.0 / 6.0 if (y > 0 and y < 1) else 0.0
     if code == 12:  # PyTorch's hardswish backward: 0 up to -3, 1 from 3 on
@@ -438,6 +440,30 @@ def activation_backward(x, y, dy, dx, code, accumulate):
                     dx[r, c] += v
                 else:
                     dx[r, c] = v
+    # The common smooth codes get a loop each, as in activation_forward.
+    elif code == 2 or code == 3:
+        for r in range(rows):
+            for c in range(cols):
+                o = y[r, c]
+                d = o * (1.0 - o) if code == 2 else 1.0 - o * o
+                if accumulate:
+                    dx[r, c] += dy[r, c] * d
+                else:
+                    dx[r, c] = dy[r, c] * d
+    elif code == 10:
+        # Phi(x) = y / x saves the erf of the textbook derivative Phi(x) + x * phi(x).
+        for r in range(rows):
+            for c in range(cols):
+                v = x[r, c]
+                if abs(v) < 1e-3:
+                    cdf = 0.5 + 0.3989422804014327 * v
+                else:
+                    cdf = y[r, c] / v
+                d = cdf + v * math.exp(-0.5 * v * v) * 0.3989422804014327
+                if accumulate:
+                    dx[r, c] += dy[r, c] * d
+                else:
+                    dx[r, c] = dy[r, c] * d
     else:
         for r in range(rows):
             for c in range(cols):

@@ -530,7 +530,9 @@ def _elementwise_backward(name: str):
         for j in range(n - 1, 0, -1):
             xj, sj, fj = operand(j)
             dxj = grad(j) if e.dx[j] is not None else g  # g: unused placeholder
-            lines.append(e.call(extremum_grad_step, runs[j - 1], xj, g, dxj, op, ys, sj, fj, e.dx[j] is not None))
+            lines.append(
+                e.call(extremum_grad_step, runs[j - 1], xj, g, dxj, op, ys, sj, fj, e.dx[j] is not None)
+            )
         if e.dx[0] is not None:
             lines.append(e.call(merge_grad, g, grad(0), 1.0, ys, s0, f0))
         return lines
@@ -605,7 +607,9 @@ def _masked_backward(e, name, ys, size, rows, dy2, operand, grad, full):
         lines.append(e.call(merge_binary, prev, prev, t, OP_COPY, ys, full, full, True, True))
         om2 = e.tmp(f"({rows}, {steps})")
         lines.append(f"{om2}[:] = {om}")
-        lines.append(e.call(masked_extremum_step, v3(t), om2, v3(xj), mask2(j, om2), op, out_masked, x_masked))
+        lines.append(
+            e.call(masked_extremum_step, v3(t), om2, v3(xj), mask2(j, om2), op, out_masked, x_masked)
+        )
         out_masked = out_masked and x_masked
         prev, om = t, om2
         runs.append((prev, om, out_masked))

@@ -222,6 +222,21 @@ def _bn_moments(x, m, masked, outer_s, per_step, mean, var, div):
         mean[c] = 0.0
         var[c] = 0.0
         div[c] = 0.0
+    if not masked and inner == 1:  # channels last: the contiguous loop runs over the channels
+        x2 = x.reshape((outer, chans))
+        for o in range(outer):
+            for c in range(chans):
+                mean[c] += x2[o, c]
+        for c in range(chans):
+            div[c] = outer
+            mean[c] /= div[c]
+        for o in range(outer):
+            for c in range(chans):
+                d = x2[o, c] - mean[c]
+                var[c] += d * d
+        for c in range(chans):
+            var[c] /= div[c]
+        return
     if not masked:
         for o in range(outer):
             for c in range(chans):
@@ -258,7 +273,9 @@ def _bn_moments(x, m, masked, outer_s, per_step, mean, var, div):
         var[c] /= div[c]
 
 
-def batch_norm_train(x, y, gamma, beta, mmean, mvar, eps, momentum, scale, center, m, masked, outer_s, per_step):
+def batch_norm_train(
+    x, y, gamma, beta, mmean, mvar, eps, momentum, scale, center, m, masked, outer_s, per_step
+):
     """Training batch normalization over 3-D (outer, channels, inner) views ``x``, ``y``: the
     batch's statistics (masked by ``m`` (rows, steps) if ``masked``) normalize ``x`` and update
     the moving ``mmean``, ``mvar`` in place."""
@@ -278,6 +295,13 @@ def batch_norm_train(x, y, gamma, beta, mmean, mvar, eps, momentum, scale, cente
         mu[c] = mean[c]
         mmean[c] = mmean[c] * momentum + mean[c] * (1.0 - momentum)
         mvar[c] = mvar[c] * momentum + var[c] * (1.0 - momentum)
+    if inner == 1:
+        x2 = x.reshape((outer, chans))
+        y2 = y.reshape((outer, chans))
+        for o in range(outer):
+            for c in range(chans):
+                y2[o, c] = (x2[o, c] - mu[c]) * mul[c] + add[c]
+        return
     for o in range(outer):
         for c in range(chans):
             a = mul[c]
@@ -299,7 +323,16 @@ def batch_norm_backward(x, dy, dx, gamma, dgamma, dbeta, eps, scale, m, masked, 
     sdy = np.zeros(chans, np.float64)
     sdyx = np.zeros(chans, np.float64)
     swx = np.zeros(chans, np.float64)
-    for o in range(outer):
+    fast = inner == 1 and not masked  # channels last: the contiguous loops run over the channels
+    if fast:
+        x2 = x.reshape((outer, chans))
+        dy2 = dy.reshape((outer, chans))
+        for o in range(outer):
+            for c in range(chans):
+                g = dy2[o, c]
+                sdy[c] += g
+                sdyx[c] += g * (x2[o, c] - mean[c])
+    for o in range(0 if fast else outer):
         for c in range(chans):
             mu = mean[c]
             for i in range(inner):
@@ -327,6 +360,14 @@ def batch_norm_backward(x, dy, dx, gamma, dgamma, dbeta, eps, scale, m, masked, 
         dv = -0.5 * g * inv[c] * inv[c] * inv[c] * sdyx[c]
         dmean[c] = (-g * inv[c] * sdy[c] - dv * 2.0 * swx[c] / div[c]) / div[c]
         dvar[c] = 2.0 * dv / div[c]
+    if fast:
+        x2 = x.reshape((outer, chans))
+        dy2 = dy.reshape((outer, chans))
+        dx2 = dx.reshape((outer, chans))
+        for o in range(outer):
+            for c in range(chans):
+                dx2[o, c] += direct[c] * dy2[o, c] + dmean[c] + dvar[c] * (x2[o, c] - mean[c])
+        return
     for o in range(outer):
         for c in range(chans):
             mu = mean[c]
@@ -386,7 +427,7 @@ def _bn_emit_train(e):
     if _bn_frozen(e):
         return _bn_emit(e)
     a = e.attrs
-    xs, outer, chans, inner, gamma, beta, mean, var, mask, masked, per_step = _bn_parts(e)
+    _, outer, chans, inner, gamma, beta, mean, var, mask, masked, per_step = _bn_parts(e)
     x3 = _view3(e.x[0], e.rows(), outer, chans, inner)
     y3 = _view3(e.y[0], e.rows(output=True), outer, chans, inner)
     return [
@@ -397,7 +438,7 @@ def _bn_emit_train(e):
 
 def _bn_backward(e):
     a = e.attrs
-    xs, outer, chans, inner, gamma, beta, mean, var, mask, masked, per_step = _bn_parts(e)
+    _, outer, chans, inner, gamma, _beta, _mean, var, mask, masked, per_step = _bn_parts(e)
     dx = e.dx[0]
     rows = e.rows()
     dy3 = _view3(e.dy[0], e.rows(output=True), outer, chans, inner)
@@ -831,11 +872,11 @@ def _ln_emit(e):
 def _ln_backward(e):
     a = e.attrs
     p, dp = list(e.p), list(e.dp)
-    gamma = dgamma = beta = dbeta = None
+    gamma = dgamma = dbeta = None
     if _ln_has_gamma(a):
         gamma, dgamma = p.pop(0), dp.pop(0)
     if _ln_has_beta(a):
-        beta, dbeta = p.pop(0), dp.pop(0)
+        dbeta = dp.pop(0)
     mode = MODE_LAYER_RMS_SCALING if a["rms_scaling"] else MODE_LAYER
     return _normalize_backward_emit(e, mode, float(a["epsilon"]), gamma, dgamma, dbeta)
 

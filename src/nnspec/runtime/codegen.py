@@ -189,7 +189,7 @@ class _Generator:
         header.append("")
         header.append("")
         header.append("@njit(cache=True, nogil=True, error_model='numpy')")
-        header.append(f"def run({', '.join(in_names + ['tp', 'ntp', 'ws'])}):")
+        header.append(f"def nnspec_run({', '.join(in_names + ['tp', 'ntp', 'ws'])}):")
         return "\n".join(header + self.lines) + "\n"
 
     def bind_output(self, vid: int) -> str:

@@ -56,7 +56,7 @@ class Executor:
         self.plan = plan
         self.source, self.ws_per_sample = codegen.generate(plan)
         self.module = _load_module(self.source)
-        self.run = self.module.run
+        self.run = self.module.nnspec_run
         self._ws: dict[int, np.ndarray] = {}
         self.input_dtypes = [np.dtype(plan.values[vid].dtype) for _, vid in plan.inputs]
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import layerdefs
 from ..layerdefs.base import bind_numpy
-from .numba_config import JIT_OPTIONS
+from .numba_config import JIT_OPTIONS, link_plans_without_reoptimizing
 
 
 @lru_cache(maxsize=1)
@@ -36,6 +36,7 @@ def bind() -> None:
     global _BOUND
     if _BOUND:
         return
+    link_plans_without_reoptimizing()
     mods = family_modules()
     bind_numpy(mods)
     for m in mods:

@@ -1,6 +1,6 @@
 """Write a training plan as one Numba function: forward, losses, backward.
 
-``train_step(in_..., tgt_..., sw_..., tp, ntp, g, ws, gws, sws, iws, lw, out)`` runs the
+``nnspec_train_step(in_..., tgt_..., sw_..., tp, ntp, g, ws, gws, sws, iws, lw, out)`` runs the
 forward pass in training mode (Dropout active, batch statistics, every value kept), computes
 each output's loss with its kernel from ``runtime/losses.py`` (which also writes the gradient of
 the weighted loss into the output's gradient), then the backward pass in reverse step order,
@@ -127,7 +127,7 @@ class _TrainGenerator(_Generator):
             header.append(f"{kname} = jit({alias}.{attr})")
         header += ["EMPTY = np.zeros(0, np.float32)", "", "", "@njit(cache=True, nogil=True, error_model='numpy')"]
         args = ins + tgts + sws + ["tp", "ntp", "g", "ws", "gws", "sws", "iws", "lw", "out"]
-        header.append(f"def train_step({', '.join(args)}):")
+        header.append(f"def nnspec_train_step({', '.join(args)}):")
         return "\n".join(header + self.lines) + "\n"
 
     def emit_penalties(self, params: dict, pvar: dict, gvar: dict) -> None:

@@ -28,7 +28,7 @@ class Trainer:
         self.bindings = bindings
         self.source, self.ws_per_sample, self.sws_per_sample, self.iws_per_sample = generate_train(plan, bindings)
         self.module = _load_module(self.source)
-        self.step = self.module.train_step
+        self.step = self.module.nnspec_train_step
         self._buffers: dict[int, tuple] = {}
         self.out = np.zeros(len(plan.outputs) + 1, np.float64)
         self.grads: np.ndarray | None = None
