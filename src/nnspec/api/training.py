@@ -119,9 +119,25 @@ class TrainMixin:
                 raise InputError(f"targets for '{name}': expected numbers; got dtype {arr.dtype}")
             if arr.shape[0] != n:
                 raise InputError(f"targets for '{name}' have {arr.shape[0]} samples; the inputs have {n}")
-            dtype = np.int32 if spec is not None and spec.sparse else np.float32
-            out.append(np.ascontiguousarray(arr, dtype=dtype))
+            sparse = spec is not None and spec.sparse
+            out_shape = self._typed.type_of(self._typed.graph.outputs[names.index(name)]).shape
+            self._check_target_shape(name, arr.shape, out_shape, sparse)
+            out.append(np.ascontiguousarray(arr, dtype=np.int32 if sparse else np.float32))
         return out
+
+    @staticmethod
+    def _check_target_shape(name: str, got: tuple, out_shape: tuple, sparse: bool) -> None:
+        """Targets must hold what the output holds per sample (class ids: one per output row);
+        a trailing axis of 1 may be added or left out, as Keras allows."""
+        want = tuple(out_shape[1:-1]) if sparse else tuple(out_shape[1:])
+        norm = lambda s: tuple(s[:-1]) if s and s[-1] == 1 else tuple(s)  # noqa: E731
+        g, w = norm(tuple(got[1:])), norm(want)
+        if len(g) == len(w) and all(a is None or a == b for a, b in zip(w, g)):
+            return
+        kind = "class ids of shape" if sparse else "targets of shape"
+        expect = "(batch, " + ", ".join("?" if d is None else str(d) for d in want) + ")"
+        raise InputError(f"targets for output '{name}': expected {kind} {expect} to match the output {tuple(out_shape)}; "
+                         f"got {tuple(got)}")  # fmt: skip
 
     def _loss_specs_for(self, ys) -> list:
         """The loss of each output for targets ``ys`` (resolved by their shapes, as Keras resolves

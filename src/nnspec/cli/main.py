@@ -19,6 +19,8 @@ import sys
 
 import click
 
+from .train import evaluate, fit
+
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -259,6 +261,10 @@ def predict(file, input_path, weights, seed, output, batch_size) -> None:
         for n, o in zip(names, outs):
             click.echo(f"{n}: shape {o.shape}")
             click.echo(np.array2string(o, threshold=200, precision=6))
+
+
+cli.add_command(fit)
+cli.add_command(evaluate)
 
 
 def main() -> None:
