@@ -120,8 +120,11 @@ class TrainMixin:
             if arr.shape[0] != n:
                 raise InputError(f"targets for '{name}' have {arr.shape[0]} samples; the inputs have {n}")
             sparse = spec is not None and spec.sparse
-            out_shape = self._typed.type_of(self._typed.graph.outputs[names.index(name)]).shape
-            self._check_target_shape(name, arr.shape, out_shape, sparse)
+            checked = self.__dict__.setdefault("_targets_checked", set())
+            if (name, arr.shape, sparse) not in checked:
+                out_shape = self._typed.type_of(self._typed.graph.outputs[names.index(name)]).shape
+                self._check_target_shape(name, arr.shape, out_shape, sparse)
+                checked.add((name, arr.shape, sparse))
             out.append(np.ascontiguousarray(arr, dtype=np.int32 if sparse else np.float32))
         return out
 
@@ -196,16 +199,16 @@ class TrainMixin:
     # ------------------------------------------------------------------ machinery
 
     def _trainer(self, shapes: tuple, specs: list):
-        from ..compiler.lower import lower
-        from ..compiler.plan import Plan
-        from ..compiler.shapes import infer_types
-        from ..layerdefs.base import TensorType
-        from ..runtime.trainer import Trainer
-        from ..runtime.train_codegen import LossBinding
-
         key = (shapes, id(specs))  # specs lists are memoized: one object per loss configuration
         tr = self._trainers.get(key)
         if tr is None:
+            from ..compiler.lower import lower
+            from ..compiler.plan import Plan
+            from ..compiler.shapes import infer_types
+            from ..layerdefs.base import TensorType
+            from ..runtime.train_codegen import LossBinding
+            from ..runtime.trainer import Trainer
+
             typed = self._typed
             if any(d is None for t in typed.input_types.values() for d in t.shape[1:]):
                 types = {n: TensorType((None, *s), t.dtype) for (n, t), s in zip(typed.input_types.items(), shapes)}
@@ -266,7 +269,7 @@ class TrainMixin:
         out = tr.run(xs, targets, rows_w, store.tp, store.ntp, lw)
         self.optimizer.apply(store.tp, tr.grads, self._segments())
         tr.apply_constraints(store)
-        return out, tr.outputs(n)
+        return out, (tr.outputs(n) if self._metrics else None)  # outputs only feed metrics
 
     def _update_logs(self, trackers: dict, out, n: int, outputs, ys, sws, specs) -> dict:
         names = self._output_names()
