@@ -373,3 +373,37 @@ def keras_grads(case: Case, r: Result):
         g = v.value.grad
         dw.append(None if (g is None or not v.trainable) else g.numpy())
     return y.detach().numpy(), dx, dw, [np.asarray(v.numpy()) for v in layer.weights]
+
+
+def one_step_matches_keras(source, x, y, seed: int, loss: str = "categorical_crossentropy", lr: float = 0.1,
+                           update_tol: float = 1e-3) -> int:  # fmt: skip
+    """One SGD(``lr``) step of ``loss`` in nnspec and in Keras (built from the same model file by
+    ``keras_from_spec``, nnspec's weights copied in): the losses agree within 1e-4 relative,
+    every weight after the step within 1e-4 of its scale and every update (after minus before)
+    within ``update_tol`` of its scale. Returns how many weight arrays moved."""
+    import keras
+    from keras_from_spec import keras_model_from_spec
+
+    m = nnspec.load(source, seed=seed)
+    km = keras_model_from_spec(source)
+    before = {}
+    for layer in km.layers:
+        if layer.weights:
+            w = m.get_layer(layer.name).get_weights()
+            layer.set_weights(w)
+            before[layer.name] = w
+    m.compile(optimizer=nnspec.optimizers.SGD(learning_rate=lr), loss=loss)
+    km.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss=loss)
+    ours = float(m.train_on_batch(x, y))
+    theirs = float(km.train_on_batch(x, y))
+    assert abs(ours - theirs) <= 1e-4 * abs(theirs), (ours, theirs)
+    moved = 0
+    for name, w0 in before.items():
+        for k, (a, b, a0) in enumerate(
+            zip(m.get_layer(name).get_weights(), km.get_layer(name).get_weights(), w0)
+        ):
+            close(a, b, 1e-4, f"{name} weight {k}")
+            if not np.array_equal(b, a0):  # the update itself, to the tolerance its size allows
+                moved += 1
+                close(a - a0, b - a0, update_tol, f"{name} weight {k} update")
+    return moved

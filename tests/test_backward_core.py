@@ -74,11 +74,17 @@ CASES = [
     Case("repeat-vector", "RepeatVector", {"n": 3}, ((6,),)),
     Case("flatten-cf-rank4", "Flatten", {"data_format": "channels_first"}, ((2, 3, 4),)),
     Case("reshape-view", "Reshape", {"target_shape": [2, -1]}, ((4, 3),)),
+    Case("time-distributed-dense", "TimeDistributed", {"layer": {"type": "Dense", "units": 3, "activation": "tanh"}},
+         ((4, 5),)),
+    Case("activity-regularization", "ActivityRegularization", {"l1": 0.1, "l2": 0.2}, ((6,),)),
+    Case("dense-activity-l1-l2", "Dense", {"units": 4, "activity_regularizer": {"type": "l1_l2", "l1": 0.1, "l2": 0.2}},
+         ((6,),), keras="nnspec's regularizer form; the penalty's gradient is in dy, see test_activity_penalty_gradient"),
     Case("embedding", "Embedding", {"input_dim": VOCAB, "output_dim": 2}, ((2, 3),), data=positive_ids, ids=True),
     # ---- merges
     Case("add-broadcast", "Add", {}, ((3, 4), (1, 4), (4,))),
     Case("subtract-broadcast", "Subtract", {}, ((3, 4), (3, 1))),
     Case("multiply-broadcast", "Multiply", {}, ((3, 4), (1, 4), (4,))),
+    Case("average-broadcast", "Average", {}, ((3, 4), (1, 4))),
     Case("maximum-broadcast", "Maximum", {}, ((3, 4), (1, 4), (4,))),
     Case("minimum-ties", "Minimum", {}, ((3, 4), (3, 4), (3, 4)), data=ties, fd=False),
     Case("concatenate-axis1", "Concatenate", {"axis": 1}, ((3, 4), (2, 4))),
@@ -167,6 +173,31 @@ def test_gradients_against_keras_autograd(case_id):
             close(got, ref, TORCH_TOL, f"weight {i}")
     for i, (got, ref) in enumerate(zip(r.after, after)):  # BatchNormalization's moving statistics
         close(got, ref, TORCH_TOL, f"weight {i} after the step")
+
+
+@pytest.mark.parametrize("case_id", ["activity-regularization", "dense-activity-l1-l2"])
+def test_activity_penalty_gradient(case_id):
+    """The upstream gradient of a layer with an activity penalty is the loss's plus the
+    penalty's: finite differences, in float64, of the layer output's mse (Keras's mean over every
+    element) plus ``(l1 * sum|y| + l2 * sum y^2) / batch``, as Keras adds activity losses."""
+    key = SUITE.group_of[case_id]
+    group = SUITE.run_group(key)
+    _, _, targets = group["model"]
+    k = [c.id for c in SUITE.members(key)].index(case_id)
+    r = group[case_id]
+    y, t = r.y.astype(np.float64), targets[k].astype(np.float64)
+    l1, l2, n, h = 0.1, 0.2, y.shape[0], 1e-6
+
+    def f(v):
+        return ((v - t) ** 2).mean() + (l1 * np.abs(v).sum() + l2 * (v * v).sum()) / n
+
+    ref = np.zeros_like(y)
+    for i in np.ndindex(y.shape):
+        up, down = y.copy(), y.copy()
+        up[i] += h
+        down[i] -= h
+        ref[i] = (f(up) - f(down)) / (2 * h)
+    close(r.dy, ref, FD_TOL, "upstream gradient with the penalty")
 
 
 # ----------------------------------------------------------------------------- activations

@@ -1,7 +1,8 @@
 """Every registered layer type keeps the contract of a LayerDef.
 
-One row per registered type; a layer added without a doc, a schema entry, a NumPy reference
-or a way to run at inference fails here, by name.
+One row per registered type; a layer added without a doc, a schema entry, a NumPy reference,
+a way to run at inference, a backward kernel, or gradient cases checked against finite
+differences and Keras fails here, by name.
 """
 
 from __future__ import annotations
@@ -57,3 +58,55 @@ def test_layer_can_run_at_inference(name):
     if d.view or d.training_only:
         return
     assert d.emit is not None, f"{name} has no inference kernel (LayerDef.emit)"
+
+
+# ----------------------------------------------------------------------------- training
+
+# The gradient test modules; each lists its layer cases in ``CASES`` (grad_harness.Case or its
+# recurrent counterpart), every case checked against float64 finite differences unless its
+# ``fd`` is False and against Keras-on-torch autograd unless its ``keras`` names a reason.
+GRADIENT_SUITES = (
+    "test_backward_core",
+    "test_backward_conv",
+    "test_backward_pooling",
+    "test_backward_recurrent",
+)
+# Layer types whose gradients those two comparisons cannot check, and what checks them instead.
+CHECKED_OTHERWISE = {
+    "Dropout": "random draws Keras cannot reproduce: formula, statistics, noise_shape and seeding in "
+    "test_backward_core.py (test_dropout_*)",
+    "GaussianNoise": "random: test_backward_core.py::test_gaussian_noise_training",
+    "GaussianDropout": "random: test_backward_core.py::test_gaussian_dropout_training",
+    "Model": "inlined: its steps are its layers' (each checked here); one training step of the seeds with "
+    "sub-models (video_classifier, shared_feature_lstm...) against Keras in test_training_seeds.py",
+}
+
+
+def _gradient_cases() -> list:
+    import importlib
+
+    out = []
+    for name in GRADIENT_SUITES:
+        out += importlib.import_module(name).CASES
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_layer_can_train(name):
+    """A backward kernel beside the forward one, unless lowering turns the layer into others."""
+    d = REGISTRY[name]
+    if name in LOWERED:
+        return
+    assert d.emit_backward is not None, f"{name} has no backward kernel (LayerDef.emit_backward)"
+    if d.training_only:
+        assert d.emit_train is not None, f"{name} acts in training but has no training forward (emit_train)"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_layer_gradient_is_checked(name):
+    """Every layer type has gradient cases compared with finite differences and with Keras."""
+    if name in CHECKED_OTHERWISE:
+        return
+    cases = [c for c in _gradient_cases() if c.type == name]
+    assert any(getattr(c, "fd", True) for c in cases), f"no finite-difference gradient case for {name}"
+    assert any(getattr(c, "keras", None) is None for c in cases), f"no Keras gradient case for {name}"

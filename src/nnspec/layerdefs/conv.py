@@ -28,7 +28,14 @@ from .base import (
 from .core import ACTIVATION_ATTR, kernel_and_bias, kernel_bias_attrs
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
-KERNEL_HELPERS = ("add_bias_act", "fill_patches")  # called by kernels: compiled in place by the runtime
+KERNEL_HELPERS = (
+    "add_bias_act",
+    "fill_patches",
+    "planar_load",
+    "planar_gather",
+    "scatter_patches",
+    "add_into",
+)  # called by kernels: compiled in place by the runtime
 
 # ----------------------------------------------------------------------------- shared attributes
 
@@ -314,58 +321,72 @@ def conv_planar_forward(x, w, b, use_bias, act, y, xp, pt, strides, dil, pads):
     transposed, ``pt`` holding (taps*C, positions) (flat scratch), and multiplied as
     ``pt.T @ w``, which BLAS takes as a transposed operand.
     """
-    n, d, h, wd, c = x.shape
+    n, c = x.shape[0], x.shape[4]
     kd, kh, kw, _, f = w.shape
     od, oh, ow = y.shape[1], y.shape[2], y.shape[3]
-    sd, sh, sw = strides
-    dd, dh, dw = dil
-    pd, ph, pw = pads
-    dp, hp, wq = xp.shape[1], xp.shape[2], xp.shape[4]
     k = kd * kh * kw * c
     w2 = w.reshape((k, f))
     npos = od * oh * ow
     y2 = y.reshape((n * npos, f))
     rows_per_tile = max(1, pt.size // (k * ow))
     xpf = xp.reshape(xp.size)
-    plane = dp * hp * sw * wq
     for j in range(xp.size):  # the padding stays zero: images only overwrite the inside
         xpf[j] = 0.0
     for i in range(n):
-        for z in range(d):
-            for yy in range(h):
-                row = ((z + pd) * hp + yy + ph) * sw * wq
-                phase = pw % sw
-                col = pw // sw
-                for xx in range(wd):
-                    base = row + phase * wq + col
-                    for ci in range(c):
-                        xpf[ci * plane + base] = x[i, z, yy, xx, ci]
-                    phase += 1
-                    if phase == sw:
-                        phase = 0
-                        col += 1
+        planar_load(x, i, xp, xpf, pads)
         for r0 in range(0, od * oh, rows_per_tile):
             nr = min(rows_per_tile, od * oh - r0)
             m = nr * ow
             p = pt[: k * m]
-            t = 0
-            for kz in range(kd):
-                for ky in range(kh):
-                    for kx in range(kw):
-                        off = kx * dw
-                        for ci in range(c):
-                            for rr in range(nr):
-                                q = r0 + rr
-                                src = (((ci * dp + (q // oh) * sd + kz * dd) * hp + (q % oh) * sh + ky * dh) * sw
-                                       + off % sw) * wq + off // sw  # fmt: skip
-                                a = np.uint64(t * m + rr * ow)
-                                u = np.uint64(src)
-                                for jj in range(np.uint64(ow)):
-                                    p[a + jj] = xpf[u + jj]
-                            t += 1
+            planar_gather(xp, xpf, p, r0, nr, m, oh, ow, kd, kh, kw, strides, dil)
             p0 = i * npos + r0 * ow
             np.dot(p.reshape((k, m)).T, w2, y2[p0 : p0 + m])
             add_bias_act(y2[p0 : p0 + m], b, use_bias, act)
+
+
+def planar_load(x, i, xp, xpf, pads):
+    """Copy image ``i`` of ``x`` (rows, D, H, W, C) into the inside of the planar, padded,
+    phase-split ``xp`` (C, Dp, Hp, sw, Wq) (``xpf``: its flat view); see conv_planar_forward."""
+    _, d, h, wd, c = x.shape
+    dp, hp, sw, wq = xp.shape[1], xp.shape[2], xp.shape[3], xp.shape[4]
+    pd, ph, pw = pads
+    plane = dp * hp * sw * wq
+    for z in range(d):
+        for yy in range(h):
+            row = ((z + pd) * hp + yy + ph) * sw * wq
+            phase = pw % sw
+            col = pw // sw
+            for xx in range(wd):
+                base = row + phase * wq + col
+                for ci in range(c):
+                    xpf[ci * plane + base] = x[i, z, yy, xx, ci]
+                phase += 1
+                if phase == sw:
+                    phase = 0
+                    col += 1
+
+
+def planar_gather(xp, xpf, p, r0, nr, m, oh, ow, kd, kh, kw, strides, dil):
+    """The transposed patches of output rows ``r0 .. r0+nr`` (``m`` = nr*OW positions) of the
+    image in ``xp`` into ``p`` (flat, (taps*C, m)), in runs of OW floats."""
+    c, dp, hp, sw, wq = xp.shape[0], xp.shape[1], xp.shape[2], xp.shape[3], xp.shape[4]
+    sd, sh = strides[0], strides[1]
+    dd, dh, dw = dil
+    t = 0
+    for kz in range(kd):
+        for ky in range(kh):
+            for kx in range(kw):
+                off = kx * dw
+                for ci in range(c):
+                    for rr in range(nr):
+                        q = r0 + rr
+                        src = (((ci * dp + (q // oh) * sd + kz * dd) * hp + (q % oh) * sh + ky * dh) * sw
+                               + off % sw) * wq + off // sw  # fmt: skip
+                        a = np.uint64(t * m + rr * ow)
+                        u = np.uint64(src)
+                        for jj in range(np.uint64(ow)):
+                            p[a + jj] = xpf[u + jj]
+                    t += 1
 
 
 def depthwise_forward(x, w, b, use_bias, act, y, strides, dil, pads):
@@ -484,6 +505,381 @@ def activation_last_axis(y2, act):
     activations.apply_activation(y2, act)
 
 
+# ----------------------------------------------------------------------------- backward kernels
+#
+# The backward pass mirrors the forward: the gradient of the kernel is patches^T @ dz and that of
+# the input is col2im(dz @ kernel^T), both through BLAS on the same tiles of output positions (and
+# the same patch copies: channels-last runs, or the planar gather for few input channels) as the
+# forward. For stride-1 convolutions with at least as many channels as filters, the input
+# gradient is instead the forward convolution of dz with the flipped kernel (a gather, no
+# read-modify-write scatter; see _gather_dx). The activation's derivative and the bias gradient
+# take one pass over dz before (conv_grad_out). Every kernel ADDS into its gradients (a value
+# read by two layers, or a shared layer, gets the sum); a gradient that is not wanted (a frozen
+# layer, an input needing none) is skipped with its flag and given a stand-in array that is
+# never written.
+
+
+def add_into(dst, src):
+    """``dst += src`` for 2-D arrays of one shape."""
+    rows, cols = src.shape
+    for i in range(rows):
+        for j in range(cols):
+            dst[i, j] += src[i, j]
+
+
+def scatter_patches(dxf, pf, m, k, pos0, geo, c0, cg, rowsrc):
+    """The adjoint of :func:`fill_patches`: add the rows of ``pf`` (patch gradients of output
+    positions ``pos0 .. pos0+m``, channels ``c0 .. c0+cg``) into the input gradient ``dxf`` (flat,
+    channels-last) at the taps they were copied from; taps in the padding are dropped."""
+    d, h, w, c, od, oh, ow, kd, kh, kw, sd, sh, sw, dd, dh, dw, pd, ph, pw = geo
+    run = kw * cg
+    fast = cg == c and dw == 1
+    lo = (pw + sw - 1) // sw
+    hi = min(ow, (w + pw - (kw - 1) * dw - 1) // sw + 1)
+    nrow = kd * kh
+    p = pos0
+    r = 0
+    while r < m:
+        q = p // ow
+        x0 = p - q * ow
+        seg = min(ow - x0, m - r)
+        yy = q % oh
+        q //= oh
+        zz = q % od
+        bb = q // od
+        t = 0
+        for kz in range(kd):
+            iz = zz * sd - pd + kz * dd
+            for ky in range(kh):
+                iy = yy * sh - ph + ky * dh
+                if iz < 0 or iz >= d or iy < 0 or iy >= h:
+                    rowsrc[t] = -1
+                else:
+                    rowsrc[t] = ((bb * d + iz) * h + iy) * w * c
+                t += 1
+        col = r * k
+        for ox in range(x0, x0 + seg):
+            ix0 = ox * sw - pw
+            if fast and ox >= lo and ox < hi:
+                for t in range(nrow):
+                    s = rowsrc[t]
+                    if s >= 0:
+                        a = np.uint64(col)
+                        u = np.uint64(s + ix0 * c)
+                        for j in range(np.uint64(run)):
+                            dxf[u + j] += pf[a + j]
+                    col += run
+            else:
+                for t in range(nrow):
+                    s = rowsrc[t]
+                    for kx in range(kw):
+                        ix = ix0 + kx * dw
+                        if s >= 0 and ix >= 0 and ix < w:
+                            a = np.uint64(col)
+                            u = np.uint64(s + ix * c + c0)
+                            for j in range(np.uint64(cg)):
+                                dxf[u + j] += pf[a + j]
+                        col += cg
+        r += seg
+        p += seg
+
+
+def conv_grad_out(pre, y, dy, dz, act, db, need_db):
+    """``dz = dy * act'`` (from ``y``, or from ``pre`` for the activations that need their
+    input) and, with ``need_db``, ``db += sum of dz's rows``: one pass over (positions, F)
+    arrays, by blocks of rows, the bias summed while the block is in cache."""
+    rows, f = dy.shape
+    acc = np.zeros(f, np.float64)
+    blk = 256
+    for r0 in range(0, rows, blk):
+        r1 = min(rows, r0 + blk)
+        if act != 0:
+            activations.activation_backward(pre[r0:r1], y[r0:r1], dy[r0:r1], dz[r0:r1], act, False)
+        if need_db:
+            for i in range(r0, r1):
+                for j in range(f):
+                    acc[j] += dz[i, j]
+    if need_db:
+        for j in range(f):
+            db[j] += acc[j]
+
+
+def conv_bias_grad(dz, db):
+    """``db += sum of dz's rows`` (dz: (positions, filters)), summed in float64."""
+    f = dz.shape[1]
+    acc = np.zeros(f, np.float64)
+    for i in range(dz.shape[0]):
+        for j in range(f):
+            acc[j] += dz[i, j]
+    for j in range(f):
+        db[j] += acc[j]
+
+
+def conv_backward(x, w, dz, dx, dw, need_dx, need_dw, tile, groups, strides, dil, pads):
+    """Gradients of :func:`conv_forward` (before bias and activation): given ``dz`` (rows, OD,
+    OH, OW, F), add ``patches^T @ dz`` into ``dw`` ((kd*kh*kw*C/groups, F), with ``need_dw``) and
+    ``col2im(dz @ w^T)`` into ``dx`` (shaped as ``x``, with ``need_dx``), by tiles of ``tile``
+    output positions (the forward's)."""
+    n, d, h, wd, c = x.shape
+    kd, kh, kw, cg, f = w.shape
+    od, oh, ow = dz.shape[1], dz.shape[2], dz.shape[3]
+    k = kd * kh * kw * cg
+    total = n * od * oh * ow
+    dz2 = dz.reshape((total, f))
+    w2 = w.reshape((k, f))
+    fg = f // groups
+    tw = np.empty((k, fg), np.float32)
+    dpatch = np.empty((tile if need_dx else 1, k), np.float32)
+    if (kd * kh * kw == 1 and groups == 1 and strides[0] == 1 and strides[1] == 1 and strides[2] == 1
+            and pads[0] == 0 and pads[1] == 0 and pads[2] == 0):  # fmt: skip
+        # 1x1 convolution: the input is its own patch matrix
+        x2 = x.reshape((total, c))
+        dx2 = dx.reshape((total, c))
+        for p0 in range(0, total, tile):
+            m = min(tile, total - p0)
+            if need_dw:
+                np.dot(x2[p0 : p0 + m].T, dz2[p0 : p0 + m], tw)
+                add_into(dw, tw)
+            if need_dx:
+                np.dot(dz2[p0 : p0 + m], w2.T, dpatch[:m])
+                add_into(dx2[p0 : p0 + m], dpatch[:m])
+        return
+    patches = np.empty((tile if need_dw else 1, k), np.float32)
+    wg = np.empty((groups if groups > 1 else 0, k, fg), np.float32)
+    dzg = np.empty((tile if groups > 1 else 0, fg), np.float32)
+    for g in range(wg.shape[0]):
+        for i in range(k):
+            for j in range(fg):
+                wg[g, i, j] = w2[i, g * fg + j]
+    xf = x.reshape(x.size)
+    dxf = dx.reshape(dx.size)
+    pf = patches.reshape(patches.size)
+    dpf = dpatch.reshape(dpatch.size)
+    geo = (d, h, wd, c, od, oh, ow, kd, kh, kw, strides[0], strides[1], strides[2],
+           dil[0], dil[1], dil[2], pads[0], pads[1], pads[2])  # fmt: skip
+    rowsrc = np.empty(kd * kh, np.int64)
+    for p0 in range(0, total, tile):
+        m = min(tile, total - p0)
+        if groups == 1:
+            if need_dw:
+                fill_patches(xf, pf, m, k, p0, geo, 0, c, rowsrc)
+                np.dot(patches[:m].T, dz2[p0 : p0 + m], tw)
+                add_into(dw, tw)
+            if need_dx:
+                np.dot(dz2[p0 : p0 + m], w2.T, dpatch[:m])
+                scatter_patches(dxf, dpf, m, k, p0, geo, 0, c, rowsrc)
+            continue
+        for g in range(groups):
+            for i in range(m):
+                for j in range(fg):
+                    dzg[i, j] = dz2[p0 + i, g * fg + j]
+            if need_dw:
+                fill_patches(xf, pf, m, k, p0, geo, g * cg, cg, rowsrc)
+                np.dot(patches[:m].T, dzg[:m], tw)
+                for i in range(k):
+                    for j in range(fg):
+                        dw[i, g * fg + j] += tw[i, j]
+            if need_dx:
+                np.dot(dzg[:m], wg[g].T, dpatch[:m])
+                scatter_patches(dxf, dpf, m, k, p0, geo, g * cg, cg, rowsrc)
+
+
+def conv_grad_input_s1(w, dz, dx, tile, dil, pads):
+    """``dx += col2im(dz @ w^T)`` for stride-1 convolutions with groups = 1, computed as the
+    convolution of ``dz`` (rows, OD, OH, OW, F) with the kernel flipped along every spatial axis
+    and transposed (``(kd, kh, kw, F, C)``), with ``(k-1)*dilation - pad`` zeros before each
+    axis: the patches are gathered from ``dz`` as the forward gathers them from ``x``, and each
+    tile's product is added into ``dx`` while in cache (no scatter)."""
+    n, d, h, wd, c = dx.shape
+    kd, kh, kw, _, f = w.shape
+    od, oh, ow = dz.shape[1], dz.shape[2], dz.shape[3]
+    k = kd * kh * kw * f
+    wf = np.empty((kd, kh, kw, f, c), np.float32)
+    for a in range(kd):
+        for b in range(kh):
+            for t in range(kw):
+                src = w[kd - 1 - a, kh - 1 - b, kw - 1 - t]
+                dst = wf[a, b, t]
+                for ci in range(c):
+                    for j in range(f):
+                        dst[j, ci] = src[ci, j]
+    wf2 = wf.reshape((k, c))
+    total = n * d * h * wd
+    dx2 = dx.reshape((total, c))
+    patches = np.empty((tile, k), np.float32)
+    out = np.empty((tile, c), np.float32)
+    pf = patches.reshape(patches.size)
+    dzf = dz.reshape(dz.size)
+    geo = (od, oh, ow, f, d, h, wd, kd, kh, kw, 1, 1, 1, dil[0], dil[1], dil[2],
+           (kd - 1) * dil[0] - pads[0], (kh - 1) * dil[1] - pads[1], (kw - 1) * dil[2] - pads[2])  # fmt: skip
+    rowsrc = np.empty(kd * kh, np.int64)
+    for p0 in range(0, total, tile):
+        m = min(tile, total - p0)
+        fill_patches(dzf, pf, m, k, p0, geo, 0, f, rowsrc)
+        np.dot(patches[:m], wf2, out[:m])
+        add_into(dx2[p0 : p0 + m], out[:m])
+
+
+def conv_planar_grad_w(x, w, dz, dw, xp, pt, strides, dil, pads):
+    """``dw += patches^T @ dz`` for the layers :func:`conv_planar_forward` runs (few input
+    channels, groups = 1), with the same planar copies and transposed patch tiles (scratch
+    ``xp`` and ``pt`` as there); ``dw`` is (kd*kh*kw*C, F)."""
+    n, c = x.shape[0], x.shape[4]
+    kd, kh, kw, _, f = w.shape
+    od, oh, ow = dz.shape[1], dz.shape[2], dz.shape[3]
+    k = kd * kh * kw * c
+    npos = od * oh * ow
+    dz2 = dz.reshape((n * npos, f))
+    tw = np.empty((k, f), np.float32)
+    rows_per_tile = max(1, pt.size // (k * ow))
+    xpf = xp.reshape(xp.size)
+    for j in range(xp.size):
+        xpf[j] = 0.0
+    for i in range(n):
+        planar_load(x, i, xp, xpf, pads)
+        for r0 in range(0, od * oh, rows_per_tile):
+            nr = min(rows_per_tile, od * oh - r0)
+            m = nr * ow
+            p = pt[: k * m]
+            planar_gather(xp, xpf, p, r0, nr, m, oh, ow, kd, kh, kw, strides, dil)
+            p0 = i * npos + r0 * ow
+            np.dot(p.reshape((k, m)), dz2[p0 : p0 + m], tw)
+            add_into(dw, tw)
+
+
+def depthwise_backward(x, w, dz, dx, dw, need_dx, need_dw, strides, dil, pads):
+    """Gradients of :func:`depthwise_forward` (before bias and activation): ``dz`` (rows, OD,
+    OH, OW, C*dm); adds into ``dx`` (shaped as ``x``) and ``dw`` (shaped as ``w``)."""
+    n, d, h, wd, c = x.shape
+    kd, kh, kw, _, dm = w.shape
+    od, oh, ow = dz.shape[1], dz.shape[2], dz.shape[3]
+    sd, sh, sw = strides
+    dd, dh, dwl = dil
+    pd, ph, pw = pads
+    acc = np.zeros((kd, kh, kw, c, dm) if need_dw else (0, 0, 0, 0, 0), np.float64)
+    for b_ in range(n):
+        for z in range(od):
+            for yy in range(oh):
+                drow = dz[b_, z, yy]  # (ow, c*dm)
+                for kz in range(kd):
+                    iz = z * sd - pd + kz * dd
+                    if iz < 0 or iz >= d:
+                        continue
+                    for ky in range(kh):
+                        iy = yy * sh - ph + ky * dh
+                        if iy < 0 or iy >= h:
+                            continue
+                        xrow = x[b_, iz, iy]  # (W, C)
+                        dxrow = dx[b_, iz, iy]
+                        for kx in range(kw):
+                            wt = w[kz, ky, kx]  # (C, dm)
+                            for xx in range(ow):
+                                ix = xx * sw - pw + kx * dwl
+                                if ix < 0 or ix >= wd:
+                                    continue
+                                if need_dw:
+                                    at = acc[kz, ky, kx]
+                                    for ci in range(c):
+                                        v = xrow[ix, ci]
+                                        for mi in range(dm):
+                                            at[ci, mi] += v * drow[xx, ci * dm + mi]
+                                if need_dx:
+                                    for ci in range(c):
+                                        s = 0.0
+                                        for mi in range(dm):
+                                            s += drow[xx, ci * dm + mi] * wt[ci, mi]
+                                        dxrow[ix, ci] += s
+    if need_dw:
+        for kz in range(kd):
+            for ky in range(kh):
+                for kx in range(kw):
+                    for ci in range(c):
+                        for mi in range(dm):
+                            dw[kz, ky, kx, ci, mi] += acc[kz, ky, kx, ci, mi]
+
+
+def conv_transpose_backward(x, w, dz, dx, dw, need_dx, need_dw, tile, strides, dil, crops):
+    """Gradients of :func:`conv_transpose_forward` (before bias and activation): for each tile of
+    input positions, the output gradients every tap reads are gathered into ``zt`` (tile,
+    taps*F), the adjoint of the forward's scatter; then ``dx += zt @ wt^T`` and
+    ``dwt += x^T @ zt`` through BLAS (``wt`` (C, taps*F) as in the forward)."""
+    n, d, h, wd, c = x.shape
+    kd, kh, kw, f, _ = w.shape
+    od, oh, ow = dz.shape[1], dz.shape[2], dz.shape[3]
+    sd, sh, sw = strides
+    dd, dh, dwl = dil
+    cd, ch, cw = crops
+    taps = kd * kh * kw
+    tf = taps * f
+    w3 = w.reshape((taps, f, c))
+    wt = np.empty((c, tf), np.float32)
+    for t in range(taps):
+        for j in range(f):
+            for ci in range(c):
+                wt[ci, t * f + j] = w3[t, j, ci]
+    total_in = n * d * h * wd
+    total_out = n * od * oh * ow
+    dz2 = dz.reshape((total_out, f))
+    x2 = x.reshape((total_in, c))
+    dx2 = dx.reshape((total_in, c))
+    zt = np.empty((tile, tf), np.float32)
+    tdx = np.empty((tile if need_dx else 0, c), np.float32)
+    tw = np.empty((c, tf), np.float32)
+    dwt = np.zeros((c, tf) if need_dw else (0, 0), np.float32)
+    for p0 in range(0, total_in, tile):
+        m = min(tile, total_in - p0)
+        for r in range(m):
+            q = p0 + r
+            ix = q % wd
+            q //= wd
+            iy = q % h
+            q //= h
+            iz = q % d
+            b_ = q // d
+            t = 0
+            for kz in range(kd):
+                oz = iz * sd + kz * dd - cd
+                for ky in range(kh):
+                    oy = iy * sh + ky * dh - ch
+                    for kx in range(kw):
+                        ox = ix * sw + kx * dwl - cw
+                        if 0 <= oz < od and 0 <= oy < oh and 0 <= ox < ow:
+                            src = ((b_ * od + oz) * oh + oy) * ow + ox
+                            for j in range(f):
+                                zt[r, t * f + j] = dz2[src, j]
+                        else:
+                            for j in range(f):
+                                zt[r, t * f + j] = 0.0
+                        t += 1
+        if need_dx:
+            np.dot(zt[:m], wt.T, tdx[:m])
+            add_into(dx2[p0 : p0 + m], tdx[:m])
+        if need_dw:
+            np.dot(x2[p0 : p0 + m].T, zt[:m], tw)
+            add_into(dwt, tw)
+    if need_dw:
+        dw3 = dw.reshape((taps, f, c))
+        for t in range(taps):
+            for j in range(f):
+                for ci in range(c):
+                    dw3[t, j, ci] += dwt[ci, t * f + j]
+
+
+def swap_last2_add(src, dst):
+    """``dst[i, b, a] += src[i, a, b]`` for 3-D arrays (a channels-last gradient added into a
+    channels_first one)."""
+    n, a, bb = src.shape
+    blk = 32
+    for i in range(n):
+        for a0 in range(0, a, blk):
+            a1 = min(a, a0 + blk)
+            for b0 in range(0, bb, blk):
+                b1 = min(bb, b0 + blk)
+                for p in range(a0, a1):
+                    for q in range(b0, b1):
+                        dst[i, q, p] += src[i, p, q]
+
+
 # ----------------------------------------------------------------------------- emit helpers
 
 
@@ -553,9 +949,12 @@ def transpose_crops(spatial, kernel, strides, dilation, padding, output_padding)
 
 
 class _Layout:
-    """Spatial dims and channels of one step's input and output, and their 5-D views."""
+    """Spatial dims and channels of one step's input and output, and their 5-D views.
 
-    def __init__(self, e, rank: int):
+    ``y``: the variable the forward writes (the step's output, or in training the saved
+    pre-activation when the backward pass needs it)."""
+
+    def __init__(self, e, rank: int, y: str | None = None):
         self.e = e
         self.rank = rank
         self.cf = e.attrs.get("data_format", "channels_last") == "channels_first"
@@ -568,6 +967,7 @@ class _Layout:
             self.c, self.sp = xs[-1], tuple(xs[:-1])
             self.f, self.osp = ys[-1], tuple(ys[:-1])
         self.rows = e.rows()
+        self.y = e.y[0] if y is None else y
 
     @staticmethod
     def five(var: str, rows: str, spatial, ch) -> str:
@@ -579,13 +979,21 @@ class _Layout:
         the input is transposed into scratch first and the caller transposes the output back
         with :meth:`finish`."""
         e, r = self.e, self.rows
-        s_in, s_out = math.prod(self.sp), math.prod(self.osp)
+        s_out = math.prod(self.osp)
         if not self.cf:
-            return self.five(e.x[0], r, self.sp, self.c), self.five(e.y[0], r, self.osp, self.f), None
+            return self.five(e.x[0], r, self.sp, self.c), self.five(self.y, r, self.osp, self.f), None
+        yt = e.tmp(f"({r}, {s_out}, {self.f})")
+        return self.x_last(lines), self.five(yt, r, self.osp, self.f), yt
+
+    def x_last(self, lines: list) -> str:
+        """The input as a channels-last 5-D view (transposed into scratch for channels_first)."""
+        e, r = self.e, self.rows
+        if not self.cf:
+            return self.five(e.x[0], r, self.sp, self.c)
+        s_in = math.prod(self.sp)
         xt = e.tmp(f"({r}, {s_in}, {self.c})")
         lines.append(e.call(swap_last2, f"{e.x[0]}.reshape(({r}, {self.c}, {s_in}))", xt))
-        yt = e.tmp(f"({r}, {s_out}, {self.f})")
-        return self.five(xt, r, self.sp, self.c), self.five(yt, r, self.osp, self.f), yt
+        return self.five(xt, r, self.sp, self.c)
 
     def finish(self, lines: list, yt: str | None, act_name: str) -> None:
         """Transpose a channels_first output back, then apply a row-wise activation there."""
@@ -593,11 +1001,11 @@ class _Layout:
             return
         e, r = self.e, self.rows
         s_out = math.prod(self.osp)
-        lines.append(e.call(swap_last2, yt, f"{e.y[0]}.reshape(({r}, {self.f}, {s_out}))"))
+        lines.append(e.call(swap_last2, yt, f"{self.y}.reshape(({r}, {self.f}, {s_out}))"))
         if act_name in activations.ROW_WISE:
             last = self.osp[-1]
             lines.append(
-                e.call(activation_last_axis, f"{e.y[0]}.reshape(({r} * {self.f * s_out // last}, {last}))",
+                e.call(activation_last_axis, f"{self.y}.reshape(({r} * {self.f * s_out // last}, {last}))",
                        activations.code(act_name))
             )  # fmt: skip
 
@@ -608,8 +1016,78 @@ class _Layout:
             return 0
         return activations.code(act_name)
 
+    # ---- backward
+
+    def grad_out(self, lines: list, saved: dict, db: str | None) -> tuple[str, str]:
+        """The gradient of the pre-activation, channels-last, as (5-D view, 2-D (positions, F)
+        view): ``dy * act'`` (from the output, or from the saved pre-activation for the
+        activations that need it) into the saved ``dz``, in the output's own layout (row-wise
+        activations of channels_first outputs act on its last axis), then transposed for
+        channels_first. Adds the bias gradient into ``db`` (unless None) on the way."""
+        e, r = self.e, self.rows
+        c = activations.code(e.attrs["activation"])
+        (ys,) = e.y_shapes
+        s_out = math.prod(self.osp)
+        fused_db = db is not None and not self.cf  # channels-last: summed in the same pass
+        dzn = e.dy[0] if c == 0 else saved["dz"]
+        if c != 0 or fused_db:
+            src = saved["pre"] if activations.needs_input(c) else e.y[0]
+            dbv = db if fused_db else no_bias(e)
+            lines.append(e.call(conv_grad_out, e.flat2(src, ys, r), e.flat2(e.y[0], ys, r), e.flat2(e.dy[0], ys, r),
+                                e.flat2(dzn, ys, r), c, dbv, fused_db))  # fmt: skip
+        if self.cf:
+            dzt = e.tmp(f"({r}, {s_out}, {self.f})")
+            lines.append(e.call(swap_last2, f"{dzn}.reshape(({r}, {self.f}, {s_out}))", dzt))
+            dzn = dzt
+        dz2 = f"{dzn}.reshape(({r} * {s_out}, {self.f}))"
+        if db is not None and not fused_db:
+            lines.append(e.call(conv_bias_grad, dz2, db))
+        return self.five(dzn, r, self.osp, self.f), dz2
+
+    def grad_in(self, lines: list, x5: str) -> tuple[str, str | None]:
+        """(5-D channels-last view the kernels add the input gradient into, scratch to add back
+        into a channels_first gradient with :meth:`finish_grad_in`). Without an input gradient,
+        ``x5`` stands in (the kernels are told not to write it)."""
+        e, r = self.e, self.rows
+        if e.dx[0] is None:
+            return x5, None
+        if not self.cf:
+            return self.five(e.dx[0], r, self.sp, self.c), None
+        dxt = e.tmp(f"({r}, {math.prod(self.sp)}, {self.c})")
+        lines.append(f"{dxt}[:] = 0.0")
+        return self.five(dxt, r, self.sp, self.c), dxt
+
+    def finish_grad_in(self, lines: list, dxt: str | None) -> None:
+        if dxt is not None:
+            e, r = self.e, self.rows
+            s_in = math.prod(self.sp)
+            lines.append(e.call(swap_last2_add, dxt, f"{e.dx[0]}.reshape(({r}, {self.c}, {s_in}))"))
+
 
 PLANAR_MAX_RUN = 16  # use conv_planar_forward when a kernel row holds at most this many floats
+
+
+def _planar(groups: int, k_per_group: int, geometry, strides, pads) -> bool:
+    """Whether :func:`conv_planar_forward` runs this convolution (few channels per kernel row)."""
+    if geometry is None or groups != 1:
+        return False
+    _, _, ks = geometry
+    cg = k_per_group // math.prod(ks)
+    pointwise = math.prod(ks) == 1 and strides == (1, 1, 1) and pads == (0, 0, 0)  # no patches at all
+    return ks[2] * cg <= PLANAR_MAX_RUN and not pointwise
+
+
+def _planar_scratch(e, geometry, k_per_group: int, fg: int, strides, dil, pads) -> tuple[str, str]:
+    """The scratch of conv_planar_forward: the planar image ``xp`` and the patch tile ``pt``."""
+    sp, osp, ks = geometry
+    cg = k_per_group // math.prod(ks)
+    ext = [
+        max(n + p, (o - 1) * s + (k - 1) * d + 1) for n, p, o, s, k, d in zip(sp, pads, osp, strides, ks, dil)
+    ]
+    xp = e.tmp(f"({cg}, {ext[0]}, {ext[1]}, {strides[2]}, {-(-ext[2] // strides[2])})")
+    rows = max(1, conv_tile_rows(k_per_group, fg) // osp[2])
+    pt = e.tmp(f"({k_per_group * rows * osp[2]},)")
+    return xp, pt
 
 
 def _conv_call(
@@ -617,22 +1095,12 @@ def _conv_call(
 ):
     """The call of :func:`conv_forward`, or of :func:`conv_planar_forward` for inputs with few
     channels (``geometry``: input spatial dims, output spatial dims, kernel size, as 3 axes)."""
-    if geometry is not None and groups == 1:
-        sp, osp, ks = geometry
-        cg = k_per_group // math.prod(ks)
-        pointwise = math.prod(ks) == 1 and strides == (1, 1, 1) and pads == (0, 0, 0)  # no patches at all
-        if ks[2] * cg <= PLANAR_MAX_RUN and not pointwise:
-            ext = [
-                max(n + p, (o - 1) * s + (k - 1) * d + 1)
-                for n, p, o, s, k, d in zip(sp, pads, osp, strides, ks, dil)
-            ]
-            xp = e.tmp(f"({cg}, {ext[0]}, {ext[1]}, {strides[2]}, {-(-ext[2] // strides[2])})")
-            rows = max(1, conv_tile_rows(k_per_group, fg) // osp[2])
-            pt = e.tmp(f"({k_per_group * rows * osp[2]},)")
-            lines.append(
-                kernel_call(e, conv_planar_forward, x5, w5, b, use_bias, act, y5, xp, pt, strides, dil, pads)
-            )
-            return
+    if _planar(groups, k_per_group, geometry, strides, pads):
+        xp, pt = _planar_scratch(e, geometry, k_per_group, fg, strides, dil, pads)
+        lines.append(
+            kernel_call(e, conv_planar_forward, x5, w5, b, use_bias, act, y5, xp, pt, strides, dil, pads)
+        )
+        return
     tile = conv_tile_rows(k_per_group, fg)
     patches = e.tmp(f"({tile}, {k_per_group})")
     if groups > 1:
@@ -645,11 +1113,108 @@ def _conv_call(
                         strides, dil, pads))  # fmt: skip
 
 
-def _conv_emit(rank: int):
-    def emit(e):
+def _gather_dx(taps: int, c: int, f: int) -> bool:
+    """GATHER_DX: whether the input gradient of a stride-1 convolution goes through
+    :func:`conv_grad_input_s1` (a product with C columns, then an add per tile) rather than the
+    scatter of :func:`conv_backward` (a product with K = F, then a read-modify-write per tap).
+    Measured on the 2-core machine at batch 32, 3x3 kernels (ms, scatter / gather): C=F=32 at
+    123x123 186 / 138, at 40x40 20 / 15; C=32, F=16: 6.7 / 5.0; C=16, F=32: 5.9 / 6.2; C=8, F=32:
+    3.6 / 3.9; C=F=64 (past BLAS's small-matrix path): 31 / 36; 5x5, C=4, F=8: 0.5 / 1.3. So:
+    at least as many input channels as filters, and tiles on the small-matrix path."""
+    return c >= f and taps * f * c * 32 <= SMALL_GEMM
+
+
+def _conv_backward_call(e, lines, x5, w5, dz5, dx5, dw2, need_dx, need_dw, groups, k_per_group, fg,
+                        strides, dil, pads, geometry=None):  # fmt: skip
+    """The calls of :func:`conv_backward`, or of the faster special cases: the kernel gradient
+    of the layers the planar forward runs (:func:`conv_planar_grad_w`), and the input gradient
+    of stride-1 convolutions without groups through a gather (:func:`conv_grad_input_s1`)
+    where it beats the scatter (see GATHER_DX)."""
+    tile = conv_tile_rows(k_per_group, fg)
+    if need_dw and _planar(groups, k_per_group, geometry, strides, pads):
+        xp, pt = _planar_scratch(e, geometry, k_per_group, fg, strides, dil, pads)
+        lines.append(kernel_call(e, conv_planar_grad_w, x5, w5, dz5, dw2, xp, pt, strides, dil, pads))
+        need_dw = False
+    taps = math.prod(geometry[2]) if geometry is not None else 1
+    pointwise = taps == 1 and strides == (1, 1, 1) and pads == (0, 0, 0)  # conv_backward's 1x1 path
+    c = k_per_group // taps
+    if need_dx and groups == 1 and strides == (1, 1, 1) and not pointwise and _gather_dx(taps, c, fg):
+        # the product is (positions, taps*F) @ (taps*F, C): tiles sized as a forward with F inputs
+        gtile = conv_tile_rows(taps * fg, c)
+        lines.append(kernel_call(e, conv_grad_input_s1, w5, dz5, dx5, gtile, dil, pads))
+        need_dx = False
+    if need_dx or need_dw:
+        lines.append(kernel_call(e, conv_backward, x5, w5, dz5, dx5, dw2, need_dx, need_dw, tile, groups,
+                                 strides, dil, pads))  # fmt: skip
+
+
+def _saved_layout(attrs, x_shapes, y_shapes, separable: bool) -> list:
+    """The arrays a layer keeps in training, by name, with their shapes per row:
+
+    - ``mid`` (separable layers): the depthwise step's output, channels-last;
+    - ``pre``: the pre-activation, for activations whose derivative needs it (gelu, silu...);
+    - ``dz`` (any activation but linear): room for ``dy * act'``, which the backward pass writes
+      and the kernels then read. Not kept from the forward pass: it is scratch, held here because
+      saved arrays persist across steps. A temporary allocated in each step costs page faults
+      when it is large (glibc maps blocks from 32 MiB afresh): measured +32 ms per step for the
+      60 MB of sequential_cnn's second layer at batch 32 (49 ms against 17 for the pass itself).
+    """
+    out = []
+    if separable:
+        _, c = split_channels((None, *x_shapes[0]), attrs["data_format"])
+        osp, _ = split_channels((None, *y_shapes[0]), attrs["data_format"])
+        out.append(("mid", (math.prod(osp), c * attrs["depth_multiplier"])))
+    code = activations.code(attrs["activation"])
+    if activations.needs_input(code):
+        out.append(("pre", tuple(y_shapes[0])))
+    if code != 0:
+        out.append(("dz", tuple(y_shapes[0])))
+    return out
+
+
+def _saved(separable: bool):
+    def saved(attrs, x_shapes, y_shapes):
+        return [(shape, "float32") for _, shape in _saved_layout(attrs, x_shapes, y_shapes, separable)]
+
+    return saved
+
+
+def _saved_vars(e, separable: bool) -> dict:
+    """The step's saved arrays (``e.s``) by name (see _saved_layout)."""
+    names = [k for k, _ in _saved_layout(e.attrs, e.x_shapes, e.y_shapes, separable)]
+    return dict(zip(names, getattr(e, "s", None) or []))
+
+
+def _train_emit(body, separable: bool = False):
+    """emit_train from a forward body ``body(e, y, act_name)``: with an activation whose
+    derivative needs its input, the body writes the pre-activation into the saved ``pre`` and
+    the activation runs from there into the output (in the output's own layout: channels_first
+    row-wise activations act on its last axis, as in the forward)."""
+
+    def emit_train(e):
+        c = activations.code(e.attrs["activation"])
+        pre = _saved_vars(e, separable).get("pre")
+        if pre is None:
+            return body(e, e.y[0], e.attrs["activation"])
+        lines = body(e, pre, "linear")
+        (ys,) = e.y_shapes
+        r = e.rows(output=True)
+        lines.append(e.call(activations.activation_forward, e.flat2(pre, ys, r), e.flat2(e.y[0], ys, r), c))
+        return lines
+
+    return emit_train
+
+
+def _no_dw(e) -> str:
+    """A stand-in for a kernel gradient that is not wanted (a frozen layer)."""
+    return e.tmp("(0, 0)")
+
+
+def _conv_body(rank: int):
+    def body(e, y, act_name):
         _static(e, f"Conv{rank}D")
         a = e.attrs
-        lay = _Layout(e, rank)
+        lay = _Layout(e, rank, y)
         lines: list = []
         x5, y5, yt = lay.channels_last_io(lines)
         ks = list(a["kernel_size"])
@@ -660,20 +1225,59 @@ def _conv_emit(rank: int):
         w5 = f"{e.p[0]}.reshape(({', '.join(str(v) for v in _pad3(ks, 1))}, {cg}, {lay.f}))"
         b = e.p[1] if a["use_bias"] else no_bias(e)
         geometry = (_pad3(lay.sp, 1), _pad3(lay.osp, 1), _pad3(ks, 1))
-        _conv_call(e, lines, x5, y5, w5, b, a["use_bias"], lay.fused_act(a["activation"]), groups, k,
+        _conv_call(e, lines, x5, y5, w5, b, a["use_bias"], lay.fused_act(act_name), groups, k,
                    lay.f // groups, _pad3(a["strides"], 1), _pad3(a["dilation_rate"], 1), _pad3(pads, 0),
                    geometry)  # fmt: skip
-        lay.finish(lines, yt, a["activation"])
+        lay.finish(lines, yt, act_name)
         return lines
 
-    return emit
+    return body
 
 
-def _transpose_emit(rank: int):
-    def emit(e):
+def _conv_emit(rank: int):
+    body = _conv_body(rank)
+    return lambda e: body(e, e.y[0], e.attrs["activation"])
+
+
+def _conv_backward(rank: int):
+    def backward(e):
+        a = e.attrs
+        dw = e.dp[0]
+        db = e.dp[1] if a["use_bias"] else None
+        if dw is None and db is None and e.dx[0] is None:
+            return []
+        _static(e, f"Conv{rank}D")
+        lay = _Layout(e, rank)
+        lines: list = []
+        dz5, _ = lay.grad_out(lines, _saved_vars(e, False), db)
+        if dw is None and e.dx[0] is None:
+            return lines
+        ks = list(a["kernel_size"])
+        pads = conv_pads(a["padding"], lay.sp, ks, a["strides"], a["dilation_rate"])
+        groups = a["groups"]
+        cg = lay.c // groups
+        k = math.prod(ks) * cg
+        w5 = f"{e.p[0]}.reshape(({', '.join(str(v) for v in _pad3(ks, 1))}, {cg}, {lay.f}))"
+        # the input is read for the kernel gradient only; otherwise its gradient's view stands in
+        x5 = lay.x_last(lines) if dw is not None else None
+        dx5, dxt = lay.grad_in(lines, x5)
+        x5 = x5 or dx5
+        dw2 = f"{dw}.reshape(({k}, {lay.f}))" if dw is not None else _no_dw(e)
+        geometry = (_pad3(lay.sp, 1), _pad3(lay.osp, 1), _pad3(ks, 1))
+        _conv_backward_call(e, lines, x5, w5, dz5, dx5, dw2, e.dx[0] is not None, dw is not None, groups, k,
+                            lay.f // groups, _pad3(a["strides"], 1), _pad3(a["dilation_rate"], 1),
+                            _pad3(pads, 0), geometry)  # fmt: skip
+        lay.finish_grad_in(lines, dxt)
+        return lines
+
+    return backward
+
+
+def _transpose_body(rank: int):
+    def body(e, y, act_name):
         _static(e, f"Conv{rank}DTranspose")
         a = e.attrs
-        lay = _Layout(e, rank)
+        lay = _Layout(e, rank, y)
         lines: list = []
         x5, y5, yt = lay.channels_last_io(lines)
         ks = list(a["kernel_size"])
@@ -686,19 +1290,57 @@ def _transpose_emit(rank: int):
         tile = conv_tile_rows(lay.c, taps * lay.f)
         z = e.tmp(f"({tile}, {taps * lay.f})")
         b = e.p[1] if a["use_bias"] else no_bias(e)
-        lines.append(kernel_call(e, conv_transpose_forward, x5, w5, b, a["use_bias"], lay.fused_act(a["activation"]), y5,
+        lines.append(kernel_call(e, conv_transpose_forward, x5, w5, b, a["use_bias"], lay.fused_act(act_name), y5,
                             wt, z, _pad3(a["strides"], 1), _pad3(a["dilation_rate"], 1), _pad3(crops, 0)))  # fmt: skip
-        lay.finish(lines, yt, a["activation"])
+        lay.finish(lines, yt, act_name)
         return lines
 
-    return emit
+    return body
 
 
-def _depthwise_emit(rank: int, separable: bool):
-    def emit(e):
+def _transpose_emit(rank: int):
+    body = _transpose_body(rank)
+    return lambda e: body(e, e.y[0], e.attrs["activation"])
+
+
+def _transpose_backward(rank: int):
+    def backward(e):
+        a = e.attrs
+        dw = e.dp[0]
+        db = e.dp[1] if a["use_bias"] else None
+        if dw is None and db is None and e.dx[0] is None:
+            return []
+        _static(e, f"Conv{rank}DTranspose")
+        lay = _Layout(e, rank)
+        lines: list = []
+        dz5, _ = lay.grad_out(lines, _saved_vars(e, False), db)
+        if dw is None and e.dx[0] is None:
+            return lines
+        ks = list(a["kernel_size"])
+        crops = transpose_crops(
+            lay.sp, ks, a["strides"], a["dilation_rate"], a["padding"], a["output_padding"]
+        )
+        taps = math.prod(ks)
+        w5 = f"{e.p[0]}.reshape(({', '.join(str(v) for v in _pad3(ks, 1))}, {lay.f}, {lay.c}))"
+        x5 = lay.x_last(lines) if dw is not None else None
+        dx5, dxt = lay.grad_in(lines, x5)
+        x5 = x5 or dx5
+        dw5 = w5.replace(e.p[0], dw, 1) if dw is not None else f"{e.tmp('(0, 0)')}.reshape((0, 0, 0, 0, 0))"
+        tile = conv_tile_rows(lay.c, taps * lay.f)
+        lines.append(kernel_call(e, conv_transpose_backward, x5, w5, dz5, dx5, dw5, e.dx[0] is not None,
+                                 dw is not None, tile, _pad3(a["strides"], 1), _pad3(a["dilation_rate"], 1),
+                                 _pad3(crops, 0)))  # fmt: skip
+        lay.finish_grad_in(lines, dxt)
+        return lines
+
+    return backward
+
+
+def _depthwise_body(rank: int, separable: bool):
+    def body(e, y, act_name):
         _static(e, ("SeparableConv" if separable else "DepthwiseConv") + f"{rank}D")
         a = e.attrs
-        lay = _Layout(e, rank)
+        lay = _Layout(e, rank, y)
         lines: list = []
         x5, y5, yt = lay.channels_last_io(lines)
         ks = list(a["kernel_size"])
@@ -706,13 +1348,16 @@ def _depthwise_emit(rank: int, separable: bool):
         pads = conv_pads(a["padding"], lay.sp, ks, a["strides"], a["dilation_rate"])
         dw5 = f"{e.p[0]}.reshape(({', '.join(str(v) for v in _pad3(ks, 1))}, {lay.c}, {dm}))"
         geo = (_pad3(a["strides"], 1), _pad3(a["dilation_rate"], 1), _pad3(pads, 0))
-        act = lay.fused_act(a["activation"])
+        act = lay.fused_act(act_name)
         if not separable:
             b = e.p[1] if a["use_bias"] else no_bias(e)
             lines.append(kernel_call(e, depthwise_forward, x5, dw5, b, a["use_bias"], act, y5, *geo))
         else:
             cm = lay.c * dm
-            mid = e.tmp(f"({lay.rows}, {math.prod(lay.osp)}, {cm})")
+            # in training the depthwise output is kept (the first saved array) for the backward pass
+            mid = _saved_vars(e, True).get("mid") if getattr(e, "training", False) else None
+            if mid is None:
+                mid = e.tmp(f"({lay.rows}, {math.prod(lay.osp)}, {cm})")
             mid5 = lay.five(mid, lay.rows, lay.osp, cm)
             lines.append(kernel_call(e, depthwise_forward, x5, dw5, no_bias(e), False, 0, mid5, *geo))
             b = e.p[2] if a["use_bias"] else no_bias(e)
@@ -720,10 +1365,67 @@ def _depthwise_emit(rank: int, separable: bool):
             _conv_call(
                 e, lines, mid5, y5, pw5, b, a["use_bias"], act, 1, cm, lay.f, (1, 1, 1), (1, 1, 1), (0, 0, 0)
             )
-        lay.finish(lines, yt, a["activation"])
+        lay.finish(lines, yt, act_name)
         return lines
 
-    return emit
+    return body
+
+
+def _depthwise_emit(rank: int, separable: bool):
+    body = _depthwise_body(rank, separable)
+    return lambda e: body(e, e.y[0], e.attrs["activation"])
+
+
+def _depthwise_backward(rank: int, separable: bool):
+    def backward(e):
+        a = e.attrs
+        nk = 2 if separable else 1
+        dks = e.dp[:nk]
+        db = e.dp[nk] if a["use_bias"] else None
+        if all(d is None for d in dks) and db is None and e.dx[0] is None:
+            return []
+        _static(e, ("SeparableConv" if separable else "DepthwiseConv") + f"{rank}D")
+        lay = _Layout(e, rank)
+        lines: list = []
+        dz5, _ = lay.grad_out(lines, _saved_vars(e, separable), db)
+        ks = list(a["kernel_size"])
+        dm = a["depth_multiplier"]
+        pads = conv_pads(a["padding"], lay.sp, ks, a["strides"], a["dilation_rate"])
+        geo = (_pad3(a["strides"], 1), _pad3(a["dilation_rate"], 1), _pad3(pads, 0))
+        shape5 = f"({', '.join(str(v) for v in _pad3(ks, 1))}, {lay.c}, {dm})"
+        dw5 = f"{e.p[0]}.reshape({shape5})"
+        ddw = e.dp[0]
+        if separable:
+            cm = lay.c * dm
+            mid5 = lay.five(_saved_vars(e, True)["mid"], lay.rows, lay.osp, cm)
+            pw5 = f"{e.p[1]}.reshape((1, 1, 1, {cm}, {lay.f}))"
+            dpw = e.dp[1]
+            need_mid = ddw is not None or e.dx[0] is not None
+            if dpw is not None or need_mid:
+                dmid = e.tmp(f"({lay.rows}, {math.prod(lay.osp)}, {cm})") if need_mid else None
+                if dmid is not None:
+                    lines.append(f"{dmid}[:] = 0.0")
+                dmid5 = lay.five(dmid, lay.rows, lay.osp, cm) if dmid is not None else mid5
+                dpw2 = f"{dpw}.reshape(({cm}, {lay.f}))" if dpw is not None else _no_dw(e)
+                _conv_backward_call(e, lines, mid5, pw5, dz5, dmid5, dpw2, need_mid, dpw is not None, 1, cm,
+                                    lay.f, (1, 1, 1), (1, 1, 1), (0, 0, 0))  # fmt: skip
+            if not need_mid:
+                return lines
+            dz5 = dmid5
+        elif ddw is None and e.dx[0] is None:
+            return lines
+        x5 = lay.x_last(lines) if ddw is not None else None
+        dx5, dxt = lay.grad_in(lines, x5)
+        x5 = x5 or dx5
+        ddw5 = (
+            f"{ddw}.reshape({shape5})" if ddw is not None else f"{e.tmp('(0, 0)')}.reshape((0, 0, 0, 0, 0))"
+        )
+        lines.append(kernel_call(e, depthwise_backward, x5, dw5, dz5, dx5, ddw5, e.dx[0] is not None,
+                                 ddw is not None, *geo))  # fmt: skip
+        lay.finish_grad_in(lines, dxt)
+        return lines
+
+    return backward
 
 
 # ----------------------------------------------------------------------------- references
@@ -909,6 +1611,9 @@ def _conv(rank: int, doc: str) -> LayerDef:
         infer=_conv_infer(name, rank),
         params=_conv_params(name, rank),
         emit=_conv_emit(rank),
+        emit_train=_train_emit(_conv_body(rank)),
+        emit_backward=_conv_backward(rank),
+        saved=_saved(False),
         reference=_conv_reference,
         positional=("filters", "kernel_size"),
         doc=doc,
@@ -1028,6 +1733,9 @@ def _conv_transpose(rank: int, doc: str) -> LayerDef:
         infer=_transpose_infer(name, rank),
         params=_transpose_params(name, rank),
         emit=_transpose_emit(rank),
+        emit_train=_train_emit(_transpose_body(rank)),
+        emit_backward=_transpose_backward(rank),
+        saved=_saved(False),
         reference=_transpose_reference,
         positional=("filters", "kernel_size"),
         doc=doc,
@@ -1157,6 +1865,9 @@ def _depthwise(rank: int, doc: str) -> LayerDef:
         infer=_depthwise_infer(name, rank, separable=False),
         params=_depthwise_params(name, rank),
         emit=_depthwise_emit(rank, separable=False),
+        emit_train=_train_emit(_depthwise_body(rank, separable=False)),
+        emit_backward=_depthwise_backward(rank, separable=False),
+        saved=_saved(False),
         reference=_depthwise_reference,
         positional=("kernel_size",),
         doc=doc,
@@ -1185,6 +1896,9 @@ def _separable(rank: int, doc: str) -> LayerDef:
         infer=_depthwise_infer(name, rank, separable=True),
         params=_separable_params(name, rank),
         emit=_depthwise_emit(rank, separable=True),
+        emit_train=_train_emit(_depthwise_body(rank, separable=True), separable=True),
+        emit_backward=_depthwise_backward(rank, separable=True),
+        saved=_saved(True),
         reference=_separable_reference,
         positional=("filters", "kernel_size"),
         doc=doc,

@@ -5,6 +5,25 @@ GlobalAveragePooling1D/2D/3D) and the spatial padding, cropping and upsampling l
 None of them owns weights. Unknown (``None``) spatial dimensions pass through as ``None``, and
 so does an unknown channel dimension. They all drop the mask, as Keras's do: only
 GlobalAveragePooling1D reads one (it averages over the unmasked steps), and it outputs none.
+
+Backward (``emit_backward``, adding into the input's gradient) follows Keras on PyTorch, where
+it is defined by what autograd does with the ops Keras calls:
+
+- Max pooling (``torch.nn.functional.max_pool*``): each window's gradient goes to one element,
+  the first maximal one in scan order (depth, row, column), or the last NaN, the element
+  PyTorch's kernel records as the argmax. The backward kernel finds it again from the input (no
+  saved indices). Keras pads asymmetric 'same' windows by replicating the edge; a copy routes
+  its gradient to the edge element, which is where ours goes too.
+- Global max pooling (``torch.amax``): the gradient is split evenly among every element equal
+  to the maximum (ties share it). Where the maximum is NaN, ours is split among the NaN elements
+  (PyTorch's CPU kernel gives NaN to the whole row there).
+- Average pooling: spread evenly over the taps inside the input (the forward's divisor). Keras
+  on PyTorch differs for asymmetric 'same' padding, in the forward already (see pool_forward).
+- Masked GlobalAveragePooling1D: ``dy / valid steps`` at the valid steps, 0 at masked ones (and
+  0 everywhere for a sample with every step masked, as autograd through Keras's ``where``).
+- Padding, cropping and nearest upsampling: the transposed copies; bilinear and bicubic
+  upsampling: the transpose of the resize taps (each output's gradient added back into the
+  input cells it was interpolated from, with the same weights).
 """
 
 from __future__ import annotations
@@ -272,6 +291,203 @@ def resize2d(x, y, cubic):
                     y[i, r, q, j] = acc[j]
 
 
+# ----------------------------------------------------------------------------- backward kernels
+
+
+def pool_backward(x, dy, dx, is_max, pool, strides, pads):
+    """Add the gradient of :func:`pool_forward` into ``dx``: ``x`` and ``dx`` (rows, D, H, W, C),
+    ``dy`` (rows, OD, OH, OW, C). Max: each window's ``dy`` goes to its first maximal element in
+    scan order (the last NaN if any), found again from ``x``, as PyTorch's max_pool picks it.
+    Average: ``dy`` over the number of taps inside the input, to each of them."""
+    n, d, h, w, c = x.shape
+    od, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
+    kd, kh, kw = pool
+    sd, sh, sw = strides
+    pd, ph, pw = pads
+    xf = x.reshape(x.size)
+    dxf = dx.reshape(dx.size)
+    dyf = dy.reshape(dy.size)
+    best = np.empty(c, np.float64)
+    arg = np.empty(c, np.int64)
+    o = 0
+    for b in range(n):
+        for z in range(od):
+            z0 = max(z * sd - pd, 0)
+            z1 = min(z * sd - pd + kd, d)
+            for yy in range(oh):
+                y0 = max(yy * sh - ph, 0)
+                y1 = min(yy * sh - ph + kh, h)
+                for xx in range(ow):
+                    x0 = max(xx * sw - pw, 0)
+                    x1 = min(xx * sw - pw + kw, w)
+                    if is_max:
+                        first = (((b * d + z0) * h + y0) * w + x0) * c
+                        for j in range(c):
+                            best[j] = -np.inf
+                            arg[j] = first + j
+                        for iz in range(z0, z1):
+                            for iy in range(y0, y1):
+                                base = (((b * d + iz) * h + iy) * w) * c
+                                for ix in range(x0, x1):
+                                    s = base + ix * c
+                                    for j in range(c):
+                                        v = xf[s + j]
+                                        if v > best[j] or math.isnan(v):
+                                            best[j] = v
+                                            arg[j] = s + j
+                        for j in range(c):
+                            dxf[arg[j]] += dyf[o + j]
+                    else:
+                        inv = 1.0 / ((z1 - z0) * (y1 - y0) * (x1 - x0))
+                        for iz in range(z0, z1):
+                            for iy in range(y0, y1):
+                                base = (((b * d + iz) * h + iy) * w) * c
+                                for ix in range(x0, x1):
+                                    s = np.uint64(base + ix * c)
+                                    for j in range(np.uint64(c)):
+                                        dxf[s + j] += dyf[o + j] * inv
+                    o += c
+
+
+def global_pool_backward(x, dy, dx, is_max):
+    """Add the gradient of :func:`global_pool` into ``dx`` (rows, steps, C), given ``dy``
+    (rows, C). Max: ``dy`` split evenly among the steps equal to the maximum (``torch.amax``'s
+    gradient; the NaN steps where the maximum is NaN). Average: ``dy / steps`` to every step."""
+    n, s, c = x.shape
+    if not is_max:
+        inv = 1.0 / s
+        for i in range(n):
+            for t in range(s):
+                for j in range(c):
+                    dx[i, t, j] += dy[i, j] * inv
+        return
+    best = np.empty(c, np.float64)
+    cnt = np.empty(c, np.float64)
+    for i in range(n):
+        for j in range(c):
+            best[j] = -np.inf
+            cnt[j] = 0.0
+        for t in range(s):
+            for j in range(c):
+                v = x[i, t, j]
+                if v > best[j] or math.isnan(v):
+                    best[j] = v
+        for t in range(s):
+            for j in range(c):
+                v = x[i, t, j]
+                if v == best[j] or (math.isnan(v) and math.isnan(best[j])):
+                    cnt[j] += 1.0
+        for t in range(s):
+            for j in range(c):
+                v = x[i, t, j]
+                if v == best[j] or (math.isnan(v) and math.isnan(best[j])):
+                    dx[i, t, j] += dy[i, j] / cnt[j]
+
+
+def global_average_masked_backward(mask, dy, dx, channels_first):
+    """Add the gradient of :func:`global_average_masked` into ``dx`` (rows, steps, C), or (rows,
+    C, steps) if ``channels_first``: ``dy / valid steps`` at the steps whose ``mask`` is not 0.
+    A sample with every step masked gets none (its output is NaN)."""
+    n = dx.shape[0]
+    c = dy.shape[1]
+    s = mask.shape[1]
+    for i in range(n):
+        cnt = 0.0
+        for t in range(s):
+            if mask[i, t] != 0:
+                cnt += 1.0
+        if cnt == 0.0:
+            continue
+        inv = 1.0 / cnt
+        for t in range(s):
+            if mask[i, t] != 0:
+                for j in range(c):
+                    if channels_first:
+                        dx[i, j, t] += dy[i, j] * inv
+                    else:
+                        dx[i, t, j] += dy[i, j] * inv
+
+
+def window_copy_backward(dy, dx, offsets):
+    """Add the gradient of :func:`window_copy` into ``dx`` (rows, D, H, W, C):
+    ``dx[i, z + oz, r + oy, q + ox] += dy[i, z, r, q]`` wherever that is inside ``dx`` (the
+    gradient of padding is the crop of ``dy``; of cropping, ``dy`` placed back in the middle)."""
+    n, d, h, w, c = dx.shape
+    od, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
+    oz, oy, ox = offsets
+    q0 = max(0, -ox)
+    q1 = min(ow, w - ox)
+    if q1 <= q0:
+        return
+    dxf = dx.reshape(dx.size)
+    dyf = dy.reshape(dy.size)
+    for i in range(n):
+        for z in range(od):
+            iz = z + oz
+            if iz < 0 or iz >= d:
+                continue
+            for r in range(oh):
+                iy = r + oy
+                if iy < 0 or iy >= h:
+                    continue
+                s = np.uint64((((i * d + iz) * h + iy) * w + q0 + ox) * c)
+                a = np.uint64((((i * od + z) * oh + r) * ow + q0) * c)
+                for j in range(np.uint64((q1 - q0) * c)):
+                    dxf[s + j] += dyf[a + j]
+
+
+def upsample_nearest_backward(dy, dx, factors):
+    """Add the gradient of :func:`upsample_nearest` into ``dx`` (rows, D, H, W, C): each input
+    cell gets the sum of ``dy`` over the block of outputs it was repeated into."""
+    n, d, h, w, c = dx.shape
+    fd, fh, fw = factors
+    od, oh, ow = d * fd, h * fh, w * fw
+    dxf = dx.reshape(dx.size)
+    dyf = dy.reshape(dy.size)
+    o = 0
+    for i in range(n):
+        for z in range(od):
+            for r in range(oh):
+                base = (((i * d + z // fd) * h + r // fh) * w) * c
+                for q in range(ow):
+                    s = np.uint64(base + (q // fw) * c)
+                    a = np.uint64(o)
+                    for j in range(np.uint64(c)):
+                        dxf[s + j] += dyf[a + j]
+                    o += c
+
+
+def resize2d_backward(dy, dx, cubic):
+    """Add the gradient of :func:`resize2d` into ``dx`` (rows, H, W, C), given ``dy`` (rows, OH,
+    OW, C): the transpose of the resize, each output's gradient added into the input cells it
+    read with the same weights (clamped taps at the edges add into the edge cells)."""
+    n, h, w, c = dx.shape
+    oh, ow = dy.shape[1], dy.shape[2]
+    iy = np.empty((oh, 4), np.int64)
+    wy = np.empty((oh, 4), np.float64)
+    ix = np.empty((ow, 4), np.int64)
+    wx = np.empty((ow, 4), np.float64)
+    _resize_taps(h, oh, cubic, iy, wy)
+    _resize_taps(w, ow, cubic, ix, wx)
+    taps = 4 if cubic else 2
+    acc = np.zeros((h, w, c), np.float64)
+    for i in range(n):
+        acc[:] = 0.0
+        for r in range(oh):
+            for q in range(ow):
+                for a in range(taps):
+                    for b in range(taps):
+                        wgt = wy[r, a] * wx[q, b]
+                        ya = iy[r, a]
+                        xb = ix[q, b]
+                        for j in range(c):
+                            acc[ya, xb, j] += wgt * dy[i, r, q, j]
+        for p in range(h):
+            for q in range(w):
+                for j in range(c):
+                    dx[i, p, q, j] += acc[p, q, j]
+
+
 # ----------------------------------------------------------------------------- emit
 
 
@@ -286,8 +502,9 @@ def _static(e, what: str) -> None:
             )
 
 
-def _spatial_views(e, rank: int, channels_first: bool):
-    """Input and output as (rows, D, H, W, C) views (channels_first: (rows * C, ..., 1))."""
+def _spatial_views(e, rank: int, channels_first: bool, x: str | None = None, y: str | None = None):
+    """Input and output as (rows, D, H, W, C) views (channels_first: (rows * C, ..., 1)); ``x``
+    and ``y`` name other arrays of the input's and output's shapes (their gradients)."""
     (xs,) = e.x_shapes
     (ys,) = e.y_shapes
     r = e.rows()
@@ -298,9 +515,18 @@ def _spatial_views(e, rank: int, channels_first: bool):
         ch, sp, osp = xs[-1], xs[:-1], ys[:-1]
     fill = (1,) * (3 - rank)
     d_in, d_out = fill + tuple(sp), fill + tuple(osp)
-    x5 = f"{e.x[0]}.reshape(({r}, {d_in[0]}, {d_in[1]}, {d_in[2]}, {ch}))"
-    y5 = f"{e.y[0]}.reshape(({r}, {d_out[0]}, {d_out[1]}, {d_out[2]}, {ch}))"
+    x5 = f"{x or e.x[0]}.reshape(({r}, {d_in[0]}, {d_in[1]}, {d_in[2]}, {ch}))"
+    y5 = f"{y or e.y[0]}.reshape(({r}, {d_out[0]}, {d_out[1]}, {d_out[2]}, {ch}))"
     return x5, y5, tuple(sp)
+
+
+def _pool_window(a, rank: int, spatial) -> tuple:
+    """(pool, strides, pads before) as the kernels' three axes."""
+    pool = list(a["pool_size"])
+    strides = list(a["strides"]) if a["strides"] is not None else pool
+    pads = conv_pads(a["padding"], spatial, pool, strides, [1] * rank)
+    fill = (1,) * (3 - rank)
+    return fill + tuple(pool), fill + tuple(strides), (0,) * (3 - rank) + tuple(pads)
 
 
 def _pool_emit(kind: str, rank: int):
@@ -308,16 +534,23 @@ def _pool_emit(kind: str, rank: int):
         _static(e, f"{kind}Pooling{rank}D")
         a = e.attrs
         x5, y5, sp = _spatial_views(e, rank, a["data_format"] == "channels_first")
-        pool = list(a["pool_size"])
-        strides = list(a["strides"]) if a["strides"] is not None else pool
-        pads = conv_pads(a["padding"], sp, pool, strides, [1] * rank)
-        fill = (1,) * (3 - rank)
-        return [
-            kernel_call(e, pool_forward, x5, y5, kind == "Max", fill + tuple(pool), fill + tuple(strides),
-                   (0,) * (3 - rank) + tuple(pads))
-        ]  # fmt: skip
+        return [kernel_call(e, pool_forward, x5, y5, kind == "Max", *_pool_window(a, rank, sp))]
 
     return emit
+
+
+def _pool_backward(kind: str, rank: int):
+    def backward(e):
+        if e.dx[0] is None:
+            return []
+        _static(e, f"{kind}Pooling{rank}D")
+        a = e.attrs
+        cf = a["data_format"] == "channels_first"
+        x5, _, sp = _spatial_views(e, rank, cf)
+        dx5, dy5, _ = _spatial_views(e, rank, cf, e.dx[0], e.dy[0])
+        return [kernel_call(e, pool_backward, x5, dy5, dx5, kind == "Max", *_pool_window(a, rank, sp))]
+
+    return backward
 
 
 def _global_emit(kind: str, rank: int):
@@ -340,6 +573,31 @@ def _global_emit(kind: str, rank: int):
     return emit
 
 
+def _global_backward(kind: str, rank: int):
+    def backward(e):
+        if e.dx[0] is None:
+            return []
+        _static(e, f"Global{kind}Pooling{rank}D")
+        (xs,) = e.x_shapes
+        r = e.rows()
+        cf = e.attrs["data_format"] == "channels_first"
+        c = xs[0] if cf else xs[-1]
+        s = math.prod(xs) // c
+        mask = e.m[0] if e.m else None
+        if mask is not None and kind == "Average" and rank == 1:
+            dy2 = f"{e.dy[0]}.reshape(({r}, {c}))"
+            return [e.call(global_average_masked_backward, mask, dy2, e.dx[0], cf)]
+        if cf:
+            x3, dx3 = (f"{v}.reshape(({r} * {c}, {s}, 1))" for v in (e.x[0], e.dx[0]))
+            dy2 = f"{e.dy[0]}.reshape(({r} * {c}, 1))"
+        else:
+            x3, dx3 = (f"{v}.reshape(({r}, {s}, {c}))" for v in (e.x[0], e.dx[0]))
+            dy2 = f"{e.dy[0]}.reshape(({r}, {c}))"
+        return [e.call(global_pool_backward, x3, dy2, dx3, kind == "Max")]
+
+    return backward
+
+
 def _pad_crop_emit(layer: str, rank: int, sign: int, attr: str, has_format: bool):
     def emit(e):
         _static(e, layer)
@@ -352,6 +610,22 @@ def _pad_crop_emit(layer: str, rank: int, sign: int, attr: str, has_format: bool
         return [kernel_call(e, window_copy, x5, y5, offsets)]
 
     return emit
+
+
+def _pad_crop_backward(layer: str, rank: int, sign: int, attr: str, has_format: bool):
+    def backward(e):
+        if e.dx[0] is None:
+            return []
+        _static(e, layer)
+        a = e.attrs
+        cf = has_format and a["data_format"] == "channels_first"
+        dx5, dy5, _ = _spatial_views(e, rank, cf, e.dx[0], e.dy[0])
+        pairs = (tuple(a[attr]),) if rank == 1 else pairs_2d(a[attr], layer, attr)
+        before = tuple(p[0] for p in pairs)
+        offsets = (0,) * (3 - rank) + tuple(-b if sign > 0 else b for b in before)
+        return [kernel_call(e, window_copy_backward, dy5, dx5, offsets)]
+
+    return backward
 
 
 def _upsampling_emit(rank: int):
@@ -376,6 +650,32 @@ def _upsampling_emit(rank: int):
         return [e.call(resize2d, x4, y4, interp == "bicubic")]
 
     return emit
+
+
+def _upsampling_backward(rank: int):
+    def backward(e):
+        if e.dx[0] is None:
+            return []
+        _static(e, f"UpSampling{rank}D")
+        a = e.attrs
+        cf = a.get("data_format") == "channels_first"
+        size = [a["size"]] if rank == 1 else list(a["size"])
+        interp = a.get("interpolation", "nearest")
+        if interp == "nearest":
+            dx5, dy5, _ = _spatial_views(e, rank, cf, e.dx[0], e.dy[0])
+            return [kernel_call(e, upsample_nearest_backward, dy5, dx5, (1,) * (3 - rank) + tuple(size))]
+        (xs,) = e.x_shapes
+        (ys,) = e.y_shapes
+        r = e.rows()
+        if cf:
+            r, ch, isp, osp = f"{r} * {xs[0]}", 1, xs[1:], ys[1:]
+        else:
+            ch, isp, osp = xs[-1], xs[:-1], ys[:-1]
+        dx4 = f"{e.dx[0]}.reshape(({r}, {isp[0]}, {isp[1]}, {ch}))"
+        dy4 = f"{e.dy[0]}.reshape(({r}, {osp[0]}, {osp[1]}, {ch}))"
+        return [e.call(resize2d_backward, dy4, dx4, interp == "bicubic")]
+
+    return backward
 
 
 # ----------------------------------------------------------------------------- references
@@ -545,6 +845,7 @@ def _pool(kind: str, rank: int, doc: str) -> LayerDef:
         ),
         infer=_pool_infer(name, rank),
         emit=_pool_emit(kind, rank),
+        emit_backward=_pool_backward(kind, rank),
         reference=_pool_reference(kind),
         positional=("pool_size", "strides", "padding"),
         doc=doc,
@@ -621,6 +922,7 @@ def _global(kind: str, rank: int, doc: str) -> LayerDef:
         ),
         infer=_global_infer(name, rank),
         emit=_global_emit(kind, rank),
+        emit_backward=_global_backward(kind, rank),
         reference=_global_reference(kind),
         uses_mask=kind == "Average" and rank == 1,
         doc=doc,
@@ -741,6 +1043,7 @@ ZERO_PADDING1D = LayerDef(
     ),
     infer=_spatial_pad_infer("ZeroPadding1D", 1, +1, "padding", has_format=True),
     emit=_pad_crop_emit("ZeroPadding1D", 1, +1, "padding", has_format=True),
+    emit_backward=_pad_crop_backward("ZeroPadding1D", 1, +1, "padding", has_format=True),
     reference=_pad_crop_reference(1, +1, "padding", has_format=True),
     positional=("padding",),
     doc="Adds rows of zeros at the start and end of a sequence (batch, steps, channels), "
@@ -756,6 +1059,7 @@ ZERO_PADDING2D = LayerDef(
     ),
     infer=_spatial_pad_infer("ZeroPadding2D", 2, +1, "padding", has_format=True),
     emit=_pad_crop_emit("ZeroPadding2D", 2, +1, "padding", has_format=True),
+    emit_backward=_pad_crop_backward("ZeroPadding2D", 2, +1, "padding", has_format=True),
     reference=_pad_crop_reference(2, +1, "padding", has_format=True),
     positional=("padding",),
     doc="Adds rows and columns of zeros around images (batch, rows, cols, channels): at the top "
@@ -777,6 +1081,7 @@ CROPPING1D = LayerDef(
     ),
     infer=_spatial_pad_infer("Cropping1D", 1, -1, "cropping", has_format=False),
     emit=_pad_crop_emit("Cropping1D", 1, -1, "cropping", has_format=False),
+    emit_backward=_pad_crop_backward("Cropping1D", 1, -1, "cropping", has_format=False),
     reference=_pad_crop_reference(1, -1, "cropping", has_format=False),
     positional=("cropping",),
     doc="Removes steps at the start and end of a sequence (batch, steps, channels). At least "
@@ -792,6 +1097,7 @@ CROPPING2D = LayerDef(
     ),
     infer=_spatial_pad_infer("Cropping2D", 2, -1, "cropping", has_format=True),
     emit=_pad_crop_emit("Cropping2D", 2, -1, "cropping", has_format=True),
+    emit_backward=_pad_crop_backward("Cropping2D", 2, -1, "cropping", has_format=True),
     reference=_pad_crop_reference(2, -1, "cropping", has_format=True),
     positional=("cropping",),
     doc="Removes rows at the top and bottom and columns at the left and right of images, by the "
@@ -828,6 +1134,7 @@ UP_SAMPLING1D = LayerDef(
     ),
     infer=_upsampling_infer("UpSampling1D", 1),
     emit=_upsampling_emit(1),
+    emit_backward=_upsampling_backward(1),
     reference=_upsampling_reference(1),
     positional=("size",),
     doc="Repeats every step of a sequence (batch, steps, channels) `size` times in place: "
@@ -850,6 +1157,7 @@ UP_SAMPLING2D = LayerDef(
     ),
     infer=_upsampling_infer("UpSampling2D", 2),
     emit=_upsampling_emit(2),
+    emit_backward=_upsampling_backward(2),
     reference=_upsampling_reference(2),
     positional=("size",),
     doc="Enlarges images by integer factors along rows and columns: 'nearest' repeats each "

@@ -1,0 +1,211 @@
+"""End to end training: one step of every seed model with SGD, RMSprop and Adam matches Keras, and
+the seed CNN learns a learnable task.
+
+Per seed and optimizer: the file loaded with nnspec (``seed=1``; biases get a little noise so
+their gradients are not all alike), the same model in Keras 3 on its PyTorch backend built by the
+independent converter ``tests/keras_from_spec.py``, nnspec's weights copied into it layer by
+layer (as in test_seed_predictions.py), both compiled with the file's loss (its ``training``
+section; ``mse`` for the seeds without one) and the same optimizer (SGD with learning rate 0.1
+and momentum 0.9; RMSprop and Adam with Keras's defaults), then one ``train_on_batch``
+on the same inputs and targets. The loss must agree within 1e-4 relative, and every weight after
+the step within 1e-4 of its scale; the update itself (weight after minus before) within 1e-3
+of its scale for SGD and 1e-2 for RMSprop and Adam, whose first step divides the gradient by
+its own root mean square (so a gradient near zero turns float32 rounding into a visible share of
+a small update). Why Keras's default learning rate for those two: Adam's first step is
+``lr * g / (|g| + 1e-7)``, whose slope at a gradient of the order of epsilon is ``lr / 1e-7``;
+for the CNN seeds' 512-unit Dense (gradients summed over a few samples, cancelling to ~1e-7 in
+places) a 10x larger rate turned float32 summation-order differences into weight differences of
+1.9e-4 of the weights' scale, against 1e-4 allowed.
+
+Integer inputs get token ids with padding (0) at the end of some rows, so the masked seeds train
+through their masks. Targets follow each output's loss: one-hot rows for categorical
+crossentropy, 0/1 for binary crossentropy, class ids for the sparse loss, normal values for mse.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import nnspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from grad_harness import close
+from test_seed_predictions import SEED_FILES, SEED_IDS, _inputs
+
+BATCH = 5
+LOSS_TOL = 1e-4
+WEIGHT_TOL = 1e-4
+UPDATE_TOL = {"sgd": 1e-3, "rmsprop": 1e-2, "adam": 1e-2}
+
+
+def _optimizers(name: str):
+    import keras
+
+    o = nnspec.optimizers
+    return {
+        "sgd": (
+            o.SGD(learning_rate=0.1, momentum=0.9),
+            keras.optimizers.SGD(learning_rate=0.1, momentum=0.9),
+        ),
+        "rmsprop": (o.RMSprop(), keras.optimizers.RMSprop()),
+        "adam": (o.Adam(), keras.optimizers.Adam()),
+    }[name]
+
+
+def _losses(doc: dict, names: list) -> list:
+    loss = (doc.get("training") or {}).get("loss", "mse")
+    if isinstance(loss, dict):
+        return [loss[n] for n in names]
+    return [loss] * len(names)
+
+
+def _target(loss: str, shape: tuple, rng) -> np.ndarray:
+    if loss == "categorical_crossentropy":
+        return np.eye(shape[-1], dtype=np.float32)[rng.integers(0, shape[-1], size=shape[:-1])]
+    if loss == "sparse_categorical_crossentropy":
+        return rng.integers(0, shape[-1], size=shape[:-1]).astype(np.int32)
+    if loss == "binary_crossentropy":
+        return (rng.random(shape) > 0.5).astype(np.float32)
+    return rng.normal(0, 1, size=shape).astype(np.float32)
+
+
+@cache
+def _case(path: Path):
+    """The seed's document, its output names, losses, inputs and targets (one batch)."""
+    doc = yaml.safe_load(path.read_text())
+    m = nnspec.load(path, seed=1)
+    plan = m.plan()
+    names = [n for n, _ in plan.outputs]
+    losses = _losses(doc, names)
+    rng = np.random.default_rng(2)
+    x = _inputs(doc, m)
+    shapes = [(BATCH, *plan.values[vid].shape[1:]) for _, vid in plan.outputs]
+    ys = [_target(loss, s, rng) for loss, s in zip(losses, shapes)]
+    return doc, names, losses, x, ys
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("opt", ["sgd", "rmsprop", "adam"])
+@pytest.mark.parametrize("path", SEED_FILES, ids=SEED_IDS)
+def test_one_training_step_matches_keras(path, opt):
+    from keras_from_spec import keras_model_from_spec
+
+    _, _, losses, x, ys = _case(path)
+    m = nnspec.load(path, seed=1)
+    rng = np.random.default_rng(1)
+    m.set_weights([w + rng.normal(0, 0.05, w.shape).astype(np.float32) if w.ndim == 1 else w
+                   for w in m.get_weights()])  # fmt: skip
+    km = keras_model_from_spec(path)
+    before = {}
+    for layer in m.layers:
+        weights = layer.get_weights() if hasattr(layer, "get_weights") else []
+        if weights:
+            km.get_layer(layer.name).set_weights(weights)
+            before[layer.name] = weights
+    ours_opt, keras_opt = _optimizers(opt)
+    m.compile(optimizer=ours_opt, loss=losses if len(losses) > 1 else losses[0])
+    km.compile(optimizer=keras_opt, loss=losses if len(losses) > 1 else losses[0])
+    xs = x if len(x) > 1 else next(iter(x.values()))
+    y = ys if len(ys) > 1 else ys[0]
+    ours = np.atleast_1d(np.asarray(m.train_on_batch(xs, y), np.float64))
+    theirs = np.atleast_1d(np.asarray(km.train_on_batch(xs, y), np.float64))
+    # total first, then per output (both list the total loss first)
+    assert ours.shape == theirs.shape, (ours, theirs)
+    for a, b in zip(ours, theirs):
+        assert abs(a - b) <= LOSS_TOL * max(abs(b), 1e-6), (ours, theirs)
+    for name, w0 in before.items():
+        after = m.get_layer(name).get_weights()
+        kafter = km.get_layer(name).get_weights()
+        for k, (a, b, a0) in enumerate(zip(after, kafter, w0)):
+            close(a, b, WEIGHT_TOL, f"{name} weight {k}")
+            if not np.array_equal(b, a0):
+                close(a - a0, b - a0, UPDATE_TOL[opt], f"{name} weight {k} update")
+
+
+def test_seed_cnn_learns():
+    """specs/cnn.yaml at test size: is the bright square in the upper or the lower half?"""
+    rng = np.random.default_rng(0)
+    n = 480
+    labels = rng.integers(0, 2, size=n)
+    x = rng.uniform(0, 0.3, size=(n, 64, 64, 3)).astype(np.float32)
+    for i, c in enumerate(labels):
+        r = rng.integers(0, 24) + (32 if c else 0)
+        col = rng.integers(0, 56)
+        x[i, r : r + 8, col : col + 8, :] += 0.7
+    y = np.eye(10, dtype=np.float32)[labels]
+    m = nnspec.load(Path(__file__).resolve().parents[1] / "specs" / "cnn.yaml", seed=0)
+    m.compile(optimizer=nnspec.optimizers.Adam(learning_rate=1e-3), loss="categorical_crossentropy",
+              metrics=["accuracy"])  # fmt: skip
+    hist = m.fit(x[:384], y[:384], batch_size=32, epochs=3, verbose=0, seed=0)
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    acc = float((m.predict(x[384:], verbose=0).argmax(-1) == labels[384:]).mean())
+    assert acc > 0.9, acc
+
+
+DROPOUT_MODEL = """
+format: nnspec/1
+name: noisy
+inputs:
+  x: {shape: [12]}
+layers:
+  d1: {type: Dense, units: 16, activation: relu}
+  drop: {type: Dropout, rate: 0.5}
+  noise: {type: GaussianNoise, stddev: 0.1}
+  out: {type: Dense, units: 3, activation: softmax}
+edges:
+  - x -> d1 -> drop -> noise -> out
+outputs: [out]
+"""
+
+_TRAIN_SCRIPT = """
+import hashlib, sys
+import numpy as np
+import nnspec
+rng = np.random.default_rng(0)
+x = rng.normal(size=(96, 12)).astype(np.float32)
+y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 96)]
+m = nnspec.load(sys.argv[1], seed=int(sys.argv[2]))
+m.compile(optimizer="adam", loss="categorical_crossentropy")
+m.fit(x, y, batch_size=16, epochs=2, shuffle=True, verbose=0)
+print(hashlib.sha256(b"".join(w.tobytes() for w in m.get_weights())).hexdigest())
+"""
+
+
+def test_training_is_deterministic_per_seed(tmp_path):
+    """The same seed gives the same weights after training (initialization, shuffling, Dropout
+    and noise draws), in this process and in a fresh one; another seed gives others."""
+    import subprocess
+
+    spec = tmp_path / "noisy.yaml"
+    spec.write_text(DROPOUT_MODEL)
+    script = tmp_path / "train.py"
+    script.write_text(_TRAIN_SCRIPT)
+
+    def here(seed):
+        ns = {"__name__": "train"}
+        import contextlib
+        import io
+
+        out = io.StringIO()
+        argv = sys.argv
+        sys.argv = ["train.py", str(spec), str(seed)]
+        try:
+            with contextlib.redirect_stdout(out):
+                exec(compile(_TRAIN_SCRIPT, "train.py", "exec"), ns)  # noqa: S102 (the test's own script)
+        finally:
+            sys.argv = argv
+        return out.getvalue().strip()
+
+    a, b, c = here(3), here(3), here(4)
+    assert a == b
+    assert a != c
+    fresh = subprocess.run([sys.executable, str(script), str(spec), "3"], capture_output=True, text=True,
+                           check=True, timeout=600)  # fmt: skip
+    assert fresh.stdout.strip().splitlines()[-1] == a
