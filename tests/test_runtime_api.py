@@ -240,3 +240,41 @@ def test_second_process_loads_compiled_code_from_the_cache(tmp_path):
     second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert first.stdout.split() == ["0", "1"], first.stdout  # compiled once
     assert second.stdout.split() == ["1", "0"], second.stdout  # loaded from disk, not compiled
+
+
+TINY = """
+format: nnspec/1
+name: eviction_probe
+inputs:
+  x: {shape: [3]}
+layers:
+  eviction_probe: {type: Dense, units: 7}
+outputs: [eviction_probe]
+"""
+
+
+def test_plan_cache_keeps_the_most_recently_used_plans(tmp_path, monkeypatch):
+    """Old plan modules (and their compiled code) are removed when a new plan is written; the
+    plan just used stays, and so does the most recently used old one. (The model is used by no
+    other test, so its plan is not already loaded in this process from another folder.)"""
+    from nnspec.runtime import executor
+
+    folder = tmp_path / "cache"
+    (folder / "__pycache__").mkdir(parents=True)
+    old = [f"nnspec_plan_{i:024x}" for i in range(3)]
+    for age, name in enumerate(old):
+        (folder / f"{name}.py").write_text("# an old plan\n")
+        (folder / "__pycache__" / f"{name}.nnspec_run-10.py311.nbi").write_bytes(b"index")
+        (folder / "__pycache__" / f"{name}.nnspec_run-10.py311.1.nbc").write_bytes(b"code")
+        t = 1_000_000 + age * 1000  # old[2] is the most recent of them
+        os.utime(folder / f"{name}.py", (t, t))
+    monkeypatch.setenv("NNSPEC_CACHE_DIR", str(folder))
+    monkeypatch.setenv("NNSPEC_CACHE_MAX_PLANS", "2")
+    m = nnspec.load(TINY, seed=0)
+    m.predict_on_batch(np.ones((2, 3), np.float32))
+    plans = sorted(p.stem for p in folder.glob("nnspec_plan_*.py"))
+    assert len(plans) == 2 and old[2] in plans and old[0] not in plans and old[1] not in plans
+    compiled = {p.name.split(".")[0] for p in (folder / "__pycache__").iterdir()}
+    assert old[0] not in compiled and old[1] not in compiled and old[2] in compiled
+    # a plan in use is never removed, even beyond the limit
+    assert executor.evict_plans(str(folder), 1, protect=set(plans)) == []
