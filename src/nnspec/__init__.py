@@ -23,6 +23,8 @@ _API = {
     "Input": "nnspec.api.layer",
     "SpecError": "nnspec.specs.errors",
     "NnspecError": "nnspec.specs.errors",
+    "InputError": "nnspec.specs.errors",
+    "WeightsError": "nnspec.specs.errors",
     "Diagnostic": "nnspec.specs.errors",
 }
 
