@@ -209,3 +209,41 @@ def test_training_is_deterministic_per_seed(tmp_path):
     fresh = subprocess.run([sys.executable, str(script), str(spec), "3"], capture_output=True, text=True,
                            check=True, timeout=600)  # fmt: skip
     assert fresh.stdout.strip().splitlines()[-1] == a
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("weighting", ["none", "class_weight", "sample_weight"])
+def test_fit_matches_keras(weighting):
+    """Three epochs of ``fit`` without shuffling match Keras's: the History (loss and accuracy
+    per epoch, a running mean over batches weighted by their sizes; validation on the last 20%
+    of the samples, as Keras splits) and the weights at the end. 100 samples with batches of
+    32 leave a partial last batch (80 training samples: 32, 32, 16). ``metrics`` ignore sample
+    and class weights, ``weighted_metrics`` use them (Keras 3), and the weighted accuracy is
+    logged as ``weighted_accuracy`` next to the plain one."""
+    import keras
+    from keras_from_spec import keras_model_from_spec
+
+    path = Path(__file__).resolve().parents[1] / "specs" / "mlp.yaml"
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(100, 32)).astype(np.float32)
+    y = (x[:, :3].sum(1) > 0).astype(np.float32)[:, None]
+    kw = {}
+    if weighting == "class_weight":
+        kw["class_weight"] = {0: 1.0, 1: 2.5}
+    elif weighting == "sample_weight":
+        kw["sample_weight"] = rng.uniform(0.2, 2.0, size=100).astype(np.float32)
+    m = nnspec.load(path, seed=3)
+    km = keras_model_from_spec(path)
+    km.set_weights(m.get_weights())
+    metrics = {"metrics": ["accuracy"], "weighted_metrics": ["accuracy", "mse"]}
+    m.compile(optimizer=nnspec.optimizers.SGD(learning_rate=0.1), loss="binary_crossentropy", **metrics)
+    km.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="binary_crossentropy", **metrics)
+    ours = m.fit(x, y, batch_size=32, epochs=3, validation_split=0.2, shuffle=False, verbose=0, **kw).history
+    theirs = km.fit(
+        x, y, batch_size=32, epochs=3, validation_split=0.2, shuffle=False, verbose=0, **kw
+    ).history
+    assert set(ours) == set(theirs), (sorted(ours), sorted(theirs))
+    for key in theirs:
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    for k, (a, b) in enumerate(zip(m.get_weights(), km.get_weights())):
+        close(a, b, 1e-4, f"weight {k} after fit")

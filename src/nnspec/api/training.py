@@ -25,7 +25,9 @@ def _per_output(value, names: list[str], what: str, default=None) -> list:
             from ..specs.errors import did_you_mean
 
             hint = did_you_mean(str(unknown[0]), names)
-            raise ValueError(f"{what}: unknown output '{unknown[0]}'; outputs are {names}" + (f"; {hint}" if hint else ""))
+            raise ValueError(
+                f"{what}: unknown output '{unknown[0]}'; outputs are {names}" + (f"; {hint}" if hint else "")
+            )
         return [value.get(n, default) for n in names]
     if isinstance(value, (list, tuple)) and len(names) > 1:
         if len(value) != len(names):
@@ -55,16 +57,27 @@ class TrainMixin:
             loss_weights = section.get("loss_weights")
             metrics = section.get("metrics")
         if loss is None:
-            raise ValueError(f"compile(): no loss given, and model '{self.name}' has no training section with one")
+            raise ValueError(
+                f"compile(): no loss given, and model '{self.name}' has no training section with one"
+            )
         names = self._output_names()
         self._loss_ids = _per_output(loss, names, "loss")
-        lw = _per_output(loss_weights, names, "loss_weights", 1.0) if loss_weights is not None else [1.0] * len(names)
+        lw = (
+            _per_output(loss_weights, names, "loss_weights", 1.0)
+            if loss_weights is not None
+            else [1.0] * len(names)
+        )
         self._loss_weights = [1.0 if w is None else float(w) for w in lw]
         if isinstance(metrics, dict):
             self._metric_ids = [_as_list(m) for m in _per_output(metrics, names, "metrics", [])]
         else:
             self._metric_ids = [_as_list(metrics)] * len(names)
-        self._weighted_metric_ids = [_as_list(weighted_metrics)] * len(names) if weighted_metrics else None
+        if isinstance(weighted_metrics, dict):
+            self._weighted_metric_ids = [
+                _as_list(m) for m in _per_output(weighted_metrics, names, "weighted_metrics", [])
+            ]
+        else:
+            self._weighted_metric_ids = [_as_list(weighted_metrics)] * len(names)
         self.optimizer = get_optimizer(optimizer if optimizer is not None else "rmsprop")
         self._trainers = {}
         self._specs_memo = {}
@@ -103,12 +116,16 @@ class TrainMixin:
             ys = [y.get(k) for k in names]
         elif isinstance(y, (list, tuple)) and len(names) > 1:
             if len(y) != len(names):
-                raise InputError(f"model '{self.name}' has {len(names)} outputs {names}; got {len(y)} target arrays")
+                raise InputError(
+                    f"model '{self.name}' has {len(names)} outputs {names}; got {len(y)} target arrays"
+                )
             ys = list(y)
         else:
             ys = [y] if len(names) == 1 else None
             if ys is None:
-                raise InputError(f"model '{self.name}' has {len(names)} outputs {names}: give targets as a list or dict")
+                raise InputError(
+                    f"model '{self.name}' has {len(names)} outputs {names}: give targets as a list or dict"
+                )
         out = []
         for name, t, spec in zip(names, ys, self._loss_specs_for(ys)):
             if t is None:
@@ -166,18 +183,26 @@ class TrainMixin:
         import numpy as np
 
         names = self._output_names()
-        sws = _per_output(sample_weight, names, "sample_weight") if sample_weight is not None else [None] * len(names)
+        sws = (
+            _per_output(sample_weight, names, "sample_weight")
+            if sample_weight is not None
+            else [None] * len(names)
+        )
         out = []
         for k, (sw, t) in enumerate(zip(sws, ys)):
             if class_weight is not None and t is not None:
                 labels = t.argmax(-1) if (t.ndim > 1 and t.shape[-1] > 1) else t.reshape(t.shape[0], -1)[:, 0]
-                cw = np.array([class_weight.get(int(c), 1.0) for c in np.asarray(labels).reshape(-1)], np.float32)
+                cw = np.array(
+                    [class_weight.get(int(c), 1.0) for c in np.asarray(labels).reshape(-1)], np.float32
+                )
                 cw = cw.reshape(np.asarray(labels).shape)
                 sw = cw if sw is None else np.asarray(sw, np.float32) * cw
             if sw is not None:
                 sw = np.asarray(sw, np.float32)
                 if sw.shape[0] != n:
-                    raise InputError(f"sample_weight for '{names[k]}' has {sw.shape[0]} entries; there are {n} samples")
+                    raise InputError(
+                        f"sample_weight for '{names[k]}' has {sw.shape[0]} entries; there are {n} samples"
+                    )
             out.append(sw)
         return out
 
@@ -211,7 +236,9 @@ class TrainMixin:
 
             typed = self._typed
             if any(d is None for t in typed.input_types.values() for d in t.shape[1:]):
-                types = {n: TensorType((None, *s), t.dtype) for (n, t), s in zip(typed.input_types.items(), shapes)}
+                types = {
+                    n: TensorType((None, *s), t.dtype) for (n, t), s in zip(typed.input_types.items(), shapes)
+                }
                 typed = infer_types(typed.graph, input_types=types)
             plan = lower(typed, training=True)
             store = self._weights()
@@ -235,20 +262,36 @@ class TrainMixin:
         return self._segments_cache
 
     def _build_metrics(self, ys, specs) -> list:
+        """``(output index, log name, metric, weighted)`` per metric, named as Keras 3 names them:
+        ``metrics`` are not weighted by sample or class weights, ``weighted_metrics`` are; a name
+        met again gets ``_1``, ``_2``... (a weighted one ``weighted_<name>`` first); with several
+        outputs names start with the output's."""
         from ..runtime.metrics import get_metric
 
         names = self._output_names()
-        out = []
-        for k, (ids, t, spec) in enumerate(zip(self._metric_ids, ys, specs)):
-            ot = self._typed.type_of(self._typed.graph.outputs[k])
-            for mid in ids:
-                m = get_metric(mid, None if t is None else t.shape, ot.shape, None if spec is None else spec.type)
-                label = m.name if len(names) == 1 else f"{names[k]}_{m.name}"
-                out.append((k, label, m))
+        out, seen = [], {}
+        groups = [(self._metric_ids, False), (self._weighted_metric_ids, True)]
+        for ids_per_output, weighted in groups:
+            for k, (ids, t, spec) in enumerate(zip(ids_per_output, ys, specs)):
+                ot = self._typed.type_of(self._typed.graph.outputs[k])
+                prefix = "" if len(names) == 1 else f"{names[k]}_"
+                for mid in ids:
+                    m = get_metric(
+                        mid, None if t is None else t.shape, ot.shape, None if spec is None else spec.type
+                    )
+                    label = prefix + m.name
+                    if label in seen and weighted:
+                        label = f"{prefix}weighted_{m.name}"
+                    if label in seen:
+                        seen[label] += 1
+                        label = f"{label}_{seen[label] - 1}"
+                    else:
+                        seen[label] = 1
+                    out.append((k, label, m, weighted))
         return out
 
     def reset_metrics(self) -> None:
-        for _, _, m in self._metrics or []:
+        for _, _, m, _ in self._metrics or []:
             m.reset_state()
 
     # ------------------------------------------------------------------ one step
@@ -264,7 +307,9 @@ class TrainMixin:
         rows_w = [self._rows_weight(sw, k, n) for k, sw in enumerate(sws)]
         lw = self._lw_memo.get(id(specs))
         if lw is None:
-            lw = np.array([w if s is not None else 0.0 for w, s in zip(self._loss_weights, specs)], np.float64)
+            lw = np.array(
+                [w if s is not None else 0.0 for w, s in zip(self._loss_weights, specs)], np.float64
+            )
             self._lw_memo[id(specs)] = lw
         out = tr.run(xs, targets, rows_w, store.tp, store.ntp, lw)
         self.optimizer.apply(store.tp, tr.grads, self._segments())
@@ -283,12 +328,12 @@ class TrainMixin:
                     continue
                 s, c = trackers.get(f"{name}_loss", (0.0, 0))
                 trackers[f"{name}_loss"] = (s + float(out[k]) * n, c + n)
-        for k, label, m in self._metrics:
+        for k, _, m, weighted in self._metrics:
             if ys[k] is None:
                 continue
-            m.update_state(ys[k], outputs[k], sample_weight=sws[k])
+            m.update_state(ys[k], outputs[k], sample_weight=sws[k] if weighted else None)
         logs = {k: (s / c if c else 0.0) for k, (s, c) in trackers.items()}
-        for _, label, m in self._metrics:
+        for _, label, m, _ in self._metrics:
             logs[label] = float(m.result())
         return logs
 
@@ -394,11 +439,11 @@ class TrainMixin:
                     if specs[k] is not None:
                         s, c = trackers.get(f"{name}_loss", (0.0, 0))
                         trackers[f"{name}_loss"] = (s + per[k] * n, c + n)
-            for k, label, m in self._metrics:
+            for k, _, m, weighted in self._metrics:
                 if ys[k] is not None:
-                    m.update_state(ys[k], outputs[k], sample_weight=sws[k])
+                    m.update_state(ys[k], outputs[k], sample_weight=sws[k] if weighted else None)
         logs = {k: (s / c if c else 0.0) for k, (s, c) in trackers.items()}
-        for _, label, m in self._metrics:
+        for _, label, m, _ in self._metrics:
             logs[label] = float(m.result())
         return logs
 

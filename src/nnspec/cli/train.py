@@ -319,7 +319,7 @@ def _check_data(model, path: str, x, y, sw):
         raise _Problem(f"{path}: {e}") from None
     outputs = [str(r) for r in model._typed.graph.outputs]
     try:
-        metric_names = [label for _, label, _ in model._build_metrics(ys, specs)]
+        metric_names = [label for _, label, _, _ in model._build_metrics(ys, specs)]
     except (ValueError, TypeError) as e:
         raise _Problem(f"{path}: {e}") from None
     logs = ["loss"]
