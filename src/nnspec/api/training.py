@@ -150,7 +150,7 @@ class TrainMixin:
         """Targets must hold what the output holds per sample (class ids: one per output row);
         a trailing axis of 1 may be added or left out, as Keras allows."""
         want = tuple(out_shape[1:-1]) if sparse else tuple(out_shape[1:])
-        norm = lambda s: tuple(s[:-1]) if s and s[-1] == 1 else tuple(s)  # noqa: E731
+        norm = lambda s: tuple(s[:-1]) if s and s[-1] == 1 else tuple(s)
         g, w = norm(tuple(got[1:])), norm(want)
         if len(g) == len(w) and all(a is None or a == b for a, b in zip(w, g)):
             return
@@ -372,8 +372,6 @@ class TrainMixin:
 
     def _eval_loss(self, xs, ys, sws, specs):
         """Forward (inference) pass and the losses, as Keras's test step: (total, per output, outputs)."""
-        import numpy as np
-
         from ..runtime.losses import compute_loss
 
         n = xs[0].shape[0]
@@ -486,10 +484,10 @@ class TrainMixin:
         for start in range(0, n, batch_size):
             if order is None:
                 sl = slice(start, start + batch_size)
-                take = lambda a: None if a is None else a[sl]  # noqa: E731
+                take = lambda a, sl=sl: None if a is None else a[sl]
             else:
                 idx = order[start : start + batch_size]
-                take = lambda a: None if a is None else np.take(a, idx, axis=0)  # noqa: E731
+                take = lambda a, idx=idx: None if a is None else np.take(a, idx, axis=0)
             yield [take(a) for a in xs], [take(t) for t in ys], [take(w) for w in sws]
 
     def fit(self, x=None, y=None, batch_size=None, epochs: int = 1, verbose="auto", callbacks=None,
