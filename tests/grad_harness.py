@@ -154,6 +154,23 @@ def _raw_inputs(c: Case, rng) -> list:
     return c.data(rng, c.shapes, c.batch)
 
 
+def value_reader(plan, n: int):
+    """``read(buf, vid)``: a copy of value ``vid`` of a train step's workspace ``buf`` (``ws``
+    for values, ``gws`` for their gradients; same layout) at batch size ``n``."""
+    offsets, off = {}, 0
+    for b in plan.buffers:
+        offsets[b.id] = off
+        off += b.values_per_sample
+    vals = {v.id: v for v in plan.values}
+
+    def read(buf, vid):
+        v = vals[vid]
+        o = offsets[v.buffer]
+        return buf[o * n : o * n + n * v.values_per_sample].reshape((n, *v.shape[1:])).copy()
+
+    return read
+
+
 class GradSuite:
     """A list of cases, grouped: the cases of one group (same family, at most ``group_size``)
     share one model, so one compilation. Groups stay small: the compile time of a generated
@@ -218,16 +235,7 @@ class GradSuite:
         (tr,) = m._trainers.values()
         plan = tr.plan
         ws, gws = tr.buffers(n)[:2]
-        offsets, off = {}, 0
-        for b in plan.buffers:
-            offsets[b.id] = off
-            off += b.values_per_sample
-        vals = {v.id: v for v in plan.values}
-
-        def read(buf, vid):
-            v = vals[vid]
-            o = offsets[v.buffer]
-            return buf[o * n : o * n + n * v.values_per_sample].reshape((n, *v.shape[1:])).copy()
+        read = value_reader(plan, n)
 
         store = m._weights()
         out = {}

@@ -46,6 +46,8 @@ from nnspec.layerdefs.base import bind_numpy, normalize_attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from grad_harness import close, value_reader
+
 bind_numpy([activations, recurrent, wrappers])
 
 FD_TOL = 1e-3  # float32 kernels against finite differences of the float64 references
@@ -59,16 +61,6 @@ IDS = np.array(
     [[1, 2, 3, 4, 0, 0], [2, 0, 0, 3, 1, 4], [0, 0, 0, 5, 1, 2], [3, 1, 4, 1, 5, 2], [0, 0, 0, 0, 0, 0]],
     np.int32,
 )
-
-
-def close(got, ref, tol, what=""):
-    got = np.asarray(got, np.float64)
-    ref = np.asarray(ref, np.float64)
-    assert got.shape == ref.shape, (what, got.shape, ref.shape)
-    scale = max(float(np.abs(ref).max(initial=0.0)), 1e-6)
-    err = float(np.abs(got - ref).max(initial=0.0)) / scale
-    assert err <= tol, f"{what}: max error {err:.2e} of the scale {scale:.2e} (tolerance {tol})"
-    return err
 
 
 # ----------------------------------------------------------------------------- compiled cases
@@ -250,16 +242,7 @@ def run_group(group: str) -> dict:
     assert compiled == hasattr(tr.step, "signatures")
     plan = tr.plan
     ws, gws = tr.buffers(batch)[:2]
-    offsets, off = {}, 0
-    for b in plan.buffers:
-        offsets[b.id] = off
-        off += b.values_per_sample
-    vals = {v.id: v for v in plan.values}
-
-    def read(buf, vid):
-        v = vals[vid]
-        o = offsets[v.buffer]
-        return buf[o * batch : o * batch + batch * v.values_per_sample].reshape((batch, *v.shape[1:])).copy()
+    read = value_reader(plan, batch)
 
     store = m._weights()
     out, first = {}, 0
