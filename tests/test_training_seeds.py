@@ -247,3 +247,46 @@ def test_fit_matches_keras(weighting):
         np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-4, atol=1e-6, err_msg=key)
     for k, (a, b) in enumerate(zip(m.get_weights(), km.get_weights())):
         close(a, b, 1e-4, f"weight {k} after fit")
+
+
+def test_fit_from_a_generator_and_an_iterable():
+    """``fit`` on a generator with ``steps_per_epoch`` takes exactly those batches, epoch after
+    epoch continuing the generator, and trains as ``train_on_batch`` on the same batches; a
+    re-iterable source (``__iter__``) is read from the start every epoch."""
+    rng = np.random.default_rng(7)
+    batches = [(rng.normal(size=(8, 32)).astype(np.float32), (rng.random((8, 1)) > 0.5).astype(np.float32))
+               for _ in range(6)]  # fmt: skip
+    path = Path(__file__).resolve().parents[1] / "specs" / "mlp.yaml"
+
+    def model():
+        m = nnspec.load(path, seed=5)
+        m.compile(optimizer=nnspec.optimizers.SGD(learning_rate=0.1), loss="binary_crossentropy")
+        return m
+
+    drawn = []
+
+    def gen():
+        for b in batches:
+            drawn.append(b)
+            yield b
+
+    a = model()
+    hist = a.fit(gen(), steps_per_epoch=3, epochs=2, verbose=0)
+    assert len(drawn) == 6 and len(hist.history["loss"]) == 2
+    b = model()
+    for bx, by in batches:
+        b.train_on_batch(bx, by)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+
+    class Source:  # like a dataset: each epoch iterates again from the first batch
+        def __iter__(self):
+            return iter(batches[:3])
+
+    c = model()
+    c.fit(Source(), epochs=2, verbose=0)
+    d = model()
+    for bx, by in batches[:3] * 2:
+        d.train_on_batch(bx, by)
+    for wc, wd in zip(c.get_weights(), d.get_weights()):
+        np.testing.assert_array_equal(wc, wd)

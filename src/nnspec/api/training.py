@@ -467,9 +467,11 @@ class TrainMixin:
         import numpy as np
 
         if _is_batch_source(x):
-            for i, item in enumerate(x):
-                if steps is not None and i >= steps:
-                    break
+            import itertools
+
+            # islice: with ``steps`` a generator gives exactly that many batches per epoch and
+            # the next epoch continues where this one stopped (no batch drawn and dropped)
+            for item in x if steps is None else itertools.islice(x, steps):
                 bx, by, bsw = _unpack(item)
                 xs = self._prepare_inputs(bx)
                 n = xs[0].shape[0]
