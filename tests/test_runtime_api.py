@@ -278,3 +278,15 @@ def test_plan_cache_keeps_the_most_recently_used_plans(tmp_path, monkeypatch):
     assert old[0] not in compiled and old[1] not in compiled and old[2] in compiled
     # a plan in use is never removed, even beyond the limit
     assert executor.evict_plans(str(folder), 1, protect=set(plans)) == []
+
+
+def test_predict_from_a_generator(mlp):
+    """A generator of input batches (or of ``(x, y)`` tuples) predicts what the arrays do;
+    ``steps`` stops after that many batches."""
+    x = np.random.default_rng(0).normal(size=(10, 32)).astype(np.float32)
+    want = mlp.predict(x)
+    np.testing.assert_array_equal(mlp.predict(x[i : i + 4] for i in range(0, 10, 4)), want)
+    np.testing.assert_array_equal(mlp.predict(iter([(x[:5], None), (x[5:], None)])), want)
+    assert mlp.predict((x[i : i + 4] for i in range(0, 10, 4)), steps=2).shape == (8, 1)
+    with pytest.raises(InputError, match="no batches"):
+        mlp.predict(iter([]))

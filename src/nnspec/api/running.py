@@ -220,9 +220,22 @@ class RunMixin:
         return outs[0] if len(outs) == 1 else outs
 
     def predict(self, x, batch_size: int | None = 32, verbose: int | str = 0, steps=None, callbacks=None):
-        """Outputs for every sample of ``x``, computed ``batch_size`` samples at a time."""
+        """Outputs for every sample of ``x``, computed ``batch_size`` samples at a time. ``x`` may
+        also be an iterable or generator of batches (each ``x`` or a tuple ``(x, ...)``, as Keras
+        takes them; ``steps`` batches at most), whose outputs are concatenated."""
+        import itertools
+
         import numpy as np
 
+        from .training import _is_batch_source
+
+        if _is_batch_source(x):
+            source = x if steps is None else itertools.islice(x, steps)
+            chunks = [self._run_batch(self._prepare_inputs(b[0] if isinstance(b, tuple) else b)) for b in source]
+            if not chunks:
+                raise InputError("predict: the batch source gave no batches")
+            outs = [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
+            return outs[0] if len(outs) == 1 else outs
         arrays = self._prepare_inputs(x)
         n = arrays[0].shape[0]
         bs = int(batch_size or 32)
