@@ -147,9 +147,9 @@ class RunMixin:
         # Fast path: one input, an array of a dtype and per-sample shape this model already took
         # as they are (no conversion, C-contiguous) - what a predict_on_batch loop passes.
         ok = self.__dict__.get("_inputs_ok")
-        if ok is not None and ok[0] is g and type(x) is np.ndarray and x.flags.c_contiguous:
-            if (x.dtype, x.shape[1:]) in ok[1]:
-                return [x]
+        if (ok is not None and ok[0] is g and type(x) is np.ndarray and x.flags.c_contiguous
+                and (x.dtype, x.shape[1:]) in ok[1]):  # fmt: skip
+            return [x]
         names = list(g.inputs)
         if isinstance(x, dict):
             unknown = [k for k in x if k not in g.inputs]
