@@ -137,6 +137,15 @@ def notes(defn) -> str:
     return "; ".join(out)
 
 
+def training_status(defn) -> str:
+    """Whether training can run this type (it has a backward kernel, or is lowered into others)."""
+    if getattr(defn, "emit_backward", None) is not None:
+        return "yes"
+    if defn.name in ("Model", "TimeDistributed"):
+        return "as its layers"
+    return "not yet"
+
+
 def runtime_status(defn) -> str:
     """Whether the runtime can run this type yet (it has kernels, or needs none)."""
     if getattr(defn, "emit", None) is not None:
@@ -201,8 +210,8 @@ def render() -> str:
     w("  written by name.")
     w("- A default is what nnspec fills in when the attribute is absent (Keras 3's default). The")
     w("  normalized form (`nnspec.load(...).to_json()`) writes every attribute out.")
-    w("- **runs (predict)** says whether the runtime, which is being built, can run the type yet:")
-    w("  `yes` when the type has kernels (or needs none at inference), `not yet` otherwise.")
+    w("- **runs (predict)** says whether the runtime can run the type: `yes` when the type has")
+    w("  kernels (or needs none at inference); **trains** whether it has a backward kernel.")
     w("- **may run in place**: the plan may let the output overwrite the input's buffer.")
     w("- Every layer also accepts the common attributes, left out of the tables below:")
     for a in COMMON_ATTRS:
@@ -212,13 +221,13 @@ def render() -> str:
     w("")
     w("## Index")
     w("")
-    w("| type | family | inputs | positional | runs (predict) | notes |")
-    w("|---|---|---|---|---|---|")
+    w("| type | family | inputs | positional | runs (predict) | trains | notes |")
+    w("|---|---|---|---|---|---|---|")
     for d in REGISTRY_LIST:
         pos = ", ".join(f"`{p}`" for p in d.positional) or "-"
         w(
             f"| [`{d.name}`](#{anchor(d.name)}) | `{family_of(d)}` | {arity_text(d.arity)} | {pos} | "
-            f"{runtime_status(d)} | {cell(notes(d)) or '-'} |"
+            f"{runtime_status(d)} | {training_status(d)} | {cell(notes(d)) or '-'} |"
         )
     current_family = None
     for d in REGISTRY_LIST:

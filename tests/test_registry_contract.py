@@ -110,3 +110,18 @@ def test_layer_gradient_is_checked(name):
     cases = [c for c in _gradient_cases() if c.type == name]
     assert any(getattr(c, "fd", True) for c in cases), f"no finite-difference gradient case for {name}"
     assert any(getattr(c, "keras", None) is None for c in cases), f"no Keras gradient case for {name}"
+
+
+def test_layer_docs_are_generated_from_the_registry():
+    """docs/layers.md is what scripts/gen_layer_docs.py makes of the registry (kernels, backward
+    kernels, attributes, defaults): regenerate it when a layer changes."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("gen_layer_docs", root / "scripts" / "gen_layer_docs.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (root / "docs" / "layers.md").read_text(encoding="utf-8") == gen.render(), (
+        "docs/layers.md is out of date: run python scripts/gen_layer_docs.py"
+    )
