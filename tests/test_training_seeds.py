@@ -290,3 +290,39 @@ def test_fit_from_a_generator_and_an_iterable():
         d.train_on_batch(bx, by)
     for wc, wd in zip(c.get_weights(), d.get_weights()):
         np.testing.assert_array_equal(wc, wd)
+
+
+@pytest.mark.keras
+def test_freezing_layers_from_python_matches_keras():
+    """``layer.trainable = False`` then ``compile`` (Keras's fine-tuning idiom): counts follow,
+    weights are kept, and a training step moves exactly what Keras's moves; ``model.trainable``
+    freezes and unfreezes every layer."""
+    import keras
+    from keras_from_spec import keras_model_from_spec
+
+    path = Path(__file__).resolve().parents[1] / "specs" / "mlp.yaml"
+    m = nnspec.load(path, seed=6)
+    km = keras_model_from_spec(path)
+    km.set_weights(m.get_weights())
+    before = m.get_weights()
+    m.get_layer("hidden1").trainable = False
+    km.get_layer("hidden1").trainable = False
+    assert all(np.array_equal(a, b) for a, b in zip(m.get_weights(), before))
+    assert (len(m.trainable_weights), len(m.non_trainable_weights)) == (
+        len(km.trainable_weights),
+        len(km.non_trainable_weights),
+    )
+    assert m.get_config()["layers"]["hidden1"]["trainable"] is False
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(16, 32)).astype(np.float32)
+    y = (rng.random((16, 1)) > 0.5).astype(np.float32)
+    m.compile(optimizer=nnspec.optimizers.Adam(), loss="binary_crossentropy")
+    km.compile(optimizer=keras.optimizers.Adam(), loss="binary_crossentropy")
+    assert abs(float(m.train_on_batch(x, y)) - float(km.train_on_batch(x, y))) < 1e-5
+    for k, (a, b, a0) in enumerate(zip(m.get_weights(), km.get_weights(), before)):
+        close(a, b, 1e-4, f"weight {k}")
+        assert np.array_equal(a, a0) == (k < 2), k  # hidden1's kernel and bias only stay
+    m.trainable = False
+    assert not m.trainable and m.count_params() == sum(w.size for w in m.non_trainable_weights)
+    m.trainable = True
+    assert len(m.non_trainable_weights) == 0

@@ -355,6 +355,17 @@ class Layer:
     def trainable(self) -> bool:
         return bool(self.attrs.get("trainable", True))
 
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        """``layer.trainable = False`` freezes its weights (Keras's fine-tuning idiom); in a model,
+        the model's weight layout follows (see ``Model._set_trainable``)."""
+        value = bool(value)
+        model = self._model_ref
+        if model is not None and model._layers.get(self.name) is self:
+            model._set_trainable([self.name], value)
+        else:
+            self._attrs["trainable"] = value
+
     def __repr__(self) -> str:
         return f"<{self.type} name={self.name}>"
 

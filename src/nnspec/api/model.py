@@ -98,6 +98,68 @@ class Model(TrainMixin, RunMixin, Layer):
     def _submodel_objects(self) -> dict:
         return self._subs
 
+    # ------------------------------------------------------------------ freezing
+
+    @property
+    def trainable(self) -> bool:
+        """Whether any layer of the model has trainable weights' flag set (``False`` once every
+        layer is frozen)."""
+        return any(getattr(layer, "trainable", False) for layer in self._layers.values())
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._set_trainable(list(self._layers), bool(value))
+
+    @property
+    def trainable_weights(self) -> list:
+        store = self._weights()
+        return [store.view(p.name).copy() for p in self.plan().params if p.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list:
+        store = self._weights()
+        return [store.view(p.name).copy() for p in self.plan().params if not p.trainable]
+
+    def _set_trainable(self, layer_names: list, value: bool) -> None:
+        """Freeze (or unfreeze) these layers, as Keras's ``layer.trainable = False``: the model is
+        re-analyzed from its config with the flag set, keeping its layer objects, their calls
+        and every weight value; what was compiled from the old weight layout (plans, trainers)
+        is dropped and an optimizer's state restarts. Counts and ``summary()`` follow at once;
+        training follows from the next ``compile()`` (as in Keras), or the next step."""
+        cfg = self.get_config()
+        for name in layer_names:
+            spec = (cfg.get("layers") or {}).get(name)
+            if spec is None:
+                raise ValueError(f"layer '{name}' is not a layer of model '{self.name}' itself (a layer of a "
+                                 "nested model is frozen by freezing the node that calls the model, or with "
+                                 "`trainable: false` in the model file)")  # fmt: skip
+            if "shares" not in spec:
+                spec["trainable"] = value
+        typed = analyze(Document(json.loads(json.dumps(cfg))))
+        objs: dict = {("input", n): il for n, il in self._input_layers.items()}
+        objs.update({("model", n): m for n, m in self._subs.items()})
+        objs.update({("layer", n): layer for n, layer in self._layers.items() if not isinstance(layer, Model)})
+        objs.update({("call", n): self._env[(n, 0)]._call for n in self._typed.nodes if (n, 0) in self._env})
+        old = self._store
+        self._adopt(typed, objs)
+        for name in layer_names:
+            layer = self._layers.get(name)
+            if layer is not None and not isinstance(layer, Model):
+                layer._attrs["trainable"] = value
+        self._store = None
+        for attr in ("_executors", "_inputs_ok", "_segments_key"):
+            self.__dict__.pop(attr, None)
+        if getattr(self, "_trainers", None):
+            self._trainers = {}
+        opt = getattr(self, "optimizer", None)
+        if opt is not None and getattr(opt, "slots", None) is not None:
+            opt.slots = None
+        if old is not None:
+            new = self._weights()
+            for name in new.params:
+                if name in old.params:
+                    new.assign(name, old.view(name))
+
     # ------------------------------------------------------------------ as a layer
 
     def layer_spec(self) -> dict:
