@@ -332,3 +332,19 @@ def test_summarize_and_compile_never_import_numba():
     probe = json.loads(next(line for line in p.stdout.splitlines() if line.startswith("PROBE "))[6:])
     assert probe["codes"] == [0, 0]
     assert probe["numba"] is False
+
+
+def test_summarize_show_trainable(tmp_path):
+    """--show-trainable marks frozen layers N, training ones Y and weightless ones -."""
+    spec = tmp_path / "frozen.yaml"
+    spec.write_text(
+        "format: nnspec/1\nname: frozen\ninputs:\n  x: {shape: [4]}\nlayers:\n"
+        "  a: {type: Dense, units: 3, trainable: false}\n  act: {type: Activation, activation: relu}\n"
+        "  b: {type: Dense, units: 2}\nedges:\n  - x -> a -> act -> b\n"
+    )
+    result = CliRunner().invoke(cli, ["summarize", "--show-trainable", str(spec)])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[1]: line.rstrip("│ ").split("│")[-1].strip() for line in result.output.splitlines()
+            if line.startswith("│")}  # fmt: skip
+    assert (rows["a"], rows["act"], rows["b"]) == ("N", "-", "Y")
+    assert "Trainable" in result.output.splitlines()[2]

@@ -223,8 +223,9 @@ class Model(TrainMixin, RunMixin, Layer):
         hint = did_you_mean(name, [la.name for la in layers])
         raise ValueError(f"no layer named '{name}' in model '{self.name}'" + (f"; {hint}" if hint else ""))
 
-    def summary(self, line_length: int | None = None, print_fn=None) -> None:
-        text = summary_text(self._typed, line_length)
+    def summary(self, line_length: int | None = None, print_fn=None, show_trainable: bool = False) -> None:
+        """Keras's summary table; ``show_trainable`` adds a column: Y (trains), N (frozen), - (no weights)."""
+        text = summary_text(self._typed, line_length, show_trainable)
         (print_fn or print)(text.rstrip("\n"))
 
     def summary_dict(self) -> dict:
@@ -496,9 +497,9 @@ class Sequential(Model):
             raise ValueError(f"Sequential model '{self.name}' is not built yet: give it an Input first "
                              "(nnspec.Input(shape=...) as the first element, or input_shape= on the first layer)")  # fmt: skip
 
-    def summary(self, line_length=None, print_fn=None):
+    def summary(self, line_length=None, print_fn=None, show_trainable: bool = False):
         self._built()
-        return super().summary(line_length, print_fn)
+        return super().summary(line_length, print_fn, show_trainable)
 
     def get_config(self):
         self._built()

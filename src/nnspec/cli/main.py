@@ -108,7 +108,8 @@ def validate(files, fmt, strict, quiet) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--line-length", type=int, default=None, help="Total width of the table.")
-def summarize(file, as_json, line_length) -> None:
+@click.option("--show-trainable", is_flag=True, help="Add a column: Y (trains), N (frozen), - (no weights).")
+def summarize(file, as_json, line_length, show_trainable) -> None:
     """Print a model's Keras-style summary: layers, output shapes, parameter counts.
 
     \b
@@ -120,7 +121,7 @@ def summarize(file, as_json, line_length) -> None:
     if as_json:
         click.echo(json.dumps(model.summary_dict(), indent=2))
     else:
-        model.summary(line_length=line_length, print_fn=click.echo)
+        model.summary(line_length=line_length, print_fn=click.echo, show_trainable=show_trainable)
 
 
 @cli.command(name="compile")

@@ -70,6 +70,8 @@ def summary_dict(typed: TypedGraph) -> dict:
                 "output_shape": _shape_json(calls[-1].out_types),  # Keras shows the last call's
                 "params": first.param_count,
                 "connected_to": connected,
+                # Keras's show_trainable: whether the layer's weights train (None: it has none)
+                "trainable": (any(p.trainable for p in first.params) if first.params else None),
             }
         )
     trainable, non_trainable = typed.count()
@@ -82,10 +84,12 @@ def summary_dict(typed: TypedGraph) -> dict:
     }
 
 
-def summary_text(typed: TypedGraph, line_length: int | None = None) -> str:
+def summary_text(typed: TypedGraph, line_length: int | None = None, show_trainable: bool = False) -> str:
     d = summary_dict(typed)
     seq = typed.graph.sequential
     headers = ["Layer (type)", "Output Shape", "Param #"] + ([] if seq else ["Connected to"])
+    if show_trainable:
+        headers.append("Trainable")
     rows = []
     by_name = {layer: calls for layer, calls in typed.layer_nodes().items()}
     for row in d["layers"]:
@@ -96,8 +100,10 @@ def summary_text(typed: TypedGraph, line_length: int | None = None) -> str:
         cells = [f"{row['name']} ({row['type']})", shape, f"{row['params']:,}"]
         if not seq:
             cells.append(", ".join(row["connected_to"]) or "-")
+        if show_trainable:
+            cells.append({True: "Y", False: "N"}.get(row.get("trainable"), "-"))
         rows.append(cells)
-    mins = [31, 22, 13, 27]
+    mins = [31, 22, 13] + ([] if seq else [27]) + ([9] if show_trainable else [])
     widths = [max([mins[i], len(headers[i])] + [len(r[i]) for r in rows]) for i in range(len(headers))]
     if line_length:
         extra = line_length - (sum(widths) + 3 * len(widths) + 1)
@@ -111,6 +117,9 @@ def summary_text(typed: TypedGraph, line_length: int | None = None) -> str:
     def cells_line(cells, bar):
         parts = []
         for i, (c, w) in enumerate(zip(cells, widths)):
+            if show_trainable and i == len(widths) - 1:
+                parts.append(" " + c.center(w) + " ")
+                continue
             parts.append(" " + (c.rjust(w) if i in right else c.ljust(w)) + " ")
         return bar + bar.join(parts) + bar
 
