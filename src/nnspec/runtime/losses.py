@@ -840,6 +840,9 @@ def _per_row(a, lead, what: str) -> np.ndarray:
         return np.ascontiguousarray(
             np.broadcast_to(a.reshape(a.shape + (1,) * (len(lead) - a.ndim)), lead).reshape(-1)
         )
+    if a.ndim == len(lead) and all(d in (1, n) for d, n in zip(a.shape, lead)) and a.shape[0] == lead[0]:
+        # (batch, 1) over (batch, T): broadcast, as Keras multiplies the weights into the losses
+        return np.ascontiguousarray(np.broadcast_to(a, lead).reshape(-1))
     raise ValueError(f"{what} of shape {a.shape} does not fit the loss's leading shape {lead}")
 
 
