@@ -326,3 +326,38 @@ def test_freezing_layers_from_python_matches_keras():
     assert not m.trainable and m.count_params() == sum(w.size for w in m.non_trainable_weights)
     m.trainable = True
     assert len(m.non_trainable_weights) == 0
+
+
+@pytest.mark.keras
+def test_masked_sequence_loss_with_sample_weights_matches_keras():
+    """The tagger's padded sequences with a weight per step: the loss (masked steps left out)
+    and one SGD step match Keras's."""
+    import keras
+    from keras_from_spec import keras_model_from_spec
+
+    path = Path(__file__).resolve().parents[1] / "specs" / "bilstm_tagger.yaml"
+    _, _, losses, x, ys = _case(path)
+    xs = next(iter(x.values()))
+    sw = np.random.default_rng(3).uniform(0.2, 2.0, size=ys[0].shape).astype(np.float32)
+    m = nnspec.load(path, seed=1)
+    km = keras_model_from_spec(path)
+    for layer in m.layers:
+        w = layer.get_weights() if hasattr(layer, "get_weights") else []
+        if w:
+            km.get_layer(layer.name).set_weights(w)
+    m.compile(optimizer=nnspec.optimizers.SGD(learning_rate=0.1), loss=losses[0])
+    km.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss=losses[0])
+    a, b = (
+        float(m.test_on_batch(xs, ys[0], sample_weight=sw)),
+        float(km.test_on_batch(xs, ys[0], sample_weight=sw)),
+    )
+    assert abs(a - b) <= LOSS_TOL * abs(b), (a, b)
+    a, b = (
+        float(m.train_on_batch(xs, ys[0], sample_weight=sw)),
+        float(km.train_on_batch(xs, ys[0], sample_weight=sw)),
+    )
+    assert abs(a - b) <= LOSS_TOL * abs(b), (a, b)
+    for layer in m.layers:
+        for k, (w, kw) in enumerate(zip(layer.get_weights() if hasattr(layer, "get_weights") else [],
+                                        km.get_layer(layer.name).get_weights())):  # fmt: skip
+            close(w, kw, WEIGHT_TOL, f"{layer.name} weight {k}")
