@@ -361,3 +361,36 @@ def test_masked_sequence_loss_with_sample_weights_matches_keras():
         for k, (w, kw) in enumerate(zip(layer.get_weights() if hasattr(layer, "get_weights") else [],
                                         km.get_layer(layer.name).get_weights())):  # fmt: skip
             close(w, kw, WEIGHT_TOL, f"{layer.name} weight {k}")
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("opt", ["sgd", "rmsprop-centered", "adam-amsgrad", "nadam", "sgd-schedule"])
+def test_summary_counts_optimizer_variables_as_keras(opt):
+    """After a training step Keras's summary adds the optimizer's variables (iterations, the
+    learning rate unless scheduled, the slots) to the total and prints ``Optimizer params``."""
+    import keras
+    from keras_from_spec import keras_model_from_spec
+
+    path = Path(__file__).resolve().parents[1] / "specs" / "mlp.yaml"
+
+    def optimizer(lib):
+        o = lib.optimizers
+        return {"sgd": lambda: o.SGD(momentum=0.5), "rmsprop-centered": lambda: o.RMSprop(momentum=0.5, centered=True),
+                "adam-amsgrad": lambda: o.Adam(amsgrad=True), "nadam": lambda: o.Nadam(),
+                "sgd-schedule": lambda: o.SGD(o.schedules.ExponentialDecay(0.1, 10, 0.9))}[opt]()  # fmt: skip
+
+    m, km = nnspec.load(path, seed=0), keras_model_from_spec(path)
+    m.compile(optimizer=optimizer(nnspec), loss="mse")
+    km.compile(optimizer=optimizer(keras), loss="mse")
+    x, y = np.ones((4, 32), np.float32), np.zeros((4, 1), np.float32)
+    m.train_on_batch(x, y)
+    km.train_on_batch(x, y)
+    ours, theirs = [], []
+    m.summary(print_fn=ours.append)
+    km.summary(print_fn=theirs.append)
+
+    def totals(lines):
+        return [line.strip() for line in "\n".join(lines).splitlines() if " params: " in line]
+
+    assert totals(ours) == totals(theirs)
+    assert any("Optimizer params" in line for line in totals(ours))

@@ -224,8 +224,12 @@ class Model(TrainMixin, RunMixin, Layer):
         raise ValueError(f"no layer named '{name}' in model '{self.name}'" + (f"; {hint}" if hint else ""))
 
     def summary(self, line_length: int | None = None, print_fn=None, show_trainable: bool = False) -> None:
-        """Keras's summary table; ``show_trainable`` adds a column: Y (trains), N (frozen), - (no weights)."""
-        text = summary_text(self._typed, line_length, show_trainable)
+        """Keras's summary table; ``show_trainable`` adds a column: Y (trains), N (frozen), - (no
+        weights). Once a compiled model has trained, its optimizer's variables count too, as
+        Keras prints them (``Optimizer params``)."""
+        opt = getattr(self, "optimizer", None) if getattr(self, "compiled", False) else None
+        counts = opt.variable_count() if opt is not None and opt.built else None
+        text = summary_text(self._typed, line_length, show_trainable, counts)
         (print_fn or print)(text.rstrip("\n"))
 
     def summary_dict(self) -> dict:

@@ -84,7 +84,10 @@ def summary_dict(typed: TypedGraph) -> dict:
     }
 
 
-def summary_text(typed: TypedGraph, line_length: int | None = None, show_trainable: bool = False) -> str:
+def summary_text(typed: TypedGraph, line_length: int | None = None, show_trainable: bool = False,
+                 optimizer: tuple[int, int] | None = None) -> str:  # fmt: skip
+    """Keras's summary table. ``optimizer``: (values, bytes) of a built optimizer's variables,
+    which Keras adds to the total and prints on an ``Optimizer params`` line."""
     d = summary_dict(typed)
     seq = typed.graph.sequential
     headers = ["Layer (type)", "Output Shape", "Param #"] + ([] if seq else ["Connected to"])
@@ -130,7 +133,10 @@ def summary_text(typed: TypedGraph, line_length: int | None = None, show_trainab
         out.append(cells_line(r, "│"))
     out.append(line("└", "┴", "┘", "─"))
     total, tr, nt = d["total_params"], d["trainable_params"], d["non_trainable_params"]
-    out.append(f" Total params: {total:,} ({readable_size(total * 4)})")
+    opt_n, opt_bytes = optimizer or (0, 0)
+    out.append(f" Total params: {total + opt_n:,} ({readable_size(total * 4 + opt_bytes)})")
     out.append(f" Trainable params: {tr:,} ({readable_size(tr * 4)})")
     out.append(f" Non-trainable params: {nt:,} ({readable_size(nt * 4)})")
+    if optimizer is not None:
+        out.append(f" Optimizer params: {opt_n:,} ({readable_size(opt_bytes)})")
     return "\n".join(out) + "\n"

@@ -547,6 +547,17 @@ class Optimizer:
     def built(self) -> bool:
         return self.slots is not None
 
+    def variable_count(self) -> tuple[int, int]:
+        """(values, bytes) of Keras's ``optimizer.variables`` for this optimizer once built: the
+        iteration count (int32 on Keras's torch backend), the learning rate (a variable unless it
+        is a schedule), the slots (one per trainable weight value each) and extra scalars
+        (Nadam's ``u_product``); 4 bytes each."""
+        lr = 0 if self._schedule is not None else 1
+        slots = 0 if self.slots is None else int(self.slots.size)
+        extra = int(getattr(self, "_n_extra", 0))
+        n = 1 + lr + slots + extra
+        return n, 4 * n
+
     def exclude_from_weight_decay(self, var_list=None, var_names=None) -> None:
         """Exclude variables whose name matches one of ``var_names`` (regular expressions, searched
         in the variable's own name, the part after the last ``/``, as Keras searches
