@@ -30,6 +30,7 @@ from .core import ACTIVATION_ATTR, kernel_and_bias, kernel_bias_attrs
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
 KERNEL_HELPERS = (
     "add_bias_act",
+    "window_rows",
     "fill_patches",
     "planar_load",
     "planar_gather",
@@ -190,6 +191,30 @@ def add_bias_act(y2, b, use_bias, act):
     activations.apply_activation(y2, act)
 
 
+def window_rows(p, geo, rowsrc):
+    """For output position ``p`` (flat over batch, OD, OH, OW): the offsets in the flat input of
+    the kd*kh input rows its window reads, into ``rowsrc`` (-1 for a row in the padding); returns
+    the position's column ``x0`` along OW. Shared by the patch gather and its adjoint."""
+    d, h, w, c, od, oh, ow, kd, kh, _, sd, sh, _, dd, dh, _, pd, ph, _ = geo
+    q = p // ow
+    x0 = p - q * ow
+    yy = q % oh
+    q //= oh
+    zz = q % od
+    bb = q // od
+    t = 0
+    for kz in range(kd):
+        iz = zz * sd - pd + kz * dd
+        for ky in range(kh):
+            iy = yy * sh - ph + ky * dh
+            if iz < 0 or iz >= d or iy < 0 or iy >= h:
+                rowsrc[t] = -1
+            else:
+                rowsrc[t] = ((bb * d + iz) * h + iy) * w * c
+            t += 1
+    return x0
+
+
 def fill_patches(xf, pf, m, k, pos0, geo, c0, cg, rowsrc):
     """Copy the patches of output positions ``pos0 .. pos0+m`` into rows of ``pf`` (flat, row
     length ``k``), input channels ``c0 .. c0+cg``; taps outside the input are zeros.
@@ -200,7 +225,17 @@ def fill_patches(xf, pf, m, k, pos0, geo, c0, cg, rowsrc):
     where the window lies inside the input, one run of cg floats per tap elsewhere. Copies
     index with unsigned ints (no negative-index wraparound), so that LLVM vectorizes them.
     """
-    d, h, w, c, od, oh, ow, kd, kh, kw, sd, sh, sw, dd, dh, dw, pd, ph, pw = geo
+    w, c, ow, kd, kh, kw, sw, dw, pw = (
+        geo[2],
+        geo[3],
+        geo[6],
+        geo[7],
+        geo[8],
+        geo[9],
+        geo[12],
+        geo[15],
+        geo[18],
+    )
     run = kw * cg
     fast = cg == c and dw == 1
     lo = (pw + sw - 1) // sw  # positions lo .. hi-1 see no padding along the width
@@ -209,23 +244,8 @@ def fill_patches(xf, pf, m, k, pos0, geo, c0, cg, rowsrc):
     p = pos0
     r = 0
     while r < m:
-        q = p // ow
-        x0 = p - q * ow
+        x0 = window_rows(p, geo, rowsrc)
         seg = min(ow - x0, m - r)
-        yy = q % oh
-        q //= oh
-        zz = q % od
-        bb = q // od
-        t = 0
-        for kz in range(kd):
-            iz = zz * sd - pd + kz * dd
-            for ky in range(kh):
-                iy = yy * sh - ph + ky * dh
-                if iz < 0 or iz >= d or iy < 0 or iy >= h:
-                    rowsrc[t] = -1
-                else:
-                    rowsrc[t] = ((bb * d + iz) * h + iy) * w * c
-                t += 1
         col = r * k
         for ox in range(x0, x0 + seg):
             ix0 = ox * sw - pw
@@ -531,7 +551,17 @@ def scatter_patches(dxf, pf, m, k, pos0, geo, c0, cg, rowsrc):
     """The adjoint of :func:`fill_patches`: add the rows of ``pf`` (patch gradients of output
     positions ``pos0 .. pos0+m``, channels ``c0 .. c0+cg``) into the input gradient ``dxf`` (flat,
     channels-last) at the taps they were copied from; taps in the padding are dropped."""
-    d, h, w, c, od, oh, ow, kd, kh, kw, sd, sh, sw, dd, dh, dw, pd, ph, pw = geo
+    w, c, ow, kd, kh, kw, sw, dw, pw = (
+        geo[2],
+        geo[3],
+        geo[6],
+        geo[7],
+        geo[8],
+        geo[9],
+        geo[12],
+        geo[15],
+        geo[18],
+    )
     run = kw * cg
     fast = cg == c and dw == 1
     lo = (pw + sw - 1) // sw
@@ -540,23 +570,8 @@ def scatter_patches(dxf, pf, m, k, pos0, geo, c0, cg, rowsrc):
     p = pos0
     r = 0
     while r < m:
-        q = p // ow
-        x0 = p - q * ow
+        x0 = window_rows(p, geo, rowsrc)
         seg = min(ow - x0, m - r)
-        yy = q % oh
-        q //= oh
-        zz = q % od
-        bb = q // od
-        t = 0
-        for kz in range(kd):
-            iz = zz * sd - pd + kz * dd
-            for ky in range(kh):
-                iy = yy * sh - ph + ky * dh
-                if iz < 0 or iz >= d or iy < 0 or iy >= h:
-                    rowsrc[t] = -1
-                else:
-                    rowsrc[t] = ((bb * d + iz) * h + iy) * w * c
-                t += 1
         col = r * k
         for ox in range(x0, x0 + seg):
             ix0 = ox * sw - pw
