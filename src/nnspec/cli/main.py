@@ -31,6 +31,8 @@ Examples:
   nnspec summarize specs/cnn.yaml
   nnspec compile specs/cnn.yaml -o cnn.plan.json
   nnspec predict specs/mlp.yaml --weights mlp.safetensors --input x.npy -o y.npy
+  nnspec fit specs/headline.yaml --data train.npz --epochs 5 --weights-out w.safetensors
+  nnspec evaluate specs/headline.yaml --data test.npz --weights w.safetensors
   nnspec schema -o nnspec.schema.json
 """
 
@@ -60,7 +62,7 @@ def _load(path: str):
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nnspec", prog_name="nnspec")
 def cli() -> None:
-    """nnspec: neural network model files, validated, shape-checked, summarized and compiled."""
+    """nnspec: neural network model files, validated, shape-checked, summarized, compiled, run and trained."""
 
 
 @cli.command()
