@@ -23,7 +23,6 @@ import pytest
 import yaml
 
 import nnspec
-from nnspec.layerdefs import REGISTRY
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -32,36 +31,6 @@ SEED_FILES = sorted(SPECS.glob("*.yaml"))
 SEED_IDS = [p.stem for p in SEED_FILES]
 BATCH = 5
 REL_TOL = 1e-4
-
-
-def _layer_types(doc: dict) -> set:
-    """Every layer type a document (and its sub-models, wrapped layers) uses."""
-    out = set()
-
-    def visit_layer(spec):
-        if not isinstance(spec, dict) or "shares" in spec:
-            return
-        out.add(spec["type"])
-        for key in ("layer", "backward_layer"):
-            if isinstance(spec.get(key), dict):
-                visit_layer(spec[key])
-
-    def visit_doc(d):
-        for spec in (d.get("layers") or {}).values():
-            visit_layer(spec)
-        for sub in (d.get("models") or {}).values():
-            visit_doc(sub)
-
-    visit_doc(doc)
-    return out
-
-
-def _missing_kernels(doc: dict) -> list:
-    lowered = {"Model", "TimeDistributed"}  # inlined / folded by lowering
-    return sorted(
-        t for t in _layer_types(doc)
-        if t not in lowered and REGISTRY[t].emit is None and not (REGISTRY[t].view or REGISTRY[t].training_only)
-    )  # fmt: skip
 
 
 def _vocabulary(doc: dict) -> int:
@@ -97,10 +66,6 @@ def test_seed_predictions_match_keras(path):
     from keras_from_spec import keras_model_from_spec
 
     doc = yaml.safe_load(path.read_text())
-    missing = _missing_kernels(doc)
-    if missing:
-        pytest.skip(f"no inference kernel yet for {', '.join(missing)}")
-
     m = nnspec.load(path, seed=0)
     rng = np.random.default_rng(1)
     m.set_weights([w + rng.normal(0, 0.05, w.shape).astype(np.float32) if w.ndim == 1 else w
