@@ -24,8 +24,11 @@ that call a layer's kernels (see ``nnspec.runtime.codegen.Emit``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+
+np = None  # NumPy, bound by bind_numpy when kernels are needed (offset_grid)
 
 Shape = tuple  # tuple[int | None, ...], batch dimension first
 
@@ -54,7 +57,7 @@ class TensorType:
     def rank(self) -> int:
         return len(self.shape)
 
-    def with_shape(self, shape: Sequence) -> "TensorType":
+    def with_shape(self, shape: Sequence) -> TensorType:
         return TensorType(tuple(shape), self.dtype, self.masked)
 
 
@@ -194,7 +197,7 @@ class InferContext:
     def layer_params(self, layer: Mapping, inputs: list[TensorType]) -> list[ParamSpec]:
         raise NotImplementedError
 
-    def layer_def(self, layer: Mapping) -> "LayerDef":
+    def layer_def(self, layer: Mapping) -> LayerDef:
         raise NotImplementedError
 
     def infer_model(self, model: str, inputs: list[TensorType]) -> list[TensorType]:
@@ -324,7 +327,9 @@ def known(d: int | None) -> bool:
     return d is not None
 
 
-def conv_output_length(length: int | None, kernel: int, padding: str, stride: int, dilation: int = 1) -> int | None:
+def conv_output_length(
+    length: int | None, kernel: int, padding: str, stride: int, dilation: int = 1
+) -> int | None:
     """Keras's output length of a convolution or pooling window along one axis."""
     if length is None:
         return None
@@ -372,3 +377,29 @@ def bind_numpy(modules) -> None:
     for m in modules:
         if getattr(m, "np", None) is None:
             m.np = numpy
+
+
+def offset_grid(shape, strides):
+    """Every offset ``sum(i_d * strides[d])`` over the index grid ``shape``, row-major: for each
+    flat position of one sample, where it reads in another array seen through ``strides`` (0
+    on a broadcast axis). A kernel helper: family modules that call it import it and list it in
+    their ``KERNEL_HELPERS``."""
+    nd = len(shape)
+    total = 1
+    for d in range(nd):
+        total *= shape[d]
+    out = np.empty(total, np.int64)
+    idx = np.zeros(nd, np.int64)
+    off = 0
+    for n in range(total):
+        out[n] = off
+        d = nd - 1
+        while d >= 0:
+            idx[d] += 1
+            off += strides[d]
+            if idx[d] < shape[d]:
+                break
+            off -= strides[d] * shape[d]
+            idx[d] = 0
+            d -= 1
+    return out

@@ -1254,17 +1254,29 @@ def _conv_emit(rank: int):
     return lambda e: body(e, e.y[0], e.attrs["activation"])
 
 
+def _grad_prologue(e, what: str, rank: int, n_kernels: int = 1, separable: bool = False):
+    """The shared start of a convolution's backward: None when no gradient is wanted at all;
+    else (layout, lines, dz5, the kernels' gradients), the lines computing ``dz`` (the output
+    gradient through the activation) and adding the bias gradient already written."""
+    a = e.attrs
+    dks = list(e.dp[:n_kernels])
+    db = e.dp[n_kernels] if a["use_bias"] else None
+    if all(d is None for d in dks) and db is None and e.dx[0] is None:
+        return None
+    _static(e, what)
+    lay = _Layout(e, rank)
+    lines: list = []
+    dz5, _ = lay.grad_out(lines, _saved_vars(e, separable), db)
+    return lay, lines, dz5, dks
+
+
 def _conv_backward(rank: int):
     def backward(e):
-        a = e.attrs
-        dw = e.dp[0]
-        db = e.dp[1] if a["use_bias"] else None
-        if dw is None and db is None and e.dx[0] is None:
+        start = _grad_prologue(e, f"Conv{rank}D", rank)
+        if start is None:
             return []
-        _static(e, f"Conv{rank}D")
-        lay = _Layout(e, rank)
-        lines: list = []
-        dz5, _ = lay.grad_out(lines, _saved_vars(e, False), db)
+        a = e.attrs
+        lay, lines, dz5, (dw,) = start
         if dw is None and e.dx[0] is None:
             return lines
         ks = list(a["kernel_size"])
@@ -1320,15 +1332,11 @@ def _transpose_emit(rank: int):
 
 def _transpose_backward(rank: int):
     def backward(e):
-        a = e.attrs
-        dw = e.dp[0]
-        db = e.dp[1] if a["use_bias"] else None
-        if dw is None and db is None and e.dx[0] is None:
+        start = _grad_prologue(e, f"Conv{rank}DTranspose", rank)
+        if start is None:
             return []
-        _static(e, f"Conv{rank}DTranspose")
-        lay = _Layout(e, rank)
-        lines: list = []
-        dz5, _ = lay.grad_out(lines, _saved_vars(e, False), db)
+        a = e.attrs
+        lay, lines, dz5, (dw,) = start
         if dw is None and e.dx[0] is None:
             return lines
         ks = list(a["kernel_size"])
@@ -1393,16 +1401,12 @@ def _depthwise_emit(rank: int, separable: bool):
 
 def _depthwise_backward(rank: int, separable: bool):
     def backward(e):
-        a = e.attrs
-        nk = 2 if separable else 1
-        dks = e.dp[:nk]
-        db = e.dp[nk] if a["use_bias"] else None
-        if all(d is None for d in dks) and db is None and e.dx[0] is None:
+        name = ("SeparableConv" if separable else "DepthwiseConv") + f"{rank}D"
+        start = _grad_prologue(e, name, rank, 2 if separable else 1, separable)
+        if start is None:
             return []
-        _static(e, ("SeparableConv" if separable else "DepthwiseConv") + f"{rank}D")
-        lay = _Layout(e, rank)
-        lines: list = []
-        dz5, _ = lay.grad_out(lines, _saved_vars(e, separable), db)
+        a = e.attrs
+        lay, lines, dz5, _ = start
         ks = list(a["kernel_size"])
         dm = a["depth_multiplier"]
         pads = conv_pads(a["padding"], lay.sp, ks, a["strides"], a["dilation_rate"])

@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import math
 
-from .base import COMMON_ATTRS, Attr, LayerDef, ShapeError, TensorType, fmt_shape
+from .base import COMMON_ATTRS, Attr, LayerDef, ShapeError, TensorType, fmt_shape, offset_grid
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
 KERNEL_HELPERS = (
-    "_combine", "_mask_step", "_inv_norms", "_operand_offsets", "_split", "_normalized", "_unnormalize_grad",
+    "_combine", "_mask_step", "_inv_norms", "offset_grid", "_split", "_normalized", "_unnormalize_grad",
 )  # fmt: skip
 
 # Arity of the element-wise merges and Concatenate: Keras 3 accepts a list of one input or more.
@@ -371,30 +371,6 @@ def _masked_emit(e, name, ys, size, rows, y2, operand):
 # sends it through its ``where``s: a masked-out entry of an input gets none.
 
 
-def _operand_offsets(out_shape, strides):
-    """For every flat position of one output sample, the position in one operand sample read
-    there (``strides`` per output axis, 0 where the operand is broadcast)."""
-    nd = len(out_shape)
-    total = 1
-    for d in range(nd):
-        total *= out_shape[d]
-    out = np.empty(total, np.int64)
-    idx = np.zeros(nd, np.int64)
-    off = 0
-    for n in range(total):
-        out[n] = off
-        d = nd - 1
-        while d >= 0:
-            idx[d] += 1
-            off += strides[d]
-            if idx[d] < out_shape[d]:
-                break
-            off -= strides[d] * out_shape[d]
-            idx[d] = 0
-            d -= 1
-    return out
-
-
 def merge_grad(dy, dx, scale, out_shape, x_strides, x_full):
     """``dx += scale * dy`` summed over the axes ``dx``'s operand was broadcast along: 2-D
     (rows, values per sample) arrays, strides as for ``merge_binary``."""
@@ -404,7 +380,7 @@ def merge_grad(dy, dx, scale, out_shape, x_strides, x_full):
             for i in range(size):
                 dx[r, i] += scale * dy[r, i]
         return
-    offs = _operand_offsets(out_shape, x_strides)
+    offs = offset_grid(out_shape, x_strides)
     for r in range(rows):
         for i in range(size):
             dx[r, offs[i]] += scale * dy[r, i]
@@ -425,7 +401,7 @@ def extremum_grad_step(prev, x, g, dx, op, out_shape, x_strides, x_full, need_dx
     the gradient of ``out`` and becomes that of ``prev`` (full size); ``x``'s share is added
     into ``dx`` (broadcast axes summed) if ``need_dx``."""
     rows, size = g.shape
-    offs = _operand_offsets(out_shape, x_strides)
+    offs = offset_grid(out_shape, x_strides)
     for r in range(rows):
         for i in range(size):
             ix = i if x_full else offs[i]

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import math
 
-from .base import COMMON_ATTRS, Attr, LayerDef, ParamSpec, ShapeError, TensorType, fmt_shape
+from .base import COMMON_ATTRS, Attr, LayerDef, ParamSpec, ShapeError, TensorType, fmt_shape, offset_grid
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
 KERNEL_HELPERS = (
-    "_offsets", "_normalize_group", "_row_sum", "_row_sq", "_bn_weight", "_bn_moments", "_normalize_group_backward",
+    "offset_grid", "_normalize_group", "_row_sum", "_row_sq", "_bn_weight", "_bn_moments", "_normalize_group_backward",
 )  # fmt: skip
 
 # Modes of the reducing kernels.
@@ -513,29 +513,6 @@ BATCH_NORMALIZATION = LayerDef(
 # ----------------------------------------------------------------------------- reducing kernels
 
 
-def _offsets(shape, strides):
-    """Every offset ``sum(i_d * strides[d])`` over the index grid ``shape``, row-major."""
-    nd = len(shape)
-    total = 1
-    for d in range(nd):
-        total *= shape[d]
-    out = np.empty(total, np.int64)
-    idx = np.zeros(nd, np.int64)
-    off = 0
-    for n in range(total):
-        out[n] = off
-        d = nd - 1
-        while d >= 0:
-            idx[d] += 1
-            off += strides[d]
-            if idx[d] < shape[d]:
-                break
-            off -= strides[d] * shape[d]
-            idx[d] = 0
-            d -= 1
-    return out
-
-
 def _normalize_group(x, y, r, base, offs, gamma, beta, mode, eps, use_gamma, use_beta):
     """Normalize the values ``x[r, base + offs[i]]`` into ``y`` (same positions); ``gamma[i]``
     and ``beta[i]`` go with ``offs[i]``. Statistics in float64; every value of the group is read
@@ -578,8 +555,8 @@ def normalize_forward(
     """Per row of the 2-D ``x`` and ``y`` (rows, values per sample): for every index of the
     kept axes (``b_shape``/``b_strides``), normalize the values over the reduced axes
     (``a_shape``/``a_strides``) by ``mode`` (MODE_*)."""
-    offs = _offsets(a_shape, a_strides)
-    bases = _offsets(b_shape, b_strides)
+    offs = offset_grid(a_shape, a_strides)
+    bases = offset_grid(b_shape, b_strides)
     for r in range(x.shape[0]):
         for g in range(bases.shape[0]):
             _normalize_group(x, y, r, bases[g], offs, gamma, beta, mode, eps, use_gamma, use_beta)
@@ -720,8 +697,8 @@ def normalize_backward(x, dy, dx, gamma, dgamma, dbeta, mode, eps, use_gamma, ne
                        a_shape, a_strides, b_shape, b_strides):  # fmt: skip
     """The gradient of ``normalize_forward`` (same layout arguments); adds into ``dx`` (if
     ``need_dx``; else pass any 2-D array), ``dgamma`` and ``dbeta``."""
-    offs = _offsets(a_shape, a_strides)
-    bases = _offsets(b_shape, b_strides)
+    offs = offset_grid(a_shape, a_strides)
+    bases = offset_grid(b_shape, b_strides)
     for r in range(x.shape[0]):
         for g in range(bases.shape[0]):
             _normalize_group_backward(x, dy, dx, r, bases[g], offs, gamma, dgamma, dbeta, mode, eps, use_gamma,
