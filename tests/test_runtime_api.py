@@ -210,6 +210,20 @@ def test_multi_input_models_take_lists_and_dicts(siamese):
         siamese.predict([a])
 
 
+def test_one_input_and_one_output_also_taken_in_a_list():
+    """Keras takes ``[x]`` for a model with one input and ``[y]`` for one with one output; a
+    nested list of numbers stays one batch."""
+    m = nnspec.load(SPECS / "mlp.yaml", seed=0)
+    x = np.random.default_rng(0).normal(size=(3, *m.inputs[0].shape[1:])).astype(np.float32)
+    np.testing.assert_array_equal(m.predict([x]), m.predict(x))
+    np.testing.assert_array_equal(m([x]), m(x))
+    np.testing.assert_array_equal(m.predict(x[:1].tolist()), m.predict(x[:1]))
+    m.compile(optimizer="sgd", loss="mse")
+    y = np.ones((3, 1), np.float32)
+    assert m.test_on_batch([x], [y]) == m.test_on_batch(x, y) > 0
+    assert m.evaluate([x], [y], verbose=0) == m.evaluate(x, y, verbose=0)
+
+
 def test_intermediate_outputs_share_weights():
     m = nnspec.load(SPECS / "cnn.yaml", seed=0)
     x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)

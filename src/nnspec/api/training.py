@@ -121,6 +121,8 @@ class TrainMixin:
                 )
             ys = list(y)
         else:
+            if len(names) == 1 and isinstance(y, (list, tuple)) and len(y) == 1 and isinstance(y[0], np.ndarray):
+                y = y[0]  # [y] for a model with one output, as Keras takes it
             ys = [y] if len(names) == 1 else None
             if ys is None:
                 raise InputError(

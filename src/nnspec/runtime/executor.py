@@ -4,7 +4,9 @@ The generated module is written to the cache folder under a name made of the pla
 the kernels' source hash, registered in ``sys.modules`` under that name before it is executed
 (Numba needs that to find its cache again in the next process), and imported. Its ``run``
 function is compiled with ``cache=True``: a second process loads machine code from disk.
-The workspace for a batch size is allocated once and reused. The folder keeps the
+The workspace for a batch size is allocated once and reused. A batch with enough work is split
+into contiguous parts run at the same time on worker threads (the plan function releases the
+GIL; each part has its own workspace): see :func:`split_counts`. The folder keeps the
 ``NNSPEC_CACHE_MAX_PLANS`` (default 256) most recently used plans; older ones are removed with
 their compiled code when a new plan is written.
 """
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -22,7 +26,7 @@ from ..compiler.plan import Plan
 from ..specs.atomic import write_text_atomic
 from . import codegen
 from .kernels import bind, kernel_source_hash
-from .numba_config import cache_dir, set_threads
+from .numba_config import cache_dir, set_threads, worker_threads
 
 _MODULES: dict[str, object] = {}
 PREFIX = "nnspec_plan_"
@@ -110,6 +114,66 @@ def _load_module(source: str) -> object:
     return mod
 
 
+LOOKUP_OPS = frozenset({"embedding"})
+
+
+def work_per_sample(plan: Plan) -> int:
+    """A rough count of one sample's multiply-adds in ``plan``, to decide whether a batch is
+    worth splitting over threads: each weight matrix (or kernel) times the positions it is
+    applied at (the non-channel axes of its step's input or output, whichever has more; time
+    steps for a recurrent layer), plus one per value a step writes (the only cost counted for
+    an embedding's table lookup). Deterministic (a plan
+    property), so the same batch is split the same way in every run."""
+    vals = {v.id: v for v in plan.values}
+    sizes = {p.name: math.prod(p.shape) for p in plan.params if len(p.shape) >= 2}
+
+    def positions(vid) -> int:
+        v = vals[vid]
+        inner = [d or 1 for d in v.shape[1:-1]]
+        return max(1, math.prod(inner)) * max(1, v.fold or 1)
+
+    total = 0
+    for s in plan.steps:
+        w = 0 if s.op in LOOKUP_OPS else sum(sizes.get(p, 0) for p in s.params)
+        if w:
+            total += w * max(positions(i) for i in (*s.inputs, *s.outputs))
+        total += sum(max(1, vals[o].values_per_sample) for o in s.outputs)
+    return total
+
+
+# A part of a batch gets at least this much work (multiply-adds, see work_per_sample): about a
+# tenth of a millisecond on one core here, several times what handing it to a thread costs.
+MIN_PART_WORK = 4_000_000
+_POOL: ThreadPoolExecutor | None = None
+
+
+def split_counts(n: int, per_sample: int, threads: int) -> list[int]:
+    """How a batch of ``n`` samples is split into parts run at the same time: at most
+    ``threads`` parts, each of at least MIN_PART_WORK, sizes differing by at most one."""
+    parts = min(threads, n, max(1, (n * per_sample) // MIN_PART_WORK))
+    if parts <= 1:
+        return [n]
+    q, r = divmod(n, parts)
+    return [q + (1 if i < r else 0) for i in range(parts)]
+
+
+def pool() -> ThreadPoolExecutor:
+    """The worker threads batches are split over (made on first use)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max(1, worker_threads() - 1), thread_name_prefix="nnspec")
+    return _POOL
+
+
+def run_parts(fn, counts: list[int]) -> list:
+    """``[fn(start, count) for each part]``, the first part on the calling thread and the others
+    on the pool's threads, at the same time."""
+    starts = [sum(counts[:i]) for i in range(len(counts))]
+    futures = [pool().submit(fn, s, c) for s, c in zip(starts[1:], counts[1:])]
+    first = fn(starts[0], counts[0])
+    return [first] + [f.result() for f in futures]
+
+
 class Executor:
     """Runs one plan. ``executor(inputs, tp, ntp) -> outputs`` for a list of input arrays."""
 
@@ -120,18 +184,31 @@ class Executor:
         self.source, self.ws_per_sample = codegen.generate(plan)
         self.module = _load_module(self.source)
         self.run = self.module.nnspec_run
-        self._ws: dict[int, np.ndarray] = {}
+        self._ws: dict[tuple, np.ndarray] = {}
         self.input_dtypes = [np.dtype(plan.values[vid].dtype) for _, vid in plan.inputs]
+        self.work_per_sample = work_per_sample(plan)
+        self.threads = worker_threads()
 
-    def workspace(self, n: int) -> np.ndarray:
-        ws = self._ws.get(n)
+    def workspace(self, n: int, part: int = 0) -> np.ndarray:
+        """The workspace for ``n`` samples (a part of a split batch: one per part's start)."""
+        ws = self._ws.get((n, part))
         if ws is None:
             if len(self._ws) > 8:  # keep a few batch sizes, not every size ever seen
                 self._ws.clear()
             ws = np.empty(max(1, n * self.ws_per_sample), np.float32)
-            self._ws[n] = ws
+            self._ws[(n, part)] = ws
         return ws
 
     def __call__(self, inputs: list[np.ndarray], tp: np.ndarray, ntp: np.ndarray) -> tuple:
         n = inputs[0].shape[0] if inputs else 1
-        return self.run(*inputs, tp, ntp, self.workspace(n))
+        counts = split_counts(n, self.work_per_sample, self.threads) if inputs else [n]
+        if len(counts) == 1:
+            return self.run(*inputs, tp, ntp, self.workspace(n))
+
+        def part(start: int, count: int) -> tuple:
+            return self.run(
+                *(a[start : start + count] for a in inputs), tp, ntp, self.workspace(count, start)
+            )
+
+        outs = run_parts(part, counts)
+        return tuple(np.concatenate([o[j] for o in outs]) for j in range(len(outs[0])))

@@ -4,13 +4,17 @@
   code instead of compiling), ``nogil=True``, ``error_model="numpy"`` (no Python-style
   zero-division checks in inner loops) and ``fastmath=False`` (results must match the NumPy
   references and Keras to 1e-4; set ``NNSPEC_FASTMATH=1`` to trade that away, with a warning).
-- Threads: the BLAS that ``np.dot`` calls inside Numba (SciPy's OpenBLAS) runs on one thread
-  by default. Measured here, a second BLAS thread made the recurrent seeds 30-100x slower at
-  batch 1 on a busy machine (each small per-time-step product waits for the second thread) and
-  only helps large products on an idle one. Set ``NNSPEC_THREADS=2`` (or
-  ``OPENBLAS_NUM_THREADS``) to choose otherwise; it applies to BLAS and Numba together. The
-  setting must be made before SciPy's BLAS is loaded, so it is applied when this module is
-  imported (through threadpoolctl afterwards, when it is installed).
+- Threads: a batch with enough arithmetic is split into parts that run at the same time on
+  worker threads (``runtime/executor.py``: the plan functions release the GIL, each part has its
+  own workspace); ``NNSPEC_THREADS`` sets how many (default: the cores this process may use;
+  ``NNSPEC_THREADS=1`` runs every batch on the calling thread). Within a part, the BLAS that
+  ``np.dot`` calls inside Numba (SciPy's OpenBLAS) runs on one thread unless
+  ``OPENBLAS_NUM_THREADS`` says otherwise: measured here, a second BLAS thread made the
+  recurrent seeds 30-100x slower at batch 1 on a busy machine (each small per-time-step product
+  waits for the second thread to be scheduled), while splitting a batch costs one hand-off per
+  part and never waits inside a product. The BLAS setting must be made before SciPy's BLAS is
+  loaded, so it is applied when this module is imported (through threadpoolctl afterwards,
+  when it is installed).
 - Compiled plan modules live in ``NNSPEC_CACHE_DIR`` (default: ``~/.cache/nnspec``, or a
   temporary folder when the home folder is not writable).
 """
@@ -51,7 +55,22 @@ def cache_dir() -> str:
 
 
 def _blas_threads() -> str:
-    return os.environ.get("NNSPEC_THREADS") or os.environ.get("OPENBLAS_NUM_THREADS") or "1"
+    return os.environ.get("OPENBLAS_NUM_THREADS") or "1"
+
+
+def worker_threads() -> int:
+    """How many threads a batch may be split over (``NNSPEC_THREADS``, default: the cores this
+    process may run on)."""
+    raw = os.environ.get("NNSPEC_THREADS")
+    if raw:
+        try:
+            return max(1, int(raw))
+        except ValueError:
+            raise ValueError(f"NNSPEC_THREADS must be a positive integer; got {raw!r}") from None
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 # Before SciPy loads its OpenBLAS (Numba loads SciPy's BLAS when it first needs np.dot).
@@ -60,13 +79,9 @@ if "scipy" not in sys.modules:
 
 
 def set_threads() -> None:
-    """Apply the thread policy (see the module docstring) to Numba, and to BLAS if SciPy was
-    already loaded before nnspec's runtime."""
+    """Apply the BLAS thread policy (see the module docstring) if SciPy was already loaded
+    before nnspec's runtime."""
     n = int(_blas_threads())
-    if os.environ.get("NNSPEC_THREADS"):
-        import numba
-
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     if "scipy" in sys.modules:
         try:
             from threadpoolctl import threadpool_limits
