@@ -20,6 +20,7 @@ import yaml
 
 import nnspec
 from nnspec.runtime import executor
+from nnspec.runtime.kernels import seed_kernels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -77,3 +78,93 @@ def test_nnspec_threads_variable(value, expect):
     env = {**os.environ, "NNSPEC_THREADS": value}
     r = subprocess.run([sys.executable, "-c", code], env=env, check=False, capture_output=True, text=True)
     assert expect in (r.stdout + r.stderr)
+
+
+def _train_once(path, threads: int, monkeypatch, **fit_args):
+    """One SGD step of the seed (file's losses) with ``threads`` worker threads and every batch
+    worth splitting; returns (loss values, weights after, the trainer's parts)."""
+    from nnspec.runtime import trainer as trainer_mod
+    from test_training_seeds import _case
+
+    monkeypatch.setattr(executor, "MIN_PART_WORK", 1)
+    monkeypatch.setattr(trainer_mod, "worker_threads", lambda: threads)
+    _, _, losses, x, ys = _case(path)
+    m = nnspec.load(path, seed=1)
+    m.compile(optimizer=nnspec.optimizers.SGD(learning_rate=0.1, momentum=0.9),
+              loss=losses if len(losses) > 1 else losses[0])  # fmt: skip
+    xs = x if len(x) > 1 else next(iter(x.values()))
+    y = ys if len(ys) > 1 else ys[0]
+    loss = np.atleast_1d(np.asarray(m.train_on_batch(xs, y, **fit_args), np.float64))
+    (tr,) = m._trainers.values()
+    return loss, m.get_weights(), tr
+
+
+@pytest.mark.parametrize("path", SEED_FILES, ids=SEED_IDS)
+def test_split_training_step_equals_one_call(path, monkeypatch):
+    """A training step split over threads gives the whole batch's loss and update (bilstm_tagger:
+    its per-step loss is masked where tokens are padding, a different count per row)."""
+    loss1, w1, _ = _train_once(path, 1, monkeypatch)
+    loss3, w3, tr = _train_once(path, 3, monkeypatch)
+    assert len(tr._parts) == 3
+    np.testing.assert_allclose(loss3, loss1, rtol=1e-5)
+    for a, b in zip(w3, w1):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * max(1.0, float(np.abs(b).max())))
+
+
+WEIGHTED = """
+format: nnspec/1
+name: weighted
+inputs:
+  x: {shape: [6]}
+layers:
+  d1: {type: Dense, units: 8, activation: tanh, kernel_regularizer: {type: l2, l2: 0.05},
+       activity_regularizer: {type: l1, l1: 0.02}}
+  extra: {type: EXTRA}
+  a: {type: Dense, units: 3, activation: softmax, bias_regularizer: {type: l1, l1: 0.1}}
+  b: {type: Dense, units: 1}
+edges:
+  - x -> d1 -> extra -> a
+  - extra -> b
+outputs: [a, b]
+"""
+
+
+def _weighted_step(extra: str, threads: int, monkeypatch):
+    from nnspec.runtime import trainer as trainer_mod
+
+    monkeypatch.setattr(executor, "MIN_PART_WORK", 1)
+    monkeypatch.setattr(trainer_mod, "worker_threads", lambda: threads)
+    m = nnspec.load(WEIGHTED.replace("{type: EXTRA}", extra), seed=3)
+    m.compile(optimizer="sgd", loss=["categorical_crossentropy", "mse"], loss_weights={"a": 1.0, "b": 0.2},
+              metrics=["accuracy"])  # fmt: skip
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(11, 6)).astype(np.float32)
+    ya = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 11)]
+    yb = rng.normal(size=(11, 1)).astype(np.float32)
+    sw = rng.uniform(0, 2, 11).astype(np.float32)
+    seed_kernels(5)  # the same draws for the random layers in both runs
+    out = m.train_on_batch(x, [ya, yb], sample_weight=[sw, sw[::-1].copy()])
+    (tr,) = m._trainers.values()
+    return np.asarray(out, np.float64), m.get_weights(), len(tr._parts)
+
+
+@pytest.mark.parametrize(
+    "extra,splits",
+    [
+        ("{type: Activation, activation: relu}", True),
+        ("{type: LayerNormalization}", True),  # statistics per sample: still splittable
+        ("{type: BatchNormalization}", False),  # statistics over the batch
+        ("{type: Dropout, rate: 0.3}", False),  # draws from the calling thread's generator
+        ("{type: GaussianNoise, stddev: 0.1}", False),
+    ],
+)
+def test_split_step_with_penalties_sample_weights_and_two_losses(extra, splits, monkeypatch):
+    """Weight and activity penalties, per-output sample weights, loss weights and a metric: the
+    split step is the whole batch's; layers that couple samples or draw random numbers keep the
+    batch whole."""
+    out1, w1, parts1 = _weighted_step(extra, 1, monkeypatch)
+    out3, w3, parts3 = _weighted_step(extra, 3, monkeypatch)
+    assert parts1 == 1 and parts3 == (3 if splits else 1)
+    np.testing.assert_allclose(out3, out1, rtol=1e-5)
+    for a, b in zip(w3, w1):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * max(1.0, float(np.abs(b).max())))

@@ -228,6 +228,8 @@ class LayerDef:
             (``Dense(64)``, ``Conv2D(32, 3)``), for the Python builder.
         doc: one paragraph for the reference docs and the schema's description.
         training_only: the layer is the identity at inference (Dropout, noise layers).
+        couples_batch: in training, a sample's result depends on the other samples of its
+            batch (batch statistics): a training batch is then never split over threads.
         view: at inference the output is the input's buffer seen with another shape
             (Flatten, Reshape): the plan assigns it no new buffer.
         emit: ``emit(e) -> [source lines]``: the inference code of one step in the generated
@@ -254,6 +256,7 @@ class LayerDef:
     positional: tuple[str, ...] = ()
     doc: str = ""
     training_only: bool = False
+    couples_batch: bool = False
     view: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
     emit: Callable | None = None

@@ -497,6 +497,7 @@ BATCH_NORMALIZATION = LayerDef(
     ),
     infer=_bn_infer,
     params=_bn_params,
+    couples_batch=True,
     emit=_bn_emit,
     reference=_bn_reference,
     emit_train=_bn_emit_train,

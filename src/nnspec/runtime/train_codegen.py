@@ -7,9 +7,11 @@ the weighted loss into the output's gradient), then the backward pass in reverse
 each layer's ``emit_backward`` adding into the gradients of its inputs and weights. The
 gradient of a value lives in ``gws`` at the same offset as the value in ``ws`` (a training plan
 gives every value its own buffer), so views share gradients as they share values. Parameter
-gradients go to ``g`` (the layout of ``tp``). ``out[k]`` receives output k's loss value and
-``out[-1]`` the weighted total. The optimizer update is one more compiled call
-(``runtime/optimizers.py``).
+gradients go to ``g`` (the layout of ``tp``). ``lw`` holds the K outputs' loss weights, then
+each output's share of the batch's loss divisor, then the share of the batch's samples (all 1
+for a whole batch; a part of a batch split over threads gets its shares, ``runtime/trainer.py``).
+``out[k]`` receives output k's loss value (times its share) and ``out[-1]`` the weighted total.
+The optimizer update is one more compiled call (``runtime/optimizers.py``).
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class _TrainGenerator(_Generator):
 
         self.module_aliases.setdefault("nnspec.runtime.losses", "_L")
         self.line("total = 0.0")
+        self.line(f"share = lw[{2 * len(plan.outputs)}]")
         for k, ((name, vid), lb) in enumerate(zip(plan.outputs, self.losses)):
             if lb is None:
                 self.line(f"out[{k}] = 0.0")
@@ -103,11 +106,11 @@ class _TrainGenerator(_Generator):
             mask = f"{self.value_var(v.mask)}.reshape(({rows},))" if v.mask is not None else "EMPTY"
             self.line(f"w{k} = np.empty({rows}, np.float32)")
             self.line(f"div{k} = _L.combine_weights({sws[k]}, {mask}, w{k}, 0)")
-            self.line(f"scale{k} = lw[{k}] / div{k} if div{k} > 0 else 0.0")
+            self.line(f"scale{k} = lw[{k}] * lw[{len(plan.outputs) + k}] / div{k} if div{k} > 0 else 0.0")
             args = "".join(f", {a!r}" for a in lb.args)
             kname = f"_L.{lb.kernel.__name__}"
             self.line(f"tot{k} = {kname}({t2}, {y2}, w{k}, {dy2}, scale{k}{args})")
-            self.line(f"out[{k}] = _L.finish(tot{k}, div{k})")
+            self.line(f"out[{k}] = lw[{len(plan.outputs) + k}] * _L.finish(tot{k}, div{k})")
             self.line(f"total += lw[{k}] * out[{k}]")
         assert _losses is not None
         self.emit_penalties(params, pvar, gvar)
@@ -125,7 +128,12 @@ class _TrainGenerator(_Generator):
             header.append(f"import {mod} as {alias}")
         for fn, (kname, alias, attr) in self.imports.items():
             header.append(f"{kname} = jit({alias}.{attr})")
-        header += ["EMPTY = np.zeros(0, np.float32)", "", "", "@njit(cache=True, nogil=True, error_model='numpy')"]
+        header += [
+            "EMPTY = np.zeros(0, np.float32)",
+            "",
+            "",
+            "@njit(cache=True, nogil=True, error_model='numpy')",
+        ]
         args = ins + tgts + sws + ["tp", "ntp", "g", "ws", "gws", "sws", "iws", "lw", "out"]
         header.append(f"def nnspec_train_step({', '.join(args)}):")
         return "\n".join(header + self.lines) + "\n"
@@ -140,7 +148,9 @@ class _TrainGenerator(_Generator):
             if p.regularizer is None or not p.trainable or name not in pvar:
                 continue
             r = get_regularizer(p.regularizer)
-            self.line(f"total += _R.l1_l2_penalty({pvar[name]}.ravel(), {gvar[name]}.ravel(), {r.l1!r}, {r.l2!r}, 1.0)")
+            self.line(
+                f"total += _R.l1_l2_penalty({pvar[name]}.ravel(), {gvar[name]}.ravel(), {r.l1!r}, {r.l2!r}, share)"
+            )
         for s in self.plan.steps:
             spec = s.attrs.get("activity_regularizer") if s.op != "activity_regularization" else {
                 "type": "l1_l2", "l1": s.attrs.get("l1", 0.0), "l2": s.attrs.get("l2", 0.0)}  # fmt: skip
@@ -152,7 +162,9 @@ class _TrainGenerator(_Generator):
                     continue
                 y = self.value_var(o)
                 gy = self.bind_grad(o)
-                self.line(f"total += _R.l1_l2_penalty({y}.ravel(), {gy}.ravel(), {r.l1!r}, {r.l2!r}, 1.0 / n if n else 0.0)")
+                self.line(
+                    f"total += _R.l1_l2_penalty({y}.ravel(), {gy}.ravel(), {r.l1!r}, {r.l2!r}, share / n if n else 0.0)"
+                )
 
     def _saved(self, s: Step, defn) -> list[str]:
         if defn.saved is None:
@@ -214,7 +226,9 @@ class _TrainGenerator(_Generator):
             return
         defn = _OP_TO_DEF.get(s.op)
         if defn is None or defn.emit_backward is None:
-            raise CodegenError(f"no backward kernel for op '{s.op}' (node '{s.node}') in this version of nnspec")
+            raise CodegenError(
+                f"no backward kernel for op '{s.op}' (node '{s.node}') in this version of nnspec"
+            )
         self.line(f"# backward {s.op} {s.node}")
         e = self._emit(s, pvar, [self.value_var(o) for o in s.outputs])
         e.s = self.saved_vars.get(id(s), [])
