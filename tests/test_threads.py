@@ -83,8 +83,9 @@ def test_nnspec_threads_variable(value, expect):
 def _train_once(path, threads: int, monkeypatch, **fit_args):
     """One SGD step of the seed (file's losses) with ``threads`` worker threads and every batch
     worth splitting; returns (loss values, weights after, the trainer's parts)."""
-    from nnspec.runtime import trainer as trainer_mod
     from test_training_seeds import _case
+
+    from nnspec.runtime import trainer as trainer_mod
 
     monkeypatch.setattr(executor, "MIN_PART_WORK", 1)
     monkeypatch.setattr(trainer_mod, "worker_threads", lambda: threads)
