@@ -9,7 +9,7 @@ plans, deduplicated by (input shape, filters, kernel, strides, padding, activati
 shape and batch size, with the same random input and weights:
 
 - ``nnspec``: a one-layer nnspec model (the real generated plan function, activation fused),
-  called at the low level, ``ex.run(x, tp, ntp, ws)``, as ``bench_inference.py`` does;
+  called at the low level, ``ex.run(x, tp, ntp, ws, y)``, as ``bench_inference.py`` does;
 - ``torch``: ``torch.nn.functional.conv2d`` on channels_last tensors (input and weight), then
   the same activation, under ``torch.inference_mode()``, ``torch.set_num_threads(2)``
   (``--threads``).
@@ -177,15 +177,16 @@ def main() -> None:
         for n in args.batches:
             x = rng.uniform(-1, 1, (n, *shape)).astype(np.float32)
             ws = ex.workspace(n)
-            (y,) = ex.run(x, st.tp, st.ntp, ws)
+            (y,) = ex.new_outputs(n)
+            ex.run(x, st.tp, st.ntp, ws, y)
             tfn = torch_fn(a, x, weights[0], weights[1] if a["use_bias"] else None)
             yt = tfn().permute(0, 2, 3, 1).numpy()
             err = float(np.max(np.abs(y - yt)))
             if err > 1e-3 * max(1.0, float(np.max(np.abs(yt)))):
                 print(f"  WARNING: {layer['where']} batch {n}: nnspec and torch differ by {err:.2e}")
 
-            def nn(ex=ex, x=x, st=st, ws=ws):
-                return ex.run(x, st.tp, st.ntp, ws)
+            def nn(ex=ex, x=x, st=st, ws=ws, y=y):
+                return ex.run(x, st.tp, st.ntp, ws, y)
 
             res = interleaved({"nnspec": nn, "torch": tfn}, args.rounds, args.block, args.budget)
             flops = 2.0 * y.size * math.prod(a["kernel_size"]) * shape[-1] / a["groups"]

@@ -9,7 +9,8 @@ What it measures, per seed (seeds whose kernels nnspec lacks are skipped with th
 - batch-1 latency, median microseconds per call, over ``--repeats`` interleaved rounds (each
   round times a block of about 1 ms of back-to-back calls of every contender, in rotating order,
   with the garbage collector off; the min over rounds is printed in brackets):
-    * ``nnspec run``: the low-level call ``ex.run(*inputs, st.tp, st.ntp, ex.workspace(1))``;
+    * ``nnspec run``: the low-level call ``ex.run(*inputs, st.tp, st.ntp, ex.workspace(1), *outs)``
+      (``outs = ex.new_outputs(1)``, made once: the plan writes into them);
     * ``nnspec pob``: ``m.predict_on_batch(x)`` (input checks and conversion included);
     * ``torch``: the eager module from ``torch_models.py`` under ``torch.inference_mode()``,
       ``torch.set_num_threads(2)``, on tensors made once with ``torch.from_numpy``;
@@ -186,7 +187,7 @@ def bench_model(path: str, args, ort, ort_dir: str) -> dict:
     try:
         ex = m._executor(shapes)
         st = m._weights()
-        ex.run(*x1, st.tp, st.ntp, ex.workspace(1))
+        ex.run(*x1, st.tp, st.ntp, ex.workspace(1), *ex.new_outputs(1))
     except CodegenError as e:
         res["skip"] = f"no kernel yet: {e}"
         return res
@@ -224,7 +225,7 @@ def _measure(res, m, tm, ex, st, x1, args, ort, ort_dir) -> dict:
     # batch 1
     tp, ntp = st.tp, st.ntp
     c1 = {
-        "nnspec run": (ex.run, (*x1, tp, ntp, ex.workspace(1))),
+        "nnspec run": (ex.run, (*x1, tp, ntp, ex.workspace(1), *ex.new_outputs(1))),
         "nnspec pob": (m.predict_on_batch, (_pack(m, x1),)),
         "torch": (tm, tuple(torch_inputs(x1))),
     }
@@ -346,7 +347,7 @@ def dispatch_breakdown(r: dict, args) -> None:
     ex, m, x1 = r["ex"], r["model"], r["x1"]
     st = m._weights()
     ws = ex.workspace(1)
-    cargs = (*x1, st.tp, st.ntp, ws)
+    cargs = (*x1, st.tp, st.ntp, ws, *ex.new_outputs(1))
     nargs = len(cargs)
     params = ", ".join(f"a{i}" for i in range(nargs))
     n_out = len(ex.plan.outputs)
@@ -368,8 +369,8 @@ def alloc({params}):
 def loop(k, {params}):
     s = 0.0
     for i in range(k):
-        r = run({params})
-        s += r[0].ravel()[0]
+        run({params})
+        s += a{nargs - 1}.ravel()[0]
     return s
 """
     ns = {"np": np, "run": ex.run}

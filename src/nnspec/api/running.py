@@ -213,7 +213,7 @@ class RunMixin:
         ex = self._executor(shapes)
         store = self._weights()
         try:
-            return list(ex(arrays, store.tp, store.ntp))
+            return ex(arrays, store.tp, store.ntp)
         except (ValueError, IndexError) as e:
             raise InputError(str(e)) from None
 

@@ -188,6 +188,15 @@ class Executor:
         self.input_dtypes = [np.dtype(plan.values[vid].dtype) for _, vid in plan.inputs]
         self.work_per_sample = work_per_sample(plan)
         self.threads = worker_threads()
+        vals = {v.id: v for v in plan.values}
+        self._out_specs = [
+            (max(1, vals[vid].fold or 1), tuple(vals[vid].shape[1:]), np.dtype(vals[vid].dtype))
+            for _, vid in plan.outputs
+        ]
+
+    def new_outputs(self, n: int) -> list[np.ndarray]:
+        """Arrays for the outputs of a batch of ``n`` samples, for ``run`` to write into."""
+        return [np.empty((n * fold, *shape), dtype) for fold, shape, dtype in self._out_specs]
 
     def workspace(self, n: int, part: int = 0) -> np.ndarray:
         """The workspace for ``n`` samples (a part of a split batch: one per part's start)."""
@@ -199,16 +208,19 @@ class Executor:
             self._ws[(n, part)] = ws
         return ws
 
-    def __call__(self, inputs: list[np.ndarray], tp: np.ndarray, ntp: np.ndarray) -> tuple:
+    def __call__(self, inputs: list[np.ndarray], tp: np.ndarray, ntp: np.ndarray) -> list:
         n = inputs[0].shape[0] if inputs else 1
+        outs = self.new_outputs(n)
         counts = split_counts(n, self.work_per_sample, self.threads) if inputs else [n]
         if len(counts) == 1:
-            return self.run(*inputs, tp, ntp, self.workspace(n))
+            self.run(*inputs, tp, ntp, self.workspace(n), *outs)
+            return outs
+        folds = [fold for fold, _, _ in self._out_specs]
 
-        def part(start: int, count: int) -> tuple:
-            return self.run(
-                *(a[start : start + count] for a in inputs), tp, ntp, self.workspace(count, start)
-            )
+        def part(start: int, count: int) -> None:
+            end = start + count
+            self.run(*(a[start:end] for a in inputs), tp, ntp, self.workspace(count, start),
+                     *(o[start * f : end * f] for o, f in zip(outs, folds)))  # fmt: skip
 
-        outs = run_parts(part, counts)
-        return tuple(np.concatenate([o[j] for o in outs]) for j in range(len(outs[0])))
+        run_parts(part, counts)
+        return outs

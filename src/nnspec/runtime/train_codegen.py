@@ -32,7 +32,7 @@ class LossBinding:
 class _TrainGenerator(_Generator):
     def __init__(self, plan: Plan, losses: list[LossBinding | None]) -> None:
         super().__init__(plan)
-        self.fresh_outputs = set()  # outputs stay in the workspace: backward reads them
+        self.fresh_outputs = {}  # outputs stay in the workspace: backward reads them
         self.losses = losses
         self.needs_grad = self._needs_grad()
         self.saved_f32 = 0
