@@ -210,11 +210,12 @@ class Executor:
 
     def __call__(self, inputs: list[np.ndarray], tp: np.ndarray, ntp: np.ndarray) -> list:
         n = inputs[0].shape[0] if inputs else 1
-        outs = self.new_outputs(n)
-        counts = split_counts(n, self.work_per_sample, self.threads) if inputs else [n]
-        if len(counts) == 1:
-            self.run(*inputs, tp, ntp, self.workspace(n), *outs)
+        outs = [np.empty((n * fold, *shape), dtype) for fold, shape, dtype in self._out_specs]
+        if n * self.work_per_sample < 2 * MIN_PART_WORK or self.threads == 1 or not inputs:
+            ws = self._ws.get((n, 0))
+            self.run(*inputs, tp, ntp, ws if ws is not None else self.workspace(n), *outs)
             return outs
+        counts = split_counts(n, self.work_per_sample, self.threads)
         folds = [fold for fold, _, _ in self._out_specs]
 
         def part(start: int, count: int) -> None:
@@ -222,5 +223,8 @@ class Executor:
             self.run(*(a[start:end] for a in inputs), tp, ntp, self.workspace(count, start),
                      *(o[start * f : end * f] for o, f in zip(outs, folds)))  # fmt: skip
 
-        run_parts(part, counts)
+        if len(counts) == 1:
+            part(0, n)
+        else:
+            run_parts(part, counts)
         return outs
