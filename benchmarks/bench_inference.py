@@ -7,7 +7,7 @@
 What it measures, per seed (seeds whose kernels nnspec lacks are skipped with the reason):
 
 - batch-1 latency, median microseconds per call, over ``--repeats`` interleaved rounds (each
-  round times a block of about 1 ms of back-to-back calls of every contender, in rotating order,
+  round times a block of about 1 ms of back-to-back calls of every contender, in shuffled order,
   with the garbage collector off; the min over rounds is printed in brackets):
     * ``nnspec run``: the low-level call ``ex.run(*inputs, st.tp, st.ntp, ex.workspace(1), *outs)``
       (``outs = ex.new_outputs(1)``, made once: the plan writes into them);
@@ -38,9 +38,10 @@ embeddings of lstm_text and bilstm_tagger mask nothing, and the torch models (wh
 support) compute the same function. Each contender's outputs are checked against torch (max abs
 difference printed: a sanity check, not a test).
 
-Threads: torch 2 (``torch.set_num_threads``), ORT 2 intra-op; nnspec as configured: its only
-parallel part is OpenBLAS (``np.dot`` inside Numba), which uses every core unless
-``--blas-threads N`` (``OPENBLAS_NUM_THREADS``) says otherwise.
+Threads: torch 2 (``torch.set_num_threads``), ORT 2 intra-op; nnspec as configured: a batch with
+enough work is split over ``NNSPEC_THREADS`` worker threads (default: every usable core), and
+BLAS (``np.dot`` inside Numba) runs on one thread per part unless ``--blas-threads N``
+(``OPENBLAS_NUM_THREADS``) says otherwise.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ import glob
 import json
 import math
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -91,8 +93,10 @@ STARTUP_MODELS = ("mlp", "cnn")
 def interleaved(contenders: dict, rounds: int, block_s: float, budget_s: float, min_rounds: int = 3) -> dict:
     """Per-call seconds of each contender, one entry per round.
 
-    ``contenders``: name -> (fn, args). Each round runs, for every contender in an order rotated
-    round by round, a block of ``k`` back-to-back calls (``k`` chosen so a block lasts about
+    ``contenders``: name -> (fn, args). Each round runs, for every contender in an order shuffled
+    round by round (seeded; a rotation would keep each contender behind the same one, and a
+    contender whose threads spin after its calls, as torch's and ORT's do, would slow the same
+    follower every round), a block of ``k`` back-to-back calls (``k`` chosen so a block lasts about
     ``block_s``) and records the mean call time of the block. Stops after ``rounds`` rounds, or
     once ``budget_s`` is spent and ``min_rounds`` are done.
     """
@@ -109,12 +113,14 @@ def interleaved(contenders: dict, rounds: int, block_s: float, budget_s: float, 
                 ts.append(time.perf_counter() - t0)
         k[name] = max(1, int(block_s / max(min(ts), 1e-9)))
     out = {n: [] for n in names}
+    shuffle = random.Random(0)
     start = time.perf_counter()
     gc_was = gc.isenabled()
     gc.disable()
     try:
         for r in range(rounds):
-            order = names[r % len(names) :] + names[: r % len(names)]
+            order = list(names)
+            shuffle.shuffle(order)
             for name in order:
                 fn, args = contenders[name]
                 kk = k[name]
@@ -643,8 +649,8 @@ def main(argv=None) -> None:
         "--blas-threads",
         type=int,
         default=None,
-        help="OPENBLAS_NUM_THREADS for nnspec's np.dot (set before NumPy loads; default: OpenBLAS's, "
-        "all cores). NNSPEC_THREADS does not limit BLAS unless threadpoolctl is installed",
+        help="OPENBLAS_NUM_THREADS for nnspec's np.dot (set before NumPy loads; default: nnspec's, one "
+        "thread per part of a batch; NNSPEC_THREADS sets how many parts)",
     )
     ap.add_argument(
         "--no-startup", action="store_true", help="skip the fresh-process time to first prediction"

@@ -5,7 +5,7 @@
     python benchmarks/bench_training.py --quick            # fewer rounds, smaller budgets
 
 What it measures, per seed, at ``--batch`` (default 32) samples, median seconds per training
-step over interleaved rounds (``bench_inference.interleaved``: rotating order, blocks of
+step over interleaved rounds (``bench_inference.interleaved``: shuffled order, blocks of
 back-to-back calls, garbage collector off; the min over rounds in brackets):
 
 - ``nnspec tob``: ``m.train_on_batch(x, y)``, the public call: input and target checks, the

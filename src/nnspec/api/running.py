@@ -171,7 +171,7 @@ class RunMixin:
             if len(names) != 1:
                 raise InputError(f"model '{self.name}' takes {len(names)} inputs {names}; pass a list or a dict")
             rank = len(g.inputs[names[0]].shape) + 1
-            if isinstance(x, (list, tuple)) and len(x) == 1 and np.ndim(x[0]) == rank and np.ndim(x) != rank:
+            if isinstance(x, (list, tuple)) and len(x) == 1 and np.ndim(x[0]) == rank:
                 x = x[0]  # [x] for a model with one input, as Keras takes it
             arrays = [x]
         out = []

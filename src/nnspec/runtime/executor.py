@@ -122,8 +122,8 @@ def work_per_sample(plan: Plan) -> int:
     worth splitting over threads: each weight matrix (or kernel) times the positions it is
     applied at (the non-channel axes of its step's input or output, whichever has more; time
     steps for a recurrent layer), plus one per value a step writes (the only cost counted for
-    an embedding's table lookup). Deterministic (a plan
-    property), so the same batch is split the same way in every run."""
+    an embedding's table lookup). Deterministic (a property of the plan), so the same batch is
+    split the same way in every run."""
     vals = {v.id: v for v in plan.values}
     sizes = {p.name: math.prod(p.shape) for p in plan.params if len(p.shape) >= 2}
 
@@ -175,7 +175,10 @@ def run_parts(fn, counts: list[int]) -> list:
 
 
 class Executor:
-    """Runs one plan. ``executor(inputs, tp, ntp) -> outputs`` for a list of input arrays."""
+    """Runs one plan. ``executor(inputs, tp, ntp) -> outputs`` for a list of input arrays.
+
+    Its workspaces are its own: one executor runs one batch at a time (as a Keras model does;
+    the parts of a split batch each get their own)."""
 
     def __init__(self, plan: Plan) -> None:
         bind()
