@@ -65,6 +65,16 @@ CASES = [
     # ---- core (the full table of activations is checked on the kernels directly, below)
     Case("activation-softmax", "Activation", {"activation": "softmax"}, ((3, 6),)),
     Case("activation-glu", "Activation", {"activation": "glu"}, ((3, 6),)),
+    Case("relu-layer", "ReLU", {}, ((3, 4),)),
+    Case("relu-max-slope-threshold", "ReLU", {"max_value": 1.0, "negative_slope": 0.2, "threshold": 0.3}, ((8,),)),
+    Case("leaky-relu", "LeakyReLU", {"negative_slope": 0.1}, ((3, 4),)),
+    Case("prelu", "PReLU", {"alpha_initializer": "glorot_uniform"},
+         ((3, 4),)),
+    Case("prelu-shared", "PReLU", {"alpha_initializer": "glorot_uniform",
+                                   "shared_axes": [1]}, ((3, 4),)),
+    Case("elu", "ELU", {"alpha": 0.7}, ((3, 4),)),
+    Case("softmax-layer", "Softmax", {}, ((3, 5),)),
+    Case("softmax-axis1", "Softmax", {"axis": 1}, ((4, 3),)),
     Case("dense-relu", "Dense", {"units": 5, "activation": "relu"}, ((6,),)),
     Case("dense-gelu", "Dense", {"units": 5, "activation": "gelu"}, ((6,),)),  # saves the pre-activation
     Case("dense-no-bias", "Dense", {"units": 4, "use_bias": False, "activation": "tanh"}, ((6,),)),

@@ -1,4 +1,5 @@
-"""Forward kernels of the core, activation, merge, normalization and embedding layers.
+"""Forward kernels of the core, activation (and activation layers), merge, normalization and
+embedding layers.
 
 Each case runs one layer three ways (``kernel_harness``): nnspec's compiled plan, the layer's
 NumPy reference in float64, and Keras 3 (PyTorch backend) with the same weights. Checked per
@@ -55,6 +56,22 @@ CASES = [
     Case("activation-rank3-relu", "Activation", {"activation": "relu"}, ((3, 4),)),
     Case("activation-rank3-softmax", "Activation", {"activation": "softmax"}, ((2, 3, 5),)),
     Case("activation-rank3-glu", "Activation", {"activation": "glu"}, ((3, 8),)),
+    # ---- activation layers
+    Case("relu-layer", "ReLU", {}, ((3, 4),)),
+    Case("relu-max-slope-threshold", "ReLU", {"max_value": 1.0, "negative_slope": 0.2, "threshold": 0.3}, ((8,),)),
+    Case("relu-threshold-only", "ReLU", {"threshold": 0.5}, ((8,),)),  # zero in (0, 0.5]
+    Case("relu-max-only", "ReLU", {"max_value": 0.5}, ((8,),)),
+    Case("leaky-relu", "LeakyReLU", {}, ((3, 4),)),
+    Case("leaky-relu-slope", "LeakyReLU", {"negative_slope": 0.05}, ((6,),)),
+    Case("prelu", "PReLU", {"alpha_initializer": "glorot_uniform"},
+         ((3, 4),)),
+    Case("prelu-shared", "PReLU", {"alpha_initializer": "glorot_uniform",
+                                   "shared_axes": [1, 2]}, ((2, 3, 4),)),
+    Case("elu", "ELU", {}, ((3, 4),)),
+    Case("elu-alpha", "ELU", {"alpha": 0.3}, ((6,),)),
+    Case("softmax-layer", "Softmax", {}, ((3, 5),)),
+    Case("softmax-axis1", "Softmax", {"axis": 1}, ((4, 3),)),
+    Case("softmax-middle-axis", "Softmax", {"axis": -2}, ((2, 4, 3),)),
     Case("permute-21", "Permute", {"dims": [2, 1]}, ((3, 4),)),
     Case("permute-312", "Permute", {"dims": [3, 1, 2]}, ((2, 3, 4),)),
     Case("permute-231", "Permute", {"dims": [2, 3, 1]}, ((2, 3, 4),)),
@@ -124,7 +141,7 @@ OWNED = {
     "Dense", "Activation", "Dropout", "GaussianNoise", "GaussianDropout", "ActivityRegularization", "Flatten",
     "Reshape", "Permute", "RepeatVector", "Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum",
     "Minimum", "Dot", "BatchNormalization", "LayerNormalization", "RMSNormalization", "UnitNormalization",
-    "Embedding",
+    "Embedding", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
 }  # fmt: skip
 
 
@@ -339,7 +356,7 @@ def test_activation_in_place_is_safe():
 def test_inplace_flags():
     inplace = {d.name for d in REGISTRY.values() if d.extra.get("inplace") and d.name in OWNED}
     assert inplace == {"Activation", "BatchNormalization", "LayerNormalization", "RMSNormalization",
-                       "UnitNormalization"}  # fmt: skip
+                       "UnitNormalization", "ReLU", "LeakyReLU"}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- masks

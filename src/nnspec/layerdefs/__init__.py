@@ -5,7 +5,7 @@ Adding a layer means defining its ``LayerDef`` in its family module and adding o
 
 from __future__ import annotations
 
-from . import conv, core, embedding, merge, normalization, pooling, recurrent, wrappers
+from . import activation_layers, conv, core, embedding, merge, normalization, pooling, recurrent, wrappers
 from .base import LayerDef
 
 # fmt: off
@@ -21,6 +21,12 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     core.RESHAPE,
     core.PERMUTE,
     core.REPEAT_VECTOR,
+    # activation_layers.py
+    activation_layers.RELU,
+    activation_layers.LEAKY_RELU,
+    activation_layers.PRELU,
+    activation_layers.ELU,
+    activation_layers.SOFTMAX,
     # conv.py
     conv.CONV1D,
     conv.CONV2D,

@@ -1,0 +1,130 @@
+"""The activation layers (ReLU, LeakyReLU, PReLU, ELU, Softmax) in a whole model, against Keras.
+
+Per-layer forward and gradient checks are in test_kernels_core.py and test_backward_core.py;
+here one model chains them (with a Dense before each PReLU so its slopes see both signs), and
+its summary, its predictions and one SGD training step must match the same model in Keras 3
+(PyTorch backend) built from the same file with nnspec's weights. Also: the errors Keras
+would raise, raised when the file is loaded.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnspec
+from nnspec.specs.errors import SpecError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from grad_harness import close
+
+SPEC = """
+format: nnspec/1
+name: activations
+inputs:
+  x: {shape: [4, 6]}
+layers:
+  d1: {type: Dense, units: 6}
+  relu: {type: ReLU, max_value: 1.5, negative_slope: 0.1, threshold: 0.2}
+  leaky: {type: LeakyReLU}
+  d2: {type: Dense, units: 6}
+  prelu: {type: PReLU, alpha_initializer: glorot_uniform, shared_axes: [1]}
+  elu: {type: ELU, alpha: 0.5}
+  d3: {type: Dense, units: 5}
+  prelu_full: {type: PReLU, alpha_initializer: glorot_uniform, alpha_regularizer: {type: l2, l2: 0.1}}
+  soft_steps: {type: Softmax, axis: 1}
+  flat: {type: Flatten}
+  out: {type: Dense, units: 3}
+  soft: {type: Softmax}
+edges:
+  - x -> d1 -> relu -> leaky -> d2 -> prelu -> elu -> d3 -> prelu_full -> soft_steps -> flat -> out -> soft
+outputs: [soft]
+"""
+
+
+def _pair():
+    from keras_from_spec import keras_model_from_spec
+
+    m = nnspec.load(SPEC, seed=3)
+    km = keras_model_from_spec(SPEC)
+    for layer in m.layers:
+        w = layer.get_weights() if hasattr(layer, "get_weights") else []
+        if w:
+            km.get_layer(layer.name).set_weights(w)
+    return m, km
+
+
+@pytest.mark.keras
+def test_summary_predictions_and_a_training_step_match_keras():
+    from keras_from_spec import keras_summary_facts
+
+    m, km = _pair()
+    facts = keras_summary_facts(km)
+    d = m.summary_dict()
+    assert d["total_params"] == facts["total"]
+    rows = {r["name"]: r for r in d["layers"]}
+    for name, cls, shape, params in facts["layers"]:
+        assert rows[name]["params"] == params and rows[name]["output_shape"] == list(shape), name
+        assert rows[name]["type"] == cls, name
+    assert rows["prelu"]["params"] == 6 and rows["prelu_full"]["params"] == 20  # (1, 6) shared; (4, 5)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1.5, size=(8, 4, 6)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 8)]
+    close(m.predict(x), km.predict(x, verbose=0), 1e-5, "predictions")
+
+    m.compile(optimizer=nnspec.optimizers.SGD(learning_rate=0.5), loss="categorical_crossentropy")
+    import keras
+
+    km.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), loss="categorical_crossentropy")
+    before = m.get_weights()
+    ours = float(m.train_on_batch(x, y))
+    theirs = float(np.asarray(km.train_on_batch(x, y)))
+    assert abs(ours - theirs) <= 1e-4 * abs(theirs)
+    for layer in m.layers[1:]:  # the input has no weights
+        for k, (a, b) in enumerate(zip(layer.get_weights(), km.get_layer(layer.name).get_weights())):
+            close(a, b, 1e-4, f"{layer.name} weight {k}")
+    moved = [not np.array_equal(a, b) for a, b in zip(before, m.get_weights())]
+    assert all(moved), "every weight, the PReLU slopes included, takes a step"
+
+
+@pytest.mark.parametrize(
+    "layer,message",
+    [
+        ("{type: ReLU, threshold: -0.5}", "threshold"),  # Keras refuses a negative threshold
+        ("{type: ReLU, max_value: -1}", "max_value"),
+        ("{type: LeakyReLU, negative_slope: -0.1}", "negative_slope"),
+        ("{type: PReLU, shared_axes: [3]}", "shared axis 3 is not an axis"),
+        ("{type: Softmax, axis: 0}", "the batch axis cannot be normalized over"),
+    ],
+)
+def test_bad_arguments_are_refused_when_loading(layer, message):
+    spec = f"""
+format: nnspec/1
+name: bad
+inputs:
+  x: {{shape: [4, 6]}}
+layers:
+  a: {layer}
+"""
+    with pytest.raises(SpecError, match=message):
+        nnspec.load(spec)
+
+
+def test_softmax_refuses_a_masked_input():
+    """Keras adds the (batch, steps) mask to a (batch, steps, features) input and fails."""
+    spec = """
+format: nnspec/1
+name: masked
+inputs:
+  ids: {shape: [5], dtype: int32}
+layers:
+  e: {type: Embedding, input_dim: 10, output_dim: 4, mask_zero: true}
+  s: {type: Softmax}
+"""
+    with pytest.raises(SpecError, match="Softmax: a masked input"):
+        nnspec.load(spec)
