@@ -101,7 +101,7 @@ CASES = [
          ((3, 4, 5, 2),), batch=B),
     Case("conv3d-cf-stride2-gelu", "Conv3D", {"filters": 2, "kernel_size": [2, 3, 2], "strides": 2,
                                               "activation": "gelu", **CF}, ((2, 4, 5, 4),), batch=B),
-    # ---- Conv1DTranspose / Conv2DTranspose
+    # ---- Conv1DTranspose / Conv2DTranspose / Conv3DTranspose
     Case("conv1dt-valid-stride2", "Conv1DTranspose", {"filters": 3, "kernel_size": 3, "strides": 2,
                                                       "activation": "tanh"}, ((5, 3),), batch=B),
     Case("conv1dt-same-outpad-gelu", "Conv1DTranspose", {"filters": 2, "kernel_size": 4, "strides": 3,
@@ -115,6 +115,11 @@ CASES = [
          ((3, 4, 3),), batch=B),
     Case("conv2dt-stride-over-kernel-outpad", "Conv2DTranspose", {"filters": 2, "kernel_size": 2, "strides": 3,
                                                                   "output_padding": [2, 1]}, ((3, 4, 3),), batch=B),
+    Case("conv3dt-same-stride2-relu", "Conv3DTranspose", {"filters": 2, "kernel_size": [2, 3, 2], "strides": [2, 1, 2],
+                                                          "padding": "same", "activation": "relu"}, ((2, 3, 3, 2),),
+         batch=B),
+    Case("conv3dt-cf-outpad", "Conv3DTranspose", {"filters": 2, "kernel_size": 2, "strides": 2,
+                                                  "output_padding": [1, 0, 1], **CF}, ((2, 2, 3, 2),), batch=B),
     Case("conv2dt-frozen", "Conv2DTranspose", {"filters": 2, "kernel_size": 2, "strides": [1, 2],
                                                "trainable": False}, ((3, 4, 3),), batch=B),
     # ---- DepthwiseConv1D / DepthwiseConv2D

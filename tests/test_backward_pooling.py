@@ -110,7 +110,11 @@ CASES = [
     Case("crop1d", "Cropping1D", {"cropping": [1, 2]}, ((6, 2),)),
     Case("crop2d", "Cropping2D", {"cropping": [[1, 0], [2, 1]]}, ((4, 5, 2),)),
     Case("crop2d-cf", "Cropping2D", {"cropping": 1, **CF}, ((2, 4, 5),)),
+    Case("zeropad3d-mixed", "ZeroPadding3D", {"padding": [1, [0, 2], [2, 1]]}, ((2, 3, 2, 2),)),
+    Case("crop3d-cf", "Cropping3D", {"cropping": [[1, 0], 1, [0, 1]], **CF}, ((2, 3, 4, 3),)),
     # ---- upsampling
+    Case("up3d", "UpSampling3D", {"size": [2, 1, 3]}, ((2, 3, 2, 2),)),
+    Case("up3d-cf", "UpSampling3D", {"size": 2, **CF}, ((2, 2, 3, 2),)),
     Case("up1d", "UpSampling1D", {"size": 3}, ((4, 2),)),
     Case("up2d-nearest", "UpSampling2D", {"size": [2, 3]}, ((3, 4, 2),)),
     Case("up2d-nearest-cf", "UpSampling2D", {"size": 2, **CF}, ((2, 3, 4),)),

@@ -33,6 +33,7 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     conv.CONV3D,
     conv.CONV1D_TRANSPOSE,
     conv.CONV2D_TRANSPOSE,
+    conv.CONV3D_TRANSPOSE,
     conv.SEPARABLE_CONV1D,
     conv.SEPARABLE_CONV2D,
     conv.DEPTHWISE_CONV1D,
@@ -54,8 +55,11 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     pooling.ZERO_PADDING2D,
     pooling.CROPPING1D,
     pooling.CROPPING2D,
+    pooling.ZERO_PADDING3D,
+    pooling.CROPPING3D,
     pooling.UP_SAMPLING1D,
     pooling.UP_SAMPLING2D,
+    pooling.UP_SAMPLING3D,
     # embedding.py
     embedding.EMBEDDING,
     # recurrent.py

@@ -1777,6 +1777,12 @@ CONV2D_TRANSPOSE = _conv_transpose(
     "and no `output_padding`, each spatial size is multiplied by the stride.",
 )
 
+CONV3D_TRANSPOSE = _conv_transpose(
+    3,
+    "Transposed 3D convolution: the 3D counterpart of Conv2DTranspose, upsampling volumes "
+    "(batch, depth, rows, cols, channels) by `strides`. The kernel is (kd, kh, kw, filters, channels).",
+)
+
 # ----------------------------------------------------------------------------- depthwise & separable
 
 
@@ -1964,6 +1970,7 @@ LAYERS = (
     CONV3D,
     CONV1D_TRANSPOSE,
     CONV2D_TRANSPOSE,
+    CONV3D_TRANSPOSE,
     SEPARABLE_CONV1D,
     SEPARABLE_CONV2D,
     DEPTHWISE_CONV1D,

@@ -604,7 +604,7 @@ def _pad_crop_emit(layer: str, rank: int, sign: int, attr: str, has_format: bool
         a = e.attrs
         cf = has_format and a["data_format"] == "channels_first"
         x5, y5, _ = _spatial_views(e, rank, cf)
-        pairs = (tuple(a[attr]),) if rank == 1 else pairs_2d(a[attr], layer, attr)
+        pairs = _pairs(a[attr], rank, layer, attr)
         before = tuple(p[0] for p in pairs)
         offsets = (0,) * (3 - rank) + tuple(-b if sign > 0 else b for b in before)
         return [kernel_call(e, window_copy, x5, y5, offsets)]
@@ -620,7 +620,7 @@ def _pad_crop_backward(layer: str, rank: int, sign: int, attr: str, has_format: 
         a = e.attrs
         cf = has_format and a["data_format"] == "channels_first"
         dx5, dy5, _ = _spatial_views(e, rank, cf, e.dx[0], e.dy[0])
-        pairs = (tuple(a[attr]),) if rank == 1 else pairs_2d(a[attr], layer, attr)
+        pairs = _pairs(a[attr], rank, layer, attr)
         before = tuple(p[0] for p in pairs)
         offsets = (0,) * (3 - rank) + tuple(-b if sign > 0 else b for b in before)
         return [kernel_call(e, window_copy_backward, dy5, dx5, offsets)]
@@ -746,7 +746,7 @@ def _global_reference(kind: str):
 def _pad_crop_reference(rank: int, sign: int, attr: str, has_format: bool):
     def reference(attrs, inputs, params, masks=None):
         x = _to_last(inputs[0], attrs) if has_format else inputs[0]
-        pairs = (tuple(attrs[attr]),) if rank == 1 else pairs_2d(attrs[attr], "", attr)
+        pairs = _pairs(attrs[attr], rank, "", attr)
         if sign > 0:
             y = np.pad(x, [(0, 0), *pairs, (0, 0)])
         else:
@@ -986,21 +986,31 @@ def _as_pair(v):
     return None
 
 
-def pairs_2d(value, layer: str, attr: str) -> tuple[tuple[int, int], tuple[int, int]]:
-    """``1`` -> ((1, 1), (1, 1)); ``[1, 2]`` -> ((1, 1), (2, 2)); ``[[0, 1], [2, 3]]`` as is.
-
-    Each of the two entries may itself be an int or a pair (``[1, [2, 3]]``), as Keras allows.
-    """
+def pairs_nd(value, rank: int, layer: str, attr: str) -> tuple[tuple[int, int], ...]:
+    """Padding or cropping amounts for ``rank`` spatial axes as (before, after) pairs: ``1`` ->
+    ((1, 1), ...); ``[1, 2]`` -> ((1, 1), (2, 2)); ``[[0, 1], [2, 3]]`` as is. Each entry may
+    itself be an int or a pair (``[1, [2, 3]]``), as Keras allows."""
     if _is_count(value):
-        return ((value, value), (value, value))
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        rows, cols = _as_pair(value[0]), _as_pair(value[1])
-        if rows is not None and cols is not None:
-            return (rows, cols)
+        return ((value, value),) * rank
+    if isinstance(value, (list, tuple)) and len(value) == rank:
+        pairs = tuple(_as_pair(v) for v in value)
+        if all(p is not None for p in pairs):
+            return pairs
+    names = ("rows", "cols") if rank == 2 else ("dim1", "dim2", "dim3")
+    sides = ("[top, bottom], [left, right]" if rank == 2 else
+             "[left_dim1, right_dim1], [left_dim2, right_dim2], [left_dim3, right_dim3]")  # fmt: skip
     raise ShapeError(
-        f"{layer}: {attr} must be an int, [rows, cols] or [[top, bottom], [left, right]] of "
-        f"non-negative ints; got {value!r}"
+        f"{layer}: {attr} must be an int, [{', '.join(names)}] or [{sides}] of non-negative ints; got {value!r}"
     )
+
+
+def pairs_2d(value, layer: str, attr: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """:func:`pairs_nd` for images."""
+    return pairs_nd(value, 2, layer, attr)
+
+
+def _pairs(value, rank: int, layer: str, attr: str) -> tuple[tuple[int, int], ...]:
+    return (tuple(value),) if rank == 1 else pairs_nd(value, rank, layer, attr)
 
 
 def _spatial_pad_infer(layer: str, rank: int, sign: int, attr: str, has_format: bool):
@@ -1011,7 +1021,7 @@ def _spatial_pad_infer(layer: str, rank: int, sign: int, attr: str, has_format: 
         require_rank(x, rank + 2, layer)
         fmt = attrs["data_format"] if has_format else "channels_last"
         spatial, channels = split_channels(x.shape, fmt)
-        pairs = (tuple(attrs[attr]),) if rank == 1 else pairs_2d(attrs[attr], layer, attr)
+        pairs = _pairs(attrs[attr], rank, layer, attr)
         if rank == 1 and any(e < 0 for e in pairs[0]):
             raise ShapeError(f"{layer}: {attr} must be non-negative; got {list(pairs[0])}")
         out = tuple(None if n is None else n + sign * (a + b) for n, (a, b) in zip(spatial, pairs))
@@ -1104,6 +1114,43 @@ CROPPING2D = LayerDef(
     "amounts in `cropping`. At least one row and one column must remain.",
 )
 
+_PAD3D_DOC = (
+    "An int (every side), [dim1, dim2, dim3] (symmetric per axis) or "
+    "[[before, after], [before, after], [before, after]]."
+)
+
+ZERO_PADDING3D = LayerDef(
+    name="ZeroPadding3D",
+    attrs=(
+        Attr("padding", "any", [[1, 1], [1, 1], [1, 1]], "Zeros added around the volume. " + _PAD3D_DOC),
+        DATA_FORMAT_ATTR,
+        *COMMON_ATTRS,
+    ),
+    infer=_spatial_pad_infer("ZeroPadding3D", 3, +1, "padding", has_format=True),
+    emit=_pad_crop_emit("ZeroPadding3D", 3, +1, "padding", has_format=True),
+    emit_backward=_pad_crop_backward("ZeroPadding3D", 3, +1, "padding", has_format=True),
+    reference=_pad_crop_reference(3, +1, "padding", has_format=True),
+    positional=("padding",),
+    doc="Adds zeros before and after each of the three spatial axes of volumes "
+    "(batch, dim1, dim2, dim3, channels), by the amounts in `padding`.",
+)
+
+CROPPING3D = LayerDef(
+    name="Cropping3D",
+    attrs=(
+        Attr("cropping", "any", [[1, 1], [1, 1], [1, 1]], "Entries removed. " + _PAD3D_DOC),
+        DATA_FORMAT_ATTR,
+        *COMMON_ATTRS,
+    ),
+    infer=_spatial_pad_infer("Cropping3D", 3, -1, "cropping", has_format=True),
+    emit=_pad_crop_emit("Cropping3D", 3, -1, "cropping", has_format=True),
+    emit_backward=_pad_crop_backward("Cropping3D", 3, -1, "cropping", has_format=True),
+    reference=_pad_crop_reference(3, -1, "cropping", has_format=True),
+    positional=("cropping",),
+    doc="Removes entries before and after each of the three spatial axes of volumes, by the "
+    "amounts in `cropping`. At least one entry must remain along each axis.",
+)
+
 # ----------------------------------------------------------------------------- upsampling
 
 
@@ -1165,6 +1212,22 @@ UP_SAMPLING2D = LayerDef(
     "to the same output size.",
 )
 
+UP_SAMPLING3D = LayerDef(
+    name="UpSampling3D",
+    attrs=(
+        ints("size", 3, [2, 2, 2], "Upsampling factor along each spatial axis."),
+        DATA_FORMAT_ATTR,
+        *COMMON_ATTRS,
+    ),
+    infer=_upsampling_infer("UpSampling3D", 3),
+    emit=_upsampling_emit(3),
+    emit_backward=_upsampling_backward(3),
+    reference=_upsampling_reference(3),
+    positional=("size",),
+    doc="Enlarges volumes (batch, dim1, dim2, dim3, channels) by repeating each entry "
+    "size[0] x size[1] x size[2] times.",
+)
+
 LAYERS = (
     MAX_POOLING1D,
     MAX_POOLING2D,
@@ -1182,6 +1245,9 @@ LAYERS = (
     ZERO_PADDING2D,
     CROPPING1D,
     CROPPING2D,
+    ZERO_PADDING3D,
+    CROPPING3D,
     UP_SAMPLING1D,
     UP_SAMPLING2D,
+    UP_SAMPLING3D,
 )
