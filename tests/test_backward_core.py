@@ -58,6 +58,17 @@ TORCH_TOL = 1e-4  # kernels against autograd through Keras on PyTorch
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 
 
+def masked_steps(rng, shapes, batch):
+    """Normal values with some steps all 0.5 (the Masking cases' mask_value): the first step of
+    sample 0, the last two of sample 1, every other step of sample 2. Finite differences do not
+    apply there (a step's mask flips with any change), Keras's autograd does."""
+    (x,) = [rng.normal(0, 1, size=(batch, *s)).astype(np.float32) for s in shapes]
+    x[0, 0] = 0.5
+    x[1, -2:] = 0.5
+    x[2, ::2] = 0.5
+    return [x]
+
+
 # ----------------------------------------------------------------------------- cases
 
 # fmt: off
@@ -65,6 +76,8 @@ CASES = [
     # ---- core (the full table of activations is checked on the kernels directly, below)
     Case("activation-softmax", "Activation", {"activation": "softmax"}, ((3, 6),)),
     Case("activation-glu", "Activation", {"activation": "glu"}, ((3, 6),)),
+    Case("masking", "Masking", {"mask_value": 0.5}, ((5, 3),)),
+    Case("masking-masked-steps", "Masking", {"mask_value": 0.5}, ((5, 3),), data=masked_steps, fd=False),
     Case("relu-layer", "ReLU", {}, ((3, 4),)),
     Case("relu-max-slope-threshold", "ReLU", {"max_value": 1.0, "negative_slope": 0.2, "threshold": 0.3}, ((8,),)),
     Case("leaky-relu", "LeakyReLU", {"negative_slope": 0.1}, ((3, 4),)),

@@ -56,6 +56,7 @@ CASES = [
     Case("activation-rank3-relu", "Activation", {"activation": "relu"}, ((3, 4),)),
     Case("activation-rank3-softmax", "Activation", {"activation": "softmax"}, ((2, 3, 5),)),
     Case("activation-rank3-glu", "Activation", {"activation": "glu"}, ((3, 8),)),
+    Case("masking-nothing-masked", "Masking", {}, ((4, 3),)),  # masked steps: test_masking.py
     # ---- activation layers
     Case("relu-layer", "ReLU", {}, ((3, 4),)),
     Case("relu-max-slope-threshold", "ReLU", {"max_value": 1.0, "negative_slope": 0.2, "threshold": 0.3}, ((8,),)),
@@ -141,7 +142,7 @@ OWNED = {
     "Dense", "Activation", "Dropout", "GaussianNoise", "GaussianDropout", "ActivityRegularization", "Flatten",
     "Reshape", "Permute", "RepeatVector", "Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum",
     "Minimum", "Dot", "BatchNormalization", "LayerNormalization", "RMSNormalization", "UnitNormalization",
-    "Embedding", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
+    "Embedding", "Masking", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
 }  # fmt: skip
 
 

@@ -169,3 +169,27 @@ def test_split_step_with_penalties_sample_weights_and_two_losses(extra, splits, 
     np.testing.assert_allclose(out3, out1, rtol=1e-5)
     for a, b in zip(w3, w1):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * max(1.0, float(np.abs(b).max())))
+
+
+def test_split_step_with_a_masking_layer_and_a_per_step_loss(monkeypatch):
+    """A per-step loss over steps masked by a Masking layer: each part's share of the valid
+    steps is counted from the input before the step."""
+    from nnspec.runtime import trainer as trainer_mod
+    from test_masking import TAGGER, _inputs
+
+    monkeypatch.setattr(executor, "MIN_PART_WORK", 1)
+    x = _inputs(0.0)
+    y = np.eye(4, dtype=np.float32)[np.random.default_rng(3).integers(0, 4, (5, 6))]
+    results = []
+    for threads in (1, 3):
+        monkeypatch.setattr(trainer_mod, "worker_threads", lambda t=threads: t)
+        m = nnspec.load(TAGGER, seed=2)
+        m.compile(optimizer="sgd", loss="categorical_crossentropy")
+        loss = float(m.train_on_batch(x, y))
+        (tr,) = m._trainers.values()
+        assert len(tr._parts) == threads
+        results.append((loss, m.get_weights()))
+    (l1, w1), (l3, w3) = results
+    assert abs(l3 - l1) <= 1e-6 * abs(l1)
+    for a, b in zip(w3, w1):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * max(1.0, float(np.abs(b).max())))

@@ -406,12 +406,14 @@ class TrainMixin:
 
         plan = self.plan()
         step = next(s for s in plan.steps if mask_vid in s.outputs)
-        if step.op == "mask_not_equal_zero":
-            src = step.inputs[0]
-            names = [n for n, v in plan.inputs if v == src]
-            if names:
-                ids = xs[[n for n, _ in plan.inputs].index(names[0])]
-                return (ids != 0).astype(np.float32)
+        src = step.inputs[0]
+        names = [n for n, v in plan.inputs if v == src]
+        if names and step.op == "mask_not_equal_zero":
+            ids = xs[[n for n, _ in plan.inputs].index(names[0])]
+            return (ids != 0).astype(np.float32)
+        if names and step.op == "mask_any_not_equal":  # Masking right after an input
+            x = xs[[n for n, _ in plan.inputs].index(names[0])]
+            return (x != np.float32(step.attrs["mask_value"])).any(axis=-1).astype(np.float32)
         raise NotImplementedError("masks computed from intermediate values are not supported in evaluate yet")
 
     def _penalty(self, n: int) -> float:

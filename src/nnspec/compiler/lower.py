@@ -68,6 +68,10 @@ class _Lowering:
         if node.type == "Embedding":
             m = self.new_value(_mask_type(self.values[ins[0]]))
             self.steps.append(Step("mask_not_equal_zero", prefix + node.name, (ins[0],), (), (m,)))
+        elif node.type == "Masking":
+            m = self.new_value(_mask_type(self.values[ins[0]]))
+            self.steps.append(Step("mask_any_not_equal", prefix + node.name, (ins[0],), (), (m,),
+                                   {"mask_value": float(node.attrs.get("mask_value", 0.0))}))  # fmt: skip
         elif node.type in _MERGES and len(ins) > 1:
             # Keras's merge layers: Concatenate treats an unmasked input as all valid, then ORs
             # (over the feature axis: any unmasked input makes every step valid; over the time
@@ -189,6 +193,8 @@ class _Lowering:
         return outs
 
 
+# Plan-level steps that compute masks: no kernel of a layer's own, and no gradient.
+MASK_OPS = frozenset({"mask_not_equal_zero", "mask_any_not_equal", "mask_or", "mask_concat"})
 _MERGES = ("Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Dot")
 
 

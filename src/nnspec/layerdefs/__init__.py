@@ -13,6 +13,7 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     # core.py
     core.DENSE,
     core.ACTIVATION,
+    core.MASKING,
     core.DROPOUT,
     core.GAUSSIAN_NOISE,
     core.GAUSSIAN_DROPOUT,

@@ -1726,6 +1726,15 @@ def _transpose_params(layer: str, rank: int):
 
 def _conv_transpose(rank: int, doc: str) -> LayerDef:
     name = f"Conv{rank}DTranspose"
+    output_padding = Attr(
+        "output_padding",
+        "ints",
+        None,
+        "Extra size added to one side of each spatial axis of the output, below the stride (null: inferred).",
+        length=rank,
+        minimum=0,
+        nullable=True,
+    )
     return LayerDef(
         name=name,
         attrs=(
@@ -1733,17 +1742,8 @@ def _conv_transpose(rank: int, doc: str) -> LayerDef:
             ints("kernel_size", rank, doc="Size of the convolution window along each spatial axis."),
             _ints_attr("strides", rank, 1, "Upsampling factor along each spatial axis."),
             padding_attr(),
-            Attr(
-                "output_padding",
-                "ints",
-                None,
-                "Extra size added to one side of each spatial "
-                "axis of the output, below the stride (null: inferred).",
-                length=rank,
-                minimum=0,
-                nullable=True,
-            ),
-            DATA_FORMAT_ATTR,
+            # Keras's constructors: Conv3DTranspose takes data_format before output_padding
+            *((DATA_FORMAT_ATTR, output_padding) if rank == 3 else (output_padding, DATA_FORMAT_ATTR)),
             _ints_attr("dilation_rate", rank, 1, "Spacing between kernel taps along each spatial axis."),
             ACTIVATION_ATTR,
             *kernel_bias_attrs(),

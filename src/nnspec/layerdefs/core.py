@@ -1,5 +1,5 @@
-"""Core layers: Dense, Activation, Dropout and noise, Flatten, Reshape, Permute, RepeatVector,
-ActivityRegularization."""
+"""Core layers: Dense, Activation, Masking, Dropout and noise, Flatten, Reshape, Permute,
+RepeatVector, ActivityRegularization."""
 
 from __future__ import annotations
 
@@ -321,6 +321,103 @@ ACTIVATION = LayerDef(
 def _identity_reference(attrs, inputs, params, masks=None):
     """Training-only layers and ActivityRegularization: the identity at inference."""
     return [inputs[0]]
+
+
+# ----------------------------------------------------------------------------- Masking
+#
+# Keras's Masking: a step whose features all equal ``mask_value`` is masked (its mask is False)
+# and its output is zeros; the other steps pass unchanged. The mask, one value per (sample,
+# step) like an Embedding's, is its own plan step (``mask_any_not_equal``, written by the
+# compiler); the layer's kernel finds the masked steps again on its own.
+
+
+def _masking_infer(attrs, inputs, ctx):
+    (x,) = inputs
+    if x.rank != 3:
+        raise ShapeError(
+            f"Masking expects an input of rank 3 (batch, steps, features), whose steps it masks; got "
+            f"{fmt_shape(x.shape)} (nnspec's masks cover (batch, steps))"
+        )
+    return [TensorType(x.shape, x.dtype, True)]
+
+
+def masking_forward(x, y, mask_value):
+    """``y = x`` on steps with some feature different from ``mask_value``, zeros elsewhere;
+    ``x``, ``y`` (rows, steps, features)."""
+    rows, steps, feats = x.shape
+    for r in range(rows):
+        for t in range(steps):
+            keep = False
+            for f in range(feats):
+                if x[r, t, f] != mask_value:
+                    keep = True
+                    break
+            for f in range(feats):
+                y[r, t, f] = x[r, t, f] if keep else 0.0
+
+
+def mask_any_not_equal(x, mask_out, mask_value):
+    """``mask_out[r, t] = 1.0`` where some feature of ``x[r, t]`` differs from ``mask_value``."""
+    rows, steps, feats = x.shape
+    for r in range(rows):
+        for t in range(steps):
+            m = 0.0
+            for f in range(feats):
+                if x[r, t, f] != mask_value:
+                    m = 1.0
+                    break
+            mask_out[r, t] = m
+
+
+def masking_backward(x, dy, dx, mask_value):
+    """``dx += dy`` on the steps that pass (the mask itself has no gradient)."""
+    rows, steps, feats = x.shape
+    for r in range(rows):
+        for t in range(steps):
+            keep = False
+            for f in range(feats):
+                if x[r, t, f] != mask_value:
+                    keep = True
+                    break
+            if keep:
+                for f in range(feats):
+                    dx[r, t, f] += dy[r, t, f]
+
+
+def _seq3(e, var: str, output: bool = False) -> str:
+    (xs,) = e.x_shapes
+    return f"{var}.reshape(({e.rows(output=output)}, {xs[0]}, {xs[1]}))"
+
+
+def _masking_emit(e):
+    return [e.call(masking_forward, _seq3(e, e.x[0]), _seq3(e, e.y[0], True), float(e.attrs["mask_value"]))]
+
+
+def _masking_backward(e):
+    if e.dx[0] is None:
+        return []
+    return [e.call(masking_backward, _seq3(e, e.x[0]), _seq3(e, e.dy[0], True), _seq3(e, e.dx[0]),
+                   float(e.attrs["mask_value"]))]  # fmt: skip
+
+
+def _masking_reference(attrs, inputs, params, masks=None):
+    x = inputs[0]
+    keep = (x != attrs["mask_value"]).any(axis=-1, keepdims=True)
+    return [x * keep]
+
+
+MASKING = LayerDef(
+    name="Masking",
+    attrs=(Attr("mask_value", "float", 0.0, "Steps whose features all equal it are masked."), *COMMON_ATTRS),
+    infer=_masking_infer,
+    emit=_masking_emit,
+    emit_backward=_masking_backward,
+    reference=_masking_reference,
+    positional=("mask_value",),
+    doc="Masks the steps of a sequence (batch, steps, features) whose features all equal `mask_value`: "
+    "their output is zeros and the layers after it that read masks (recurrent layers, masked pooling, "
+    "merges) skip them, as after an Embedding with `mask_zero`.",
+)
 
 
 # ----------------------------------------------------------------------------- Dropout & noise

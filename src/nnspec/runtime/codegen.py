@@ -219,6 +219,15 @@ class _Generator:
 
             self.line(self._call(embedding.mask_not_equal_zero, self.value_var(s.inputs[0]), var))
             return
+        if s.op == "mask_any_not_equal":  # Masking: steps whose features all equal mask_value
+            (o,) = s.outputs
+            var = self.bind_output(o)
+            from ..layerdefs import core
+
+            x = self.vals[s.inputs[0]]
+            x3 = f"{self.value_var(s.inputs[0])}.reshape(({_rows(x)}, {x.shape[1]}, {x.shape[2]}))"
+            self.line(self._call(core.mask_any_not_equal, x3, var, _literal(s.attrs["mask_value"])))
+            return
         if s.op == "mask_or":
             (o,) = s.outputs
             var = self.bind_output(o)

@@ -16,6 +16,7 @@ The optimizer update is one more compiled call (``runtime/optimizers.py``).
 
 from __future__ import annotations
 
+from ..compiler.lower import MASK_OPS
 from ..compiler.plan import Plan, Step
 from .codegen import _OP_TO_DEF, CodegenError, Emit, _Generator, _rows, _shape_expr
 
@@ -44,6 +45,8 @@ class _TrainGenerator(_Generator):
         trainable = {p.name for p in self.plan.params if p.trainable}
         need: set[int] = set()
         for s in self.plan.steps:
+            if s.op in MASK_OPS:  # masks carry no gradient
+                continue
             if any(p in trainable for p in s.params) or any(i in need for i in s.inputs):
                 need.update(s.outputs)
         return need

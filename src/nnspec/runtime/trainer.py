@@ -13,9 +13,9 @@ because every loss divides by its count of rows (``losses.combine_weights`` with
 default reduction: a part's share is its share of the samples), weight penalties are the same
 in every part (the shares sum to one), and activity penalties are divided by the batch size.
 A loss over a masked output divides by its count of valid steps instead: a part's share of it
-is counted from the mask before the step, which works when the mask is an input's nonzero
-token ids (an Embedding's ``mask_zero``). A batch is not split when that does not hold: another
-kind of masked output, a layer whose training couples the samples of a batch
+is counted from the mask before the step, which works when the mask is computed from a model
+input (an Embedding's ``mask_zero`` over token ids, or a Masking layer right after the input).
+A batch is not split when that does not hold: another kind of masked output, a layer whose training couples the samples of a batch
 (``LayerDef.couples_batch``: batch statistics), and random layers (``training_only``: they
 draw from the calling thread's generator, which would make results depend on the threads).
 """
@@ -127,8 +127,11 @@ class Trainer:
         start = 0
         valid = {k: [] for k in self._split_masks}
         for c in counts:
-            for k, i in self._split_masks.items():
-                valid[k].append(int(np.count_nonzero(inputs[i][start : start + c])))
+            for k, (i, mask_value) in self._split_masks.items():
+                part = inputs[i][start : start + c]
+                if mask_value is not None:  # Masking: steps with some feature != mask_value
+                    part = (part != np.float32(mask_value)).any(axis=-1)
+                valid[k].append(int(np.count_nonzero(part)))
             start += c
         start = 0
         for j, c in enumerate(counts):
@@ -182,12 +185,13 @@ class Trainer:
             apply_constraint(spec, store.view(name))
 
 
-def split_masks(plan: Plan, bindings: list) -> dict[int, int] | None:
+def split_masks(plan: Plan, bindings: list) -> dict[int, tuple] | None:
     """How a training batch of this plan may be split over threads (see the module doc): for
-    each scored output with a mask, the index of the model input whose nonzero token ids are
-    that mask (an Embedding's ``mask_zero``), so a part's share of the loss divisor can be
-    counted before the step; ``{}`` when no scored output has a mask; None when the batch may
-    not be split."""
+    each scored output with a mask, ``(input index, mask_value)``: the model input the mask is
+    computed from, so a part's share of the loss divisor can be counted before the step (its
+    nonzero token ids for an Embedding's ``mask_zero``, mask_value None; its steps with some
+    feature other than ``mask_value`` for a Masking layer right after the input); ``{}`` when
+    no scored output has a mask; None when the batch may not be split."""
     vals = {v.id: v for v in plan.values}
     for s in plan.steps:
         d = _OP_TO_DEF.get(s.op)
@@ -201,9 +205,15 @@ def split_masks(plan: Plan, bindings: list) -> dict[int, int] | None:
         if b is None or mask is None:
             continue
         s = producer.get(mask)
-        if s is None or s.op != "mask_not_equal_zero" or s.inputs[0] not in inputs:
+        if s is None or s.inputs[0] not in inputs:
             return None
-        if vals[mask].values_per_sample != vals[s.inputs[0]].values_per_sample:
+        if (
+            s.op == "mask_not_equal_zero"
+            and vals[mask].values_per_sample == vals[s.inputs[0]].values_per_sample
+        ):
+            masks[k] = (inputs.index(s.inputs[0]), None)
+        elif s.op == "mask_any_not_equal":
+            masks[k] = (inputs.index(s.inputs[0]), s.attrs["mask_value"])
+        else:
             return None
-        masks[k] = inputs.index(s.inputs[0])
     return masks
