@@ -415,3 +415,20 @@ def one_step_matches_keras(source, x, y, seed: int, loss: str = "categorical_cro
                 moved += 1
                 close(a - a0, b - a0, update_tol, f"{name} weight {k} update")
     return moved
+
+
+def nnspec_and_keras(spec, seed: int):
+    """The model file ``spec`` loaded by nnspec (``seed``) and built by Keras (``keras_from_spec``),
+    nnspec's weights copied into Keras layer by layer."""
+    from keras_from_spec import keras_model_from_spec
+
+    import nnspec
+
+    m = nnspec.load(spec, seed=seed)
+    km = keras_model_from_spec(spec)
+    for layer in m.layers[1:]:  # the inputs come first and have no weights
+        w = layer.get_weights()
+        if w:
+            km.get_layer(layer.name).set_weights(w)
+    return m, km
+

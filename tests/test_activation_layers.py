@@ -20,7 +20,7 @@ from nnspec.specs.errors import SpecError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from grad_harness import close
+from grad_harness import close, nnspec_and_keras
 
 SPEC = """
 format: nnspec/1
@@ -46,23 +46,15 @@ outputs: [soft]
 """
 
 
-def _pair():
-    from keras_from_spec import keras_model_from_spec
-
-    m = nnspec.load(SPEC, seed=3)
-    km = keras_model_from_spec(SPEC)
-    for layer in m.layers:
-        w = layer.get_weights() if hasattr(layer, "get_weights") else []
-        if w:
-            km.get_layer(layer.name).set_weights(w)
-    return m, km
+def _pair(spec):
+    return nnspec_and_keras(spec, 3)
 
 
 @pytest.mark.keras
 def test_summary_predictions_and_a_training_step_match_keras():
     from keras_from_spec import keras_summary_facts
 
-    m, km = _pair()
+    m, km = _pair(SPEC)
     facts = keras_summary_facts(km)
     d = m.summary_dict()
     assert d["total_params"] == facts["total"]

@@ -21,7 +21,7 @@ from nnspec.specs.errors import SpecError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from grad_harness import close
+from grad_harness import close, nnspec_and_keras
 
 POOLED = """
 format: nnspec/1
@@ -64,15 +64,7 @@ def _inputs(mask_value: float):
 
 
 def _pair(spec):
-    from keras_from_spec import keras_model_from_spec
-
-    m = nnspec.load(spec, seed=2)
-    km = keras_model_from_spec(spec)
-    for layer in m.layers[1:]:
-        w = layer.get_weights()
-        if w:
-            km.get_layer(layer.name).set_weights(w)
-    return m, km
+    return nnspec_and_keras(spec, 2)
 
 
 @pytest.mark.keras

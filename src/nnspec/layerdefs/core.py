@@ -17,7 +17,7 @@ from .base import (
 )
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
-KERNEL_HELPERS = ("add_bias", "_dense_small", "_noise_index")
+KERNEL_HELPERS = ("add_bias", "_dense_small", "_noise_index", "_step_kept")
 
 
 # The attributes shared by layers that own a kernel and a bias (Dense, Conv*, ...).
@@ -341,45 +341,39 @@ def _masking_infer(attrs, inputs, ctx):
     return [TensorType(x.shape, x.dtype, True)]
 
 
+def _step_kept(x, r, t, mask_value):
+    """Whether step ``t`` of row ``r`` of ``x`` (rows, steps, features) has a feature other than
+    ``mask_value`` (Keras's ``any(x != mask_value, axis=-1)``)."""
+    for f in range(x.shape[2]):
+        if x[r, t, f] != mask_value:
+            return True
+    return False
+
+
 def masking_forward(x, y, mask_value):
-    """``y = x`` on steps with some feature different from ``mask_value``, zeros elsewhere;
-    ``x``, ``y`` (rows, steps, features)."""
+    """``y = x`` on the kept steps, zeros on the masked ones; ``x``, ``y`` (rows, steps, features)."""
     rows, steps, feats = x.shape
     for r in range(rows):
         for t in range(steps):
-            keep = False
-            for f in range(feats):
-                if x[r, t, f] != mask_value:
-                    keep = True
-                    break
+            keep = _step_kept(x, r, t, mask_value)
             for f in range(feats):
                 y[r, t, f] = x[r, t, f] if keep else 0.0
 
 
 def mask_any_not_equal(x, mask_out, mask_value):
-    """``mask_out[r, t] = 1.0`` where some feature of ``x[r, t]`` differs from ``mask_value``."""
-    rows, steps, feats = x.shape
+    """``mask_out[r, t] = 1.0`` on the kept steps of ``x``, 0.0 on the masked ones."""
+    rows, steps, _ = x.shape
     for r in range(rows):
         for t in range(steps):
-            m = 0.0
-            for f in range(feats):
-                if x[r, t, f] != mask_value:
-                    m = 1.0
-                    break
-            mask_out[r, t] = m
+            mask_out[r, t] = 1.0 if _step_kept(x, r, t, mask_value) else 0.0
 
 
 def masking_backward(x, dy, dx, mask_value):
-    """``dx += dy`` on the steps that pass (the mask itself has no gradient)."""
+    """``dx += dy`` on the kept steps (the mask itself has no gradient)."""
     rows, steps, feats = x.shape
     for r in range(rows):
         for t in range(steps):
-            keep = False
-            for f in range(feats):
-                if x[r, t, f] != mask_value:
-                    keep = True
-                    break
-            if keep:
+            if _step_kept(x, r, t, mask_value):
                 for f in range(feats):
                     dx[r, t, f] += dy[r, t, f]
 
