@@ -141,6 +141,10 @@ RANDOM_CASES = [
          kind="random"),
     Case("dropout-shared-batch", "Dropout", {"rate": 0.5, "noise_shape": [1, 8, None]}, ((8, 25),), batch=50,
          kind="random"),
+    Case("spatial-dropout1d", "SpatialDropout1D", {"rate": 0.4}, ((8, 25),), batch=50, kind="random"),
+    Case("spatial-dropout2d-cf", "SpatialDropout2D", {"rate": 0.5, "data_format": "channels_first"},
+         ((6, 3, 4),), batch=50, kind="random"),
+    Case("spatial-dropout3d", "SpatialDropout3D", {"rate": 0.5}, ((2, 3, 2, 5),), batch=50, kind="random"),
     Case("gaussian-noise", "GaussianNoise", {"stddev": 0.5}, ((8, 25),), batch=50, kind="random"),
     Case("gaussian-noise-zero", "GaussianNoise", {"stddev": 0.0}, ((8, 25),), batch=50, kind="random"),
     Case("gaussian-dropout", "GaussianDropout", {"rate": 0.2}, ((8, 25),), batch=50, kind="random"),
@@ -320,6 +324,24 @@ def test_dropout_noise_shape_broadcasts():
     kept = r.y != 0
     assert (kept == kept[:1]).all()
     assert 0.3 < kept.mean() < 0.7
+
+
+@pytest.mark.parametrize(
+    "case,channel_axis,keep",
+    [("spatial-dropout1d", -1, 0.6), ("spatial-dropout2d-cf", 1, 0.5), ("spatial-dropout3d", -1, 0.5)],
+)
+def test_spatial_dropout_drops_whole_channels(case, channel_axis, keep):
+    """One draw per (sample, channel), shared along every spatial axis, as Keras's noise shape
+    (batch, 1, ..., channels); inverted scaling and its gradient as Dropout's."""
+    r = result(case)
+    x, y = r.inputs[0], r.y
+    kept = y != 0
+    spatial = tuple(a for a in range(1, x.ndim) if a != channel_axis % x.ndim)
+    per_channel = kept.all(axis=spatial)
+    assert (kept == np.expand_dims(per_channel, spatial)).all()  # all or nothing per channel
+    assert abs(per_channel.mean() - keep) < 0.15  # 250-1250 draws: over 5 standard deviations
+    np.testing.assert_allclose(y[kept], x[kept] / np.float32(keep), rtol=1e-7)
+    np.testing.assert_allclose(r.dx[0], np.where(kept, r.dy / np.float32(keep), 0.0), rtol=1e-6, atol=1e-12)
 
 
 def test_dropout_rate_zero_and_one():

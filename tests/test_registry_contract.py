@@ -75,6 +75,9 @@ GRADIENT_SUITES = (
 CHECKED_OTHERWISE = {
     "Dropout": "random draws Keras cannot reproduce: formula, statistics, noise_shape and seeding in "
     "test_backward_core.py (test_dropout_*)",
+    "SpatialDropout1D": "random: test_backward_core.py::test_spatial_dropout_drops_whole_channels",
+    "SpatialDropout2D": "random: test_backward_core.py::test_spatial_dropout_drops_whole_channels",
+    "SpatialDropout3D": "random: test_backward_core.py::test_spatial_dropout_drops_whole_channels",
     "GaussianNoise": "random: test_backward_core.py::test_gaussian_noise_training",
     "GaussianDropout": "random: test_backward_core.py::test_gaussian_dropout_training",
     "Model": "inlined: its steps are its layers' (each checked here); one training step of the seeds with "

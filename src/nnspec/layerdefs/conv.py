@@ -25,7 +25,7 @@ from .base import (
     ints,
     require_rank,
 )
-from .core import ACTIVATION_ATTR, kernel_and_bias, kernel_bias_attrs
+from .core import ACTIVATION_ATTR, DATA_FORMAT_ATTR, kernel_and_bias, kernel_bias_attrs
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
 KERNEL_HELPERS = (
@@ -40,12 +40,6 @@ KERNEL_HELPERS = (
 
 # ----------------------------------------------------------------------------- shared attributes
 
-DATA_FORMAT_ATTR = Attr(
-    "data_format", "enum", "channels_last",
-    "Order of the input's axes: channels_last (batch, ..., channels) or channels_first "
-    "(batch, channels, ...).",
-    choices=("channels_last", "channels_first"),
-)  # fmt: skip
 
 
 def padding_attr(causal: bool = False) -> Attr:

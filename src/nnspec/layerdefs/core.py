@@ -20,6 +20,14 @@ np = None  # NumPy, bound by base.bind_numpy when kernels are needed
 KERNEL_HELPERS = ("add_bias", "_dense_small", "_noise_index", "_step_kept")
 
 
+DATA_FORMAT_ATTR = Attr(
+    "data_format", "enum", "channels_last",
+    "Order of the input's axes: channels_last (batch, ..., channels) or channels_first "
+    "(batch, channels, ...).",
+    choices=("channels_last", "channels_first"),
+)  # fmt: skip
+
+
 # The attributes shared by layers that own a kernel and a bias (Dense, Conv*, ...).
 def kernel_bias_attrs(kernel_init: str = "glorot_uniform") -> tuple[Attr, ...]:
     return (
@@ -543,13 +551,31 @@ def _dropout_saved(attrs, x_shapes, y_shapes):
 
 
 def _dropout_emit_train(e):
+    return _dropout_lines(e, e.attrs.get("noise_shape"))
+
+
+def _spatial_noise_shape(attrs, rank: int) -> list:
+    """SpatialDropout's noise shape, as Keras makes it: one draw per sample and channel."""
+    if attrs.get("data_format") == "channels_first":
+        return [None, None] + [1] * rank
+    return [None] + [1] * rank + [None]
+
+
+def _spatial_emit_train(rank: int):
+    def emit_train(e):
+        return _dropout_lines(e, _spatial_noise_shape(e.attrs, rank))
+
+    return emit_train
+
+
+def _dropout_lines(e, ns):
+    """Dropout in training with noise shape ``ns`` (None: one draw per value)."""
     (xs,) = e.x_shapes
     x2 = _sample_2d(e, e.x[0], xs)
     y2 = _sample_2d(e, e.y[0], xs, True)
     if not _dropout_active(e.attrs):
         return [e.call(copy_values, x2, y2)]
     shape = tuple(xs) or (1,)
-    ns = e.attrs.get("noise_shape")
     full = True
     shared = False
     strides = _row_major_strides(shape)
@@ -668,6 +694,48 @@ DROPOUT = LayerDef(
     doc="Sets a random fraction `rate` of the inputs to 0 in training and scales the rest by "
     "1/(1-rate); the identity at inference.",
 )
+
+def _spatial_dropout_infer(rank: int):
+    def infer(attrs, inputs, ctx):
+        (x,) = inputs
+        if x.rank != rank + 2:
+            raise ShapeError(
+                f"SpatialDropout{rank}D expects an input of rank {rank + 2} (batch, {rank} spatial axes and "
+                f"channels); got {fmt_shape(x.shape)}"
+            )
+        return [x]
+
+    return infer
+
+
+def _spatial_dropout(rank: int) -> LayerDef:
+    fmt = () if rank == 1 else (DATA_FORMAT_ATTR,)
+    what = {1: "steps", 2: "rows and columns", 3: "the three spatial axes"}[rank]
+    return LayerDef(
+        name=f"SpatialDropout{rank}D",
+        attrs=(
+            Attr("rate", "float", doc="Fraction of the channels to drop.", minimum=0.0, maximum=1.0),
+            *fmt,
+            Attr("seed", "int", None, "Random seed.", nullable=True),
+            *COMMON_ATTRS,
+        ),
+        infer=_spatial_dropout_infer(rank),
+        reference=_identity_reference,
+        emit_train=_spatial_emit_train(rank),
+        emit_backward=_dropout_backward,
+        saved=_dropout_saved,
+        positional=("rate",),
+        training_only=True,
+        doc=f"Dropout of whole channels: in training each sample's channel is dropped or kept along all "
+        f"{what} together (scaled by 1/(1-rate)), as Keras does for feature maps whose neighbouring "
+        "entries are correlated; the identity at inference.",
+    )
+
+
+SPATIAL_DROPOUT1D = _spatial_dropout(1)
+SPATIAL_DROPOUT2D = _spatial_dropout(2)
+SPATIAL_DROPOUT3D = _spatial_dropout(3)
+
 
 GAUSSIAN_NOISE = LayerDef(
     name="GaussianNoise",
