@@ -76,6 +76,7 @@ CASES = [
     # ---- core (the full table of activations is checked on the kernels directly, below)
     Case("activation-softmax", "Activation", {"activation": "softmax"}, ((3, 6),)),
     Case("activation-glu", "Activation", {"activation": "glu"}, ((3, 6),)),
+    Case("identity", "Identity", {}, ((3, 4),)),
     Case("masking", "Masking", {"mask_value": 0.5}, ((5, 3),)),
     Case("masking-masked-steps", "Masking", {"mask_value": 0.5}, ((5, 3),), data=masked_steps, fd=False),
     Case("relu-layer", "ReLU", {}, ((3, 4),)),

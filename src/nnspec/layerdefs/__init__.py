@@ -23,6 +23,7 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     core.ACTIVITY_REGULARIZATION,
     core.FLATTEN,
     core.RESHAPE,
+    core.IDENTITY,
     core.PERMUTE,
     core.REPEAT_VECTOR,
     # activation_layers.py

@@ -981,6 +981,17 @@ RESHAPE = LayerDef(
 )
 
 
+IDENTITY = LayerDef(
+    name="Identity",
+    attrs=COMMON_ATTRS,
+    infer=_same,
+    reference=_identity_reference,
+    emit_backward=_view_backward,
+    view=True,
+    doc="Returns its input unchanged (a view, no copy). Passes the mask through.",
+)
+
+
 def _permute_infer(attrs, inputs, ctx):
     (x,) = inputs
     dims = list(attrs["dims"])
