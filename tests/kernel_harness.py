@@ -55,7 +55,7 @@ def random_inputs(input_shapes, input_dtypes=None, batch: int = 3, seed: int = 0
     input_dtypes = input_dtypes or ["float32"] * len(input_shapes)
     out = []
     for s, d in zip(input_shapes, input_dtypes):
-        if d.startswith("int"):
+        if d.startswith(("int", "uint")):
             out.append(rng.integers(0, int_high, size=(batch, *s)).astype(d))
         else:
             out.append(rng.normal(0, 1, size=(batch, *s)).astype(np.float32))
@@ -94,7 +94,6 @@ def run_reference(type_name, attrs, inputs, weights, masks=None):
 def run_keras(type_name, attrs, inputs, weights, input_dtypes=None):
     """Outputs of the same layer in Keras (PyTorch backend) with the same weights."""
     import keras
-
     from keras_ref import keras_layer
 
     input_dtypes = input_dtypes or ["float32"] * len(inputs)

@@ -77,6 +77,7 @@ CASES = [
     Case("activation-softmax", "Activation", {"activation": "softmax"}, ((3, 6),)),
     Case("activation-glu", "Activation", {"activation": "glu"}, ((3, 6),)),
     Case("identity", "Identity", {}, ((3, 4),)),
+    Case("rescaling", "Rescaling", {"scale": -0.7, "offset": 0.3}, ((3, 4),)),
     Case("masking", "Masking", {"mask_value": 0.5}, ((5, 3),)),
     Case("masking-masked-steps", "Masking", {"mask_value": 0.5}, ((5, 3),), data=masked_steps, fd=False),
     Case("relu-layer", "ReLU", {}, ((3, 4),)),

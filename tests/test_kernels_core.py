@@ -57,6 +57,8 @@ CASES = [
     Case("activation-rank3-softmax", "Activation", {"activation": "softmax"}, ((2, 3, 5),)),
     Case("activation-rank3-glu", "Activation", {"activation": "glu"}, ((3, 8),)),
     Case("masking-nothing-masked", "Masking", {}, ((4, 3),)),  # masked steps: test_masking.py
+    Case("rescaling", "Rescaling", {"scale": 0.5, "offset": -1.25}, ((3, 4),)),
+    Case("rescaling-uint8-pixels", "Rescaling", {"scale": 1 / 255}, ((4, 3),), dtypes=("uint8",), int_high=256),
     # ---- activation layers
     Case("relu-layer", "ReLU", {}, ((3, 4),)),
     Case("relu-max-slope-threshold", "ReLU", {"max_value": 1.0, "negative_slope": 0.2, "threshold": 0.3}, ((8,),)),
@@ -142,7 +144,7 @@ OWNED = {
     "Dense", "Activation", "Dropout", "GaussianNoise", "GaussianDropout", "ActivityRegularization", "Flatten",
     "Reshape", "Permute", "RepeatVector", "Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum",
     "Minimum", "Dot", "BatchNormalization", "LayerNormalization", "RMSNormalization", "UnitNormalization",
-    "Embedding", "Masking", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
+    "Embedding", "Masking", "Rescaling", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
 }  # fmt: skip
 
 

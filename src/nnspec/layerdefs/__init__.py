@@ -5,7 +5,18 @@ Adding a layer means defining its ``LayerDef`` in its family module and adding o
 
 from __future__ import annotations
 
-from . import activation_layers, conv, core, embedding, merge, normalization, pooling, recurrent, wrappers
+from . import (
+    activation_layers,
+    conv,
+    core,
+    embedding,
+    merge,
+    normalization,
+    pooling,
+    preprocessing,
+    recurrent,
+    wrappers,
+)
 from .base import LayerDef
 
 # fmt: off
@@ -32,6 +43,8 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     activation_layers.PRELU,
     activation_layers.ELU,
     activation_layers.SOFTMAX,
+    # preprocessing.py
+    preprocessing.RESCALING,
     # conv.py
     conv.CONV1D,
     conv.CONV2D,
