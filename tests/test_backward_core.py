@@ -147,6 +147,8 @@ RANDOM_CASES = [
     Case("spatial-dropout2d-cf", "SpatialDropout2D", {"rate": 0.5, "data_format": "channels_first"},
          ((6, 3, 4),), batch=50, kind="random"),
     Case("spatial-dropout3d", "SpatialDropout3D", {"rate": 0.5}, ((2, 3, 2, 5),), batch=50, kind="random"),
+    Case("alpha-dropout", "AlphaDropout", {"rate": 0.3}, ((8, 25),), batch=50, kind="random"),
+    Case("alpha-dropout-one", "AlphaDropout", {"rate": 1.0}, ((8, 25),), batch=50, kind="random"),
     Case("gaussian-noise", "GaussianNoise", {"stddev": 0.5}, ((8, 25),), batch=50, kind="random"),
     Case("gaussian-noise-zero", "GaussianNoise", {"stddev": 0.0}, ((8, 25),), batch=50, kind="random"),
     Case("gaussian-dropout", "GaussianDropout", {"rate": 0.2}, ((8, 25),), batch=50, kind="random"),
@@ -344,6 +346,26 @@ def test_spatial_dropout_drops_whole_channels(case, channel_axis, keep):
     assert abs(per_channel.mean() - keep) < 0.15  # 250-1250 draws: over 5 standard deviations
     np.testing.assert_allclose(y[kept], x[kept] / np.float32(keep), rtol=1e-7)
     np.testing.assert_allclose(r.dx[0], np.where(kept, r.dy / np.float32(keep), 0.0), rtol=1e-6, atol=1e-12)
+
+
+def test_alpha_dropout_training():
+    """Keras's AlphaDropout: kept inputs become ``a * x + b``, dropped ones ``a * alpha_p + b``
+    (alpha_p = -SELU alpha * SELU scale, a = ((1 - rate)(1 + rate alpha_p^2))^-1/2,
+    b = -a alpha_p rate), the gradient ``a`` where kept; rate 1 is the identity (Keras acts
+    only for 0 < rate < 1)."""
+    rate = 0.3
+    alpha_p = -1.6732632423543772 * 1.0507009873554805
+    a = ((1 - rate) * (1 + rate * alpha_p**2)) ** -0.5
+    b = -a * alpha_p * rate
+    r = result("alpha-dropout")
+    x, y = r.inputs[0].astype(np.float64), r.y.astype(np.float64)
+    dropped = np.isclose(y, a * alpha_p + b, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(y[~dropped], a * x[~dropped] + b, rtol=1e-5, atol=1e-6)
+    assert abs(dropped.mean() - rate) < 0.03  # 10000 draws: over 6 standard deviations
+    np.testing.assert_allclose(r.dx[0], np.where(dropped, 0.0, a * r.dy), rtol=1e-5, atol=1e-7)
+    r = result("alpha-dropout-one")
+    np.testing.assert_array_equal(r.y, r.inputs[0])
+    np.testing.assert_array_equal(r.dx[0], r.dy)
 
 
 def test_dropout_rate_zero_and_one():

@@ -78,6 +78,7 @@ CHECKED_OTHERWISE = {
     "SpatialDropout1D": "random: test_backward_core.py::test_spatial_dropout_drops_whole_channels",
     "SpatialDropout2D": "random: test_backward_core.py::test_spatial_dropout_drops_whole_channels",
     "SpatialDropout3D": "random: test_backward_core.py::test_spatial_dropout_drops_whole_channels",
+    "AlphaDropout": "random: test_backward_core.py::test_alpha_dropout_training",
     "GaussianNoise": "random: test_backward_core.py::test_gaussian_noise_training",
     "GaussianDropout": "random: test_backward_core.py::test_gaussian_dropout_training",
     "Model": "inlined: its steps are its layers' (each checked here); one training step of the seeds with "

@@ -695,6 +695,7 @@ DROPOUT = LayerDef(
     "1/(1-rate); the identity at inference.",
 )
 
+
 def _spatial_dropout_infer(rank: int):
     def infer(attrs, inputs, ctx):
         (x,) = inputs
@@ -735,6 +736,79 @@ def _spatial_dropout(rank: int) -> LayerDef:
 SPATIAL_DROPOUT1D = _spatial_dropout(1)
 SPATIAL_DROPOUT2D = _spatial_dropout(2)
 SPATIAL_DROPOUT3D = _spatial_dropout(3)
+
+
+def alpha_dropout_affine(x, y, m, a, b, alpha_p):
+    """AlphaDropout after the keep mask ``m`` is drawn: ``y = a * (x * m + alpha_p * (1 - m)) + b``."""
+    rows, size = x.shape
+    for r in range(rows):
+        for i in range(size):
+            k = m[r, i]
+            y[r, i] = a * (x[r, i] * k + alpha_p * (1.0 - k)) + b
+
+
+def _alpha_dropout_active(attrs) -> bool:
+    return 0 < attrs["rate"] < 1  # Keras: ``if training and 0 < self.rate < 1``
+
+
+def _alpha_dropout_coefficients(rate: float) -> tuple[float, float, float]:
+    """Keras's affine correction (a, b) and the dropped value alpha_p (SELU's negative saturation)."""
+    alpha_p = -activations.SELU_ALPHA * activations.SELU_SCALE
+    a = ((1 - rate) * (1 + rate * alpha_p**2)) ** -0.5
+    return a, -a * alpha_p * rate, alpha_p
+
+
+def _alpha_dropout_emit_train(e):
+    (xs,) = e.x_shapes
+    if not _alpha_dropout_active(e.attrs):
+        return [e.call(copy_values, _sample_2d(e, e.x[0], xs), _sample_2d(e, e.y[0], xs, True))]
+    lines = _dropout_lines(e, e.attrs.get("noise_shape"))  # draws the keep mask into e.s[0]
+    a, b, alpha_p = _alpha_dropout_coefficients(float(e.attrs["rate"]))
+    lines.append(e.call(alpha_dropout_affine, _sample_2d(e, e.x[0], xs), _sample_2d(e, e.y[0], xs, True),
+                        _sample_2d(e, e.s[0], xs, True), a, b, alpha_p))  # fmt: skip
+    return lines
+
+
+def _alpha_dropout_backward(e):
+    if not _alpha_dropout_active(e.attrs):
+        return _identity_backward(e)
+    if e.dx[0] is None:
+        return []
+    (xs,) = e.x_shapes
+    a, _, _ = _alpha_dropout_coefficients(float(e.attrs["rate"]))
+    return [e.call(scale_backward, _sample_2d(e, e.dy[0], xs, True), _sample_2d(e, e.dx[0], xs),
+                   _sample_2d(e, e.s[0], xs, True), a)]  # fmt: skip
+
+
+def _alpha_dropout_saved(attrs, x_shapes, y_shapes):
+    return [(tuple(y_shapes[0]), "float32")] if _alpha_dropout_active(attrs) else []
+
+
+ALPHA_DROPOUT = LayerDef(
+    name="AlphaDropout",
+    attrs=(
+        Attr("rate", "float", doc="Fraction of the inputs to drop.", minimum=0.0, maximum=1.0),
+        Attr(
+            "noise_shape",
+            "shape",
+            None,
+            "Shape of the binary dropout mask (null: the input's).",
+            nullable=True,
+        ),
+        Attr("seed", "int", None, "Random seed.", nullable=True),
+        *COMMON_ATTRS,
+    ),
+    infer=_dropout_infer,
+    reference=_identity_reference,
+    emit_train=_alpha_dropout_emit_train,
+    emit_backward=_alpha_dropout_backward,
+    saved=_alpha_dropout_saved,
+    positional=("rate",),
+    training_only=True,
+    doc="Dropout for SELU networks: in training, dropped inputs take SELU's negative saturation "
+    "value and an affine correction keeps the mean and variance (Keras's formula); active only for "
+    "0 < rate < 1; the identity at inference.",
+)
 
 
 GAUSSIAN_NOISE = LayerDef(
