@@ -670,20 +670,17 @@ def _dropout_infer(attrs, inputs, ctx):
     return [x]
 
 
+# Dropout's and AlphaDropout's attributes (as Keras's constructors take them).
+DROPOUT_ATTRS = (
+    Attr("rate", "float", doc="Fraction of the inputs to drop.", minimum=0.0, maximum=1.0),
+    Attr("noise_shape", "shape", None, "Shape of the binary dropout mask (null: the input's).", nullable=True),
+    Attr("seed", "int", None, "Random seed.", nullable=True),
+    *COMMON_ATTRS,
+)
+
 DROPOUT = LayerDef(
     name="Dropout",
-    attrs=(
-        Attr("rate", "float", doc="Fraction of the inputs to drop.", minimum=0.0, maximum=1.0),
-        Attr(
-            "noise_shape",
-            "shape",
-            None,
-            "Shape of the binary dropout mask (null: the input's).",
-            nullable=True,
-        ),
-        Attr("seed", "int", None, "Random seed.", nullable=True),
-        *COMMON_ATTRS,
-    ),
+    attrs=DROPOUT_ATTRS,
     infer=_dropout_infer,
     reference=_identity_reference,
     emit_train=_dropout_emit_train,
@@ -786,18 +783,7 @@ def _alpha_dropout_saved(attrs, x_shapes, y_shapes):
 
 ALPHA_DROPOUT = LayerDef(
     name="AlphaDropout",
-    attrs=(
-        Attr("rate", "float", doc="Fraction of the inputs to drop.", minimum=0.0, maximum=1.0),
-        Attr(
-            "noise_shape",
-            "shape",
-            None,
-            "Shape of the binary dropout mask (null: the input's).",
-            nullable=True,
-        ),
-        Attr("seed", "int", None, "Random seed.", nullable=True),
-        *COMMON_ATTRS,
-    ),
+    attrs=DROPOUT_ATTRS,
     infer=_dropout_infer,
     reference=_identity_reference,
     emit_train=_alpha_dropout_emit_train,
