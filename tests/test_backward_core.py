@@ -133,6 +133,13 @@ CASES = [
     Case("ln-rms-scaling", "LayerNormalization", {"rms_scaling": True}, ((3, 4),)),
     Case("rms-rank3", "RMSNormalization", {"epsilon": 0.01}, ((3, 4),)),
     Case("unit-axis1", "UnitNormalization", {"axis": 1}, ((3, 4),)),
+    Case("gn-last", "GroupNormalization", {"groups": 2, "gamma_initializer": "glorot_uniform",
+                                           "beta_initializer": "glorot_uniform"}, ((3, 4),)),
+    Case("gn-instance-axis1", "GroupNormalization", {"groups": -1, "axis": 1, "center": False,
+                                                     "gamma_initializer": "glorot_uniform"}, ((3, 4),)),
+    Case("gn-middle-axis-no-scale", "GroupNormalization", {"groups": 3, "axis": 2, "scale": False},
+         ((2, 6, 2),)),
+    Case("gn-frozen", "GroupNormalization", {"groups": 2, "trainable": False}, ((4, 2),)),
 ]
 # Random layers: a big batch, for their statistics; one model.
 RANDOM_CASES = [

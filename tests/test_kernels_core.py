@@ -128,6 +128,11 @@ CASES = [
     Case("unit-last", "UnitNormalization", {}, ((3, 6),)),
     Case("unit-apart-axes", "UnitNormalization", {"axis": [1, 3]}, ((2, 3, 4),)),
     Case("unit-axis1", "UnitNormalization", {"axis": 1}, ((3, 4),)),
+    Case("gn-last", "GroupNormalization", {"groups": 2, "gamma_initializer": "glorot_uniform",
+                                           "beta_initializer": "glorot_uniform"}, ((4, 5, 6),)),
+    Case("gn-instance-axis1", "GroupNormalization", {"groups": -1, "axis": 1, "center": False}, ((4, 5),)),
+    Case("gn-middle-axis", "GroupNormalization", {"groups": 3, "axis": 2, "scale": False, "epsilon": 0.1},
+         ((2, 6, 3),)),
     # ---- embedding
     Case("embedding-seq", "Embedding", {"input_dim": 12, "output_dim": 3}, ((5,),), ("int32",), int_high=12),
     Case("embedding-scalar-id", "Embedding", {"input_dim": 6, "output_dim": 4}, ((),), ("int64",), int_high=6),
@@ -144,7 +149,7 @@ OWNED = {
     "Dense", "Activation", "Dropout", "GaussianNoise", "GaussianDropout", "ActivityRegularization", "Flatten",
     "Reshape", "Permute", "RepeatVector", "Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum",
     "Minimum", "Dot", "BatchNormalization", "LayerNormalization", "RMSNormalization", "UnitNormalization",
-    "Embedding", "Masking", "Rescaling", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
+    "GroupNormalization", "Embedding", "Masking", "Rescaling", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
 }  # fmt: skip
 
 
@@ -359,7 +364,7 @@ def test_activation_in_place_is_safe():
 def test_inplace_flags():
     inplace = {d.name for d in REGISTRY.values() if d.extra.get("inplace") and d.name in OWNED}
     assert inplace == {"Activation", "BatchNormalization", "LayerNormalization", "RMSNormalization",
-                       "UnitNormalization", "ReLU", "LeakyReLU"}  # fmt: skip
+                       "UnitNormalization", "GroupNormalization", "ReLU", "LeakyReLU"}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- masks

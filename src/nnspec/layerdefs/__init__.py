@@ -99,6 +99,7 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     normalization.LAYER_NORMALIZATION,
     normalization.RMS_NORMALIZATION,
     normalization.UNIT_NORMALIZATION,
+    normalization.GROUP_NORMALIZATION,
     # wrappers.py
     wrappers.TIME_DISTRIBUTED,
     wrappers.BIDIRECTIONAL,

@@ -32,6 +32,7 @@ from .base import COMMON_ATTRS, Attr, LayerDef, ParamSpec, ShapeError, TensorTyp
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
 KERNEL_HELPERS = (
     "offset_grid", "_normalize_group", "_row_sum", "_row_sq", "_bn_weight", "_bn_moments", "_normalize_group_backward",
+    "_gn_stats",
 )  # fmt: skip
 
 # Modes of the reducing kernels.
@@ -979,4 +980,187 @@ UNIT_NORMALIZATION = LayerDef(
     "be unknown. Passes the mask through.",
 )
 
-LAYERS = (BATCH_NORMALIZATION, LAYER_NORMALIZATION, RMS_NORMALIZATION, UNIT_NORMALIZATION)
+# ----------------------------------------------------------------------------- GroupNormalization
+#
+# Keras's GroupNormalization splits the channels (the entries of ``axis``) into ``groups``
+# consecutive groups and normalizes each sample's group over all its values (every position,
+# the group's channels), then scales and shifts per channel. The kernels see each sample as
+# (outer, channels, inner) around the channel axis.
+
+
+def _gn_channels(attrs, x: TensorType) -> tuple[int, int]:
+    """(the channel axis, non-negative; the number of groups), checked as Keras checks them."""
+    rule = f"GroupNormalization(groups={attrs['groups']}, axis={attrs['axis']})"
+    (a,) = _axes(rule, attrs["axis"], x)
+    dim = x.shape[a]
+    if dim is None:
+        raise ShapeError(f"{rule} needs a known size on axis {attrs['axis']}; got {fmt_shape(x.shape)}")
+    groups = dim if attrs["groups"] == -1 else attrs["groups"]
+    if groups < 1 or groups > dim or dim % groups:
+        raise ShapeError(f"{rule}: the {dim} channels of {fmt_shape(x.shape)} must split into groups "
+                         f"of equal size ({attrs['groups']} groups; -1: one per channel)")  # fmt: skip
+    if any(d is None for d in x.shape[1:]):
+        raise ShapeError(f"{rule} needs every axis of its input known; got {fmt_shape(x.shape)}")
+    return a, groups
+
+
+def _gn_infer(attrs, inputs, ctx):
+    _gn_channels(attrs, inputs[0])
+    return _out(attrs, inputs[0])
+
+
+def _gn_params(attrs, inputs, ctx):
+    a, _ = _gn_channels(attrs, inputs[0])
+    shape = (inputs[0].shape[a],)
+    out = []
+    if attrs["scale"]:
+        out.append(_gamma(attrs, shape))
+    if attrs["center"]:
+        out.append(_beta(attrs, shape))
+    return out
+
+
+def _gn_stats(x, r, c0, c1, eps):
+    """Mean and 1/sqrt(var + eps) of sample ``r``'s channels ``c0 .. c1`` of ``x`` (rows, outer,
+    channels, inner), in float64."""
+    _, outer, _, inner = x.shape
+    n = outer * (c1 - c0) * inner
+    s = 0.0
+    for o in range(outer):
+        for c in range(c0, c1):
+            for i in range(inner):
+                s += x[r, o, c, i]
+    mean = s / n
+    ss = 0.0
+    for o in range(outer):
+        for c in range(c0, c1):
+            for i in range(inner):
+                d = x[r, o, c, i] - mean
+                ss += d * d
+    return mean, 1.0 / math.sqrt(ss / n + eps)
+
+
+def group_norm_forward(x, y, gamma, beta, groups, eps, use_gamma, use_beta):
+    """GroupNormalization of ``x`` into ``y`` (rows, outer, channels, inner); ``y`` may be ``x``."""
+    rows, outer, chans, inner = x.shape
+    cg = chans // groups
+    for r in range(rows):
+        for g in range(groups):
+            mean, inv = _gn_stats(x, r, g * cg, (g + 1) * cg, eps)
+            for o in range(outer):
+                for c in range(g * cg, (g + 1) * cg):
+                    sc = inv * gamma[c] if use_gamma else inv
+                    sh = (beta[c] if use_beta else 0.0) - mean * sc
+                    for i in range(inner):
+                        y[r, o, c, i] = x[r, o, c, i] * sc + sh
+
+
+def group_norm_backward(x, dy, dx, gamma, dgamma, dbeta, groups, eps, use_gamma, need_dx, need_dgamma, need_dbeta):
+    """The gradient of :func:`group_norm_forward`: adds into ``dx`` (when ``need_dx``),
+    ``dgamma`` and ``dbeta``. With ``xhat`` the normalized input and ``g = dy * gamma``:
+    ``dx = inv * (g - mean(g) - xhat * mean(g * xhat))`` over each sample's group."""
+    rows, outer, chans, inner = x.shape
+    cg = chans // groups
+    n = outer * cg * inner
+    for r in range(rows):
+        for g in range(groups):
+            c0, c1 = g * cg, (g + 1) * cg
+            mean, inv = _gn_stats(x, r, c0, c1, eps)
+            sg = 0.0
+            sgx = 0.0
+            for o in range(outer):
+                for c in range(c0, c1):
+                    gm = gamma[c] if use_gamma else 1.0
+                    for i in range(inner):
+                        xh = (x[r, o, c, i] - mean) * inv
+                        d = dy[r, o, c, i]
+                        sg += d * gm
+                        sgx += d * gm * xh
+                        if need_dgamma:
+                            dgamma[c] += d * xh
+                        if need_dbeta:
+                            dbeta[c] += d
+            if need_dx:
+                mg = sg / n
+                mgx = sgx / n
+                for o in range(outer):
+                    for c in range(c0, c1):
+                        gm = gamma[c] if use_gamma else 1.0
+                        for i in range(inner):
+                            xh = (x[r, o, c, i] - mean) * inv
+                            dx[r, o, c, i] += inv * (dy[r, o, c, i] * gm - mg - xh * mgx)
+
+
+def _gn_view(e, var: str, output: bool = False) -> str:
+    (xs,) = e.x_shapes
+    a, _ = _gn_channels(e.attrs, TensorType((None, *xs)))
+    outer, inner = math.prod(xs[: a - 1]), math.prod(xs[a:])
+    return f"{var}.reshape(({e.rows(output=output)}, {outer}, {xs[a - 1]}, {inner}))"
+
+
+def _gn_emit(e):
+    a = e.attrs
+    p = list(e.p)
+    gamma = p.pop(0) if a["scale"] else e.empty
+    beta = p.pop(0) if a["center"] else e.empty
+    _, groups = _gn_channels(a, TensorType((None, *e.x_shapes[0])))
+    return [e.call(group_norm_forward, _gn_view(e, e.x[0]), _gn_view(e, e.y[0], True), gamma, beta, groups,
+                   float(a["epsilon"]), bool(a["scale"]), bool(a["center"]))]  # fmt: skip
+
+
+def _gn_backward(e):
+    a = e.attrs
+    p, dp = list(e.p), list(e.dp)
+    gamma, dgamma = (p.pop(0), dp.pop(0)) if a["scale"] else (e.empty, None)
+    dbeta = dp.pop(0) if a["center"] else None
+    dx = e.dx[0]
+    if dx is None and dgamma is None and dbeta is None:
+        return []
+    _, groups = _gn_channels(a, TensorType((None, *e.x_shapes[0])))
+    x4 = _gn_view(e, e.x[0])
+    return [e.call(group_norm_backward, x4, _gn_view(e, e.dy[0], True), _gn_view(e, dx) if dx is not None else x4,
+                   gamma, dgamma if dgamma is not None else NO_GRAD, dbeta if dbeta is not None else NO_GRAD,
+                   groups, float(a["epsilon"]), bool(a["scale"]), dx is not None, dgamma is not None,
+                   dbeta is not None)]  # fmt: skip
+
+
+def _gn_reference(attrs, inputs, params, masks=None):
+    x = inputs[0]
+    a, groups = _gn_channels(attrs, TensorType((None, *x.shape[1:])))
+    xm = np.moveaxis(x, a, -1)
+    shp = xm.shape
+    xg = xm.reshape(shp[:-1] + (groups, shp[-1] // groups))
+    axes = tuple(range(1, xg.ndim - 2)) + (xg.ndim - 1,)
+    mean = xg.mean(axis=axes, keepdims=True)
+    var = xg.var(axis=axes, keepdims=True)
+    y = ((xg - mean) / np.sqrt(var + attrs["epsilon"])).reshape(shp)
+    p = list(params)
+    if attrs["scale"]:
+        y = y * p.pop(0)
+    if attrs["center"]:
+        y = y + p.pop(0)
+    return [np.moveaxis(y, -1, a)]
+
+
+GROUP_NORMALIZATION = LayerDef(
+    name="GroupNormalization",
+    attrs=(
+        Attr("groups", "int", 32, "Number of groups the channels are split into (-1: one per channel)."),
+        Attr("axis", "int", -1, "The channel axis."),
+        Attr("epsilon", "float", 1e-3, EPSILON_DOC, minimum=0.0, exclusive_minimum=True),
+        *_center_scale_attrs(),
+        *_center_scale_penalty_attrs(),
+        *COMMON_ATTRS,
+    ),
+    infer=_gn_infer,
+    params=_gn_params,
+    emit=_gn_emit,
+    emit_backward=_gn_backward,
+    reference=_gn_reference,
+    extra={"inplace": True},  # each group's statistics are taken before it is written
+    doc="Splits the channels into `groups` groups and normalizes each sample's group over all its "
+    "positions and channels, then scales by gamma and shifts by beta per channel (GroupNormalization; "
+    "groups -1 is instance normalization). Weights: gamma, beta. Passes the mask through.",
+)
+
+LAYERS = (BATCH_NORMALIZATION, LAYER_NORMALIZATION, RMS_NORMALIZATION, UNIT_NORMALIZATION, GROUP_NORMALIZATION)
