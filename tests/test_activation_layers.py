@@ -1,4 +1,6 @@
-"""The activation layers (ReLU, LeakyReLU, PReLU, ELU, Softmax) in a whole model, against Keras.
+"""The activation layers (ReLU, LeakyReLU, PReLU, ELU, Softmax), and the other layers of Keras's
+catalog added with them (Rescaling, GroupNormalization, 3D padding, cropping, upsampling and
+transposed convolution), in whole models against Keras.
 
 Per-layer forward and gradient checks are in test_kernels_core.py and test_backward_core.py;
 here one model chains them (with a Dense before each PReLU so its slopes see both signs), and
@@ -120,3 +122,69 @@ layers:
 """
     with pytest.raises(SpecError, match="Softmax: a masked input"):
         nnspec.load(spec)
+
+
+CNN_2D = """
+format: nnspec/1
+name: cnn_2d
+inputs:
+  img: {shape: [8, 8, 3]}
+layers:
+  scale: {type: Rescaling, scale: 0.00392156862745098, offset: -0.5}
+  conv: {type: Conv2D, filters: 4, kernel_size: 3}
+  gn: {type: GroupNormalization, groups: 2, gamma_initializer: glorot_uniform, beta_initializer: glorot_uniform}
+  act: {type: PReLU, shared_axes: [1, 2], alpha_initializer: glorot_uniform}
+  up: {type: Conv2DTranspose, filters: 2, kernel_size: 3, strides: 2}
+  flat: {type: Flatten}
+  out: {type: Dense, units: 3}
+  soft: {type: Softmax}
+edges:
+  - img -> scale -> conv -> gn -> act -> up -> flat -> out -> soft
+outputs: [soft]
+"""
+
+CNN_3D = """
+format: nnspec/1
+name: cnn_3d
+inputs:
+  vol: {shape: [3, 4, 3, 2]}
+layers:
+  pad: {type: ZeroPadding3D, padding: [1, [0, 1], 1]}
+  convt: {type: Conv3DTranspose, filters: 3, kernel_size: 2, strides: [1, 2, 1], activation: elu}
+  crop: {type: Cropping3D, cropping: [[1, 0], 1, [0, 1]]}
+  up: {type: UpSampling3D, size: [1, 2, 1]}
+  pool: {type: GlobalAveragePooling3D}
+  out: {type: Dense, units: 2}
+edges:
+  - vol -> pad -> convt -> crop -> up -> pool -> out
+outputs: [out]
+"""
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize(
+    "spec", [CNN_2D, CNN_3D], ids=["rescaling-groupnorm-prelu-2d", "padding-transpose-3d"]
+)
+def test_catalog_layers_in_a_model_match_keras(spec):
+    """The newer catalog layers inside convolutional models: summary, predictions and one SGD
+    step against Keras."""
+    import keras
+
+    m, km = _pair(spec)
+    assert m.count_params() == km.count_params()
+    rng = np.random.default_rng(5)
+    shape = (6, *m.inputs[0].shape[1:])
+    x = (
+        rng.integers(0, 256, shape).astype(np.float32)
+        if spec is CNN_2D
+        else rng.normal(size=shape).astype(np.float32)
+    )
+    close(m.predict(x), km.predict(x, verbose=0), 1e-5, "predictions")
+    y = rng.normal(size=(6, *m.outputs[0].shape[1:])).astype(np.float32)
+    m.compile(optimizer=nnspec.optimizers.SGD(learning_rate=0.1), loss="mse")
+    km.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse")
+    ours, theirs = float(m.train_on_batch(x, y)), float(np.asarray(km.train_on_batch(x, y)))
+    assert abs(ours - theirs) <= 1e-4 * abs(theirs)
+    for layer in m.layers[1:]:
+        for k, (a, b) in enumerate(zip(layer.get_weights(), km.get_layer(layer.name).get_weights())):
+            close(a, b, 1e-4, f"{layer.name} weight {k}")

@@ -330,6 +330,7 @@ PRELU = LayerDef(
     emit=_prelu_emit,
     emit_backward=_prelu_backward,
     reference=_prelu_reference,
+    positional=("alpha_initializer", "alpha_regularizer", "alpha_constraint", "shared_axes"),
     doc="Parametric ReLU: `x` for positive inputs, `alpha * x` otherwise, with `alpha` learned per entry "
     "of the input (shape: the input's without the batch, 1 along `shared_axes`). Weight: alpha. "
     "Passes the mask through.",

@@ -1157,6 +1157,7 @@ GROUP_NORMALIZATION = LayerDef(
     emit=_gn_emit,
     emit_backward=_gn_backward,
     reference=_gn_reference,
+    positional=("groups", "axis", "epsilon"),
     extra={"inplace": True},  # each group's statistics are taken before it is written
     doc="Splits the channels into `groups` groups and normalizes each sample's group over all its "
     "positions and channels, then scales by gamma and shifts by beta per channel (GroupNormalization; "
