@@ -193,3 +193,26 @@ def test_split_step_with_a_masking_layer_and_a_per_step_loss(monkeypatch):
     assert abs(l3 - l1) <= 1e-6 * abs(l1)
     for a, b in zip(w3, w1):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * max(1.0, float(np.abs(b).max())))
+
+
+def test_blas_is_limited_even_when_scipy_was_imported_first():
+    """A program that imports SciPy before running a model already has OpenBLAS loaded with a
+    thread per core; nnspec limits it to one per part (threadpoolctl), as when it loads it."""
+    code = """
+import scipy.linalg
+from threadpoolctl import threadpool_info
+def blas():
+    return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+before = blas()
+import numpy as np, nnspec
+m = nnspec.load(%r)
+m.predict(np.zeros((1, 32), np.float32))
+print(before, blas())
+""" % str(Path(__file__).resolve().parents[1] / "specs" / "mlp.yaml")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "NNSPEC_THREADS")}
+    r = subprocess.run([sys.executable, "-c", code], env=env, check=False, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    before, after = map(int, r.stdout.split())
+    if before == 1:
+        pytest.skip("one core: OpenBLAS starts with one thread, there is nothing to limit")
+    assert after == 1, (before, after)

@@ -13,8 +13,9 @@
   recurrent seeds 30-100x slower at batch 1 on a busy machine (each small per-time-step product
   waits for the second thread to be scheduled), while splitting a batch costs one hand-off per
   part and never waits inside a product. The BLAS setting must be made before SciPy's BLAS is
-  loaded, so it is applied when this module is imported (through threadpoolctl afterwards,
-  when it is installed).
+  loaded, so it is applied when this module is imported, and through threadpoolctl (a
+  dependency) when SciPy was imported first: without it, a user who imports SciPy before
+  running a model would keep OpenBLAS's own threads under nnspec's parts, two threads per core.
 - Compiled plan modules live in ``NNSPEC_CACHE_DIR`` (default: ``~/.cache/nnspec``, or a
   temporary folder when the home folder is not writable).
 """
@@ -74,21 +75,24 @@ def worker_threads() -> int:
 
 
 # Before SciPy loads its OpenBLAS (Numba loads SciPy's BLAS when it first needs np.dot).
-if "scipy" not in sys.modules:
+_SCIPY_FIRST = "scipy" in sys.modules
+if not _SCIPY_FIRST:
     os.environ["OPENBLAS_NUM_THREADS"] = _blas_threads()
+_LIMITED = False
 
 
 def set_threads() -> None:
-    """Apply the BLAS thread policy (see the module docstring) if SciPy was already loaded
-    before nnspec's runtime."""
-    n = int(_blas_threads())
-    if "scipy" in sys.modules:
-        try:
-            from threadpoolctl import threadpool_limits
-
-            threadpool_limits(n, user_api="blas")
-        except ImportError:  # without threadpoolctl the limit set at import is what applies
-            pass
+    """Apply the BLAS thread policy (see the module docstring) once, when SciPy was loaded
+    before nnspec's runtime (otherwise the environment variable set at import did it)."""
+    global _LIMITED
+    if not _SCIPY_FIRST or _LIMITED:
+        return
+    _LIMITED = True
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # a broken install: the dependency is missing; BLAS keeps its threads
+        return
+    threadpool_limits(int(_blas_threads()), user_api="blas")
 
 
 # The generated plan functions. Their names are what Numba calls their code libraries.

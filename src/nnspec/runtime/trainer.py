@@ -15,9 +15,10 @@ in every part (the shares sum to one), and activity penalties are divided by the
 A loss over a masked output divides by its count of valid steps instead: a part's share of it
 is counted from the mask before the step, which works when the mask is computed from a model
 input (an Embedding's ``mask_zero`` over token ids, or a Masking layer right after the input).
-A batch is not split when that does not hold: another kind of masked output, a layer whose training couples the samples of a batch
-(``LayerDef.couples_batch``: batch statistics), and random layers (``training_only``: they
-draw from the calling thread's generator, which would make results depend on the threads).
+A batch is not split when that does not hold: another kind of masked output, a layer whose
+training couples the samples of a batch (``LayerDef.couples_batch``: batch statistics), and
+random layers (``training_only``: they draw from the calling thread's generator, which would
+make results depend on the threads).
 """
 
 from __future__ import annotations
