@@ -174,8 +174,9 @@ def test_split_step_with_penalties_sample_weights_and_two_losses(extra, splits, 
 def test_split_step_with_a_masking_layer_and_a_per_step_loss(monkeypatch):
     """A per-step loss over steps masked by a Masking layer: each part's share of the valid
     steps is counted from the input before the step."""
-    from nnspec.runtime import trainer as trainer_mod
     from test_masking import TAGGER, _inputs
+
+    from nnspec.runtime import trainer as trainer_mod
 
     monkeypatch.setattr(executor, "MIN_PART_WORK", 1)
     x = _inputs(0.0)
