@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from .base import COMMON_ATTRS, Attr, LayerDef, ParamSpec, ShapeError, TensorType, fmt_shape
+from .base import COMMON_ATTRS, Attr, LayerDef, ParamSpec, ShapeError, TensorType, fmt_shape, same_type
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
 KERNEL_HELPERS = ("_relu_value", "_relu_grad", "_alpha_offset")
@@ -109,10 +109,6 @@ def _relu_reference(name: str):
     return reference
 
 
-def _same(attrs, inputs, ctx):
-    return [inputs[0]]
-
-
 RELU = LayerDef(
     name="ReLU",
     attrs=(
@@ -127,7 +123,7 @@ RELU = LayerDef(
         ),
         *COMMON_ATTRS,
     ),
-    infer=_same,
+    infer=same_type,
     emit=_relu_emit("ReLU"),
     emit_backward=_relu_backward("ReLU"),
     reference=_relu_reference("ReLU"),
@@ -141,7 +137,7 @@ RELU = LayerDef(
 LEAKY_RELU = LayerDef(
     name="LeakyReLU",
     attrs=(Attr("negative_slope", "float", 0.3, "Slope for negative inputs.", minimum=0.0), *COMMON_ATTRS),
-    infer=_same,
+    infer=same_type,
     emit=_relu_emit("LeakyReLU"),
     emit_backward=_relu_backward("LeakyReLU"),
     reference=_relu_reference("LeakyReLU"),
@@ -196,7 +192,7 @@ def _elu_reference(attrs, inputs, params, masks=None):
 ELU = LayerDef(
     name="ELU",
     attrs=(Attr("alpha", "float", 1.0, "Scale of the negative part."), *COMMON_ATTRS),
-    infer=_same,
+    infer=same_type,
     emit=_elu_emit,
     emit_backward=_elu_backward,
     reference=_elu_reference,
@@ -279,15 +275,10 @@ def _prelu_geometry(e) -> tuple[str, str]:
     return f"np.array({list(xs)}, np.int64)", f"np.array({strides}, np.int64)"
 
 
-def _flat(e, var: str, rows: str) -> str:
-    (xs,) = e.x_shapes
-    return f"{var}.reshape(({rows}, {math.prod(xs)}))"
-
-
 def _prelu_emit(e):
     dims, astr = _prelu_geometry(e)
-    return [e.call(prelu_forward, _flat(e, e.x[0], e.rows()), f"{e.p[0]}.ravel()", dims, astr,
-                   _flat(e, e.y[0], e.rows(output=True)))]  # fmt: skip
+    return [e.call(prelu_forward, e.per_sample(e.x[0]), f"{e.p[0]}.ravel()", dims, astr,
+                   e.per_sample(e.y[0], True))]  # fmt: skip
 
 
 def _prelu_backward(e):
@@ -295,11 +286,10 @@ def _prelu_backward(e):
     if not (need_dx or need_da):
         return []
     dims, astr = _prelu_geometry(e)
-    rows = e.rows()
-    dx = _flat(e, e.dx[0], rows) if need_dx else "EMPTY.reshape((0, 0))"
+    dx = e.per_sample(e.dx[0]) if need_dx else "EMPTY.reshape((0, 0))"
     da = f"{e.dp[0]}.ravel()" if need_da else "EMPTY"
-    return [e.call(prelu_backward, _flat(e, e.x[0], rows), f"{e.p[0]}.ravel()", dims, astr,
-                   _flat(e, e.dy[0], rows), dx, da, need_dx, need_da)]  # fmt: skip
+    return [e.call(prelu_backward, e.per_sample(e.x[0]), f"{e.p[0]}.ravel()", dims, astr,
+                   e.per_sample(e.dy[0], True), dx, da, need_dx, need_da)]  # fmt: skip
 
 
 def _prelu_reference(attrs, inputs, params, masks=None):

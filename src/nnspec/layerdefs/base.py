@@ -318,6 +318,11 @@ def require_rank(t: TensorType, ranks: Sequence[int] | int, what: str) -> None:
         raise ShapeError(f"{what} expects an input of rank {want} (batch included); got {fmt_shape(t.shape)}")
 
 
+def same_type(attrs, inputs, ctx) -> list:
+    """The shape rule of a layer whose output has its input's type (shape, dtype, mask)."""
+    return [inputs[0]]
+
+
 def fmt_shape(shape: Sequence) -> str:
     """Keras's way of printing a shape: ``(None, 62, 62, 16)``, ``(None, 10)``."""
     inner = ", ".join("None" if d is None else str(d) for d in shape)

@@ -14,6 +14,7 @@ from .base import (
     ShapeError,
     TensorType,
     fmt_shape,
+    same_type,
 )
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
@@ -253,10 +254,6 @@ DENSE = LayerDef(
 )
 
 # ----------------------------------------------------------------------------- Activation
-
-
-def _same(attrs, inputs, ctx):
-    return [inputs[0]]
 
 
 def _activation_infer(attrs, inputs, ctx):
@@ -537,17 +534,20 @@ def gaussian_dropout_train(x, y, noise, stddev):
             y[r, i] = x[r, i] * v
 
 
-def _sample_2d(e, var, shape, output=False):
-    """``var`` as (rows, values per sample)."""
-    return e.flat2(var, (math.prod(shape),), e.rows(output=output))
-
-
 def _dropout_active(attrs) -> bool:
     return attrs["rate"] > 0  # Keras: ``if training and self.rate > 0``
 
 
-def _dropout_saved(attrs, x_shapes, y_shapes):
-    return [(tuple(y_shapes[0]), "float32")] if _dropout_active(attrs) else []
+def _noise_saved(active):
+    """``saved`` of a random layer: its noise (or keep mask), shaped as its output, when active."""
+
+    def saved(attrs, x_shapes, y_shapes):
+        return [(tuple(y_shapes[0]), "float32")] if active(attrs) else []
+
+    return saved
+
+
+_dropout_saved = _noise_saved(_dropout_active)
 
 
 def _dropout_emit_train(e):
@@ -571,8 +571,8 @@ def _spatial_emit_train(rank: int):
 def _dropout_lines(e, ns):
     """Dropout in training with noise shape ``ns`` (None: one draw per value)."""
     (xs,) = e.x_shapes
-    x2 = _sample_2d(e, e.x[0], xs)
-    y2 = _sample_2d(e, e.y[0], xs, True)
+    x2 = e.per_sample(e.x[0])
+    y2 = e.per_sample(e.y[0], True)
     if not _dropout_active(e.attrs):
         return [e.call(copy_values, x2, y2)]
     shape = tuple(xs) or (1,)
@@ -588,28 +588,26 @@ def _dropout_lines(e, ns):
         nstr = _row_major_strides(tuple(per))
         strides = tuple(0 if (p == 1 and d != 1) else st for p, d, st in zip(per, shape, nstr))
         full = not shared and tuple(per) == shape
-    m2 = _sample_2d(e, e.s[0], xs, True)
+    m2 = e.per_sample(e.s[0], True)
     return [e.call(dropout_train, x2, y2, m2, float(e.attrs["rate"]), shape, strides, nsize, shared, full)]
 
 
 def _dropout_backward(e):
     if e.dx[0] is None:
         return []
-    (xs,) = e.x_shapes
-    dy2 = _sample_2d(e, e.dy[0], xs, True)
-    dx2 = _sample_2d(e, e.dx[0], xs)
+    dy2 = e.per_sample(e.dy[0], True)
+    dx2 = e.per_sample(e.dx[0])
     rate = float(e.attrs["rate"])
     if not _dropout_active(e.attrs):
         return [e.call(add_into, dy2, dx2)]
     if rate >= 1.0:
         return []
-    return [e.call(dropout_backward, dy2, dx2, _sample_2d(e, e.s[0], xs, True), 1.0 - rate)]
+    return [e.call(dropout_backward, dy2, dx2, e.per_sample(e.s[0], True), 1.0 - rate)]
 
 
 def _gaussian_noise_emit_train(e):
-    (xs,) = e.x_shapes
-    x2 = _sample_2d(e, e.x[0], xs)
-    y2 = _sample_2d(e, e.y[0], xs, True)
+    x2 = e.per_sample(e.x[0])
+    y2 = e.per_sample(e.y[0], True)
     std = float(e.attrs["stddev"])
     if std > 0:  # Keras: ``if training and self.stddev > 0``
         return [e.call(gaussian_noise_train, x2, y2, std)]
@@ -619,27 +617,24 @@ def _gaussian_noise_emit_train(e):
 def _identity_backward(e):
     if e.dx[0] is None:
         return []
-    (xs,) = e.x_shapes
-    return [e.call(add_into, _sample_2d(e, e.dy[0], xs, True), _sample_2d(e, e.dx[0], xs))]
+    return [e.call(add_into, e.per_sample(e.dy[0], True), e.per_sample(e.dx[0]))]
 
 
 def _gaussian_dropout_active(attrs) -> bool:
     return 0 < attrs["rate"] < 1  # Keras: ``if training and 0 < self.rate < 1``
 
 
-def _gaussian_dropout_saved(attrs, x_shapes, y_shapes):
-    return [(tuple(y_shapes[0]), "float32")] if _gaussian_dropout_active(attrs) else []
+_gaussian_dropout_saved = _noise_saved(_gaussian_dropout_active)
 
 
 def _gaussian_dropout_emit_train(e):
-    (xs,) = e.x_shapes
-    x2 = _sample_2d(e, e.x[0], xs)
-    y2 = _sample_2d(e, e.y[0], xs, True)
+    x2 = e.per_sample(e.x[0])
+    y2 = e.per_sample(e.y[0], True)
     if not _gaussian_dropout_active(e.attrs):
         return [e.call(copy_values, x2, y2)]
     rate = float(e.attrs["rate"])
     std = math.sqrt(rate / (1.0 - rate))
-    return [e.call(gaussian_dropout_train, x2, y2, _sample_2d(e, e.s[0], xs, True), std)]
+    return [e.call(gaussian_dropout_train, x2, y2, e.per_sample(e.s[0], True), std)]
 
 
 def _gaussian_dropout_backward(e):
@@ -647,9 +642,8 @@ def _gaussian_dropout_backward(e):
         return _identity_backward(e)
     if e.dx[0] is None:
         return []
-    (xs,) = e.x_shapes
-    return [e.call(scale_backward, _sample_2d(e, e.dy[0], xs, True), _sample_2d(e, e.dx[0], xs),
-                   _sample_2d(e, e.s[0], xs, True), 1.0)]  # fmt: skip
+    return [e.call(scale_backward, e.per_sample(e.dy[0], True), e.per_sample(e.dx[0]),
+                   e.per_sample(e.s[0], True), 1.0)]  # fmt: skip
 
 
 def _view_backward(e):
@@ -756,13 +750,12 @@ def _alpha_dropout_coefficients(rate: float) -> tuple[float, float, float]:
 
 
 def _alpha_dropout_emit_train(e):
-    (xs,) = e.x_shapes
     if not _alpha_dropout_active(e.attrs):
-        return [e.call(copy_values, _sample_2d(e, e.x[0], xs), _sample_2d(e, e.y[0], xs, True))]
+        return [e.call(copy_values, e.per_sample(e.x[0]), e.per_sample(e.y[0], True))]
     lines = _dropout_lines(e, e.attrs.get("noise_shape"))  # draws the keep mask into e.s[0]
     a, b, alpha_p = _alpha_dropout_coefficients(float(e.attrs["rate"]))
-    lines.append(e.call(alpha_dropout_affine, _sample_2d(e, e.x[0], xs), _sample_2d(e, e.y[0], xs, True),
-                        _sample_2d(e, e.s[0], xs, True), a, b, alpha_p))  # fmt: skip
+    lines.append(e.call(alpha_dropout_affine, e.per_sample(e.x[0]), e.per_sample(e.y[0], True),
+                        e.per_sample(e.s[0], True), a, b, alpha_p))  # fmt: skip
     return lines
 
 
@@ -771,14 +764,12 @@ def _alpha_dropout_backward(e):
         return _identity_backward(e)
     if e.dx[0] is None:
         return []
-    (xs,) = e.x_shapes
     a, _, _ = _alpha_dropout_coefficients(float(e.attrs["rate"]))
-    return [e.call(scale_backward, _sample_2d(e, e.dy[0], xs, True), _sample_2d(e, e.dx[0], xs),
-                   _sample_2d(e, e.s[0], xs, True), a)]  # fmt: skip
+    return [e.call(scale_backward, e.per_sample(e.dy[0], True), e.per_sample(e.dx[0]),
+                   e.per_sample(e.s[0], True), a)]  # fmt: skip
 
 
-def _alpha_dropout_saved(attrs, x_shapes, y_shapes):
-    return [(tuple(y_shapes[0]), "float32")] if _alpha_dropout_active(attrs) else []
+_alpha_dropout_saved = _noise_saved(_alpha_dropout_active)
 
 
 ALPHA_DROPOUT = LayerDef(
@@ -804,7 +795,7 @@ GAUSSIAN_NOISE = LayerDef(
         Attr("seed", "int", None, "Random seed.", nullable=True),
         *COMMON_ATTRS,
     ),
-    infer=_same,
+    infer=same_type,
     reference=_identity_reference,
     positional=("stddev",),
     training_only=True,
@@ -820,7 +811,7 @@ GAUSSIAN_DROPOUT = LayerDef(
         Attr("seed", "int", None, "Random seed.", nullable=True),
         *COMMON_ATTRS,
     ),
-    infer=_same,
+    infer=same_type,
     reference=_identity_reference,
     positional=("rate",),
     training_only=True,
@@ -838,7 +829,7 @@ ACTIVITY_REGULARIZATION = LayerDef(
         Attr("l2", "float", 0.0, "L2 penalty factor on the activity.", minimum=0.0),
         *COMMON_ATTRS,
     ),
-    infer=_same,
+    infer=same_type,
     reference=_identity_reference,
     emit_backward=_view_backward,
     view=True,
@@ -1044,7 +1035,7 @@ RESHAPE = LayerDef(
 IDENTITY = LayerDef(
     name="Identity",
     attrs=COMMON_ATTRS,
-    infer=_same,
+    infer=same_type,
     reference=_identity_reference,
     emit_backward=_view_backward,
     view=True,

@@ -7,8 +7,6 @@ float32, then the offset added), for float or integer inputs (integer pixels bec
 
 from __future__ import annotations
 
-import math
-
 from .base import COMMON_ATTRS, Attr, LayerDef, TensorType
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
@@ -38,16 +36,15 @@ def _rescaling_infer(attrs, inputs, ctx):
     return [TensorType(x.shape, "float32", x.masked)]
 
 
-def _flat(e, var: str, output: bool = False) -> str:
-    (xs,) = e.x_shapes
-    return f"{var}.reshape(({e.rows(output=output)}, {math.prod(xs)}))"
-
-
 def _rescaling_emit(e):
     a = e.attrs
     return [
         e.call(
-            rescale_forward, _flat(e, e.x[0]), _flat(e, e.y[0], True), float(a["scale"]), float(a["offset"])
+            rescale_forward,
+            e.per_sample(e.x[0]),
+            e.per_sample(e.y[0], True),
+            float(a["scale"]),
+            float(a["offset"]),
         )
     ]
 
@@ -55,7 +52,9 @@ def _rescaling_emit(e):
 def _rescaling_backward(e):
     if e.dx[0] is None:
         return []
-    return [e.call(rescale_backward, _flat(e, e.dy[0], True), _flat(e, e.dx[0]), float(e.attrs["scale"]))]
+    return [
+        e.call(rescale_backward, e.per_sample(e.dy[0], True), e.per_sample(e.dx[0]), float(e.attrs["scale"]))
+    ]
 
 
 def _rescaling_reference(attrs, inputs, params, masks=None):

@@ -86,6 +86,11 @@ class Emit:
         self._gen.line(f"{name} = np.empty({shape}, {dtype})")
         return name
 
+    def per_sample(self, var: str, output: bool = False, i: int = 0) -> str:
+        """``var`` (input or output ``i``) seen as 2-D: (rows, values per sample)."""
+        shape = (self.y_shapes if output else self.x_shapes)[i]
+        return f"{var}.reshape(({self.rows(i, output)}, {math.prod(shape)}))"
+
     def flat2(self, var: str, shape: tuple, rows: str) -> str:
         """``var`` seen as 2-D: (rows * all but the last axis, last axis)."""
         lead = math.prod(shape[:-1]) if len(shape) > 1 else 1
