@@ -25,6 +25,7 @@ import nnspec
 from nnspec.layerdefs import (
     REGISTRY,
     activations,
+    attention,
     conv,
     core,
     embedding,
@@ -36,7 +37,7 @@ from nnspec.layerdefs import (
 )
 from nnspec.layerdefs.base import bind_numpy, normalize_attrs
 
-bind_numpy([activations, conv, core, embedding, merge, normalization, pooling, recurrent, wrappers])
+bind_numpy([activations, attention, conv, core, embedding, merge, normalization, pooling, recurrent, wrappers])
 
 VOCAB = 6  # ids of masked inputs are drawn from [0, VOCAB)
 # Every activation's kinks, where the derivative is PyTorch's choice (relu'(0) = 0...).
@@ -222,7 +223,7 @@ class GradSuite:
                     ins.append(ins_raw[i])
                     masks.append(None)
             layer = m.get_layer(f"c{k}")
-            w = [v + rng.normal(0, 0.3, size=v.shape).astype(np.float32) for v in layer.get_weights()]
+            w = [np.asarray(v + rng.normal(0, 0.3, size=v.shape).astype(np.float32)) for v in layer.get_weights()]  # 0-d stays an array
             if c.type == "BatchNormalization":  # moving variance must stay positive
                 w[-1] = np.abs(w[-1]) + 0.5
             layer.set_weights(w)
@@ -349,7 +350,7 @@ def keras_grads(case: Case, r: Result):
     torch autograd, training=True, same inputs, weights, masks and upstream gradient."""
     import torch
     from keras.src.backend.common.masking import set_keras_mask
-    from keras_ref import keras_layer
+    from keras_ref import call_attrs, call_layer, keras_layer
 
     layer = keras_layer(case.type, dict(case.attrs))
     many = len(case.shapes) > 1 or case.type in ("Add", "Multiply", "Maximum", "Minimum", "Average",
@@ -368,7 +369,10 @@ def keras_grads(case: Case, r: Result):
         kwargs = {"training": training} if case.type in ("BatchNormalization", "Dropout") else {}
         if case.type == "BatchNormalization" and r.masks[0] is not None:
             kwargs["mask"] = torch.tensor(r.masks[0])
-        return layer(ts if many else ts[0], **kwargs)
+        kwargs.update(call_attrs(case.type, case.attrs)[1])
+        if many:
+            return call_layer(layer, case.type, ts, kwargs)
+        return layer(ts[0], **kwargs)
 
     call(tensors(False), False)  # build
     layer.set_weights(r.weights)
@@ -402,8 +406,8 @@ def one_step_matches_keras(source, x, y, seed: int, loss: str = "categorical_cro
             before[layer.name] = w
     m.compile(optimizer=nnspec.optimizers.SGD(learning_rate=lr), loss=loss)
     km.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss=loss)
-    ours = float(m.train_on_batch(x, y))
-    theirs = float(km.train_on_batch(x, y))
+    ours = float(np.ravel(m.train_on_batch(x, y))[0])  # several outputs: the total loss comes first
+    theirs = float(np.ravel(km.train_on_batch(x, y))[0])
     assert abs(ours - theirs) <= 1e-4 * abs(theirs), (ours, theirs)
     moved = 0
     for name, w0 in before.items():

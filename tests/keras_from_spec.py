@@ -16,6 +16,9 @@ file with ``yaml.safe_load`` and maps it onto Keras's own API, one to one, as
 - ``outputs``: node references; a single output is not wrapped in a list.
 - ``models``: named sub-models, inline or ``{file: path}`` relative to the file that names them.
 - ``format``, ``description`` and ``training`` are ignored; ``name`` names the Keras model.
+- A layer parameter that Keras's ``call`` takes and its constructor does not
+  (``use_causal_mask``, ``return_attention_scores``) is passed at the call; a layer whose ``call``
+  takes separate tensors (MultiHeadAttention's query, value, key) gets its inputs that way.
 
 Initializer, regularizer and constraint values written ``{type: name, ...arguments}`` become the
 Keras objects (``l1_l2`` is Keras's ``L1L2``).
@@ -23,6 +26,7 @@ Keras objects (``l1_l2`` is Keras's ``L1L2``).
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import os
@@ -115,6 +119,21 @@ def _kwargs(spec: dict) -> dict:
     return out
 
 
+def _split_call_kwargs(cls, kwargs: dict) -> dict:
+    """Take out of ``kwargs`` the arguments of ``cls.call`` its constructor does not take: a
+    model file writes Keras's call arguments (``use_causal_mask``...) as layer parameters."""
+    init = inspect.signature(cls.__init__).parameters
+    call = inspect.signature(cls.call).parameters
+    return {k: kwargs.pop(k) for k in list(kwargs) if k not in init and k in call}
+
+
+def _takes_separate_inputs(layer) -> bool:
+    """Keras's call takes several tensors as separate arguments (MultiHeadAttention's query,
+    value, key), not one ``inputs`` list."""
+    params = list(inspect.signature(layer.call).parameters)
+    return bool(params) and params[0] != "inputs"
+
+
 class _Builder:
     """Builds one document (the top-level file or a sub-model) into Keras objects."""
 
@@ -152,9 +171,11 @@ class _Builder:
             if isinstance(spec.get(key), dict):
                 spec[key] = self.layer(spec[key])
         kwargs = _kwargs(spec)
+        cls = getattr(keras.layers, spec["type"])
+        _split_call_kwargs(cls, kwargs)
         if name is not None:
             kwargs["name"] = name
-        return getattr(keras.layers, spec["type"])(**kwargs)
+        return cls(**kwargs)
 
     def build(self, default_name: str | None = None, force_name: str | None = None):
         keras = _keras()
@@ -198,7 +219,16 @@ class _Builder:
                 args = [value(r) for r in feeds.get(node, [])]
                 if not args:
                     raise ValueError(f"layer node {node!r} has no inputs")
-                values[node] = layers[node](args[0] if len(args) == 1 else args)
+                spec = layer_specs[node]
+                while "shares" in spec:
+                    spec = layer_specs[spec["shares"]]
+                call_kw = {}
+                if spec.get("type") != "Model":
+                    call_kw = _split_call_kwargs(type(layers[node]), _kwargs(spec))
+                if len(args) > 1 and _takes_separate_inputs(layers[node]):
+                    values[node] = layers[node](*args, **call_kw)
+                else:
+                    values[node] = layers[node](args[0] if len(args) == 1 else args, **call_kw)
                 busy.discard(node)
             out = values[node]
             if isinstance(out, (list, tuple)):

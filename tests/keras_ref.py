@@ -16,10 +16,30 @@ def _keras():
     return keras
 
 
+def call_attrs(type_name: str, attrs: dict) -> tuple[dict, dict]:
+    """(constructor arguments, call arguments): a model file gives Keras's call arguments
+    (``use_causal_mask``...) as attributes of the layer; ``LayerDef.extra["call_attrs"]`` names them."""
+    from nnspec.layerdefs import REGISTRY
+
+    names = REGISTRY[type_name].extra.get("call_attrs", ()) if type_name in REGISTRY else ()
+    return ({k: v for k, v in attrs.items() if k not in names}, {k: v for k, v in attrs.items() if k in names})
+
+
+def call_layer(layer, type_name: str, ins: list, call_kwargs: dict):
+    """Call a Keras layer on ``ins`` as Keras wants it: one tensor, a list, or (for
+    MultiHeadAttention) separate positional tensors."""
+    from nnspec.layerdefs import REGISTRY
+
+    if type_name in REGISTRY and REGISTRY[type_name].extra.get("call_positional"):
+        return layer(*ins, **call_kwargs)
+    return layer(ins[0] if len(ins) == 1 else ins, **call_kwargs)
+
+
 def keras_layer(type_name: str, attrs: dict):
-    """Build a Keras layer from a model file's layer definition (wrappers' ``layer`` included)."""
+    """Build a Keras layer from a model file's layer definition (wrappers' ``layer`` included),
+    without its call arguments (see :func:`call_attrs`)."""
     keras = _keras()
-    kwargs = dict(attrs)
+    kwargs, _ = call_attrs(type_name, attrs)
     if isinstance(kwargs.get("layer"), dict):
         inner = dict(kwargs["layer"])
         kwargs["layer"] = keras_layer(inner.pop("type"), inner)
@@ -40,7 +60,7 @@ def keras_layer_facts(type_name: str, attrs: dict, input_shapes: list, input_dty
     input_dtypes = input_dtypes or ["float32"] * len(input_shapes)
     ins = [keras.Input(shape=tuple(s), dtype=d) for s, d in zip(input_shapes, input_dtypes)]
     layer = keras_layer(type_name, attrs)
-    out = layer(ins[0] if len(ins) == 1 else ins)
+    out = call_layer(layer, type_name, ins, call_attrs(type_name, attrs)[1])
     outs = out if isinstance(out, (list, tuple)) else [out]
     shapes = [tuple(o.shape) for o in outs]
     weights = [(w.path.split("/")[-1], tuple(w.shape), w.trainable) for w in layer.weights]

@@ -80,7 +80,7 @@ def nnspec_weights(type_name, attrs, input_shapes, input_dtypes=None, seed: int 
     m = build_nnspec(type_name, attrs, input_shapes, input_dtypes)
     m._seed = seed
     rng = np.random.default_rng(seed + 1)
-    return [w + rng.normal(0, 0.1, size=w.shape).astype(np.float32) for w in m.get_weights()]
+    return [np.asarray(w + rng.normal(0, 0.1, size=w.shape).astype(np.float32)) for w in m.get_weights()]  # 0-d stays an array
 
 
 def run_reference(type_name, attrs, inputs, weights, masks=None):
@@ -94,12 +94,12 @@ def run_reference(type_name, attrs, inputs, weights, masks=None):
 def run_keras(type_name, attrs, inputs, weights, input_dtypes=None):
     """Outputs of the same layer in Keras (PyTorch backend) with the same weights."""
     import keras
-    from keras_ref import keras_layer
+    from keras_ref import call_attrs, call_layer, keras_layer
 
     input_dtypes = input_dtypes or ["float32"] * len(inputs)
     ins = [keras.Input(shape=x.shape[1:], dtype=d) for x, d in zip(inputs, input_dtypes)]
     layer = keras_layer(type_name, dict(attrs))
-    out = layer(ins[0] if len(ins) == 1 else ins)
+    out = call_layer(layer, type_name, ins, call_attrs(type_name, attrs)[1])
     model = keras.Model(ins, out)
     layer.set_weights(weights)
     res = model.predict(inputs[0] if len(inputs) == 1 else inputs, verbose=0)

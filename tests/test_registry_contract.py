@@ -70,6 +70,7 @@ GRADIENT_SUITES = (
     "test_backward_conv",
     "test_backward_pooling",
     "test_backward_recurrent",
+    "test_attention",
 )
 # Layer types whose gradients those two comparisons cannot check, and what checks them instead.
 CHECKED_OTHERWISE = {

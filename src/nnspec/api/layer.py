@@ -236,10 +236,25 @@ class Layer:
             shapes = ", ".join(str(t.shape) for t in in_types)
             raise ValueError(f"{self.type} '{self.name}': {e} (inputs: {shapes})") from None
 
-    def __call__(self, inputs, **kwargs):
+    def __call__(self, inputs, *more, **kwargs):
+        """Call the layer on one tensor or a list of them, as Keras does; MultiHeadAttention also
+        takes its inputs as separate arguments (``mha(query, value[, key])``). Keras's call
+        arguments that describe the network (``use_causal_mask``, ``return_attention_scores``)
+        become attributes of the layer, the same for every call of it."""
+        call_names = self._def.extra.get("call_attrs", ()) if self._def is not None else ()
+        unknown = sorted(k for k in kwargs if k not in call_names)
+        if unknown:
+            raise TypeError(f"{self.type}.__call__ got unexpected arguments {unknown}")
+        if more and not (self._def is not None and self._def.extra.get("call_positional")):
+            raise TypeError(f"{self.type}.__call__ takes its inputs as one list; got {1 + len(more)} arguments")
         if kwargs:
-            raise TypeError(f"{self.type}.__call__ got unexpected arguments {sorted(kwargs)}")
-        xs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+            changed = {k: v for k, v in kwargs.items() if self.attrs.get(k) != v}
+            if changed and self.calls:
+                raise ValueError(f"{self.type} '{self.name}': {sorted(changed)} are attributes of the layer in a "
+                                 "model file, the same for every call; this layer was called before without them")  # fmt: skip
+            self._attrs.update(changed)
+            self._check_attrs()
+        xs = [inputs, *more] if more else list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         for x in xs:
             if not isinstance(x, KerasTensor):
                 raise TypeError(f"{self.type} '{self.name}' was called on {type(x).__name__}; "
@@ -395,6 +410,17 @@ class InputLayer:
 
     def count_params(self) -> int:
         return 0
+
+    # An input has no weights; Keras's InputLayer answers these too, so code that walks
+    # ``model.layers`` works unchanged.
+    weights = trainable_weights = non_trainable_weights = property(lambda self: [])
+
+    def get_weights(self) -> list:
+        return []
+
+    def set_weights(self, weights) -> None:
+        if len(weights):
+            raise ValueError(f"input layer '{self.name}' has no weights; got {len(weights)} arrays")
 
     def __repr__(self) -> str:
         return f"<InputLayer name={self.name} shape={self.shape}>"

@@ -72,6 +72,10 @@ class _Lowering:
             m = self.new_value(_mask_type(self.values[ins[0]]))
             self.steps.append(Step("mask_any_not_equal", prefix + node.name, (ins[0],), (), (m,),
                                    {"mask_value": float(node.attrs.get("mask_value", 0.0))}))  # fmt: skip
+        elif "mask_from" in REGISTRY[node.type].extra:  # attention: the output has the query's mask
+            m = masks[REGISTRY[node.type].extra["mask_from"]]
+            if m is None:
+                return
         elif node.type in _MERGES and len(ins) > 1:
             # Keras's merge layers: Concatenate treats an unmasked input as all valid, then ORs
             # (over the feature axis: any unmasked input makes every step valid; over the time

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from . import (
     activation_layers,
+    attention,
     conv,
     core,
     embedding,
@@ -94,6 +95,10 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     merge.MAXIMUM,
     merge.MINIMUM,
     merge.DOT,
+    # attention.py
+    attention.ATTENTION,
+    attention.ADDITIVE_ATTENTION,
+    attention.MULTI_HEAD_ATTENTION,
     # normalization.py
     normalization.BATCH_NORMALIZATION,
     normalization.LAYER_NORMALIZATION,

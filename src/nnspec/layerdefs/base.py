@@ -135,16 +135,29 @@ INITIALIZERS: dict[str, tuple[str, ...]] = {
     "uniform": ("minval", "maxval", "seed"),  # Keras's alias of random_uniform (Embedding's default)
     "normal": ("mean", "stddev", "seed"),  # Keras's alias of random_normal
     "truncated_normal": ("mean", "stddev", "seed"),
-    "glorot_normal": ("seed",),
-    "glorot_uniform": ("seed",),
-    "he_normal": ("seed",),
-    "he_uniform": ("seed",),
-    "lecun_normal": ("seed",),
-    "lecun_uniform": ("seed",),
+    "glorot_normal": ("seed", "input_axes", "output_axes"),
+    "glorot_uniform": ("seed", "input_axes", "output_axes"),
+    "he_normal": ("seed", "input_axes", "output_axes"),
+    "he_uniform": ("seed", "input_axes", "output_axes"),
+    "lecun_normal": ("seed", "input_axes", "output_axes"),
+    "lecun_uniform": ("seed", "input_axes", "output_axes"),
     "orthogonal": ("gain", "seed"),
     "identity": ("gain",),
-    "variance_scaling": ("scale", "mode", "distribution", "seed"),
+    "variance_scaling": ("scale", "mode", "distribution", "seed", "input_axes", "output_axes"),
 }
+# The variance-scaling family: Keras 3 computes their fans over ``input_axes``/``output_axes``
+# of the weight when given (EinsumDense and MultiHeadAttention give them), else as for a conv kernel.
+VARIANCE_SCALING = ("glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "lecun_normal",
+                    "lecun_uniform", "variance_scaling")  # fmt: skip
+
+
+def with_fan_axes(init, input_axes, output_axes):
+    """``init`` with its fans computed over the given weight axes, as Keras's EinsumDense sets
+    them on a variance-scaling initializer that has none; other initializers unchanged."""
+    spec = {"type": init} if isinstance(init, str) else dict(init)
+    if spec["type"] not in VARIANCE_SCALING or (spec.get("input_axes") is not None and spec.get("output_axes") is not None):
+        return init
+    return {**spec, "input_axes": list(input_axes), "output_axes": list(output_axes)}
 
 REGULARIZERS: dict[str, tuple[str, ...]] = {"l1": ("l1",), "l2": ("l2",), "l1_l2": ("l1", "l2")}
 
@@ -246,6 +259,9 @@ class LayerDef:
             never assigning, is what makes shared layers and fan-out correct.
         saved: ``saved(attrs, x_shapes, y_shapes) -> [(shape per row, dtype)]``: the arrays the
             training forward pass keeps for the backward pass (``e.s``), first axis excluded.
+        random_training: ``random_training(attrs) -> bool``: the training step draws random
+            numbers (an attention layer's dropout), so a training batch is never split over
+            threads; layers that are ``training_only`` are random already.
     """
 
     name: str
@@ -265,6 +281,7 @@ class LayerDef:
     emit_train: Callable | None = None
     emit_backward: Callable | None = None
     saved: Callable | None = None
+    random_training: Callable | None = None
 
     def attr(self, name: str) -> Attr:
         for a in self.attrs:

@@ -14,8 +14,11 @@ import zlib
 import numpy as np
 
 
-def fans(shape: tuple) -> tuple[float, float]:
-    """Keras's fan-in and fan-out of a weight shape (conv kernels: receptive field times)."""
+def fans(shape: tuple, input_axes=None, output_axes=None) -> tuple[float, float]:
+    """Keras's fan-in and fan-out of a weight shape: the products of its ``input_axes`` and
+    ``output_axes`` when both are given, else as for a conv kernel (receptive field times)."""
+    if input_axes is not None and output_axes is not None:
+        return float(math.prod(shape[a] for a in input_axes)), float(math.prod(shape[a] for a in output_axes))
     if len(shape) < 1:
         return 1.0, 1.0
     if len(shape) == 1:
@@ -36,8 +39,8 @@ def _truncated_normal(rng, shape, mean, stddev):
     return out
 
 
-def variance_scaling(rng, shape, scale=1.0, mode="fan_in", distribution="truncated_normal"):
-    fan_in, fan_out = fans(shape)
+def variance_scaling(rng, shape, scale=1.0, mode="fan_in", distribution="truncated_normal", axes=(None, None)):
+    fan_in, fan_out = fans(shape, *axes)
     denom = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
     scale = scale / max(1.0, denom)
     if distribution == "truncated_normal":
@@ -95,10 +98,11 @@ def initialize(init, shape: tuple, rng: np.random.Generator) -> np.ndarray:
     elif kind == "truncated_normal":
         out = _truncated_normal(rng, shape, args.get("mean", 0.0), args.get("stddev", 0.05))
     elif kind in _VS:
-        out = variance_scaling(rng, shape, *_VS[kind])
+        out = variance_scaling(rng, shape, *_VS[kind], axes=(args.get("input_axes"), args.get("output_axes")))
     elif kind == "variance_scaling":
         out = variance_scaling(rng, shape, args.get("scale", 1.0), args.get("mode", "fan_in"),
-                               args.get("distribution", "truncated_normal"))  # fmt: skip
+                               args.get("distribution", "truncated_normal"),
+                               (args.get("input_axes"), args.get("output_axes")))  # fmt: skip
     elif kind == "orthogonal":
         out = orthogonal(rng, shape, args.get("gain", 1.0))
     elif kind == "identity":

@@ -198,6 +198,8 @@ def split_masks(plan: Plan, bindings: list) -> dict[int, tuple] | None:
         d = _OP_TO_DEF.get(s.op)
         if s.training_only or (d is not None and (d.couples_batch or d.training_only)):
             return None
+        if d is not None and d.random_training is not None and d.random_training(s.attrs):
+            return None
     producer = {o: s for s in plan.steps for o in s.outputs}
     inputs = [vid for _, vid in plan.inputs]
     masks = {}

@@ -38,7 +38,11 @@ def _named_object(vocabulary: dict[str, tuple[str, ...]], what: str) -> dict:
     args = sorted({a for v in vocabulary.values() for a in v})
     props: dict = {"type": {"enum": sorted(vocabulary)}}
     for a in args:
-        props[a] = {} if a in ("axis", "mode", "distribution") else {"type": ["number", "null"]}
+        props[a] = (
+            {} if a in ("axis", "mode", "distribution")
+            else {"type": ["array", "null"], "items": {"type": "integer"}} if a in ("input_axes", "output_axes")
+            else {"type": ["number", "null"]}
+        )  # fmt: skip
     return {
         "description": f"A {what} name, or a mapping with its `type` and arguments.",
         "anyOf": [
