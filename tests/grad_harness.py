@@ -28,6 +28,7 @@ from nnspec.layerdefs import (
     attention,
     conv,
     core,
+    einsum,
     embedding,
     merge,
     normalization,
@@ -37,7 +38,7 @@ from nnspec.layerdefs import (
 )
 from nnspec.layerdefs.base import bind_numpy, normalize_attrs
 
-bind_numpy([activations, attention, conv, core, embedding, merge, normalization, pooling, recurrent, wrappers])
+bind_numpy([activations, attention, conv, core, einsum, embedding, merge, normalization, pooling, recurrent, wrappers])
 
 VOCAB = 6  # ids of masked inputs are drawn from [0, VOCAB)
 # Every activation's kinks, where the derivative is PyTorch's choice (relu'(0) = 0...).

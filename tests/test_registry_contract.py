@@ -71,6 +71,7 @@ GRADIENT_SUITES = (
     "test_backward_pooling",
     "test_backward_recurrent",
     "test_attention",
+    "test_einsum_dense",
 )
 # Layer types whose gradients those two comparisons cannot check, and what checks them instead.
 CHECKED_OTHERWISE = {

@@ -10,6 +10,7 @@ from . import (
     attention,
     conv,
     core,
+    einsum,
     embedding,
     merge,
     normalization,
@@ -39,6 +40,8 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     core.IDENTITY,
     core.PERMUTE,
     core.REPEAT_VECTOR,
+    # einsum.py
+    einsum.EINSUM_DENSE,
     # activation_layers.py
     activation_layers.RELU,
     activation_layers.LEAKY_RELU,

@@ -74,6 +74,7 @@ KINDS = (
     "ints",  # an int or a list of ``length`` ints (kernel_size, strides); normalized to a list
     "int_list",  # a list of ints (Permute dims, axes)
     "shape",  # a list of ints or null (target_shape accepts -1)
+    "sizes",  # an int, or a list of ints or null (EinsumDense's output_shape); normalized to a list
     "axis",  # an int or a list of ints (normalization axes)
     "activation",  # an activation name, or null for linear
     "initializer",  # a name, or {type: name, ...arguments}
@@ -383,7 +384,9 @@ def normalize_attrs(defn: LayerDef, raw: Mapping) -> dict:
             v = a.default
         if a.kind == "ints" and v is not None:
             v = [int(v)] * a.length if isinstance(v, int) else [int(e) for e in v]
-        elif a.kind in ("int_list", "shape") and v is not None:
+        elif a.kind == "sizes" and isinstance(v, int):
+            v = [int(v)]
+        elif a.kind in ("int_list", "shape", "sizes") and v is not None:
             v = [None if e is None else int(e) for e in v]
         elif a.kind == "axis" and isinstance(v, (list, tuple)):
             v = [int(e) for e in v]

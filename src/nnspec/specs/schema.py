@@ -73,6 +73,9 @@ def attr_schema(a: Attr) -> dict:
         s = {"type": "array", "items": {"type": "integer"}}
     elif k == "shape":
         s = {"type": "array", "items": {"type": ["integer", "null"]}}
+    elif k == "sizes":
+        s = {"anyOf": [{"type": "integer", "minimum": 1},
+                       {"type": "array", "items": {"type": ["integer", "null"], "minimum": 1}}]}  # fmt: skip
     elif k == "axis":
         s = {"anyOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}, "minItems": 1}]}
     elif k == "activation":
