@@ -38,6 +38,7 @@ FD_TOL = 1e-3
 TORCH_TOL = 1e-4
 
 MHA = "MultiHeadAttention"
+GQA = "GroupQueryAttention"
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,10 @@ FORWARD = [
     Fwd("mha-no-bias-window", MHA, {"num_heads": 3, "key_dim": 2, "use_bias": False, "sliding_window": 2},
         ((5, 4), (5, 4))),
     Fwd("mha-rank4", MHA, {"num_heads": 2, "key_dim": 2, "output_shape": 3}, ((2, 3, 4), (3, 2, 4))),
+    Fwd("gqa", GQA, {"head_dim": 3, "num_query_heads": 4, "num_key_value_heads": 2}, ((4, 5), (6, 5))),
+    Fwd("gqa-one-kv-head-gate-causal-key-scores", GQA,
+        {"head_dim": 2, "num_query_heads": 3, "num_key_value_heads": 1, "use_gate": True, "use_causal_mask": True,
+         "return_attention_scores": True}, ((4, 5), (4, 5), (4, 2))),
 ]
 # fmt: on
 
@@ -117,7 +122,7 @@ def test_weights_and_params_match_keras(case):
     keras_names = {  # Keras's paths end in the sublayer and weight names
         MHA: lambda: [f"{p}/{w}" for p in ("query", "key", "gate", "value", "attention_output") for w in ("kernel", "bias")],
     }
-    if case.type == MHA:
+    if case.type in (MHA, GQA):
         assert names == [n for n in keras_names[MHA]() if n in names]
         assert [n.split("/")[-1] for n in names] == [n for n, _, _ in weights]
     else:
@@ -147,6 +152,12 @@ CASES = [
     Case("mha-masked", MHA, {"num_heads": 2, "key_dim": 2}, ((5,), (6,)), masked=(1, 1)),
     Case("mha-rank4", MHA, {"num_heads": 2, "key_dim": 2}, ((2, 3, 4), (3, 2, 4))),
     Case("mha-frozen", MHA, {"num_heads": 1, "key_dim": 3, "trainable": False}, ((3, 4), (3, 4))),
+    Case("gqa", GQA, {"head_dim": 2, "num_query_heads": 4, "num_key_value_heads": 2}, ((4, 5), (6, 5))),
+    Case("gqa-gate-key-window-no-bias", GQA,
+         {"head_dim": 3, "num_query_heads": 2, "num_key_value_heads": 1, "use_gate": True, "sliding_window": 2,
+          "use_bias": False}, ((4, 3), (5, 3), (5, 2))),
+    Case("gqa-masked-causal", GQA, {"head_dim": 2, "num_query_heads": 2, "num_key_value_heads": 2,
+                                    "use_causal_mask": True}, ((5,), (5,)), masked=(1, 1)),
 ]
 # fmt: on
 
@@ -339,6 +350,28 @@ def test_mha_dropout_is_unbiased_and_keeps_the_batch_whole():
 # ----------------------------------------------------------------------------- builder and errors
 
 
+@pytest.mark.keras
+def test_summary_prints_keras_class_names():
+    """Keras exports GroupedQueryAttention as ``keras.layers.GroupQueryAttention``: a model file
+    names the export, the summary prints the class, as Keras's does."""
+    from nnspec import Input, Model, layers
+
+    x = Input((4, 6))
+    m = Model(x, layers.GroupQueryAttention(2, 4, 2, name="gqa")(x, x))
+    lines = []
+    m.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert "gqa (GroupedQueryAttention)" in text
+    import keras
+
+    kx = keras.Input((4, 6))
+    km = keras.Model(kx, keras.layers.GroupQueryAttention(2, 4, 2, name="gqa")(kx, kx))
+    klines = []
+    km.summary(line_length=150, print_fn=lambda s, **kw: klines.append(s))
+    assert "gqa (GroupedQueryAttention)" in "\n".join(klines)
+    assert m.count_params() == km.count_params()
+
+
 def test_builder_takes_keras_call_forms():
     from nnspec import Input, Model, layers
 
@@ -383,6 +416,10 @@ def _spec(layer: dict, shapes: list, dtypes=None) -> str:
          "all of them"),
         ({"type": MHA, "num_heads": 2, "key_dim": 2, "use_causal_mask": "true"}, [(2, 3, 4), (2, 3, 4)], None,
          "rank 3"),
+        ({"type": GQA, "head_dim": 2, "num_query_heads": 3, "num_key_value_heads": 2}, [(4, 3), (4, 3)], None,
+         "multiple of num_key_value_heads"),
+        ({"type": GQA, "head_dim": 2, "num_query_heads": 2, "num_key_value_heads": 2}, [(4, 3), (4, 2)], None,
+         "same feature size"),
     ],
 )
 def test_shape_errors_name_the_layer_and_the_inputs(layer, shapes, dtypes, message):

@@ -9,6 +9,7 @@ sizes in bytes, as Keras computes them (4 bytes a float32 parameter, 1024-based 
 
 from __future__ import annotations
 
+from ..layerdefs import REGISTRY
 from ..layerdefs.base import fmt_shape
 from .shapes import TypedGraph
 
@@ -40,7 +41,7 @@ def layer_type_name(graph, node) -> str:
     if node.type == "Model":
         sub = graph.submodels[node.attrs["model"]]
         return "Sequential" if sub.sequential else "Functional"
-    return node.type
+    return REGISTRY[node.type].extra.get("class_name", node.type) if node.type in REGISTRY else node.type
 
 
 def summary_dict(typed: TypedGraph) -> dict:

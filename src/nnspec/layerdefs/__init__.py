@@ -102,6 +102,7 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     attention.ATTENTION,
     attention.ADDITIVE_ATTENTION,
     attention.MULTI_HEAD_ATTENTION,
+    attention.GROUP_QUERY_ATTENTION,
     # normalization.py
     normalization.BATCH_NORMALIZATION,
     normalization.LAYER_NORMALIZATION,

@@ -555,10 +555,11 @@ def gate_backward(dog, o, g, do, dgate):
             dgate[i, j] = dog[i, j] * o[i, j] * gv * (1.0 - gv)
 
 
-def mha_attend(Q, K, V, qm, vm, km, causal, window, heads, kd, vd, rate, O, w_pre, w_out, keep):
+def mha_attend(Q, K, V, qm, vm, km, causal, window, heads, kv_heads, kd, vd, rate, O, w_pre, w_out, keep):
     """The attention of MultiHeadAttention, per sample and head, over projected 3-D values:
-    ``Q`` (rows, Tq, heads * kd), already scaled; ``K`` (rows, Tv, heads * kd); ``V`` (rows, Tv,
-    heads * vd). Scores of pairs not allowed by the masks (``_allowed``) get ``-1e9`` added;
+    ``Q`` (rows, Tq, heads * kd), already scaled; ``K`` (rows, Tv, kv_heads * kd); ``V`` (rows,
+    Tv, kv_heads * vd); query head h reads key/value head ``h // (heads // kv_heads)``
+    (GroupQueryAttention's repeat; MultiHeadAttention has ``kv_heads == heads``). Scores of pairs not allowed by the masks (``_allowed``) get ``-1e9`` added;
     ``w_pre`` (rows, heads, Tq, Tv) gets the softmax, ``w_out`` (``w_pre`` itself unless
     ``rate`` > 0) the weights after dropout, ``O`` (rows, Tq, heads * vd) their sum of values."""
     rows, tq = Q.shape[0], Q.shape[1]
@@ -569,12 +570,13 @@ def mha_attend(Q, K, V, qm, vm, km, causal, window, heads, kd, vd, rate, O, w_pr
     s = np.empty((tq, tv), np.float32)
     oh = np.empty((tq, vd), np.float32)
     neg = np.float32(-MASKED)
+    rep = heads // kv_heads
     masked = qm.shape[0] > 0 or vm.shape[0] > 0 or km.shape[0] > 0 or causal or window > 0
     for r in range(rows):
         for h in range(heads):
             _head(Q, r, h, kd, qh)
-            _head(K, r, h, kd, kh)
-            _head(V, r, h, vd, vh)
+            _head(K, r, h // rep, kd, kh)
+            _head(V, r, h // rep, vd, vh)
             np.dot(qh, kh.T, s)
             if masked:
                 for i in range(tq):
@@ -590,10 +592,11 @@ def mha_attend(Q, K, V, qm, vm, km, causal, window, heads, kd, vd, rate, O, w_pr
                     O[r, i, h * vd + c] = oh[i, c]
 
 
-def mha_attend_backward(Q, K, V, w_pre, keep, rate, dO, dscores, heads, kd, vd, inv, dQ, dK, dV):
+def mha_attend_backward(Q, K, V, w_pre, keep, rate, dO, dscores, heads, kv_heads, kd, vd, inv, dQ, dK, dV):
     """The gradient of ``mha_attend``: WRITES ``dQ`` (the gradient of the unscaled projected
-    query: times ``inv``), ``dK`` and ``dV``, shaped as ``Q``, ``K``, ``V``. ``dscores`` is the
-    gradient of the returned ``w_pre``, or empty."""
+    query: times ``inv``), ``dK`` and ``dV`` (the sum over the query heads that share a key/value
+    head), shaped as ``Q``, ``K``, ``V``. ``dscores`` is the gradient of the returned ``w_pre``,
+    or empty."""
     rows, tq = Q.shape[0], Q.shape[1]
     tv = K.shape[1]
     kp = np.float32(1.0 - rate)
@@ -607,12 +610,16 @@ def mha_attend_backward(Q, K, V, w_pre, keep, rate, dO, dscores, heads, kd, vd, 
     dqh = np.empty((tq, kd), np.float32)
     dkh = np.empty((tv, kd), np.float32)
     dvh = np.empty((tv, vd), np.float32)
+    rep = heads // kv_heads
     for r in range(rows):
+        dK[r] = 0.0
+        dV[r] = 0.0
         for h in range(heads):
+            g = h // rep
             _head(Q, r, h, kd, qh)
             _head(dO, r, h, vd, doh)
-            _head(K, r, h, kd, kh)
-            _head(V, r, h, vd, vh)
+            _head(K, r, g, kd, kh)
+            _head(V, r, g, vd, vh)
             w = w_pre[r, h]
             for i in range(tq):
                 for j in range(tv):
@@ -638,13 +645,18 @@ def mha_attend_backward(Q, K, V, w_pre, keep, rate, dO, dscores, heads, kd, vd, 
                     dQ[r, i, h * kd + c] = dqh[i, c] * inv
             for j in range(tv):
                 for c in range(kd):
-                    dK[r, j, h * kd + c] = dkh[j, c]
+                    dK[r, j, g * kd + c] += dkh[j, c]
                 for c in range(vd):
-                    dV[r, j, h * vd + c] = dvh[j, c]
+                    dV[r, j, g * vd + c] += dvh[j, c]
 
 
 def _mha_dims(attrs, inputs) -> tuple:
-    """(heads, key_dim, value_dim, output dims) of a MultiHeadAttention."""
+    """(query heads, key/value heads, key_dim, value_dim, output dims) of a MultiHeadAttention or
+    a GroupQueryAttention (whose heads are all ``head_dim`` wide and whose output has the
+    query's features)."""
+    if "num_query_heads" in attrs:
+        hd = attrs["head_dim"]
+        return attrs["num_query_heads"], attrs["num_key_value_heads"], hd, hd, (inputs[0].shape[-1],)
     heads, kd = attrs["num_heads"], attrs["key_dim"]
     vd = attrs["value_dim"] or kd
     out = attrs["output_shape"]
@@ -652,11 +664,12 @@ def _mha_dims(attrs, inputs) -> tuple:
         out = [inputs[0].shape[-1]]
     elif isinstance(out, int):
         out = [out]
-    return heads, kd, vd, tuple(out)
+    return heads, heads, kd, vd, tuple(out)
 
 
 def _mha_infer(attrs, inputs, ctx):
-    rule = "MultiHeadAttention"
+    gqa = "num_query_heads" in attrs
+    rule = "GroupQueryAttention" if gqa else "MultiHeadAttention"
     if len(inputs) not in (2, 3):
         raise ShapeError(f"{rule} takes query, value or query, value, key; got {len(inputs)} inputs")
     _floats(rule, inputs)
@@ -673,7 +686,17 @@ def _mha_infer(attrs, inputs, ctx):
             f"{rule}: all dimensions of the value and the key but the last must be equal; got {_fmt_all(inputs)}"
         )
     rank = q.rank
-    axes = attrs["attention_axes"]
+    if gqa:
+        if rank != 3:
+            raise ShapeError(f"{rule} expects inputs of rank 3 (batch, steps, features); got {_fmt_all(inputs)}")
+        if q.shape[-1] != v.shape[-1]:
+            raise ShapeError(f"{rule}: the query and the value need the same feature size; got {_fmt_all(inputs)}")
+        if attrs["num_query_heads"] % attrs["num_key_value_heads"]:
+            raise ShapeError(
+                f"{rule}: num_query_heads ({attrs['num_query_heads']}) must be a multiple of "
+                f"num_key_value_heads ({attrs['num_key_value_heads']})"
+            )
+    axes = attrs.get("attention_axes")
     if axes is not None:
         axes = [axes] if isinstance(axes, int) else list(axes)
         norm = []
@@ -692,9 +715,9 @@ def _mha_infer(attrs, inputs, ctx):
             f"{rule}: masks, use_causal_mask and sliding_window need inputs of rank 3 (batch, steps, "
             f"features); got {_fmt_all(inputs)}"
         )
-    heads, kd, vd, out = _mha_dims(attrs, inputs)
+    heads, kv, kd, vd, out = _mha_dims(attrs, inputs)
     if any(d < 1 for d in out):
-        raise ShapeError(f"{rule}: output_shape must hold sizes >= 1; got {attrs['output_shape']}")
+        raise ShapeError(f"{rule}: output_shape must hold sizes >= 1; got {attrs.get('output_shape')}")
     outs = [TensorType((None, *q.shape[1:-1], *out), "float32", q.masked)]
     if attrs["return_attention_scores"]:
         outs.append(TensorType((None, heads, *q.shape[1:-1], *v.shape[1:-1]), "float32", False))
@@ -715,12 +738,12 @@ def _mha_param_names(attrs) -> list[str]:
 def _mha_params(attrs, inputs, ctx):
     q, v = inputs[0], inputs[1]
     k = inputs[2] if len(inputs) > 2 else v
-    heads, kd, vd, out = _mha_dims(attrs, inputs)
+    heads, kv, kd, vd, out = _mha_dims(attrs, inputs)
     shapes = {
         "query": ((q.shape[-1], heads, kd), (heads, kd)),
-        "key": ((k.shape[-1], heads, kd), (heads, kd)),
+        "key": ((k.shape[-1], kv, kd), (kv, kd)),
         "gate": ((q.shape[-1], heads, vd), (heads, vd)),
-        "value": ((v.shape[-1], heads, vd), (heads, vd)),
+        "value": ((v.shape[-1], kv, vd), (kv, vd)),
         "attention_output": ((heads, vd, *out), out),
     }
     specs = []
@@ -744,18 +767,18 @@ def _mha_geometry(e) -> dict:
     """Names and sizes an MHA step's emit needs."""
     a = e.attrs
     ins = [TensorType((None, *s)) for s in e.x_shapes]
-    heads, kd, vd, out = _mha_dims(a, ins)
+    heads, kv, kd, vd, out = _mha_dims(a, ins)
     qs, vs = e.x_shapes[0], e.x_shapes[1]
     ks = e.x_shapes[2] if len(e.x) > 2 else vs
     tq, tv = math.prod(qs[:-1]), math.prod(vs[:-1])
     rows = e.rows()
-    g = {"heads": heads, "kd": kd, "vd": vd, "dout": math.prod(out), "tq": tq, "tv": tv, "rows": rows}
+    g = {"heads": heads, "kv": kv, "kd": kd, "vd": vd, "dout": math.prod(out), "tq": tq, "tv": tv, "rows": rows}
     g["q2"] = f"{e.x[0]}.reshape(({rows} * {tq}, {qs[-1]}))"
     g["v2"] = f"{e.x[1]}.reshape(({rows} * {tv}, {vs[-1]}))"
     kx = e.x[2] if len(e.x) > 2 else e.x[1]
     g["k2"] = f"{kx}.reshape(({rows} * {tv}, {ks[-1]}))"
     g["dims_in"] = {"query": qs[-1], "key": ks[-1], "gate": qs[-1], "value": vs[-1], "attention_output": heads * vd}
-    g["width"] = {"query": heads * kd, "key": heads * kd, "gate": heads * vd, "value": heads * vd,
+    g["width"] = {"query": heads * kd, "key": kv * kd, "gate": heads * vd, "value": kv * vd,
                   "attention_output": g["dout"]}  # fmt: skip
     g["p"] = dict(zip(_mha_param_names(a), e.p))
     g["y2"] = f"{e.y[0]}.reshape(({rows} * {tq}, {g['dout']}))"
@@ -774,9 +797,9 @@ def _b1(g, part, var=None) -> str:
 
 def _mha_saved(attrs, x_shapes, y_shapes):
     ins = [TensorType((None, *s)) for s in x_shapes]
-    heads, kd, vd, _ = _mha_dims(attrs, ins)
+    heads, kv, kd, vd, _ = _mha_dims(attrs, ins)
     tq, tv = math.prod(x_shapes[0][:-1]), math.prod(x_shapes[1][:-1])
-    out = [((tq, heads * kd), "float32"), ((tv, heads * kd), "float32"), ((tv, heads * vd), "float32"),
+    out = [((tq, heads * kd), "float32"), ((tv, kv * kd), "float32"), ((tv, kv * vd), "float32"),
            ((heads, tq, tv), "float32"), ((tq, heads * vd), "float32")]  # fmt: skip
     if attrs["use_gate"]:
         out += [((tq, heads * vd), "float32"), ((tq, heads * vd), "float32")]
@@ -787,7 +810,7 @@ def _mha_saved(attrs, x_shapes, y_shapes):
 
 def _mha_buffers(e, g, training: bool) -> dict:
     """The step's intermediate arrays: saved ones in training, scratch at inference."""
-    rows, tq, tv, heads, kd, vd = g["rows"], g["tq"], g["tv"], g["heads"], g["kd"], g["vd"]
+    rows, tq, tv, heads, kv, kd, vd = g["rows"], g["tq"], g["tv"], g["heads"], g["kv"], g["kd"], g["vd"]
     a = e.attrs
     if training:
         s = list(e.s)
@@ -801,8 +824,8 @@ def _mha_buffers(e, g, training: bool) -> dict:
         return b
     b = {
         "Q": e.tmp(f"({rows} * {tq}, {heads * kd})"),
-        "K": e.tmp(f"({rows} * {tv}, {heads * kd})"),
-        "V": e.tmp(f"({rows} * {tv}, {heads * vd})"),
+        "K": e.tmp(f"({rows} * {tv}, {kv * kd})"),
+        "V": e.tmp(f"({rows} * {tv}, {kv * vd})"),
         "O": e.tmp(f"({rows} * {tq}, {heads * vd})"),
     }
     if a["return_attention_scores"]:
@@ -827,7 +850,7 @@ def _mha_emit(e):
     training = getattr(e, "training", False)
     g = _mha_geometry(e)
     b = _mha_buffers(e, g, training)
-    rows, tq, tv, heads, kd, vd = g["rows"], g["tq"], g["tv"], g["heads"], g["kd"], g["vd"]
+    rows, tq, tv, heads, kv, kd, vd = g["rows"], g["tq"], g["tv"], g["heads"], g["kv"], g["kd"], g["vd"]
     rate = float(a["dropout"]) if training else 0.0
     ub = a["use_bias"]
     lines = [
@@ -847,9 +870,9 @@ def _mha_emit(e):
         w_out = e.tmp(f"({rows}, {heads}, {tq}, {tv})")
     lines.append(
         e.call(mha_attend, f"{b['Q']}.reshape(({rows}, {tq}, {heads * kd}))",
-               f"{b['K']}.reshape(({rows}, {tv}, {heads * kd}))", f"{b['V']}.reshape(({rows}, {tv}, {heads * vd}))",
-               qm, vm, km, _bool(a["use_causal_mask"]), _int(a["sliding_window"] or 0), _int(heads), _int(kd),
-               _int(vd), rate, f"{b['O']}.reshape(({rows}, {tq}, {heads * vd}))", b["W"], w_out, keep)
+               f"{b['K']}.reshape(({rows}, {tv}, {kv * kd}))", f"{b['V']}.reshape(({rows}, {tv}, {kv * vd}))",
+               qm, vm, km, _bool(a["use_causal_mask"]), _int(a["sliding_window"] or 0), _int(heads), _int(kv),
+               _int(kd), _int(vd), rate, f"{b['O']}.reshape(({rows}, {tq}, {heads * vd}))", b["W"], w_out, keep)
     )  # fmt: skip
     o = b["O"]
     if a["use_gate"]:
@@ -867,8 +890,7 @@ def _mha_backward(e):
         return []
     g = _mha_geometry(e)
     b = _mha_buffers(e, g, True)
-    rows, tq, tv, heads, kd, vd = g["rows"], g["tq"], g["tv"], g["heads"], g["kd"], g["vd"]
-    ub = a["use_bias"]
+    rows, tq, tv, heads, kv, kd, vd = g["rows"], g["tq"], g["tv"], g["heads"], g["kv"], g["kd"], g["vd"]
     dp = dict(zip(_mha_param_names(a), e.dp))
     lines = []
 
@@ -897,18 +919,18 @@ def _mha_backward(e):
         lines.append(e.call(gate_backward, dog, b["O"], b["G"], do, dgate))
         grads("gate", g["q2"], dgate, dq2)
     dQ = e.tmp(f"({rows} * {tq}, {heads * kd})")
-    dK = e.tmp(f"({rows} * {tv}, {heads * kd})")
-    dV = e.tmp(f"({rows} * {tv}, {heads * vd})")
+    dK = e.tmp(f"({rows} * {tv}, {kv * kd})")
+    dV = e.tmp(f"({rows} * {tv}, {kv * vd})")
     rate = float(a["dropout"])
     keep = b["keep"] if rate > 0 else "np.empty((0, 0, 0, 0), np.float32)"
     dscores = (f"{e.dy[1]}.reshape(({rows}, {heads}, {tq}, {tv}))" if a["return_attention_scores"]
                else "np.empty((0, 0, 0, 0), np.float32)")  # fmt: skip
     lines.append(
         e.call(mha_attend_backward, f"{b['Q']}.reshape(({rows}, {tq}, {heads * kd}))",
-               f"{b['K']}.reshape(({rows}, {tv}, {heads * kd}))", f"{b['V']}.reshape(({rows}, {tv}, {heads * vd}))",
-               b["W"], keep, rate, f"{do}.reshape(({rows}, {tq}, {heads * vd}))", dscores, _int(heads), _int(kd),
-               _int(vd), 1.0 / math.sqrt(kd), f"{dQ}.reshape(({rows}, {tq}, {heads * kd}))",
-               f"{dK}.reshape(({rows}, {tv}, {heads * kd}))", f"{dV}.reshape(({rows}, {tv}, {heads * vd}))")
+               f"{b['K']}.reshape(({rows}, {tv}, {kv * kd}))", f"{b['V']}.reshape(({rows}, {tv}, {kv * vd}))",
+               b["W"], keep, rate, f"{do}.reshape(({rows}, {tq}, {heads * vd}))", dscores, _int(heads), _int(kv),
+               _int(kd), _int(vd), 1.0 / math.sqrt(kd), f"{dQ}.reshape(({rows}, {tq}, {heads * kd}))",
+               f"{dK}.reshape(({rows}, {tv}, {kv * kd}))", f"{dV}.reshape(({rows}, {tv}, {kv * vd}))")
     )  # fmt: skip
     three = len(e.x) > 2
     dv2 = f"{e.dx[1]}.reshape(({rows} * {tv}, {e.x_shapes[1][-1]}))" if e.dx[1] is not None else None
@@ -925,7 +947,7 @@ def _mha_reference(attrs, inputs, params, masks=None):
     k = inputs[2] if len(inputs) > 2 else v
     n = q.shape[0]
     ins = [TensorType((None, *x.shape[1:])) for x in inputs]
-    heads, kd, vd, out = _mha_dims(attrs, ins)
+    heads, kv, kd, vd, out = _mha_dims(attrs, ins)
     p = dict(zip(_mha_param_names(attrs), params))
     tq, tv = math.prod(q.shape[1:-1]), math.prod(v.shape[1:-1])
     q3, v3, k3 = q.reshape(n, tq, -1), v.reshape(n, tv, -1), k.reshape(n, tv, -1)
@@ -936,6 +958,7 @@ def _mha_reference(attrs, inputs, params, masks=None):
 
     Q = proj(q3, "query") / math.sqrt(kd)
     K, V = proj(k3, "key"), proj(v3, "value")
+    K, V = np.repeat(K, heads // kv, axis=2), np.repeat(V, heads // kv, axis=2)  # GroupQueryAttention
     s = np.einsum("nihe,njhe->nhij", Q, K)
     allowed = np.ones(s.shape, bool)
     masks = list(masks or [None] * len(inputs))
@@ -962,6 +985,21 @@ def _mha_reference(attrs, inputs, params, masks=None):
         return [y, w.reshape((n, heads, *q.shape[1:-1], *v.shape[1:-1]))]
     return [y]
 
+
+# What MultiHeadAttention and GroupQueryAttention share: every rule and kernel (``_mha_dims``
+# tells them apart).
+_MULTI_HEAD = dict(
+    infer=_mha_infer,
+    params=_mha_params,
+    arity=(2, 3),
+    emit=_mha_emit,
+    emit_train=_mha_emit,
+    emit_backward=_mha_backward,
+    saved=_mha_saved,
+    reference=_mha_reference,
+    uses_mask=True,
+    random_training=lambda attrs: attrs["dropout"] > 0,
+)
 
 MULTI_HEAD_ATTENTION = LayerDef(
     name="MultiHeadAttention",
@@ -991,17 +1029,8 @@ MULTI_HEAD_ATTENTION = LayerDef(
         RETURN_SCORES_ATTR,
         *COMMON_ATTRS,
     ),  # fmt: skip
-    infer=_mha_infer,
-    params=_mha_params,
-    arity=(2, 3),
     positional=("num_heads", "key_dim"),
-    emit=_mha_emit,
-    emit_train=_mha_emit,
-    emit_backward=_mha_backward,
-    saved=_mha_saved,
-    reference=_mha_reference,
-    uses_mask=True,
-    random_training=lambda attrs: attrs["dropout"] > 0,
+    **_MULTI_HEAD,
     extra={"call_attrs": CALL_ATTRS, "mask_from": 0, "call_positional": True},
     doc="Multi-head attention (Vaswani et al.), as Keras's: the query, key and value are projected "
     "per head (`query/kernel` (features, heads, key_dim), ...), scaled dot-product attention runs per "
@@ -1013,4 +1042,34 @@ MULTI_HEAD_ATTENTION = LayerDef(
     "implementation choice) are not accepted.",
 )
 
-LAYERS = (ATTENTION, ADDITIVE_ATTENTION, MULTI_HEAD_ATTENTION)
+GROUP_QUERY_ATTENTION = LayerDef(
+    name="GroupQueryAttention",
+    attrs=(
+        Attr("head_dim", "int", doc="Size of each attention head.", minimum=1),
+        Attr("num_query_heads", "int", doc="Number of query heads.", minimum=1),
+        Attr("num_key_value_heads", "int", doc="Number of key and value heads; divides num_query_heads.",
+             minimum=1),
+        *DROPOUT_ATTRS_ATTENTION,
+        Attr("use_bias", "bool", True, "Whether the projections add biases."),
+        Attr("sliding_window", "int", None, "Attend only to positions closer than this (null: all).", minimum=1,
+             nullable=True),
+        *[a for a in MULTI_HEAD_ATTENTION.attrs if a.name.endswith(("_initializer", "_regularizer", "_constraint"))],
+        Attr("use_gate", "bool", False, "Gate the attention output by `sigmoid(query . gate/kernel + "
+             "gate/bias)` per query head."),
+        Attr("seed", "int", None, "Random seed of the dropout.", nullable=True),
+        _causal_attr("self-attention"),
+        RETURN_SCORES_ATTR,
+        *COMMON_ATTRS,
+    ),  # fmt: skip
+    positional=("head_dim", "num_query_heads", "num_key_value_heads"),
+    **_MULTI_HEAD,
+    extra={"call_attrs": CALL_ATTRS, "mask_from": 0, "call_positional": True, "class_name": "GroupedQueryAttention"},
+    doc="Grouped-query attention (Ainslie et al.), as Keras's `keras.layers.GroupQueryAttention` (class "
+    "GroupedQueryAttention, the name its summary prints): MultiHeadAttention whose `num_query_heads` "
+    "share `num_key_value_heads` key and value heads (each key/value head serves "
+    "`num_query_heads / num_key_value_heads` consecutive query heads), all `head_dim` wide; inputs of "
+    "rank 3; the output has the query's shape and mask. `activity_regularizer` and `flash_attention` "
+    "are not accepted (see MultiHeadAttention).",
+)
+
+LAYERS = (ATTENTION, ADDITIVE_ATTENTION, MULTI_HEAD_ATTENTION, GROUP_QUERY_ATTENTION)
