@@ -341,8 +341,10 @@ def test_mha_dropout_is_unbiased_and_keeps_the_batch_whole():
     y, s = _train_outputs(m, x, [np.zeros((n, 3, 4), np.float32), np.zeros((n, 2, 3, 5), np.float32)])
     np.testing.assert_allclose(s, s_inf, rtol=1e-5, atol=1e-7)
     assert np.abs(y - y_inf).max() > 1e-2  # dropped in training
-    err = np.abs(y.mean(0) - y_inf[0]).max() / np.abs(y_inf).max()
-    assert err < 0.05, err
+    # The mean of n independent draws is within 5 standard errors of the expectation (a false
+    # failure has a chance below 1e-5 over the 12 values).
+    se = y.std(0) / np.sqrt(n)
+    assert (np.abs(y.mean(0) - y_inf[0]) <= 5 * se + 1e-6).all(), np.abs(y.mean(0) - y_inf[0]) / se
     (tr,) = m._trainers.values()
     assert split_masks(tr.plan, [None, None]) is None
 

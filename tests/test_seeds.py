@@ -36,6 +36,7 @@ KERAS_TOTAL_PARAMS = {
     "siamese_lstm": 82305,
     "video_classifier": 55050,
     "sequential_cnn": 49002,
+    "transformer_text": 651358,
 }
 
 

@@ -45,6 +45,12 @@ WEIGHT_TOL = 1e-4
 UPDATE_TOL = {"sgd": 1e-3, "rmsprop": 1e-2, "adam": 1e-2}
 
 
+# The largest first update of one weight, whatever its gradient, with Keras's defaults (learning
+# rate 1e-3): Adam's is lr * g / (|g| + eps) <= lr; RMSprop's lr * g / sqrt((1 - rho) g^2 + eps)
+# <= lr / sqrt(1 - rho), rho = 0.9.
+_MAX_FIRST_STEP = {"adam": 1e-3 * 1.0001, "rmsprop": 1e-3 / np.sqrt(0.1) * 1.0001}
+
+
 def _optimizers(name: str):
     import keras
 
@@ -124,6 +130,14 @@ def test_one_training_step_matches_keras(path, opt):
         after = m.get_layer(name).get_weights()
         kafter = km.get_layer(name).get_weights()
         for k, (a, b, a0) in enumerate(zip(after, kafter, w0)):
+            if opt != "sgd" and m.get_layer(name)._weight_names()[k].endswith("/key/bias"):
+                # An attention layer's key bias shifts every score of a softmax row equally, so
+                # its gradient is zero in exact arithmetic and rounding noise (~1e-9) in float32,
+                # different in every implementation. RMSprop and Adam divide by the gradient's
+                # own size: the update is that noise scaled to about the learning rate, in any
+                # direction. What holds for both: the first step's bound (_MAX_FIRST_STEP).
+                assert np.abs(a - a0).max() <= _MAX_FIRST_STEP[opt] and np.abs(b - a0).max() <= _MAX_FIRST_STEP[opt]
+                continue
             close(a, b, WEIGHT_TOL, f"{name} weight {k}")
             if not np.array_equal(b, a0):
                 close(a - a0, b - a0, UPDATE_TOL[opt], f"{name} weight {k} update")
