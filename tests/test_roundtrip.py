@@ -53,6 +53,21 @@ def test_to_json_is_idempotent(path):
     assert model_from_json(text).to_json() == text
 
 
+@pytest.mark.parametrize("number", ["1e-6", "1E-06", "2e+3", "5e3"])
+@pytest.mark.parametrize("form", ["yaml", "json"])
+def test_exponent_without_a_dot_is_a_number(number, form):
+    """YAML 1.1 (PyYAML) reads a plain ``1e-6`` as a string; YAML 1.2 and JSON read a number, and
+    so must nnspec (JSON writes small floats that way: to_json's own output must load). A
+    quoted one stays a string and is refused where a number is expected."""
+    layer = f'{{"type": "LayerNormalization", "epsilon": {number}}}'
+    text = (f'{{"format": "nnspec/1", "inputs": {{"x": {{"shape": [4]}}}}, "layers": {{"n": {layer}}}}}'
+            if form == "json" else f"format: nnspec/1\ninputs:\n  x: {{shape: [4]}}\nlayers:\n  n: {layer}\n")
+    m = nnspec.load(text)
+    assert m.get_layer("n").get_config()["epsilon"] == float(number)
+    with pytest.raises(nnspec.SpecError, match="expected a number"):
+        nnspec.load(text.replace(number, f'"{number}"'))
+
+
 @pytest.mark.parametrize("path", SEED_FILES, ids=SEED_IDS)
 def test_yaml_round_trip(path):
     m = seed_model(path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,7 +139,17 @@ class _Builder:
         if isinstance(node, yaml.SequenceNode):
             stack = stack + (id(node),)
             return [self.build(v, path + (i,), depth + 1, stack) for i, v in enumerate(node.value)]
-        return self.loader.construct_object(node, deep=True)
+        value = self.loader.construct_object(node, deep=True)
+        if isinstance(value, str) and node.style is None and _EXPONENT_NUMBER.fullmatch(value):
+            # PyYAML follows YAML 1.1, whose floats need a dot: ``1e-6`` (as Keras users write
+            # epsilons, and as JSON writes small numbers) would stay a string. YAML 1.2 and JSON
+            # read a plain ``1e-6`` as a number, and so does nnspec; quoted, it stays a string.
+            return float(value)
+        return value
+
+
+# A number with an exponent and no dot (``1e-6``, ``-2E+3``), which YAML 1.1 leaves a string.
+_EXPONENT_NUMBER = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
 
 
 class _LimitExceeded(Exception):
