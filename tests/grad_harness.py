@@ -422,6 +422,16 @@ def one_step_matches_keras(source, x, y, seed: int, loss: str = "categorical_cro
     return moved
 
 
+def model_matches_keras(spec, x, y, seed: int, loss: str = "categorical_crossentropy") -> tuple:
+    """The model file ``spec`` built by nnspec and by Keras agrees: the same parameter count,
+    predictions on ``x`` within 1e-4, and one SGD step on ``(x, y)`` (``one_step_matches_keras``).
+    Returns (nnspec model, Keras model, how many weight arrays the step moved)."""
+    m, km = nnspec_and_keras(spec, seed)
+    assert m.count_params() == km.count_params()
+    close(m.predict(x), km.predict(x, verbose=0), 1e-4, "predictions")
+    return m, km, one_step_matches_keras(spec, x, y, seed, loss=loss)
+
+
 def nnspec_and_keras(spec, seed: int):
     """The model file ``spec`` loaded by nnspec (``seed``) and built by Keras (``keras_from_spec``),
     nnspec's weights copied into Keras layer by layer."""

@@ -167,7 +167,7 @@ class _Builder:
         spec = dict(spec)
         if spec.get("type") == "Model":
             return self.submodel(spec["model"])
-        for key in ("layer", "backward_layer"):
+        for key in ("layer", "backward_layer", "cell"):
             if isinstance(spec.get(key), dict):
                 spec[key] = self.layer(spec[key])
         kwargs = _kwargs(spec)

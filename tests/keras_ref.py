@@ -43,9 +43,10 @@ def keras_layer(type_name: str, attrs: dict):
     if isinstance(kwargs.get("layer"), dict):
         inner = dict(kwargs["layer"])
         kwargs["layer"] = keras_layer(inner.pop("type"), inner)
-    if isinstance(kwargs.get("backward_layer"), dict):
-        inner = dict(kwargs["backward_layer"])
-        kwargs["backward_layer"] = keras_layer(inner.pop("type"), inner)
+    for key in ("backward_layer", "cell"):
+        if isinstance(kwargs.get(key), dict):
+            inner = dict(kwargs[key])
+            kwargs[key] = keras_layer(inner.pop("type"), inner)
     cls = getattr(keras.layers, type_name)
     return cls(**kwargs)
 

@@ -30,7 +30,15 @@ from nnspec.specs.errors import ShapeMismatchError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kernel_harness as kh
-from grad_harness import Case, GradSuite, close, fd_grads, keras_grads, nnspec_and_keras, one_step_matches_keras
+from grad_harness import (
+    Case,
+    GradSuite,
+    close,
+    fd_grads,
+    keras_grads,
+    nnspec_and_keras,
+    one_step_matches_keras,
+)
 
 RTOL = ATOL = 1e-5  # float32 kernels against float64 references
 KERAS_TOL = 1e-4  # against Keras, relative to the output's scale
@@ -316,7 +324,7 @@ def test_attention_dropout_drops_weights_in_training_only():
     n = 400
     x = [np.repeat(rng.normal(size=(1, 3, 4)).astype(np.float32), n, 0),
          np.repeat(rng.normal(size=(1, 5, 4)).astype(np.float32), n, 0)]  # fmt: skip
-    y_inf, w_inf = m.predict(x)
+    _, w_inf = m.predict(x)
     np.testing.assert_allclose(w_inf.sum(-1), 1.0, rtol=1e-5)
     y, w = _train_outputs(m, x, [np.zeros((n, 3, 4), np.float32), np.zeros((n, 3, 5), np.float32)])
     kept = w != 0

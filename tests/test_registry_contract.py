@@ -17,6 +17,10 @@ from nnspec.specs.schema import build_schema
 LOWERED = {
     "Model": "inlined: its steps are the sub-model's",
     "TimeDistributed": "folds time into the batch and runs the wrapped layer's kernel",
+    "RNN": "runs the kernels of its cell's layer (RNN over an LSTMCell is an LSTM step)",
+    "SimpleRNNCell": "a cell runs only inside RNN",
+    "LSTMCell": "a cell runs only inside RNN",
+    "GRUCell": "a cell runs only inside RNN",
 }
 
 NAMES = [d.name for d in REGISTRY_LIST]
@@ -72,6 +76,7 @@ GRADIENT_SUITES = (
     "test_backward_recurrent",
     "test_attention",
     "test_einsum_dense",
+    "test_rnn_cell",
 )
 # Layer types whose gradients those two comparisons cannot check, and what checks them instead.
 CHECKED_OTHERWISE = {
@@ -83,6 +88,9 @@ CHECKED_OTHERWISE = {
     "AlphaDropout": "random: test_backward_core.py::test_alpha_dropout_training",
     "GaussianNoise": "random: test_backward_core.py::test_gaussian_noise_training",
     "GaussianDropout": "random: test_backward_core.py::test_gaussian_dropout_training",
+    "SimpleRNNCell": "inside RNN: test_rnn_cell.py's RNN cases",
+    "LSTMCell": "inside RNN: test_rnn_cell.py's RNN cases",
+    "GRUCell": "inside RNN: test_rnn_cell.py's RNN cases",
     "Model": "inlined: its steps are its layers' (each checked here); one training step of the seeds with "
     "sub-models (video_classifier, shared_feature_lstm...) against Keras in test_training_seeds.py",
 }

@@ -15,7 +15,16 @@ import re
 from typing import Any
 
 from ..layerdefs import REGISTRY
-from ..layerdefs.base import InferContext, LayerDef, ParamSpec, ShapeError, TensorType, normalize_attrs, snake_case
+from ..layerdefs.base import (
+    NESTED_LAYER_KEYS,
+    InferContext,
+    LayerDef,
+    ParamSpec,
+    ShapeError,
+    TensorType,
+    normalize_attrs,
+    snake_case,
+)
 from ..specs.errors import did_you_mean
 
 _uid = itertools.count()
@@ -191,7 +200,7 @@ class Layer:
         config = dict(config)
         if cls._def is None:
             raise TypeError("from_config needs a concrete layer class such as Dense")
-        for k in ("layer", "backward_layer"):
+        for k in NESTED_LAYER_KEYS:
             if isinstance(config.get(k), dict):
                 config[k] = layer_from_spec(config[k])
         return cls(**config)
@@ -453,7 +462,7 @@ def layer_from_spec(spec: dict, models: dict | None = None, name: str | None = N
     t = spec.pop("type")
     if t == "Model" and models is not None and spec.get("model") in models:
         return models[spec["model"]]
-    for k in ("layer", "backward_layer"):
+    for k in NESTED_LAYER_KEYS:
         if isinstance(spec.get(k), dict) and spec[k].get("type") != "Model":
             spec[k] = layer_from_spec(spec[k], models)
     obj = layer_class(t).__new__(layer_class(t))

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..layerdefs import REGISTRY
-from ..layerdefs.base import normalize_attrs
+from ..layerdefs.base import NESTED_LAYER_KEYS, normalize_attrs
 from ..specs.errors import Diagnostic, GraphError, SpecError, did_you_mean
 from ..specs.load import Document, format_path
 
@@ -172,7 +172,7 @@ class _Builder:
             if ref not in submodels and ref not in self.broken_models:
                 self.error("E206", f"unknown model '{ref}'; models are declared under 'models'",
                            path + ("model",), hint=did_you_mean(ref, submodels), found=str(ref))  # fmt: skip
-        for key in ("layer", "backward_layer"):
+        for key in NESTED_LAYER_KEYS:
             inner = spec.get(key)
             if isinstance(inner, dict):
                 self._check_nested(inner, path + (key,), submodels)

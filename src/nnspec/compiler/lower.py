@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from ..layerdefs import REGISTRY
+from ..layerdefs.base import NESTED_LAYER_KEYS
 from .plan import Buffer, Param, Plan, Step, Value
 from .shapes import TypedGraph, TypedNode, infer_types
 
@@ -32,7 +33,7 @@ def step_attrs(type_name: str, attrs: dict) -> dict:
             continue
         if k == "activity_regularizer" and v is None:
             continue
-        if k in ("layer", "backward_layer") and isinstance(v, dict):
+        if k in NESTED_LAYER_KEYS and isinstance(v, dict):
             inner = dict(v)
             t = inner.pop("type", None)
             if t in REGISTRY:
@@ -135,6 +136,9 @@ class _Lowering:
             return self.inline_model(typed, attrs["model"], tn.in_types, ins, prefix + owners[attrs["model"]] + "/", fold)
         if node.type == "TimeDistributed":
             return self.time_distributed(typed, tn, ins, prefix, owners, fold, pnames)
+        if "lower_as" in defn.extra:  # a layer that computes what another type computes (RNN(cell))
+            lowered, attrs = defn.extra["lower_as"](attrs)
+            defn = REGISTRY[lowered]
         outs = [self.new_value(t, fold) for t in tn.out_types]
         masks = tuple(-1 if self.mask_of(i) is None else self.mask_of(i) for i in ins) if defn.uses_mask else ()
         view = defn.view or (defn.training_only and not self.training)
@@ -143,7 +147,7 @@ class _Lowering:
         op = "reshape" if (view and not defn.training_only and node.type != "ActivityRegularization") else defn.op
         inplace = defn.extra.get("inplace", False) and not view and not self.training
         self.steps.append(
-            Step(op, prefix + node.name, tuple(ins), pnames, tuple(outs), step_attrs(node.type, attrs),
+            Step(op, prefix + node.name, tuple(ins), pnames, tuple(outs), step_attrs(defn.name, attrs),
                  view=view, inplace=inplace, training_only=defn.training_only, masks=masks)  # fmt: skip
         )
         self.set_masks(node, ins, outs, prefix)
@@ -181,6 +185,9 @@ class _Lowering:
 
             idef = REGISTRY[inner["type"]]
             iattrs = normalize_attrs(idef, {k: v for k, v in inner.items() if k != "type"})
+            if "lower_as" in idef.extra:
+                lowered, iattrs = idef.extra["lower_as"](iattrs)
+                idef = REGISTRY[lowered]
             otypes = [t.with_shape((None, *t.shape[2:])) for t in tn.out_types]
             inner_outs = [self.new_value(t, inner_fold) for t in otypes]
             self.steps.append(

@@ -10,7 +10,7 @@ nothing, and reading it back builds the same model.
 from __future__ import annotations
 
 from ..layerdefs import REGISTRY
-from ..layerdefs.base import normalize_attrs
+from ..layerdefs.base import NESTED_LAYER_KEYS, normalize_attrs
 from ..specs.versions import CURRENT
 from .graph import Graph, Node, Ref
 
@@ -21,7 +21,7 @@ def normalize_layer(spec: dict) -> dict:
     type_name = spec.pop("type")
     defn = REGISTRY[type_name]
     attrs = normalize_attrs(defn, spec)
-    for k in ("layer", "backward_layer"):
+    for k in NESTED_LAYER_KEYS:
         if isinstance(attrs.get(k), dict):
             attrs[k] = normalize_layer(attrs[k])
     return {"type": type_name, **attrs}

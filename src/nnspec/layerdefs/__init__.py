@@ -89,6 +89,10 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     recurrent.SIMPLE_RNN,
     recurrent.LSTM,
     recurrent.GRU,
+    recurrent.RNN,
+    recurrent.SIMPLE_RNN_CELL,
+    recurrent.LSTM_CELL,
+    recurrent.GRU_CELL,
     # merge.py
     merge.CONCATENATE,
     merge.ADD,

@@ -395,7 +395,7 @@ def _attention_emit(e):
 
 
 def _attention_backward(e):
-    q, v, k, qm, vm, scale, cw, _ = _attention_vars(e)
+    q, v, k, qm, _, scale, cw, _ = _attention_vars(e)
     a = e.attrs
     need = [d is not None for d in e.dx]
     if not any(need) and all(d is None for d in e.dp):
@@ -715,7 +715,7 @@ def _mha_infer(attrs, inputs, ctx):
             f"{rule}: masks, use_causal_mask and sliding_window need inputs of rank 3 (batch, steps, "
             f"features); got {_fmt_all(inputs)}"
         )
-    heads, kv, kd, vd, out = _mha_dims(attrs, inputs)
+    heads, _, _, _, out = _mha_dims(attrs, inputs)
     if any(d < 1 for d in out):
         raise ShapeError(f"{rule}: output_shape must hold sizes >= 1; got {attrs.get('output_shape')}")
     outs = [TensorType((None, *q.shape[1:-1], *out), "float32", q.masked)]

@@ -223,6 +223,11 @@ class InferContext:
         raise NotImplementedError
 
 
+# The attributes that hold a nested layer definition: a wrapper's ``layer`` and
+# ``backward_layer``, an RNN's ``cell``.
+NESTED_LAYER_KEYS = ("layer", "backward_layer", "cell")
+
+
 def _no_params(attrs: Mapping, inputs: list[TensorType], ctx: InferContext) -> list[ParamSpec]:
     return []
 

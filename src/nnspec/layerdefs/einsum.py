@@ -172,7 +172,7 @@ def _tables(w, g):
 def einsum_dense_forward(x, w, b, y, g):
     """``y = einsum(x, w) (+ b)`` per sample of the 2-D (rows, values per sample) ``x`` and ``y``,
     ``w`` and ``b`` flat. ``g`` holds the geometry's (shape, strides) pairs, see ``_geometry``."""
-    so_x, so_w, so_y, fxo_x, fxo_y, co_x, co_w, fwo_w, fwo_y, bo, kern = _tables(w, g)
+    so_x, _, so_y, fxo_x, fxo_y, co_x, _, fwo_w, fwo_y, bo, kern = _tables(w, g)
     ns, nfx, nc, nfw = so_x.shape[0], fxo_x.shape[0], co_x.shape[0], fwo_w.shape[0]
     a = np.empty((nfx, nc), np.float32)
     o = np.empty((nfx, nfw), np.float32)
@@ -284,7 +284,7 @@ def _emit_parts(e):
 
 
 def _emit(e, pre=None):
-    xs, ys, g, b = _emit_parts(e)
+    _, ys, g, b = _emit_parts(e)
     y = pre or e.y[0]
     lines = [e.call(einsum_dense_forward, e.per_sample(e.x[0]), e.p[0] + ".ravel()", b,
                     f"{y}.reshape(({e.rows(output=True)}, {math.prod(ys)}))", g)]  # fmt: skip
@@ -303,7 +303,7 @@ def _emit_train(e):
 
 
 def _backward(e):
-    xs, ys, g, _ = _emit_parts(e)
+    _, ys, g, _ = _emit_parts(e)
     dw = e.dp[0]
     db = e.dp[1] if len(e.dp) > 1 else None
     if dw is None and db is None and e.dx[0] is None:

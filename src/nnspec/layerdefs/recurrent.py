@@ -25,7 +25,7 @@ import math
 from dataclasses import replace
 
 from . import activations
-from .base import COMMON_ATTRS, Attr, LayerDef, ParamSpec, ShapeError, TensorType, fmt_shape
+from .base import COMMON_ATTRS, Attr, LayerDef, ParamSpec, ShapeError, TensorType, fmt_shape, snake_case
 from .core import ACTIVATION_ATTR, kernel_and_bias, kernel_bias_attrs
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
@@ -1658,5 +1658,117 @@ GRU = LayerDef(
     "state with return_state. The sequence output keeps the input's mask; the state is never masked.",
     extra={"gates": GRU_GATES},
 )
+
+
+
+# ----------------------------------------------------------------------------- RNN(cell)
+#
+# Keras's base RNN layer over one of its built-in cells computes exactly what the matching
+# layer computes (LSTM(...) is RNN(LSTMCell(...)) with a cuDNN path): nnspec types the cell,
+# runs the matching layer's kernels (lowering asks ``extra["lower_as"]``) and names the weights
+# as Keras does, ``<node>/lstm_cell/kernel``.
+
+_CELL_LAYER = {"SimpleRNNCell": SIMPLE_RNN, "LSTMCell": LSTM, "GRUCell": GRU}
+
+
+def _cell_only(defn: LayerDef) -> tuple[Attr, ...]:
+    """A cell's arguments in Keras's constructor order: the layer's cell arguments and seed (and
+    reset_after for GRU), without activity_regularizer (a cell has none)."""
+    names = [a.name for a in defn.attrs]
+    keep = names[: names.index("recurrent_dropout") + 1] + ["seed"] + (["reset_after"] if defn is GRU else [])
+    return tuple(a for a in defn.attrs if a.name in keep and a.name != "activity_regularizer")
+
+
+def _cell_infer(name: str):
+    def infer(attrs, inputs, ctx):
+        raise ShapeError(
+            f"{name} is a cell, one time step: run it over a sequence with "
+            f"{{type: RNN, cell: {{type: {name}, ...}}}} (or use {_CELL_LAYER[name].name})"
+        )
+
+    return infer
+
+
+def _cell(name: str) -> LayerDef:
+    layer = _CELL_LAYER[name]
+    return LayerDef(
+        name=name,
+        attrs=(*_cell_only(layer), *COMMON_ATTRS),
+        infer=_cell_infer(name),
+        positional=("units",),
+        doc=f"One time step of {layer.name}, for `RNN`'s `cell` (same arguments as {layer.name}'s "
+        "cell part, same weights). Not a layer of its own in a graph.",
+    )
+
+
+SIMPLE_RNN_CELL = _cell("SimpleRNNCell")
+LSTM_CELL = _cell("LSTMCell")
+GRU_CELL = _cell("GRUCell")
+
+
+def rnn_as_layer(attrs) -> tuple[str, dict]:
+    """(layer type, its normalized attributes): what an RNN over its cell computes."""
+    cell = dict(attrs["cell"])
+    layer = _CELL_LAYER[cell.pop("type")]
+    flags = {a.name: attrs[a.name] for a in (*_RNN_FLAGS, _ZERO_OUTPUT_FOR_MASK)}
+    merged = {**cell, **flags, "trainable": attrs["trainable"] and cell.get("trainable", True)}
+    from .base import normalize_attrs
+
+    return layer.name, normalize_attrs(layer, {k: v for k, v in merged.items() if k != "dtype"})
+
+
+def _rnn_cell_type(attrs) -> str:
+    cell = attrs["cell"]
+    t = cell.get("type") if isinstance(cell, dict) else None
+    if t not in _CELL_LAYER:
+        raise ShapeError(
+            f"RNN's cell must be one of {', '.join(_CELL_LAYER)}; got {t!r} (nnspec runs Keras's "
+            "built-in cells; a list of cells, StackedRNNCells, is written as stacked layers)"
+        )
+    return t
+
+
+def _rnn_wrapper_infer(attrs, inputs, ctx):
+    t = _rnn_cell_type(attrs)
+    _, a = rnn_as_layer(attrs)
+    try:
+        return _CELL_LAYER[t].infer(a, inputs, ctx)
+    except ShapeError as e:
+        raise ShapeError(f"RNN({t}): {e}") from None
+
+
+def _rnn_wrapper_params(attrs, inputs, ctx):
+    t = _rnn_cell_type(attrs)
+    _, a = rnn_as_layer(attrs)
+    scope = snake_case(t)
+    return [replace(p, name=f"{scope}/{p.name}") for p in _CELL_LAYER[t].params(a, inputs, ctx)]
+
+
+def _rnn_wrapper_reference(attrs, inputs, params, masks=None):
+    _, a = rnn_as_layer(attrs)
+    return _CELL_LAYER[_rnn_cell_type(attrs)].reference(a, inputs, params, masks)
+
+
+RNN = LayerDef(
+    name="RNN",
+    attrs=(
+        Attr("cell", "layer", doc="The cell run at every step: `{type: LSTMCell, units: 32}` (SimpleRNNCell, "
+             "LSTMCell or GRUCell)."),
+        *_RNN_FLAGS,
+        _ZERO_OUTPUT_FOR_MASK,
+        *COMMON_ATTRS,
+    ),  # fmt: skip
+    infer=_rnn_wrapper_infer,
+    params=_rnn_wrapper_params,
+    reference=_rnn_wrapper_reference,
+    positional=("cell",),
+    uses_mask=True,
+    extra={"lower_as": rnn_as_layer},
+    doc="Keras's base recurrent layer over a built-in cell: RNN over an LSTMCell computes what an "
+    "LSTM with the same arguments computes, and runs its kernels; the weights are named after the "
+    "cell (`lstm_cell/kernel`, `lstm_cell/recurrent_kernel`, `lstm_cell/bias`), as Keras names them. "
+    "Outputs, states and masks as the matching layer's.",
+)
+
 
 LAYERS = (SIMPLE_RNN, LSTM, GRU)
