@@ -192,3 +192,15 @@ def test_equations_keras_refuses_are_shape_errors(attrs, shape, message):
     with pytest.raises(ShapeMismatchError) as err:
         nnspec.Model.from_config(spec)
     assert "E300" in str(err.value) and message in str(err.value) and "'e'" in str(err.value)
+
+
+def test_fan_axes_written_in_a_file_are_used():
+    """Keras 3's variance-scaling initializers take ``input_axes``/``output_axes``; a Conv2D
+    kernel (3, 3, 4, 8) with fans over axes 2 and 3 has glorot's limit sqrt(6 / 12), not the
+    receptive-field fans' sqrt(6 / 108)."""
+    init = {"type": "glorot_uniform", "input_axes": [2], "output_axes": [3]}
+    spec = {"format": "nnspec/1", "inputs": {"x": {"shape": [8, 8, 4]}},
+            "layers": {"c": {"type": "Conv2D", "filters": 8, "kernel_size": 3, "kernel_initializer": init}},
+            "edges": ["x -> c"], "outputs": ["c"]}  # fmt: skip
+    k = nnspec.Model.from_config(spec).get_layer("c").get_weights()[0]
+    assert np.sqrt(6 / 108) < np.abs(k).max() <= np.sqrt(6 / 12)

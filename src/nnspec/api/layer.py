@@ -260,7 +260,8 @@ class Layer:
             changed = {k: v for k, v in kwargs.items() if self.attrs.get(k) != v}
             if changed and self.calls:
                 raise ValueError(f"{self.type} '{self.name}': {sorted(changed)} are attributes of the layer in a "
-                                 "model file, the same for every call; this layer was called before without them")  # fmt: skip
+                                 "model file, the same for every call; this layer was called before with other "
+                                 "values")  # fmt: skip
             self._attrs.update(changed)
             self._check_attrs()
         xs = [inputs, *more] if more else list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]

@@ -156,7 +156,9 @@ def with_fan_axes(init, input_axes, output_axes):
     """``init`` with its fans computed over the given weight axes, as Keras's EinsumDense sets
     them on a variance-scaling initializer that has none; other initializers unchanged."""
     spec = {"type": init} if isinstance(init, str) else dict(init)
-    if spec["type"] not in VARIANCE_SCALING or (spec.get("input_axes") is not None and spec.get("output_axes") is not None):
+    if spec["type"] not in VARIANCE_SCALING:
+        return init
+    if spec.get("input_axes") is not None and spec.get("output_axes") is not None:  # the file's own
         return init
     return {**spec, "input_axes": list(input_axes), "output_axes": list(output_axes)}
 
