@@ -353,6 +353,80 @@ class Add(Layer):
         return [(y, False)]
 
 
+class LayerNormalization(Layer):
+    def __init__(self, name, a, in_shape):
+        super().__init__()
+        if a.get("axis", -1) not in (-1, len(in_shape) - 1) or a.get("rms_scaling"):
+            raise UnsupportedLayer(f"{name}: layer normalization over the last axis only")
+        d = in_shape[-1]
+        self.norm = nn.LayerNorm(d, eps=a.get("epsilon", 1e-3), elementwise_affine=True,
+                                 bias=a.get("center", True))  # fmt: skip
+        if not a.get("scale", True):
+            raise UnsupportedLayer(f"{name}: scale=False")
+
+    def call(self, vs):
+        (v,) = vs
+        return [(self.norm(_keras(v)), False)]
+
+    def load(self, w):
+        self.norm.weight.data = _t(w[0])
+        if self.norm.bias is not None:
+            self.norm.bias.data = _t(w[1])
+            return 2
+        return 1
+
+
+class GlobalAveragePooling1D(Layer):
+    def __init__(self, name, a, in_shape):
+        super().__init__()
+        if a.get("data_format") not in (None, "channels_last") or a.get("keepdims"):
+            raise UnsupportedLayer(f"{name}: channels_last, keepdims=False only")
+
+    def call(self, vs):
+        (v,) = vs
+        return [(_keras(v).mean(dim=1), False)]
+
+
+class MultiHeadAttention(Layer):
+    """Keras's MultiHeadAttention over rank-3 inputs, written with torch ops as an eager torch
+    user would (projections as einsums on Keras's weight layout, scaled dot-product attention)."""
+
+    def __init__(self, name, a, in_shape):
+        super().__init__()
+        shapes = in_shape if isinstance(in_shape, list) else [in_shape]
+        if any(len(sh) != 3 for sh in shapes) or a.get("dropout") or a.get("use_gate") or a.get("sliding_window") \
+                or a.get("return_attention_scores") or a.get("output_shape") or a.get("attention_axes"):
+            raise UnsupportedLayer(f"{name}: rank-3 inputs and the default options only")  # fmt: skip
+        self.h, self.kd = a["num_heads"], a["key_dim"]
+        self.vd = a.get("value_dim") or self.kd
+        self.causal = bool(a.get("use_causal_mask"))
+        self.use_bias = a.get("use_bias", True)
+        dq, dv = shapes[0][-1], shapes[1][-1]
+        dk = shapes[2][-1] if len(shapes) > 2 else dv
+        self.w = nn.ParameterList([nn.Parameter(torch.zeros(*sh)) for sh in (
+            (dq, self.h, self.kd), (self.h, self.kd), (dk, self.h, self.kd), (self.h, self.kd),
+            (dv, self.h, self.vd), (self.h, self.vd), (self.h, self.vd, dq), (dq,))])  # fmt: skip
+
+    def call(self, vs):
+        q, v = _keras(vs[0]), _keras(vs[1])
+        k = _keras(vs[2]) if len(vs) > 2 else v
+        wq, bq, wk, bk, wv, bv, wo, bo = self.w
+        Q = torch.einsum("btd,dhe->bthe", q, wq) + bq
+        K = torch.einsum("btd,dhe->bthe", k, wk) + bk
+        V = torch.einsum("btd,dhe->bthe", v, wv) + bv
+        out = nn.functional.scaled_dot_product_attention(
+            Q.transpose(1, 2), K.transpose(1, 2), V.transpose(1, 2), is_causal=self.causal
+        ).transpose(1, 2)
+        return [(torch.einsum("bthe,heo->bto", out, wo) + bo, False)]
+
+    def load(self, w):
+        if not self.use_bias:
+            raise UnsupportedLayer("MultiHeadAttention without biases")
+        for p, a in zip(self.w, w):
+            p.data = _t(a)
+        return 8
+
+
 class SubModel(Layer):
     """A sub-model called as a layer: its own graph, one module shared by every call."""
 
@@ -398,6 +472,8 @@ _SIMPLE = {
     "Dense": Dense, "Activation": Activation, "Conv2D": Conv2D, "MaxPooling2D": MaxPooling2D,
     "GlobalMaxPooling2D": GlobalMaxPooling2D, "Flatten": Flatten, "Embedding": Embedding, "LSTM": LSTM,
     "Bidirectional": Bidirectional, "Concatenate": Concatenate, "Add": Add,
+    "LayerNormalization": LayerNormalization, "GlobalAveragePooling1D": GlobalAveragePooling1D,
+    "MultiHeadAttention": MultiHeadAttention,
     "Dropout": Identity, "GaussianNoise": Identity, "GaussianDropout": Identity, "AlphaDropout": Identity,
     "SpatialDropout1D": Identity, "SpatialDropout2D": Identity, "ActivityRegularization": Identity,
 }  # fmt: skip

@@ -40,7 +40,7 @@ from .recurrent import _bool, _int
 
 np = None  # bound by base.bind_numpy
 
-KERNEL_HELPERS = ("_softmax_into", "_softmax_grad", "_head", "_drop_into", "_attention_scores", "_allowed")
+KERNEL_HELPERS = ("_softmax_into", "_softmax_grad", "_head", "_drop_into", "_attention_scores", "_mask_scores")
 
 MASKED = 1.0e9  # Keras adds -1e9 to a masked score (float32; 65504 would be float16's)
 CALL_ATTRS = ("use_causal_mask", "return_attention_scores")
@@ -115,20 +115,24 @@ def _drop_into(w, wd, keep, rate):
                 wd[i, j] = 0.0
 
 
-def _allowed(qm, vm, km, r, i, j, causal, window):
-    """Whether query step ``i`` may attend to value step ``j`` of sample ``r`` (masks absent
-    when their first axis is empty)."""
-    if qm.shape[0] > 0 and qm[r, i] == 0.0:
-        return False
-    if vm.shape[0] > 0 and vm[r, j] == 0.0:
-        return False
-    if km.shape[0] > 0 and km[r, j] == 0.0:
-        return False
-    if causal and j > i:
-        return False
-    if window > 0 and abs(i - j) >= window:
-        return False
-    return True
+def _mask_scores(s, qm, vm, km, r, causal, window):
+    """Add ``-1e9`` to the scores ``s`` (Tq, Tv) of sample ``r`` where query step i may not attend
+    to value step j: a masked query step (``qm``), value or key step (``vm``, ``km``; a mask is
+    absent when its first axis is empty), j > i with ``causal``, |i - j| >= ``window`` (> 0).
+    One pass over the block: a call per pair cost 7x the whole attention at 200 steps."""
+    tq, tv = s.shape
+    neg = np.float32(MASKED)
+    has_q, has_v, has_k = qm.shape[0] > 0, vm.shape[0] > 0, km.shape[0] > 0
+    for i in range(tq):
+        row_ok = not has_q or qm[r, i] != 0.0
+        for j in range(tv):
+            ok = row_ok and (not has_v or vm[r, j] != 0.0) and (not has_k or km[r, j] != 0.0)
+            if ok and causal and j > i:
+                ok = False
+            if ok and window > 0 and abs(i - j) >= window:
+                ok = False
+            if not ok:
+                s[i, j] = s[i, j] - neg
 
 
 def _attention_scores(q, k, r, mode, scale, cw, s):
@@ -172,7 +176,8 @@ def _attention_scores(q, k, r, mode, scale, cw, s):
 def attention_forward(q, v, k, qm, vm, mode, scale, cw, causal, rate, out, w_pre, w_out, keep):
     """Attention / AdditiveAttention over 3-D (rows, steps, features) ``q``, ``v``, ``k``.
 
-    ``qm``, ``vm``: (rows, steps) masks or empty. ``w_pre`` gets the softmax weights; with
+    ``qm``, ``vm``: (rows, steps) masks or empty. ``w_pre`` gets the softmax weights (a
+    one-sample ``w_pre`` is scratch, overwritten per sample: no output keeps them); with
     ``rate`` > 0 (training) ``w_out`` gets them after dropout and ``keep`` the kept positions,
     otherwise pass ``w_pre`` as ``w_out``. ``out`` (rows, Tq, dv) = ``w_out . v``, zero at masked
     query steps."""
@@ -181,17 +186,15 @@ def attention_forward(q, v, k, qm, vm, mode, scale, cw, causal, rate, out, w_pre
     dv = v.shape[2]
     none = np.empty((0, 0), np.float32)
     s = np.empty((tq, tv), np.float32)
-    neg = np.float32(MASKED)
     for r in range(rows):
         _attention_scores(q, k, r, mode, scale, cw, s)
-        for i in range(tq):
-            for j in range(tv):
-                if not _allowed(none, vm, none, r, i, j, causal, 0):
-                    s[i, j] = s[i, j] - neg
-        _softmax_into(s, w_pre[r])
+        if vm.shape[0] > 0 or causal:
+            _mask_scores(s, none, vm, none, r, causal, 0)
+        wr = r if w_pre.shape[0] == rows else 0  # one sample of scratch when no output keeps them
+        _softmax_into(s, w_pre[wr])
         if rate > 0.0:
-            _drop_into(w_pre[r], w_out[r], keep[r], rate)
-        np.dot(w_out[r], v[r], out[r])
+            _drop_into(w_pre[wr], w_out[wr], keep[wr], rate)
+        np.dot(w_out[wr], v[r], out[r])
         if qm.shape[0] > 0:
             for i in range(tq):
                 if qm[r, i] == 0.0:
@@ -383,7 +386,7 @@ def _attention_emit(e):
         keep = e.s[1] if rate > 0 else "np.empty((0, 0, 0), np.float32)"
         w_out = w_pre if rate == 0 else (scores_out or e.tmp(f"({rows}, {tq}, {tv})"))
     else:
-        w_pre = scores_out or e.tmp(f"({rows}, {tq}, {tv})")
+        w_pre = scores_out or e.tmp(f"(1, {tq}, {tv})")  # the kernel reuses one sample's scratch
         w_out, keep = w_pre, "np.empty((0, 0, 0), np.float32)"
     lines = [
         e.call(attention_forward, q, v, k, qm, vm, _int(_mode(e)), scale, cw, _bool(a["use_causal_mask"]),
@@ -559,8 +562,8 @@ def mha_attend(Q, K, V, qm, vm, km, causal, window, heads, kv_heads, kd, vd, rat
     """The attention of MultiHeadAttention, per sample and head, over projected 3-D values:
     ``Q`` (rows, Tq, heads * kd), already scaled; ``K`` (rows, Tv, kv_heads * kd); ``V`` (rows,
     Tv, kv_heads * vd); query head h reads key/value head ``h // (heads // kv_heads)``
-    (GroupQueryAttention's repeat; MultiHeadAttention has ``kv_heads == heads``). Scores of pairs not allowed by the masks (``_allowed``) get ``-1e9`` added;
-    ``w_pre`` (rows, heads, Tq, Tv) gets the softmax, ``w_out`` (``w_pre`` itself unless
+    (GroupQueryAttention's repeat; MultiHeadAttention has ``kv_heads == heads``). Scores of pairs the masks exclude (``_mask_scores``) get ``-1e9`` added;
+    ``w_pre`` (rows, heads, Tq, Tv; or one sample of scratch) gets the softmax, ``w_out`` (``w_pre`` itself unless
     ``rate`` > 0) the weights after dropout, ``O`` (rows, Tq, heads * vd) their sum of values."""
     rows, tq = Q.shape[0], Q.shape[1]
     tv = K.shape[1]
@@ -569,7 +572,6 @@ def mha_attend(Q, K, V, qm, vm, km, causal, window, heads, kv_heads, kd, vd, rat
     vh = np.empty((tv, vd), np.float32)
     s = np.empty((tq, tv), np.float32)
     oh = np.empty((tq, vd), np.float32)
-    neg = np.float32(-MASKED)
     rep = heads // kv_heads
     masked = qm.shape[0] > 0 or vm.shape[0] > 0 or km.shape[0] > 0 or causal or window > 0
     for r in range(rows):
@@ -579,14 +581,12 @@ def mha_attend(Q, K, V, qm, vm, km, causal, window, heads, kv_heads, kd, vd, rat
             _head(V, r, h // rep, vd, vh)
             np.dot(qh, kh.T, s)
             if masked:
-                for i in range(tq):
-                    for j in range(tv):
-                        if not _allowed(qm, vm, km, r, i, j, causal, window):
-                            s[i, j] = s[i, j] + neg
-            _softmax_into(s, w_pre[r, h])
+                _mask_scores(s, qm, vm, km, r, causal, window)
+            wr = r if w_pre.shape[0] == rows else 0  # one sample of scratch when no output keeps them
+            _softmax_into(s, w_pre[wr, h])
             if rate > 0.0:
-                _drop_into(w_pre[r, h], w_out[r, h], keep[r, h], rate)
-            np.dot(w_out[r, h], vh, oh)
+                _drop_into(w_pre[wr, h], w_out[wr, h], keep[wr, h], rate)
+            np.dot(w_out[wr, h], vh, oh)
             for i in range(tq):
                 for c in range(vd):
                     O[r, i, h * vd + c] = oh[i, c]
@@ -831,7 +831,7 @@ def _mha_buffers(e, g, training: bool) -> dict:
     if a["return_attention_scores"]:
         b["W"] = f"{e.y[1]}.reshape(({rows}, {heads}, {tq}, {tv}))"
     else:
-        b["W"] = e.tmp(f"({rows}, {heads}, {tq}, {tv})")
+        b["W"] = e.tmp(f"(1, {heads}, {tq}, {tv})")  # the kernel reuses one sample's scratch
     if a["use_gate"]:
         b["G"] = e.tmp(f"({rows} * {tq}, {heads * vd})")
         b["Og"] = e.tmp(f"({rows} * {tq}, {heads * vd})")
