@@ -70,6 +70,27 @@ def test_rnn_over_a_cell_matches_keras(case):
     assert [tuple(o.shape) for o in m.outputs] == shapes
 
 
+@pytest.mark.keras
+def test_bidirectional_over_rnn_cells_matches_keras():
+    """Keras names the weights forward_rnn/lstm_cell/kernel...; the numbers are
+    Bidirectional(LSTM)'s with the same weights."""
+    from keras_ref import keras_layer_facts
+
+    attrs = {"layer": {"type": "RNN", "cell": {"type": "LSTMCell", "units": 4}, "return_sequences": True},
+             "merge_mode": "sum"}  # fmt: skip
+    ins = kh.random_inputs(SHAPES)
+    w = kh.nnspec_weights("Bidirectional", attrs, SHAPES)
+    got = kh.run_nnspec("Bidirectional", attrs, ins, w)
+    close(got[0], kh.run_keras("Bidirectional", attrs, ins, w)[0], 1e-4, "output")
+    plain = {"layer": {"type": "LSTM", "units": 4, "return_sequences": True}, "merge_mode": "sum"}
+    np.testing.assert_array_equal(got[0], kh.run_nnspec("Bidirectional", plain, ins, w)[0])
+    _, weights, count = keras_layer_facts("Bidirectional", attrs, list(SHAPES))
+    m = kh.build_nnspec("Bidirectional", attrs, SHAPES)
+    names = [p.split("/", 1)[1] for p in m._weights().params]
+    assert names == [f"{d}_rnn/lstm_cell/{n}" for d in ("forward", "backward") for n in ("kernel", "recurrent_kernel", "bias")]
+    assert [x.shape for x in m.get_weights()] == [s for _, s, _ in weights] and m.count_params() == count
+
+
 # fmt: off
 CASES = [
     Case("rnn-lstm-cell-masked-sequences", "RNN", {"cell": {"type": "LSTMCell", "units": 3},
@@ -77,6 +98,9 @@ CASES = [
     Case("rnn-gru-cell-backwards", "RNN", {"cell": {"type": "GRUCell", "units": 3, "reset_after": False},
                                            "go_backwards": True}, ((4, 3),)),
     Case("rnn-simple-cell", "RNN", {"cell": {"type": "SimpleRNNCell", "units": 4}}, ((4, 3),)),
+    Case("bidirectional-rnn-gru-cell", "Bidirectional",
+         {"layer": {"type": "RNN", "cell": {"type": "GRUCell", "units": 3}, "return_sequences": True}},
+         ((5,),), masked=(1,)),
 ]
 # fmt: on
 SUITE = GradSuite(CASES)

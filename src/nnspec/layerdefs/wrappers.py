@@ -107,9 +107,9 @@ def _recurrent_attrs(ctx: InferContext, mapping, role: str) -> dict:
             f"Bidirectional: {role} must be a layer definition {{type: ..., ...}}; got {mapping!r}"
         )
     defn = ctx.layer_def(mapping)
-    if defn.name not in RECURRENT_TYPES:
+    if defn.name not in (*RECURRENT_TYPES, "RNN"):
         raise ShapeError(
-            f"Bidirectional can only wrap a recurrent layer ({', '.join(RECURRENT_TYPES)}); "
+            f"Bidirectional can only wrap a recurrent layer ({', '.join(RECURRENT_TYPES)}, RNN); "
             f"its {role} is a {defn.name}"
         )
     return normalize_attrs(defn, mapping)
@@ -218,11 +218,13 @@ def direction_attrs(attrs) -> tuple[tuple[str, dict], tuple[str, dict]]:
     fwd = dict(attrs["layer"])
     bwd = attrs.get("backward_layer")
     bwd = dict(bwd) if bwd is not None else {**fwd, "go_backwards": True}
-    defs = {d.name: d for d in recurrent.LAYERS}
+    defs = {d.name: d for d in (*recurrent.LAYERS, recurrent.RNN)}
     out = []
     for d in (fwd, bwd):
         t = d["type"]
         a = normalize_attrs(defs[t], {k: v for k, v in d.items() if k != "type"})
+        if t == "RNN":  # RNN over a cell runs as the cell's layer (its weights keep the cell's scope)
+            t, a = recurrent.rnn_as_layer(a)
         a["zero_output_for_mask"] = a["return_sequences"]  # Keras forces it
         out.append((t, a))
     return out[0], out[1]
@@ -439,8 +441,8 @@ BIDIRECTIONAL = LayerDef(
     reference=_bidirectional_reference,
     uses_mask=True,
     positional=("layer", "merge_mode"),
-    doc="Runs a recurrent layer (SimpleRNN, LSTM or GRU) over the sequence in both directions "
-    "and merges the two outputs: concatenated on the last axis (concat, the default), added "
+    doc="Runs a recurrent layer (SimpleRNN, LSTM, GRU, or RNN over a cell) over the sequence in "
+    "both directions and merges the two outputs: concatenated on the last axis (concat, the default), added "
     "(sum), multiplied (mul), averaged (ave), or returned as two outputs (null). The backward "
     "layer is a copy of `layer` with go_backwards set unless backward_layer is given; with "
     "return_sequences its output is flipped back to forward time order before merging. With "
