@@ -1039,7 +1039,8 @@ MULTI_HEAD_ATTENTION = LayerDef(
     "shape (last axis: `output_shape`, default the query's features) and the query's mask. Masked "
     "query, value and key steps, `use_causal_mask` and `sliding_window` take scores out of the softmax. "
     "`activity_regularizer` (Keras applies it to each projection) and `flash_attention` (an "
-    "implementation choice) are not accepted.",
+    "implementation choice) are not accepted. The scores output is (batch, heads, Tq..., Tv...) "
+    "as Keras computes it (Keras's summary types it with Tq twice).",
 )
 
 GROUP_QUERY_ATTENTION = LayerDef(
