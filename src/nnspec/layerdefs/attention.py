@@ -50,12 +50,13 @@ def _fmt_all(inputs) -> str:
     return ", ".join(fmt_shape(t.shape) for t in inputs)
 
 
-def _causal_attr(what: str) -> Attr:
-    return Attr(
-        "use_causal_mask", "bool", False,
-        f"Keras's call argument: position i attends only to positions j <= i (decoder {what}).",
-    )  # fmt: skip
+CAUSAL_ATTR = Attr(
+    "use_causal_mask", "bool", False,
+    "Keras's call argument: position i attends only to positions j <= i (decoder self-attention).",
+)  # fmt: skip
 
+
+SEED_ATTR = Attr("seed", "int", None, "Random seed of the dropout.", nullable=True)
 
 RETURN_SCORES_ATTR = Attr(
     "return_attention_scores", "bool", False,
@@ -474,6 +475,20 @@ DROPOUT_ATTRS_ATTENTION = (
     Attr("dropout", "float", 0.0, "Fraction of the attention weights dropped in training.", minimum=0.0, maximum=1.0),
 )
 
+# What every attention layer declares: masks in, the query's mask out, Keras's call arguments,
+# and random draws in training when it drops weights.
+_ATTENTION_COMMON = dict(arity=(2, 3), uses_mask=True, random_training=lambda attrs: attrs["dropout"] > 0)
+_ATTENTION_EXTRA = {"call_attrs": CALL_ATTRS, "mask_from": 0}
+# Attention and AdditiveAttention share their kernels (``_mode`` tells them apart).
+_SINGLE_HEAD = dict(
+    _ATTENTION_COMMON,
+    extra=_ATTENTION_EXTRA,
+    emit=_attention_emit,
+    emit_train=_attention_emit,
+    emit_backward=_attention_backward,
+    saved=_attention_saved,
+)
+
 ATTENTION = LayerDef(
     name="Attention",
     attrs=(
@@ -481,22 +496,15 @@ ATTENTION = LayerDef(
         Attr("score_mode", "enum", "dot", "How scores are computed: `dot` (query . key) or `concat` "
              "(`concat_score_weight * sum(tanh(scale * (query + key)))`).", choices=("dot", "concat")),
         *DROPOUT_ATTRS_ATTENTION,
-        Attr("seed", "int", None, "Random seed of the dropout.", nullable=True),
-        _causal_attr("self-attention"),
+        SEED_ATTR,
+        CAUSAL_ATTR,
         RETURN_SCORES_ATTR,
         *COMMON_ATTRS,
     ),  # fmt: skip
     infer=_attention_infer("Attention"),
     params=_attention_params,
-    arity=(2, 3),
-    emit=_attention_emit,
-    emit_train=_attention_emit,
-    emit_backward=_attention_backward,
-    saved=_attention_saved,
     reference=lambda attrs, inputs, params, masks=None: _attention_reference(attrs, inputs, params, masks),
-    uses_mask=True,
-    random_training=lambda attrs: attrs["dropout"] > 0,
-    extra={"call_attrs": CALL_ATTRS, "mask_from": 0},
+    **_SINGLE_HEAD,
     doc="Dot-product (Luong-style) attention: `softmax(query . key) . value`." + _ATTENTION_DOC,
 )
 
@@ -505,24 +513,17 @@ ADDITIVE_ATTENTION = LayerDef(
     attrs=(
         Attr("use_scale", "bool", True, "Learn a per-feature `scale` of the tanh terms."),
         *DROPOUT_ATTRS_ATTENTION,
-        Attr("seed", "int", None, "Random seed of the dropout.", nullable=True),
-        _causal_attr("self-attention"),
+        SEED_ATTR,
+        CAUSAL_ATTR,
         RETURN_SCORES_ATTR,
         *COMMON_ATTRS,
     ),
     infer=_attention_infer("AdditiveAttention"),
     params=_additive_params,
-    arity=(2, 3),
-    emit=_attention_emit,
-    emit_train=_attention_emit,
-    emit_backward=_attention_backward,
-    saved=_attention_saved,
     reference=lambda attrs, inputs, params, masks=None: _attention_reference(
         attrs, inputs, params, masks, additive=True
     ),
-    uses_mask=True,
-    random_training=lambda attrs: attrs["dropout"] > 0,
-    extra={"call_attrs": CALL_ATTRS, "mask_from": 0},
+    **_SINGLE_HEAD,
     doc="Additive (Bahdanau-style) attention: scores `sum(scale * tanh(query + key))`." + _ATTENTION_DOC,
 )
 
@@ -989,16 +990,14 @@ def _mha_reference(attrs, inputs, params, masks=None):
 # What MultiHeadAttention and GroupQueryAttention share: every rule and kernel (``_mha_dims``
 # tells them apart).
 _MULTI_HEAD = dict(
+    _ATTENTION_COMMON,
     infer=_mha_infer,
     params=_mha_params,
-    arity=(2, 3),
     emit=_mha_emit,
     emit_train=_mha_emit,
     emit_backward=_mha_backward,
     saved=_mha_saved,
     reference=_mha_reference,
-    uses_mask=True,
-    random_training=lambda attrs: attrs["dropout"] > 0,
 )
 
 MULTI_HEAD_ATTENTION = LayerDef(
@@ -1024,14 +1023,14 @@ MULTI_HEAD_ATTENTION = LayerDef(
         Attr("bias_constraint", "constraint", None, "Constraint on the projection biases.", nullable=True),
         Attr("use_gate", "bool", False, "Gate the attention output by `sigmoid(query . gate/kernel + "
              "gate/bias)` per head."),
-        Attr("seed", "int", None, "Random seed of the dropout.", nullable=True),
-        _causal_attr("self-attention"),
+        SEED_ATTR,
+        CAUSAL_ATTR,
         RETURN_SCORES_ATTR,
         *COMMON_ATTRS,
     ),  # fmt: skip
     positional=("num_heads", "key_dim"),
     **_MULTI_HEAD,
-    extra={"call_attrs": CALL_ATTRS, "mask_from": 0, "call_positional": True},
+    extra={**_ATTENTION_EXTRA, "call_positional": True},
     doc="Multi-head attention (Vaswani et al.), as Keras's: the query, key and value are projected "
     "per head (`query/kernel` (features, heads, key_dim), ...), scaled dot-product attention runs per "
     "head, and `attention_output` projects the heads back. Inputs: `query, value` or `query, value, "
@@ -1057,14 +1056,14 @@ GROUP_QUERY_ATTENTION = LayerDef(
         *[a for a in MULTI_HEAD_ATTENTION.attrs if a.name.endswith(("_initializer", "_regularizer", "_constraint"))],
         Attr("use_gate", "bool", False, "Gate the attention output by `sigmoid(query . gate/kernel + "
              "gate/bias)` per query head."),
-        Attr("seed", "int", None, "Random seed of the dropout.", nullable=True),
-        _causal_attr("self-attention"),
+        SEED_ATTR,
+        CAUSAL_ATTR,
         RETURN_SCORES_ATTR,
         *COMMON_ATTRS,
     ),  # fmt: skip
     positional=("head_dim", "num_query_heads", "num_key_value_heads"),
     **_MULTI_HEAD,
-    extra={"call_attrs": CALL_ATTRS, "mask_from": 0, "call_positional": True, "class_name": "GroupedQueryAttention"},
+    extra={**_ATTENTION_EXTRA, "call_positional": True, "class_name": "GroupedQueryAttention"},
     doc="Grouped-query attention (Ainslie et al.), as Keras's `keras.layers.GroupQueryAttention` (class "
     "GroupedQueryAttention, the name its summary prints): MultiHeadAttention whose `num_query_heads` "
     "share `num_key_value_heads` key and value heads (each key/value head serves "
