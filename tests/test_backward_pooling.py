@@ -62,6 +62,13 @@ CASES = [
     Case("maxpool1d-cf-same", "MaxPooling1D", {"pool_size": 2, "padding": "same", **CF}, ((2, 7),)),
     Case("maxpool3d-same", "MaxPooling3D", {"pool_size": 2, "padding": "same"}, ((3, 4, 3, 2),)),
     Case("maxpool3d-cf-overlap", "MaxPooling3D", {"pool_size": [1, 2, 2], "strides": 1, **CF}, ((2, 2, 3, 4),)),
+    # ---- adaptive pooling (overlapping windows of unequal sizes; an output larger than the input)
+    Case("adaptive-max1d", "AdaptiveMaxPooling1D", {"output_size": 3}, ((5, 2),)),
+    Case("adaptive-max2d-cf-up", "AdaptiveMaxPooling2D", {"output_size": [4, 2], **CF}, ((2, 3, 5),)),
+    Case("adaptive-max3d", "AdaptiveMaxPooling3D", {"output_size": [2, 2, 3]}, ((3, 4, 5, 2),)),
+    Case("adaptive-avg1d-cf", "AdaptiveAveragePooling1D", {"output_size": 4, **CF}, ((2, 7),)),
+    Case("adaptive-avg2d", "AdaptiveAveragePooling2D", {"output_size": [3, 2]}, ((7, 5, 3),)),
+    Case("adaptive-avg3d-cf", "AdaptiveAveragePooling3D", {"output_size": 2, **CF}, ((2, 3, 5, 4),)),
     # ---- average pooling
     Case("avgpool2d-valid", "AveragePooling2D", {"pool_size": 2}, ((6, 5, 3),)),
     Case("avgpool2d-same-symmetric", "AveragePooling2D", {"pool_size": 3, "strides": 1, "padding": "same"},
@@ -99,6 +106,8 @@ CASES = [
     Case("maxpool1d-ties-replicated", "MaxPooling1D", {"pool_size": 2, "strides": 1, "padding": "same"},
          ((7, 3),), data=small_ints, fd=False),
     Case("maxpool3d-cf-ties", "MaxPooling3D", {"pool_size": 2, **CF}, ((2, 4, 4, 2),), data=small_ints, fd=False),
+    Case("adaptive-max2d-ties", "AdaptiveMaxPooling2D", {"output_size": [3, 2]}, ((5, 5, 2),), data=small_ints,
+         fd=False),
     Case("gmp2d-ties", "GlobalMaxPooling2D", {}, ((3, 4, 3),), data=small_ints, fd=False),
     Case("gmp1d-cf-ties", "GlobalMaxPooling1D", CF, ((3, 6),), data=small_ints, fd=False),
     # ---- padding and cropping
@@ -199,9 +208,13 @@ def _kernel_runs():
     x5, dy5 = r(2, 1, 4, 4, 3), r(2, 1, 3, 2, 3)  # windows 2x2 at strides (1, 2), padding (0, 1, 0)
     x3, dy2 = r(3, 5, 2), r(3, 2)
     return [
-        ("pool-max", pooling.pool_backward, (x5, dy5, None, True, i3(1, 2, 2), i3(1, 1, 2), i3(0, 1, 0)),
+        ("pool-max", pooling.pool_backward, (x5, dy5, None, True, i3(1, 2, 2), i3(1, 1, 2), i3(0, 1, 0), False),
          x5.shape),
-        ("pool-avg", pooling.pool_backward, (x5, dy5, None, False, i3(1, 2, 2), i3(1, 1, 2), i3(0, 1, 0)),
+        ("pool-avg", pooling.pool_backward, (x5, dy5, None, False, i3(1, 2, 2), i3(1, 1, 2), i3(0, 1, 0), False),
+         x5.shape),
+        ("adaptive-max", pooling.pool_backward, (x5, dy5, None, True, i3(1, 3, 2), i3(1, 1, 1), i3(0, 0, 0), True),
+         x5.shape),
+        ("adaptive-avg", pooling.pool_backward, (x5, dy5, None, False, i3(1, 3, 2), i3(1, 1, 1), i3(0, 0, 0), True),
          x5.shape),
         ("global-max", pooling.global_pool_backward, (x3, dy2, None, True), x3.shape),
         ("global-avg", pooling.global_pool_backward, (x3, dy2, None, False), x3.shape),

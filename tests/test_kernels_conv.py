@@ -181,6 +181,16 @@ CASES = [
     Case("gap2d", "GlobalAveragePooling2D", {}, ((5, 4, 3),)),
     Case("gap2d-cf-keepdims", "GlobalAveragePooling2D", {"keepdims": True, **CF}, ((3, 5, 4),)),
     Case("gap3d", "GlobalAveragePooling3D", {}, ((2, 3, 4, 3),)),
+    # ---- adaptive pooling: windows of unequal and overlapping sizes, upsampling, channels_first
+    Case("adaptive-avg1d-overlap", "AdaptiveAveragePooling1D", {"output_size": 3}, ((5, 2),)),
+    Case("adaptive-avg1d-up-cf", "AdaptiveAveragePooling1D", {"output_size": 5, **CF}, ((2, 3),)),
+    Case("adaptive-avg2d", "AdaptiveAveragePooling2D", {"output_size": [3, 2]}, ((7, 5, 3),)),
+    Case("adaptive-avg2d-cf", "AdaptiveAveragePooling2D", {"output_size": 4, **CF}, ((2, 6, 9),)),
+    Case("adaptive-avg3d", "AdaptiveAveragePooling3D", {"output_size": [2, 3, 2]}, ((3, 5, 4, 2),)),
+    Case("adaptive-max1d", "AdaptiveMaxPooling1D", {"output_size": 4}, ((10, 3),)),
+    Case("adaptive-max2d", "AdaptiveMaxPooling2D", {"output_size": [2, 3]}, ((5, 7, 2),)),
+    Case("adaptive-max2d-cf-up", "AdaptiveMaxPooling2D", {"output_size": [4, 3], **CF}, ((2, 3, 3),)),
+    Case("adaptive-max3d-cf", "AdaptiveMaxPooling3D", {"output_size": 2, **CF}, ((2, 3, 5, 4),)),
     # ---- padding and cropping
     Case("zeropad1d-int", "ZeroPadding1D", {"padding": 2}, ((4, 2),)),
     Case("zeropad1d-pair", "ZeroPadding1D", {"padding": [2, 1]}, ((4, 2),)),

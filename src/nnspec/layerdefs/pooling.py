@@ -1,5 +1,5 @@
 """Pooling layers (MaxPooling1D/2D/3D, AveragePooling1D/2D/3D, GlobalMaxPooling1D/2D/3D,
-GlobalAveragePooling1D/2D/3D) and the spatial padding, cropping and upsampling layers
+GlobalAveragePooling1D/2D/3D, AdaptiveAveragePooling1D/2D/3D, AdaptiveMaxPooling1D/2D/3D) and the spatial padding, cropping and upsampling layers
 (ZeroPadding1D/2D, Cropping1D/2D, UpSampling1D/2D).
 
 None of them owns weights. Unknown (``None``) spatial dimensions pass through as ``None``, and
@@ -55,7 +55,7 @@ from .conv import (
 )
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
-KERNEL_HELPERS = ("_cubic_weights", "_resize_taps")  # called by kernels: compiled in place by the runtime
+KERNEL_HELPERS = ("_window", "_cubic_weights", "_resize_taps")  # called by kernels: compiled in place by the runtime
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -74,12 +74,26 @@ def _out_type(attrs, x: TensorType, shape) -> TensorType:
 # (rows * C, *spatial, 1).
 
 
-def pool_forward(x, y, is_max, pool, strides, pads):
+def _window(o, n, k, s, p, adaptive):
+    """The input range [start, end) of output position ``o`` along an axis of ``n`` entries.
+
+    Fixed windows: ``k`` taps from ``o * s - p``, clipped to the input. Adaptive windows
+    (``adaptive``: ``k`` is the output size): from floor(o * n / k) to ceil((o + 1) * n / k),
+    as PyTorch's adaptive pooling and every Keras backend split an axis.
+    """
+    if adaptive:
+        return (o * n) // k, ((o + 1) * n + k - 1) // k
+    return max(o * s - p, 0), min(o * s - p + k, n)
+
+
+def pool_forward(x, y, is_max, pool, strides, pads, adaptive):
     """Max or average pooling of ``x`` (rows, D, H, W, C) into ``y`` (rows, OD, OH, OW, C).
 
     Windows start at ``position * stride - pad``; taps outside the input are skipped, so an
     average divides by the number of taps inside the input (Keras on TensorFlow, JAX and NumPy)
-    and a maximum ignores the padding. A NaN in a window makes the maximum NaN.
+    and a maximum ignores the padding. A NaN in a window makes the maximum NaN. ``adaptive``:
+    windows split each axis into the output's size (see :func:`_window`; ``pool`` is then the
+    output's spatial shape).
     """
     n, d, h, w, c = x.shape
     od, oh, ow = y.shape[1], y.shape[2], y.shape[3]
@@ -92,14 +106,11 @@ def pool_forward(x, y, is_max, pool, strides, pads):
     o = 0
     for b in range(n):
         for z in range(od):
-            z0 = max(z * sd - pd, 0)
-            z1 = min(z * sd - pd + kd, d)
+            z0, z1 = _window(z, d, kd, sd, pd, adaptive)
             for yy in range(oh):
-                y0 = max(yy * sh - ph, 0)
-                y1 = min(yy * sh - ph + kh, h)
+                y0, y1 = _window(yy, h, kh, sh, ph, adaptive)
                 for xx in range(ow):
-                    x0 = max(xx * sw - pw, 0)
-                    x1 = min(xx * sw - pw + kw, w)
+                    x0, x1 = _window(xx, w, kw, sw, pw, adaptive)
                     for j in range(c):
                         acc[j] = -np.inf if is_max else 0.0
                     for iz in range(z0, z1):
@@ -294,7 +305,7 @@ def resize2d(x, y, cubic):
 # ----------------------------------------------------------------------------- backward kernels
 
 
-def pool_backward(x, dy, dx, is_max, pool, strides, pads):
+def pool_backward(x, dy, dx, is_max, pool, strides, pads, adaptive):
     """Add the gradient of :func:`pool_forward` into ``dx``: ``x`` and ``dx`` (rows, D, H, W, C),
     ``dy`` (rows, OD, OH, OW, C). Max: each window's ``dy`` goes to its first maximal element in
     scan order (the last NaN if any), found again from ``x``, as PyTorch's max_pool picks it.
@@ -312,14 +323,11 @@ def pool_backward(x, dy, dx, is_max, pool, strides, pads):
     o = 0
     for b in range(n):
         for z in range(od):
-            z0 = max(z * sd - pd, 0)
-            z1 = min(z * sd - pd + kd, d)
+            z0, z1 = _window(z, d, kd, sd, pd, adaptive)
             for yy in range(oh):
-                y0 = max(yy * sh - ph, 0)
-                y1 = min(yy * sh - ph + kh, h)
+                y0, y1 = _window(yy, h, kh, sh, ph, adaptive)
                 for xx in range(ow):
-                    x0 = max(xx * sw - pw, 0)
-                    x1 = min(xx * sw - pw + kw, w)
+                    x0, x1 = _window(xx, w, kw, sw, pw, adaptive)
                     if is_max:
                         first = (((b * d + z0) * h + y0) * w + x0) * c
                         for j in range(c):
@@ -521,17 +529,20 @@ def _spatial_views(e, rank: int, channels_first: bool, x: str | None = None, y: 
 
 
 def _pool_window(a, rank: int, spatial) -> tuple:
-    """(pool, strides, pads before) as the kernels' three axes."""
+    """(pool, strides, pads before, adaptive) as the kernels' three axes. Adaptive pooling
+    passes its output size as the pool (see :func:`_window`)."""
+    fill = (1,) * (3 - rank)
+    if "output_size" in a:
+        return fill + tuple(a["output_size"]), (1, 1, 1), (0, 0, 0), True
     pool = list(a["pool_size"])
     strides = list(a["strides"]) if a["strides"] is not None else pool
     pads = conv_pads(a["padding"], spatial, pool, strides, [1] * rank)
-    fill = (1,) * (3 - rank)
-    return fill + tuple(pool), fill + tuple(strides), (0,) * (3 - rank) + tuple(pads)
+    return fill + tuple(pool), fill + tuple(strides), (0,) * (3 - rank) + tuple(pads), False
 
 
-def _pool_emit(kind: str, rank: int):
+def _pool_emit(layer: str, kind: str, rank: int):
     def emit(e):
-        _static(e, f"{kind}Pooling{rank}D")
+        _static(e, layer)
         a = e.attrs
         x5, y5, sp = _spatial_views(e, rank, a["data_format"] == "channels_first")
         return [kernel_call(e, pool_forward, x5, y5, kind == "Max", *_pool_window(a, rank, sp))]
@@ -539,11 +550,11 @@ def _pool_emit(kind: str, rank: int):
     return emit
 
 
-def _pool_backward(kind: str, rank: int):
+def _pool_backward(layer: str, kind: str, rank: int):
     def backward(e):
         if e.dx[0] is None:
             return []
-        _static(e, f"{kind}Pooling{rank}D")
+        _static(e, layer)
         a = e.attrs
         cf = a["data_format"] == "channels_first"
         x5, _, sp = _spatial_views(e, rank, cf)
@@ -743,6 +754,22 @@ def _global_reference(kind: str):
     return reference
 
 
+def _adaptive_reference(kind: str):
+    def reference(attrs, inputs, params, masks=None):
+        x = _to_last(inputs[0], attrs)
+        reduce = np.max if kind == "Max" else np.mean
+        ranges = []
+        for n, k in zip(x.shape[1:-1], attrs["output_size"]):
+            ranges.append([(math.floor(i * n / k), math.ceil((i + 1) * n / k)) for i in range(k)])
+        y = np.empty((x.shape[0], *attrs["output_size"], x.shape[-1]), x.dtype)
+        for pos in itertools.product(*(range(k) for k in attrs["output_size"])):
+            window = (slice(None),) + tuple(slice(*ranges[a][i]) for a, i in enumerate(pos))
+            y[(slice(None), *pos)] = reduce(x[window], axis=tuple(range(1, x.ndim - 1)))
+        return [_from_last(y, attrs)]
+
+    return reference
+
+
 def _pad_crop_reference(rank: int, sign: int, attr: str, has_format: bool):
     def reference(attrs, inputs, params, masks=None):
         x = _to_last(inputs[0], attrs) if has_format else inputs[0]
@@ -844,8 +871,8 @@ def _pool(kind: str, rank: int, doc: str) -> LayerDef:
             *COMMON_ATTRS,
         ),
         infer=_pool_infer(name, rank),
-        emit=_pool_emit(kind, rank),
-        emit_backward=_pool_backward(kind, rank),
+        emit=_pool_emit(name, kind, rank),
+        emit_backward=_pool_backward(name, kind, rank),
         reference=_pool_reference(kind),
         positional=("pool_size", "strides", "padding"),
         doc=doc,
@@ -968,6 +995,60 @@ GLOBAL_AVERAGE_POOLING3D = _global(
     3,
     "Reduces volumes to one value per channel, the mean over the three spatial axes: "
     "(batch, channels), or (batch, 1, 1, 1, channels) with `keepdims`.",
+)
+
+# ----------------------------------------------------------------------------- adaptive pooling
+
+
+def _adaptive_infer(layer: str, rank: int):
+    def infer(attrs, inputs, ctx):
+        (x,) = inputs
+        require_rank(x, rank + 2, layer)
+        fmt = attrs["data_format"]
+        _, channels = split_channels(x.shape, fmt)
+        return [_out_type(attrs, x, join_channels(x.shape[0], tuple(attrs["output_size"]), channels, fmt))]
+
+    return infer
+
+
+def _adaptive(kind: str, rank: int, doc: str) -> LayerDef:
+    name = f"Adaptive{kind}Pooling{rank}D"
+    return LayerDef(
+        name=name,
+        attrs=(
+            ints("output_size", rank, REQUIRED, "Size of the output along each spatial axis."),
+            DATA_FORMAT_ATTR,
+            *COMMON_ATTRS,
+        ),
+        infer=_adaptive_infer(name, rank),
+        emit=_pool_emit(name, kind, rank),
+        emit_backward=_pool_backward(name, kind, rank),
+        reference=_adaptive_reference(kind),
+        positional=("output_size",),
+        doc=doc
+        + " Output position i of an axis of n entries pools entries floor(i * n / size) to "
+        "ceil((i + 1) * n / size) - 1, as PyTorch's adaptive pooling: windows differ by at most "
+        "one entry and may overlap; an output larger than the input repeats entries.",
+    )
+
+
+ADAPTIVE_AVERAGE_POOLING1D = _adaptive(
+    "Average", 1, "Averages a sequence (batch, steps, channels) into `output_size` steps, whatever its length."
+)
+ADAPTIVE_AVERAGE_POOLING2D = _adaptive(
+    "Average", 2, "Averages images into an `output_size` grid of cells per channel, whatever their size."
+)
+ADAPTIVE_AVERAGE_POOLING3D = _adaptive(
+    "Average", 3, "Averages volumes into an `output_size` grid of cells per channel, whatever their size."
+)
+ADAPTIVE_MAX_POOLING1D = _adaptive(
+    "Max", 1, "Takes the maximum of a sequence over `output_size` windows of steps, whatever its length."
+)
+ADAPTIVE_MAX_POOLING2D = _adaptive(
+    "Max", 2, "Takes each channel's maximum over an `output_size` grid of image cells, whatever the image's size."
+)
+ADAPTIVE_MAX_POOLING3D = _adaptive(
+    "Max", 3, "Takes each channel's maximum over an `output_size` grid of volume cells, whatever the volume's size."
 )
 
 # ----------------------------------------------------------------------------- padding, cropping
@@ -1241,6 +1322,12 @@ LAYERS = (
     GLOBAL_AVERAGE_POOLING1D,
     GLOBAL_AVERAGE_POOLING2D,
     GLOBAL_AVERAGE_POOLING3D,
+    ADAPTIVE_AVERAGE_POOLING1D,
+    ADAPTIVE_AVERAGE_POOLING2D,
+    ADAPTIVE_AVERAGE_POOLING3D,
+    ADAPTIVE_MAX_POOLING1D,
+    ADAPTIVE_MAX_POOLING2D,
+    ADAPTIVE_MAX_POOLING3D,
     ZERO_PADDING1D,
     ZERO_PADDING2D,
     CROPPING1D,
