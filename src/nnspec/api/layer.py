@@ -349,11 +349,14 @@ class Layer:
             raise ValueError(f"layer '{self.name}' is not built yet (never called): its weights' shapes are unknown")
         return sum(p.size for p in self._param_specs([x._type for x in self.calls[0].inputs]))
 
-    def _weight_names(self) -> list[str]:
+    def _params(self) -> list:
         model = self._model_ref
         if model is None:
             raise ValueError(f"layer '{self.name}' is not part of a compiled model, so it has no weights yet")
-        return [p.name for p in model.plan().params if p.name.startswith(self.name + "/")]
+        return [p for p in model.plan().params if p.name.startswith(self.name + "/")]
+
+    def _weight_names(self) -> list[str]:
+        return [p.name for p in self._params()]
 
     @property
     def weights(self) -> list:
@@ -361,8 +364,9 @@ class Layer:
 
     def get_weights(self) -> list:
         """This layer's weight arrays (copies), in Keras's order."""
-        store = self._model_ref._weights() if self._model_ref is not None else None
-        return [store.view(n).copy() for n in self._weight_names()]
+        params = self._params()
+        store = self._model_ref._weights()
+        return [store.view(p.name).astype(p.dtype) for p in params]
 
     def set_weights(self, weights) -> None:
         from ..specs.errors import WeightsError
@@ -375,6 +379,33 @@ class Layer:
         store = self._model_ref._weights()
         for n, w in zip(names, weights):
             store.assign(n, w, where=f"layer '{self.name}': ")
+
+    def adapt(self, data) -> None:
+        """Compute the weights from data, as Keras's ``adapt`` (Normalization: the mean and
+        variance over every axis but ``axis``). ``data``: an array, or an iterable of batches
+        (arrays, or ``(x, y)`` tuples whose ``x`` is used). Before the layer is in a model the
+        weights are kept and given to the first model built with it."""
+        import numpy as np
+
+        fn = self._def.extra.get("adapt")
+        if fn is None:
+            raise TypeError(f"{self.type} has no adapt(): its weights are not computed from data")
+        if isinstance(data, np.ndarray) or not hasattr(data, "__iter__"):
+            data = np.asarray(data)
+        else:
+            batches = [np.asarray(b[0] if isinstance(b, tuple) else b) for b in data]
+            if not batches:
+                raise ValueError(f"{self.type}.adapt: no batches in the data")
+            data = np.concatenate(batches)
+        if self.calls:
+            t = self.calls[0].inputs[0]._type
+        else:
+            t = TensorType((None, *data.shape[1:]), str(data.dtype))
+        weights = fn(self.attrs, t, data)
+        if self._model_ref is not None:
+            self.set_weights(weights)
+        else:
+            self._adapted = weights
 
     @property
     def trainable(self) -> bool:

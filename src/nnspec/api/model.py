@@ -113,12 +113,12 @@ class Model(TrainMixin, RunMixin, Layer):
     @property
     def trainable_weights(self) -> list:
         store = self._weights()
-        return [store.view(p.name).copy() for p in self.plan().params if p.trainable]
+        return [store.view(p.name).astype(p.dtype) for p in self.plan().params if p.trainable]
 
     @property
     def non_trainable_weights(self) -> list:
         store = self._weights()
-        return [store.view(p.name).copy() for p in self.plan().params if not p.trainable]
+        return [store.view(p.name).astype(p.dtype) for p in self.plan().params if not p.trainable]
 
     def _set_trainable(self, layer_names: list, value: bool) -> None:
         """Freeze (or unfreeze) these layers, as Keras's ``layer.trainable = False``: the model is

@@ -28,6 +28,10 @@ class RunMixin:
 
             shared = self._shared_store()
             self._store = shared if shared is not None else WeightStore(self.plan().params, self._seed)
+            for layer in self._layers.values():  # weights a layer computed before it was in a model
+                adapted = getattr(layer, "_adapted", None)
+                if adapted is not None and getattr(layer, "_model_ref", None) is self:
+                    layer.set_weights(adapted)
         return self._store
 
     def _shared_store(self):
@@ -47,7 +51,7 @@ class RunMixin:
     def get_weights(self) -> list:
         """Every weight array, layer by layer in file order, each layer's in Keras's order."""
         store = self._weights()
-        return [store.view(p.name).copy() for p in self.plan().params]
+        return [store.view(p.name).astype(p.dtype) for p in self.plan().params]
 
     def set_weights(self, weights) -> None:
         params = self.plan().params

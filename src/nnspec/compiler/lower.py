@@ -115,7 +115,7 @@ class _Lowering:
             off = self.offsets[p.trainable]
             self.offsets[p.trainable] += p.size
             self.params[name] = Param(name, tuple(p.shape), p.trainable, off, p.initializer, prefix + layer,
-                                      p.regularizer, p.constraint)  # fmt: skip
+                                      p.regularizer, p.constraint, p.dtype)  # fmt: skip
 
     def lower_graph(self, typed: TypedGraph, prefix: str, env: dict, fold: int | None) -> None:
         """Append the steps of ``typed``; ``env`` maps input names and refs to value ids."""

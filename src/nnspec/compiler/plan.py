@@ -74,6 +74,7 @@ class Param:
     layer: str = ""
     regularizer: object = None  # penalty added to the training loss (l1, l2, l1_l2)
     constraint: object = None  # applied to the weight after each optimizer update
+    dtype: str = "float32"  # the dtype get_weights returns (every weight is held as float32)
 
     @property
     def size(self) -> int:

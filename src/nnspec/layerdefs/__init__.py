@@ -50,6 +50,7 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     activation_layers.SOFTMAX,
     # preprocessing.py
     preprocessing.RESCALING,
+    preprocessing.NORMALIZATION,
     # conv.py
     conv.CONV1D,
     conv.CONV2D,

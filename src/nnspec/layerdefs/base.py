@@ -83,6 +83,7 @@ KINDS = (
     "layer",  # a nested layer definition (wrappers)
     "model",  # the name of a sub-model in the document's ``models``
     "dtype",
+    "numbers",  # a number or a (nested) list of numbers (Normalization's mean, bin boundaries)
     "any",
 )
 
@@ -191,6 +192,7 @@ class ParamSpec:
     trainable: bool = True
     regularizer: Any = None
     constraint: Any = None
+    dtype: str = "float32"  # what get_weights returns (held as float32 like every weight: int32 counters)
 
     @property
     def size(self) -> int:

@@ -90,6 +90,8 @@ def attr_schema(a: Attr) -> dict:
         s = {"$ref": "#/definitions/layer"}
     elif k == "dtype":
         s = {"enum": list(DTYPES)}
+    elif k == "numbers":
+        s = {"$ref": "#/definitions/numbers"}
     else:
         s = {}
     if a.minimum is not None and k in ("int", "float"):
@@ -238,6 +240,10 @@ def build_schema() -> dict:
             "else": _model_schema(top=False),
         },
         "training": _training_schema(),
+        "numbers": {
+            "description": "A number or a list of numbers (lists may nest).",
+            "anyOf": [{"type": "number"}, {"type": "array", "items": {"$ref": "#/definitions/numbers"}}],
+        },
         "layers": {d.name: layer_schema(d) for d in REGISTRY_LIST},
     }
     top = _model_schema(top=True)

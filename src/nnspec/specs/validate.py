@@ -103,7 +103,10 @@ def _translate(doc: Document, err, prefix: tuple = ()) -> list[Diagnostic]:
         # Pick the branch that went deepest: the most specific explanation.
         import jsonschema.exceptions
 
-        best = jsonschema.exceptions.best_match(err.context)
+        # A value that is not null failed every real branch: never explain it as "expected null".
+        branches = [e for e in err.context if not (err.instance is not None and e.validator == "type"
+                                                   and e.validator_value == "null")] or err.context  # fmt: skip
+        best = jsonschema.exceptions.best_match(branches)
         # A nullable vocabulary value (activation: 'rleu'): report the name, not the branches.
         enums = [e for e in _all_context(err)
                  if e.validator in ("enum", "const") and tuple(prefix) + tuple(e.absolute_path) == path]  # fmt: skip

@@ -1,0 +1,243 @@
+"""The preprocessing layers a model computes with (Normalization here; Rescaling is in
+test_kernels_core.py): kernels against the NumPy reference and Keras 3 (PyTorch backend) with the
+same statistics, gradients against finite differences and Keras autograd, Keras's weights
+(``mean``, ``variance``, int32 ``count``) and parameter counts, ``adapt`` against Keras's, a
+model file, and the errors Keras raises.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnspec
+from nnspec import layers
+from nnspec.specs.errors import ShapeMismatchError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import kernel_harness as kh
+from grad_harness import Case, GradSuite, close, fd_grads, keras_grads
+
+N = "Normalization"
+
+# fmt: off
+FORWARD = [  # (id, attrs, per-sample input shape); statistics from the file, or weights when absent
+    ("features-weights", {}, (5,)),
+    ("features-given", {"mean": [1.0, -2.0, 0.5], "variance": [4.0, 0.25, 9.0]}, (3,)),
+    ("scalar-given-all-axes", {"axis": None, "mean": 2.0, "variance": 3.0}, (3, 4)),
+    ("zero-variance-epsilon", {"mean": [0.0, 1.0], "variance": [0.0, 1.0]}, (2,)),
+    ("middle-axis-weights", {"axis": 1}, (3, 4)),
+    ("two-axes-weights", {"axis": [1, 3]}, (3, 2, 4)),
+    ("two-axes-low-rank-mean", {"axis": [-2, -1], "mean": [1.0, 2.0, 3.0], "variance": [1.0, 4.0, 0.5]}, (2, 3)),
+    ("invert-weights", {"invert": True}, (4,)),
+    ("invert-given", {"axis": [1, 2], "mean": [[1.0, 2.0], [3.0, 4.0]], "variance": [[1.0, 2.0], [3.0, 4.0]],
+                      "invert": True}, (2, 2)),
+]
+# fmt: on
+
+
+def _stats_weights(attrs, shape, seed=0):
+    """Random mean and positive variance for a layer that holds them as weights; [] otherwise."""
+    if "mean" in attrs:
+        return []
+    m = kh.build_nnspec(N, attrs, (shape,))
+    mean, var, count = m.get_weights()
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0, 2, mean.shape).astype(np.float32), rng.uniform(0.1, 5, var.shape).astype(np.float32),
+            np.zeros((), np.int32)]  # fmt: skip
+
+
+_RUNS: dict = {}
+
+
+def _forward(case):
+    cid, attrs, shape = case
+    if cid not in _RUNS:
+        ins = kh.random_inputs((shape,))
+        w = _stats_weights(attrs, shape)
+        _RUNS[cid] = (ins, w, kh.run_nnspec(N, attrs, ins, w))
+    return _RUNS[cid]
+
+
+@pytest.mark.parametrize("case", FORWARD, ids=lambda c: c[0])
+def test_kernels_match_reference(case):
+    ins, w, got = _forward(case)
+    (ref,) = kh.run_reference(N, case[1], ins, w)
+    np.testing.assert_allclose(got[0], ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("case", FORWARD, ids=lambda c: c[0])
+def test_kernels_weights_and_params_match_keras(case):
+    from keras_ref import keras_layer_facts
+
+    _, attrs, shape = case
+    ins, w, got = _forward(case)
+    (want,) = kh.run_keras(N, attrs, ins, w)
+    np.testing.assert_allclose(got[0], want, rtol=1e-6, atol=1e-5 * max(1.0, float(np.abs(want).max())))
+    _, weights, count = keras_layer_facts(N, attrs, [shape])
+    m = kh.build_nnspec(N, attrs, (shape,))
+    layer = m.get_layer("layer")
+    assert [(n.split("/")[-1], w.shape, False) for n, w in zip(layer._weight_names(), layer.get_weights())] == weights
+    assert m.count_params() == count
+
+
+def test_given_statistics_are_constants_not_weights():
+    m = kh.build_nnspec(N, {"mean": [1.0, 2.0], "variance": [1.0, 1.0]}, ((2,),))
+    assert m.get_weights() == [] and m.count_params() == 0
+    m = kh.build_nnspec(N, {}, ((7,),))
+    assert [w.shape for w in m.get_weights()] == [(7,), (7,), ()]
+    assert m.get_weights()[2].dtype == np.int32  # Keras's count is an int32 variable
+
+
+def test_summary_counts_the_statistics_as_non_trainable(capsys):
+    x = nnspec.Input((3, 4))
+    m = nnspec.Model(x, layers.Normalization(axis=[1, 2])(x))
+    m.summary()
+    out = capsys.readouterr().out
+    assert "Total params: 25 (100.00 B)" in out and "Non-trainable params: 25 (100.00 B)" in out
+    assert "Trainable params: 0 (0.00 B)" in out
+
+
+# ----------------------------------------------------------------------------- adapt
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("axis", [-1, [1, 2], None], ids=["features", "two-axes", "all"])
+def test_adapt_matches_keras(axis):
+    import keras
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(2.0, 3.0, size=(40, 3, 4)).astype(np.float32)
+    ours = layers.Normalization(axis=axis)
+    ours.adapt(data)  # before the layer is in a model: kept until the model is built
+    x = nnspec.Input((3, 4))
+    m = nnspec.Model(x, ours(x))
+    theirs = keras.layers.Normalization(axis=axis)
+    theirs.adapt(data)
+    for got, want in zip(m.get_weights(), theirs.get_weights()):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    probe = rng.normal(size=(5, 3, 4)).astype(np.float32)
+    np.testing.assert_allclose(m.predict(probe), np.asarray(theirs(probe)), rtol=1e-5, atol=1e-5)
+
+
+def test_adapt_in_a_model_and_from_batches():
+    rng = np.random.default_rng(1)
+    data = rng.normal(-1.0, 0.5, size=(30, 6)).astype(np.float32)
+    x = nnspec.Input((6,))
+    norm = layers.Normalization()
+    m = nnspec.Model(x, layers.Dense(2)(norm(x)))
+    norm.adapt((data[i : i + 8], None) for i in range(0, 30, 8))  # a generator of (x, y) batches
+    mean, var, count = norm.get_weights()
+    np.testing.assert_allclose(mean, data.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(var, data.var(0), rtol=1e-5)
+    assert count == 0  # Keras 3 leaves count at 0 too
+    with pytest.raises(ValueError, match="does not fit"):
+        norm.adapt(np.zeros((4, 5), np.float32))
+    with pytest.raises(TypeError, match="no adapt"):
+        layers.Dense(3).adapt(data)
+    with pytest.raises(ValueError, match="given as constants"):
+        layers.Normalization(mean=0.0, variance=1.0).adapt(data)
+
+
+# ----------------------------------------------------------------------------- gradients
+
+# fmt: off
+CASES = [
+    Case("normalization-given", N, {"mean": [0.5, -1.0, 2.0], "variance": [0.25, 4.0, 2.0]}, ((5, 3),)),
+    Case("normalization-invert-all", N, {"axis": None, "mean": 1.0, "variance": 9.0, "invert": True}, ((4, 2),)),
+    Case("normalization-two-axes", N, {"axis": [1, 2], "mean": [[1.0, 2.0], [3.0, 4.0]],
+                                       "variance": [[0.5, 2.0], [3.0, 0.1]]}, ((2, 2),)),
+    Case("normalization-weights", N, {}, ((3,),)),  # the initial weights: mean 0, variance 1
+]
+# fmt: on
+
+SUITE = GradSuite(CASES)
+
+
+@pytest.mark.parametrize("case_id", [c.id for c in CASES])
+def test_gradients_against_finite_differences(case_id):
+    case = SUITE.by_id[case_id]
+    r = SUITE.result(case_id)
+    dx, _ = fd_grads(case, r)
+    close(r.dx[0], dx[0], 1e-3, "input")
+    assert all(g is None for g in r.dw)  # the statistics are never trained
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("case_id", [c.id for c in CASES])
+def test_gradients_against_keras_autograd(case_id):
+    case = SUITE.by_id[case_id]
+    r = SUITE.result(case_id)
+    y, dx, _, _ = keras_grads(case, r)
+    close(r.y, y, 1e-4, "training forward")
+    close(r.dx[0], dx[0], 1e-4, "input")
+
+
+# ----------------------------------------------------------------------------- a model file
+
+MODEL = """
+format: nnspec/1
+name: standardized_mlp
+inputs:
+  features: {shape: [4]}
+layers:
+  norm: {type: Normalization, mean: [10.0, -3.0, 0.5, 1000.0], variance: [4.0, 1.0, 0.25, 10000.0]}
+  hidden: {type: Dense, units: 8, activation: relu}
+  out: {type: Dense, units: 3, activation: softmax}
+"""
+
+
+@pytest.mark.keras
+def test_model_file_summary_predictions_and_training_step_match_keras():
+    from grad_harness import model_matches_keras
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(6, 4)) * [2, 1, 0.5, 100] + [10, -3, 0.5, 1000]).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[np.arange(6) % 3]
+    m, _, moved = model_matches_keras(MODEL, x, y, seed=2)
+    assert m.count_params() == 4 * 8 + 8 + 8 * 3 + 3
+    assert moved == 4  # the two Dense layers' kernels and biases
+
+
+def test_model_file_round_trips_and_masks_pass_through():
+    import yaml
+
+    from nnspec.compiler import analyze
+    from nnspec.specs.load import Document
+
+    m = nnspec.Model.from_config(yaml.safe_load(MODEL))
+    again = nnspec.model_from_json(m.to_json())
+    assert again.get_layer("norm").attrs["mean"] == [10.0, -3.0, 0.5, 1000.0]
+    again.set_weights(m.get_weights())  # the JSON holds the architecture, as Keras's does
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(again.predict(x), m.predict(x))
+    spec = {"format": "nnspec/1", "inputs": {"ids": {"shape": [5], "dtype": "int32"}},
+            "layers": {"emb": {"type": "Embedding", "input_dim": 9, "output_dim": 3, "mask_zero": True},
+                       "norm": {"type": N, "axis": -1}},
+            "edges": ["ids -> emb -> norm"], "outputs": ["norm"]}  # fmt: skip
+    assert analyze(Document(spec)).nodes["norm"].out_types[0].masked
+
+
+@pytest.mark.parametrize(
+    "attrs, shape, message",
+    [
+        ({"mean": [1.0, 2.0]}, (2,), "give both `mean` and `variance`"),
+        ({"mean": [1.0, 2.0], "variance": [1.0]}, (2,), "must match"),
+        ({"mean": [1.0, 2.0, 3.0], "variance": [1.0, 2.0, 3.0]}, (2,), "does not fit the kept axes"),
+        ({"mean": [[1.0, 2.0]], "variance": [[1.0, 2.0]]}, (2,), "more axes than `axis` keeps"),
+        ({"axis": 3}, (2, 2), "out of range"),
+        ({"axis": 0}, (2,), "the batch axis"),
+        ({"axis": 1}, (None, 2), "axis 1, whose size is not known"),
+    ],
+)
+def test_statistics_keras_refuses_are_shape_errors(attrs, shape, message):
+    spec = {"format": "nnspec/1", "inputs": {"x": {"shape": list(shape)}},
+            "layers": {"n": {"type": N, **attrs}}, "edges": ["x -> n"], "outputs": ["n"]}  # fmt: skip
+    with pytest.raises(ShapeMismatchError) as err:
+        nnspec.Model.from_config(spec)
+    assert "E300" in str(err.value) and message in str(err.value) and "'n'" in str(err.value)
