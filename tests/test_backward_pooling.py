@@ -222,7 +222,8 @@ def _kernel_runs():
         ("masked-avg-cf", pooling.global_average_masked_backward, (mask, dy2, None, True), (3, 2, 4)),
         ("window", pooling.window_copy_backward, (r(2, 1, 5, 3, 2), None, i3(0, -1, 1)), (2, 1, 4, 4, 2)),
         ("nearest", pooling.upsample_nearest_backward, (r(2, 1, 4, 6, 2), None, i3(1, 2, 3)), (2, 1, 2, 2, 2)),
-        ("bicubic", pooling.resize2d_backward, (r(2, 6, 4, 2), None, True), (2, 3, 2, 2)),
+        ("bicubic", pooling.resize2d_backward, (r(2, 6, 4, 2), None, 1, 3, 2, 0, 0), (2, 3, 2, 2)),
+        ("resize-window", pooling.resize2d_backward, (r(2, 5, 5, 2), None, 0, 4, 3, -1, 1), (2, 3, 4, 2)),
     ]  # fmt: skip
 
 

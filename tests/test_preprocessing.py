@@ -144,10 +144,10 @@ def test_adapt_in_a_model_and_from_batches():
         layers.Normalization(mean=0.0, variance=1.0).adapt(data)
 
 
-# ----------------------------------------------------------------------------- gradients
+# ----------------------------------------------------------------------------- gradient cases
 
 # fmt: off
-CASES = [
+NORMALIZATION_CASES = [
     Case("normalization-given", N, {"mean": [0.5, -1.0, 2.0], "variance": [0.25, 4.0, 2.0]}, ((5, 3),)),
     Case("normalization-invert-all", N, {"axis": None, "mean": 1.0, "variance": 9.0, "invert": True}, ((4, 2),)),
     Case("normalization-two-axes", N, {"axis": [1, 2], "mean": [[1.0, 2.0], [3.0, 4.0]],
@@ -155,28 +155,6 @@ CASES = [
     Case("normalization-weights", N, {}, ((3,),)),  # the initial weights: mean 0, variance 1
 ]
 # fmt: on
-
-SUITE = GradSuite(CASES)
-
-
-@pytest.mark.parametrize("case_id", [c.id for c in CASES])
-def test_gradients_against_finite_differences(case_id):
-    case = SUITE.by_id[case_id]
-    r = SUITE.result(case_id)
-    dx, _ = fd_grads(case, r)
-    close(r.dx[0], dx[0], 1e-3, "input")
-    assert all(g is None for g in r.dw)  # the statistics are never trained
-
-
-@pytest.mark.keras
-@pytest.mark.parametrize("case_id", [c.id for c in CASES])
-def test_gradients_against_keras_autograd(case_id):
-    case = SUITE.by_id[case_id]
-    r = SUITE.result(case_id)
-    y, dx, _, _ = keras_grads(case, r)
-    close(r.y, y, 1e-4, "training forward")
-    close(r.dx[0], dx[0], 1e-4, "input")
-
 
 # ----------------------------------------------------------------------------- a model file
 
@@ -241,3 +219,169 @@ def test_statistics_keras_refuses_are_shape_errors(attrs, shape, message):
     with pytest.raises(ShapeMismatchError) as err:
         nnspec.Model.from_config(spec)
     assert "E300" in str(err.value) and message in str(err.value) and "'n'" in str(err.value)
+
+
+# ----------------------------------------------------------------------------- Resizing, CenterCrop
+
+CF = {"data_format": "channels_first"}
+
+# fmt: off
+IMAGE_FORWARD = [  # (id, type, attrs, per-sample input shape)
+    ("resize-down-bilinear", "Resizing", {"height": 3, "width": 4}, (7, 9, 2)),
+    ("resize-up-bilinear", "Resizing", {"height": 8, "width": 5}, (3, 4, 3)),
+    ("resize-nearest", "Resizing", {"height": 5, "width": 3, "interpolation": "nearest"}, (7, 8, 2)),
+    ("resize-bicubic-cf", "Resizing", {"height": 6, "width": 4, "interpolation": "bicubic", **CF}, (2, 4, 7)),
+    ("resize-crop-aspect", "Resizing", {"height": 4, "width": 4, "crop_to_aspect_ratio": True}, (6, 9, 2)),
+    ("resize-crop-aspect-tall", "Resizing", {"height": 2, "width": 5, "crop_to_aspect_ratio": True,
+                                             "interpolation": "bicubic"}, (8, 6, 1)),
+    ("resize-pad-aspect", "Resizing", {"height": 4, "width": 4, "pad_to_aspect_ratio": True, "fill_value": 2.5},
+     (3, 8, 2)),
+    ("resize-pad-aspect-odd-cf", "Resizing", {"height": 6, "width": 3, "pad_to_aspect_ratio": True, **CF},
+     (2, 5, 4)),  # Keras pads each side by floor(extra / 2): one row fewer than the ratio asks
+    ("center-crop", "CenterCrop", {"height": 3, "width": 4}, (6, 7, 2)),
+    ("center-crop-cf", "CenterCrop", {"height": 2, "width": 2, **CF}, (3, 5, 4)),
+    ("center-crop-smaller-resizes", "CenterCrop", {"height": 6, "width": 4}, (4, 9, 2)),
+]
+# fmt: on
+
+_IMAGE_RUNS: dict = {}
+
+
+def _image_forward(case):
+    cid, typ, attrs, shape = case
+    if cid not in _IMAGE_RUNS:
+        ins = kh.random_inputs((shape,))
+        _IMAGE_RUNS[cid] = (ins, kh.run_nnspec(typ, attrs, ins, []))
+    return _IMAGE_RUNS[cid]
+
+
+@pytest.mark.parametrize("case", IMAGE_FORWARD, ids=lambda c: c[0])
+def test_image_kernels_match_reference(case):
+    _, typ, attrs, _ = case
+    ins, got = _image_forward(case)
+    (ref,) = kh.run_reference(typ, attrs, ins, [])
+    assert got[0].shape == ref.shape
+    np.testing.assert_allclose(got[0], ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("case", IMAGE_FORWARD, ids=lambda c: c[0])
+def test_image_kernels_match_keras(case):
+    from keras_ref import keras_layer_facts
+
+    _, typ, attrs, shape = case
+    ins, got = _image_forward(case)
+    (want,) = kh.run_keras(typ, attrs, ins, [])
+    assert got[0].shape == want.shape
+    np.testing.assert_allclose(got[0], want, rtol=0, atol=1e-5 * max(1.0, float(np.abs(want).max())))
+    out_shapes, weights, count = keras_layer_facts(typ, attrs, [shape])
+    assert kh.build_nnspec(typ, attrs, (shape,)).outputs[0].shape == out_shapes[0]
+    assert weights == [] and count == 0
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest", "bicubic"])
+@pytest.mark.parametrize("dtype", ["uint8", "int32"])
+def test_integer_images_are_rounded_as_keras_computes(interpolation, dtype):
+    """Keras on PyTorch resizes an integer image in float32 and rounds back (half to even;
+    uint8 bicubic clipped to 0-255); nnspec rounds its float64 sum. Where the exact value is a
+    tie at .5, the two float sums can land on either side, so there (and only there, within
+    1e-4 of a tie in Keras's float result) the two may differ by one."""
+    import keras
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, size=(2, 7, 9, 3)).astype(dtype)
+    attrs = {"height": 5, "width": 4, "interpolation": interpolation}
+    (got,) = kh.run_nnspec("Resizing", attrs, [x], [], [dtype])
+    (want,) = kh.run_keras("Resizing", attrs, [x], [], [dtype])
+    floats = np.asarray(keras.layers.Resizing(**attrs)(x.astype(np.float32)))
+    if dtype == "uint8" and interpolation == "bicubic":
+        floats = np.clip(floats, 0, 255)
+    near_tie = np.abs(np.abs(floats - np.floor(floats)) - 0.5) < 1e-4
+    assert got.dtype == np.float32 and np.array_equal(got, np.round(got))
+    diff = np.abs(got - want.astype(np.float64))
+    assert (diff[~near_tie] == 0).all() and (diff[near_tie] <= 1).all()
+    assert (diff == 0).mean() > 0.9
+
+
+# fmt: off
+IMAGE_CASES = [
+    Case("resizing-bilinear-down", "Resizing", {"height": 3, "width": 2}, ((5, 4, 2),)),
+    Case("resizing-bicubic-up-cf", "Resizing", {"height": 5, "width": 4, "interpolation": "bicubic", **CF},
+         ((2, 3, 3),)),
+    Case("resizing-nearest-crop", "Resizing", {"height": 3, "width": 3, "interpolation": "nearest",
+                                               "crop_to_aspect_ratio": True}, ((4, 6, 2),)),
+    Case("resizing-pad", "Resizing", {"height": 4, "width": 4, "pad_to_aspect_ratio": True, "fill_value": 1.0},
+         ((2, 5, 2),)),
+    Case("center-crop", "CenterCrop", {"height": 2, "width": 3}, ((4, 5, 2),)),
+    Case("center-crop-smaller", "CenterCrop", {"height": 4, "width": 3}, ((3, 5, 2),)),
+]
+# fmt: on
+
+IMAGE_MODEL = """
+format: nnspec/1
+name: resized_cnn
+inputs:
+  image: {shape: [12, 10, 3], dtype: uint8}
+layers:
+  resize: {type: Resizing, height: 8, width: 8, crop_to_aspect_ratio: true}
+  scale: {type: Rescaling, scale: 0.00392156862745098}
+  crop: {type: CenterCrop, height: 6, width: 6}
+  conv: {type: Conv2D, filters: 4, kernel_size: 3, activation: relu}
+  pool: {type: GlobalAveragePooling2D}
+  out: {type: Dense, units: 3, activation: softmax}
+"""
+
+
+@pytest.mark.keras
+def test_image_model_summary_predictions_and_training_step_match_keras():
+    from grad_harness import model_matches_keras
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(4, 12, 10, 3)).astype(np.uint8)
+    y = np.eye(3, dtype=np.float32)[np.arange(4) % 3]
+    m, _, moved = model_matches_keras(IMAGE_MODEL, x, y, seed=1)
+    assert m.count_params() == 3 * 3 * 3 * 4 + 4 + 4 * 3 + 3
+    assert moved == 4
+
+
+@pytest.mark.parametrize(
+    "typ, attrs, message",
+    [
+        ("Resizing", {"height": 2, "width": 2, "interpolation": "lanczos3"}, "Keras on PyTorch refuses it"),
+        ("Resizing", {"height": 2, "width": 2, "crop_to_aspect_ratio": True, "pad_to_aspect_ratio": True},
+         "exclude each other"),
+        ("Resizing", {"height": 2, "width": 2, "antialias": True}, "antialias is not supported"),
+    ],
+)
+def test_resizing_options_nnspec_refuses_are_shape_errors(typ, attrs, message):
+    spec = {"format": "nnspec/1", "inputs": {"x": {"shape": [4, 4, 1]}},
+            "layers": {"r": {"type": typ, **attrs}}, "edges": ["x -> r"], "outputs": ["r"]}  # fmt: skip
+    with pytest.raises(ShapeMismatchError) as err:
+        nnspec.Model.from_config(spec)
+    assert "E300" in str(err.value) and message in str(err.value) and "'r'" in str(err.value)
+
+
+# ----------------------------------------------------------------------------- gradients, every case
+
+CASES = NORMALIZATION_CASES + IMAGE_CASES
+SUITE = GradSuite(CASES)
+
+
+@pytest.mark.parametrize("case_id", [c.id for c in CASES])
+def test_gradients_against_finite_differences(case_id):
+    case = SUITE.by_id[case_id]
+    r = SUITE.result(case_id)
+    dx, _ = fd_grads(case, r)
+    close(r.dx[0], dx[0], 1e-3, "input")
+    assert all(g is None for g in r.dw)  # no trainable weights: Normalization's statistics never train
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("case_id", [c.id for c in CASES])
+def test_gradients_against_keras_autograd(case_id):
+    case = SUITE.by_id[case_id]
+    r = SUITE.result(case_id)
+    y, dx, _, _ = keras_grads(case, r)
+    close(r.y, y, 1e-4, "training forward")
+    close(r.dx[0], dx[0], 1e-4, "input")

@@ -51,6 +51,8 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     # preprocessing.py
     preprocessing.RESCALING,
     preprocessing.NORMALIZATION,
+    preprocessing.RESIZING,
+    preprocessing.CENTER_CROP,
     # conv.py
     conv.CONV1D,
     conv.CONV2D,

@@ -55,7 +55,7 @@ from .conv import (
 )
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
-KERNEL_HELPERS = ("_window", "_cubic_weights", "_resize_taps")  # called by kernels: compiled in place by the runtime
+KERNEL_HELPERS = ("_window", "_cubic_weights", "_resize_taps", "_resize_tables")  # called by kernels: compiled in place by the runtime
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -232,61 +232,81 @@ def upsample_nearest(x, y, factors):
 
 
 def _cubic_weights(t):
-    """PyTorch's bicubic convolution weights (A = -0.75) of the 4 taps around offset ``t``."""
-    a = -0.75
-    x1 = t + 1.0
-    x2 = 1.0 - t
-    x3 = 2.0 - t
-    w0 = ((a * x1 - 5.0 * a) * x1 + 8.0 * a) * x1 - 4.0 * a
-    w1 = ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0
-    w2 = ((a + 2.0) * x2 - (a + 3.0)) * x2 * x2 + 1.0
-    w3 = ((a * x3 - 5.0 * a) * x3 + 8.0 * a) * x3 - 4.0 * a
+    """PyTorch's bicubic convolution weights (A = -0.75) of the 4 taps around offset ``t``
+    (float32 in, float32 out)."""
+    a = np.float32(-0.75)
+    one = np.float32(1.0)
+    two = np.float32(2.0)
+    x1 = t + one
+    x2 = one - t
+    x3 = two - t
+    w0 = ((a * x1 - np.float32(5.0) * a) * x1 + np.float32(8.0) * a) * x1 - np.float32(4.0) * a
+    w1 = ((a + two) * t - (a + np.float32(3.0))) * t * t + one
+    w2 = ((a + two) * x2 - (a + np.float32(3.0))) * x2 * x2 + one
+    w3 = ((a * x3 - np.float32(5.0) * a) * x3 + np.float32(8.0) * a) * x3 - np.float32(4.0) * a
     return w0, w1, w2, w3
 
 
-def _resize_taps(size_in, size_out, cubic, idx, wts):
-    """For each output index along one axis: 4 input indices (clamped) and their weights,
-    as PyTorch's interpolate computes them with align_corners=False."""
-    scale = size_in / size_out
+RESIZE_MODES = {"bilinear": 0, "bicubic": 1, "nearest": 2}  # the kernels' ``mode``
+
+
+def _resize_taps(size_in, size_out, mode, idx, wts):
+    """For each output index along one axis: 4 input indices (clamped) and their weights, as
+    PyTorch's interpolate computes them with align_corners=False: bilinear (mode 0, 2 taps),
+    bicubic (1, 4 taps) or nearest-exact (2, 1 tap: the input cell under the output's centre).
+    Source positions and weights in float32 arithmetic, as PyTorch's float kernels (it decides
+    which way a value lands when an integer image's result is rounded)."""
+    scale = np.float32(size_in) / np.float32(size_out)
+    half = np.float32(0.5)
     for o in range(size_out):
-        src = scale * (o + 0.5) - 0.5
-        if cubic:
+        for k in range(4):
+            idx[o, k] = 0
+            wts[o, k] = 0.0
+        src = scale * (np.float32(o) + half) - half
+        if mode == 1:
             i0 = math.floor(src)
-            w0, w1, w2, w3 = _cubic_weights(src - i0)
+            w0, w1, w2, w3 = _cubic_weights(src - np.float32(i0))
             wts[o, 0] = w0
             wts[o, 1] = w1
             wts[o, 2] = w2
             wts[o, 3] = w3
             for k in range(4):
                 idx[o, k] = min(max(i0 - 1 + k, 0), size_in - 1)
+        elif mode == 2:
+            idx[o, 0] = min(int(math.floor((np.float32(o) + half) * scale)), size_in - 1)
+            wts[o, 0] = 1.0
         else:
-            src = max(src, 0.0)
+            src = max(src, np.float32(0.0))
             i0 = int(src)
             i1 = i0 + 1 if i0 < size_in - 1 else i0
-            lam = src - i0
+            lam = src - np.float32(i0)
             idx[o, 0] = i0
             idx[o, 1] = i1
-            idx[o, 2] = i0
-            idx[o, 3] = i0
-            wts[o, 0] = 1.0 - lam
+            wts[o, 0] = np.float32(1.0) - lam
             wts[o, 1] = lam
-            wts[o, 2] = 0.0
-            wts[o, 3] = 0.0
 
 
-def resize2d(x, y, cubic):
-    """Bilinear (or bicubic) resize of ``x`` (rows, H, W, C) into ``y`` (rows, OH, OW, C) with
-    PyTorch's half-pixel sampling (align_corners=False, no antialiasing), as Keras's
-    UpSampling2D on its PyTorch backend."""
-    n, h, w, c = x.shape
-    oh, ow = y.shape[1], y.shape[2]
+def _resize_tables(sh, sw, oh, ow, mode):
+    """Both axes' taps (indices into the source window, weights) and how many are used."""
     iy = np.empty((oh, 4), np.int64)
     wy = np.empty((oh, 4), np.float64)
     ix = np.empty((ow, 4), np.int64)
     wx = np.empty((ow, 4), np.float64)
-    _resize_taps(h, oh, cubic, iy, wy)
-    _resize_taps(w, ow, cubic, ix, wx)
-    taps = 4 if cubic else 2
+    _resize_taps(sh, oh, mode, iy, wy)
+    _resize_taps(sw, ow, mode, ix, wx)
+    return iy, wy, ix, wx, (4 if mode == 1 else (1 if mode == 2 else 2))
+
+
+def resize2d(x, y, mode, sh, sw, oy, ox, fill, rnd, lo, hi):
+    """Resize of an (sh, sw) window of ``x`` (rows, H, W, C) into ``y`` (rows, OH, OW, C) with
+    PyTorch's half-pixel sampling (align_corners=False, no antialiasing; ``mode`` as in
+    :data:`RESIZE_MODES`), as Keras's UpSampling2D and Resizing on its PyTorch backend. Window
+    cell (r, q) is ``x[r + oy, q + ox]``, or ``fill`` where that is outside ``x`` (the padding
+    of pad_to_aspect_ratio; a crop is a window inside ``x``). ``rnd``: results rounded half to
+    even (from the float64 sum) and clipped to [lo, hi], as an integer image's."""
+    n, h, w, c = x.shape
+    oh, ow = y.shape[1], y.shape[2]
+    iy, wy, ix, wx, taps = _resize_tables(sh, sw, oh, ow, mode)
     acc = np.empty(c, np.float64)
     for i in range(n):
         for r in range(oh):
@@ -294,12 +314,22 @@ def resize2d(x, y, cubic):
                 for j in range(c):
                     acc[j] = 0.0
                 for a in range(taps):
+                    ya = iy[r, a] + oy
                     for b in range(taps):
                         wgt = wy[r, a] * wx[q, b]
-                        for j in range(c):
-                            acc[j] += wgt * x[i, iy[r, a], ix[q, b], j]
-                for j in range(c):
-                    y[i, r, q, j] = acc[j]
+                        xb = ix[q, b] + ox
+                        if 0 <= ya < h and 0 <= xb < w:
+                            for j in range(c):
+                                acc[j] += wgt * x[i, ya, xb, j]
+                        else:
+                            for j in range(c):
+                                acc[j] += wgt * fill
+                if rnd:
+                    for j in range(c):
+                        y[i, r, q, j] = min(max(np.rint(acc[j]), lo), hi)
+                else:
+                    for j in range(c):
+                        y[i, r, q, j] = acc[j]
 
 
 # ----------------------------------------------------------------------------- backward kernels
@@ -465,20 +495,15 @@ def upsample_nearest_backward(dy, dx, factors):
                     o += c
 
 
-def resize2d_backward(dy, dx, cubic):
+def resize2d_backward(dy, dx, mode, sh, sw, oy, ox):
     """Add the gradient of :func:`resize2d` into ``dx`` (rows, H, W, C), given ``dy`` (rows, OH,
     OW, C): the transpose of the resize, each output's gradient added into the input cells it
-    read with the same weights (clamped taps at the edges add into the edge cells)."""
+    read with the same weights (clamped taps at the edges add into the edge cells; the fill
+    has no gradient)."""
     n, h, w, c = dx.shape
     oh, ow = dy.shape[1], dy.shape[2]
-    iy = np.empty((oh, 4), np.int64)
-    wy = np.empty((oh, 4), np.float64)
-    ix = np.empty((ow, 4), np.int64)
-    wx = np.empty((ow, 4), np.float64)
-    _resize_taps(h, oh, cubic, iy, wy)
-    _resize_taps(w, ow, cubic, ix, wx)
-    taps = 4 if cubic else 2
-    acc = np.zeros((h, w, c), np.float64)
+    iy, wy, ix, wx, taps = _resize_tables(sh, sw, oh, ow, mode)
+    acc = np.zeros((sh, sw, c), np.float64)
     for i in range(n):
         acc[:] = 0.0
         for r in range(oh):
@@ -490,10 +515,10 @@ def resize2d_backward(dy, dx, cubic):
                         xb = ix[q, b]
                         for j in range(c):
                             acc[ya, xb, j] += wgt * dy[i, r, q, j]
-        for p in range(h):
-            for q in range(w):
+        for p in range(max(0, -oy), min(sh, h - oy)):
+            for q in range(max(0, -ox), min(sw, w - ox)):
                 for j in range(c):
-                    dx[i, p, q, j] += acc[p, q, j]
+                    dx[i, p + oy, q + ox, j] += acc[p, q, j]
 
 
 # ----------------------------------------------------------------------------- emit
@@ -658,7 +683,7 @@ def _upsampling_emit(rank: int):
             ch, isp, osp = xs[-1], xs[:-1], ys[:-1]
         x4 = f"{e.x[0]}.reshape(({r}, {isp[0]}, {isp[1]}, {ch}))"
         y4 = f"{e.y[0]}.reshape(({r}, {osp[0]}, {osp[1]}, {ch}))"
-        return [e.call(resize2d, x4, y4, interp == "bicubic")]
+        return [e.call(resize2d, x4, y4, RESIZE_MODES[interp], isp[0], isp[1], 0, 0, 0.0, False, 0.0, 0.0)]
 
     return emit
 
@@ -684,7 +709,7 @@ def _upsampling_backward(rank: int):
             ch, isp, osp = xs[-1], xs[:-1], ys[:-1]
         dx4 = f"{e.dx[0]}.reshape(({r}, {isp[0]}, {isp[1]}, {ch}))"
         dy4 = f"{e.dy[0]}.reshape(({r}, {osp[0]}, {osp[1]}, {ch}))"
-        return [e.call(resize2d_backward, dy4, dx4, interp == "bicubic")]
+        return [e.call(resize2d_backward, dy4, dx4, RESIZE_MODES[interp], isp[0], isp[1], 0, 0)]
 
     return backward
 

@@ -1,4 +1,5 @@
-"""Preprocessing layers that are part of a model's arithmetic: Rescaling, Normalization.
+"""Preprocessing layers that are part of a model's arithmetic: Rescaling, Normalization,
+Resizing, CenterCrop.
 
 ``Rescaling`` is how Keras's image tutorials start a model (``Rescaling(1./255)`` on pixel
 values): ``y = x * scale + offset``, computed in float32 as Keras does (the product rounded to
@@ -11,16 +12,28 @@ statistics kept per entry of ``axis`` and broadcast over the other axes. Given i
 otherwise they are Keras's three non-trainable weights ``mean``, ``variance`` (zeros and ones
 until set) and ``count`` (int32, kept at 0 as Keras 3 keeps it), which ``layer.adapt(data)``,
 ``set_weights`` or a weights file fill. Neither is ever trained.
+
+``Resizing`` and ``CenterCrop`` resample images with the pooling family's resize kernels, as
+Keras on PyTorch does (``interpolate`` with half-pixel centres, no antialiasing): a window of
+the input (the whole image, its largest centred crop of the target's aspect ratio, or the image
+padded with ``fill_value`` to that ratio) is resized to (height, width). CenterCrop takes the
+centred (height, width) crop when the image is at least that large, and otherwise resizes its
+largest centred crop of the target's aspect ratio (bilinear), as Keras's ``smart_resize``. Both
+output float32; for integer images Resizing rounds (half to even) as Keras's computed output.
 """
 
 from __future__ import annotations
 
 import math
 
-from .base import COMMON_ATTRS, Attr, LayerDef, ParamSpec, ShapeError, TensorType, fmt_shape
+from .base import COMMON_ATTRS, Attr, LayerDef, ParamSpec, ShapeError, TensorType, fmt_shape, require_rank
+from .conv import join_channels, split_channels
+from .core import DATA_FORMAT_ATTR
+from .pooling import RESIZE_MODES, _static, _torch_taps, resize2d, resize2d_backward
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
 KERNEL_HELPERS = ("_normalization_tables",)
+_INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 
 
 def rescale_forward(x, y, scale, offset):
@@ -295,4 +308,174 @@ NORMALIZATION = LayerDef(
     "statistics per entry of `axis`. Given in the file, they are constants; otherwise the layer "
     "holds them as non-trainable weights `mean`, `variance` and `count`, which Python's "
     "`layer.adapt(data)` computes from data, as Keras's. Passes the mask through.",
+)
+
+
+# ----------------------------------------------------------------------------- Resizing, CenterCrop
+
+
+def _resize_window(attrs, h: int, w: int) -> tuple:
+    """(mode, window height, width, row and column offsets into the image, fill) for an image
+    of h x w, as Keras computes crop_to_aspect_ratio, pad_to_aspect_ratio and CenterCrop."""
+    th, tw = attrs["height"], attrs["width"]
+    if "interpolation" not in attrs:  # CenterCrop
+        if h >= th and w >= tw:
+            return RESIZE_MODES["nearest"], th, tw, (h - th) // 2, (w - tw) // 2, 0.0
+        crop = True
+        mode = RESIZE_MODES["bilinear"]
+    else:
+        crop = attrs["crop_to_aspect_ratio"]
+        mode = RESIZE_MODES[attrs["interpolation"]]
+    if crop:
+        ch = max(min(h, int(float(w * th) / tw)), 1)
+        cw = max(min(w, int(float(h * tw) / th)), 1)
+        return mode, ch, cw, int(float(h - ch) / 2), int(float(w - cw) / 2), 0.0
+    if attrs.get("pad_to_aspect_ratio"):
+        ph = int(float(max(h, int(float(w * th) / tw)) - h) / 2)
+        pw = int(float(max(w, int(float(h * tw) / th)) - w) / 2)
+        return mode, h + 2 * ph, w + 2 * pw, -ph, -pw, float(attrs["fill_value"])
+    return mode, h, w, 0, 0, 0.0
+
+
+def _rounding(attrs, dtype: str) -> tuple:
+    """(round, low, high): Resizing of integer images rounds half to even, as Keras on PyTorch
+    casts back to the input's dtype; bicubic uint8 results are clipped to 0-255 first."""
+    if "interpolation" not in attrs or dtype not in _INT_DTYPES:
+        return False, 0.0, 0.0
+    if dtype == "uint8" and attrs["interpolation"] == "bicubic":
+        return True, 0.0, 255.0
+    return True, -math.inf, math.inf
+
+
+def _resize_infer(layer: str):
+    def infer(attrs, inputs, ctx):
+        (x,) = inputs
+        require_rank(x, 4, layer)
+        if attrs.get("interpolation") not in (None, *RESIZE_MODES):
+            raise ShapeError(f"{layer}: interpolation '{attrs['interpolation']}' is not supported: Keras on PyTorch "
+                             f"refuses it and its backends compute it differently; use one of "
+                             f"{', '.join(RESIZE_MODES)}")  # fmt: skip
+        if attrs.get("crop_to_aspect_ratio") and attrs.get("pad_to_aspect_ratio"):
+            raise ShapeError(f"{layer}: crop_to_aspect_ratio and pad_to_aspect_ratio exclude each other")
+        if attrs.get("antialias"):
+            raise ShapeError(f"{layer}: antialias is not supported yet (the default, false, is Keras's)")
+        fmt = attrs["data_format"]
+        _, channels = split_channels(x.shape, fmt)
+        shape = join_channels(x.shape[0], (attrs["height"], attrs["width"]), channels, fmt)
+        return [TensorType(shape, "float32", False)]
+
+    return infer
+
+
+def _resize_views(e, dx: str | None = None, dy: str | None = None):
+    (xs,) = e.x_shapes
+    (ys,) = e.y_shapes
+    r = e.rows()
+    if e.attrs["data_format"] == "channels_first":
+        r, ch, isp, osp = f"{r} * {xs[0]}", 1, xs[1:], ys[1:]
+    else:
+        ch, isp, osp = xs[-1], xs[:-1], ys[:-1]
+    x4 = f"{dx or e.x[0]}.reshape(({r}, {isp[0]}, {isp[1]}, {ch}))"
+    y4 = f"{dy or e.y[0]}.reshape(({r}, {osp[0]}, {osp[1]}, {ch}))"
+    return x4, y4, isp
+
+
+def _resize_emit(layer: str):
+    def emit(e):
+        _static(e, layer)
+        x4, y4, (h, w) = _resize_views(e)
+        return [e.call(resize2d, x4, y4, *_resize_window(e.attrs, h, w), *_rounding(e.attrs, e.x_dtypes[0]))]
+
+    return emit
+
+
+def _resize_backward(layer: str):
+    def backward(e):
+        if e.dx[0] is None:
+            return []
+        _static(e, layer)
+        dx4, dy4, (h, w) = _resize_views(e, e.dx[0], e.dy[0])
+        mode, sh, sw, oy, ox, _ = _resize_window(e.attrs, h, w)
+        return [e.call(resize2d_backward, dy4, dx4, mode, sh, sw, oy, ox)]
+
+    return backward
+
+
+def _resize_reference(attrs, inputs, params, masks=None):
+    import numpy
+
+    cf = attrs["data_format"] == "channels_first"
+    x = numpy.asarray(inputs[0], numpy.float64)
+    x = numpy.moveaxis(x, 1, -1) if cf else x
+    mode, sh, sw, oy, ox, fill = _resize_window(attrs, x.shape[1], x.shape[2])
+    window = numpy.full((x.shape[0], sh, sw, x.shape[3]), fill)
+    rows = numpy.arange(sh) + oy
+    cols = numpy.arange(sw) + ox
+    keep_r = numpy.flatnonzero((rows >= 0) & (rows < x.shape[1]))
+    keep_c = numpy.flatnonzero((cols >= 0) & (cols < x.shape[2]))
+    window[:, keep_r[:, None], keep_c[None, :]] = x[:, rows[keep_r][:, None], cols[keep_c][None, :]]
+    y = window
+    for ax, n_out in ((1, attrs["height"]), (2, attrs["width"])):
+        n_in = y.shape[ax]
+        if mode == RESIZE_MODES["nearest"]:
+            y = numpy.take(y, numpy.minimum(numpy.floor((numpy.arange(n_out) + 0.5) * (n_in / n_out)).astype(int),
+                                            n_in - 1), axis=ax)  # fmt: skip
+            continue
+        idx, wts = _torch_taps(n_in, n_out, mode == RESIZE_MODES["bicubic"])
+        taken = numpy.take(y, idx, axis=ax)
+        shape = [1] * taken.ndim
+        shape[ax], shape[ax + 1] = wts.shape
+        y = (taken * wts.reshape(shape)).sum(axis=ax + 1)
+    if attrs.get("interpolation") is not None and numpy.asarray(inputs[0]).dtype.kind in "iu":
+        y = numpy.round(y)
+        if numpy.asarray(inputs[0]).dtype == numpy.uint8 and attrs["interpolation"] == "bicubic":
+            y = numpy.clip(y, 0, 255)
+    return [numpy.moveaxis(y, -1, 1) if cf else y]
+
+
+_SIZE_ATTRS = (
+    Attr("height", "int", doc="Height of the output images.", minimum=1),
+    Attr("width", "int", doc="Width of the output images.", minimum=1),
+)
+
+RESIZING = LayerDef(
+    name="Resizing",
+    attrs=(
+        *_SIZE_ATTRS,
+        Attr("interpolation", "enum", "bilinear", "How output pixels are sampled (lanczos3, lanczos5 and area are "
+             "refused: Keras on PyTorch refuses them).",
+             choices=("bilinear", "nearest", "bicubic", "lanczos3", "lanczos5", "area")),  # fmt: skip
+        Attr("crop_to_aspect_ratio", "bool", False, "Resize the largest centred crop with the output's aspect ratio "
+             "instead of stretching."),  # fmt: skip
+        Attr("pad_to_aspect_ratio", "bool", False, "Pad the image with `fill_value` to the output's aspect ratio "
+             "(centred) instead of stretching."),  # fmt: skip
+        Attr("fill_mode", "enum", "constant", "How padding is filled (Keras on PyTorch supports only 'constant').",
+             choices=("constant",)),  # fmt: skip
+        Attr("fill_value", "float", 0.0, "The value of the padding of pad_to_aspect_ratio."),
+        Attr("antialias", "bool", False, "Low-pass filter when downsampling (not supported yet)."),
+        DATA_FORMAT_ATTR,
+        *COMMON_ATTRS,
+    ),
+    infer=_resize_infer("Resizing"),
+    emit=_resize_emit("Resizing"),
+    emit_backward=_resize_backward("Resizing"),
+    reference=_resize_reference,
+    positional=("height", "width"),
+    doc="Resizes images (batch, rows, cols, channels) to (height, width) by bilinear, nearest or "
+    "bicubic interpolation (PyTorch's half-pixel sampling, as Keras on PyTorch); optionally the "
+    "largest centred crop, or the image padded with `fill_value`, of the output's aspect ratio. "
+    "Integer images give rounded values, as Keras computes them.",
+)
+
+CENTER_CROP = LayerDef(
+    name="CenterCrop",
+    attrs=(*_SIZE_ATTRS, DATA_FORMAT_ATTR, *COMMON_ATTRS),
+    infer=_resize_infer("CenterCrop"),
+    emit=_resize_emit("CenterCrop"),
+    emit_backward=_resize_backward("CenterCrop"),
+    reference=_resize_reference,
+    positional=("height", "width"),
+    doc="Crops the centre (height, width) of images; an image smaller than that in either "
+    "dimension is instead resized (bilinear) from its largest centred crop of the target's "
+    "aspect ratio, as Keras's smart_resize. The output is float32.",
 )
