@@ -441,7 +441,7 @@ def nnspec_and_keras(spec, seed: int):
 
     m = nnspec.load(spec, seed=seed)
     km = keras_model_from_spec(spec)
-    for layer in m.layers[1:]:  # the inputs come first and have no weights
+    for layer in m.layers:  # input layers (listed first when the file has edges) have no weights
         w = layer.get_weights()
         if w:
             km.get_layer(layer.name).set_weights(w)

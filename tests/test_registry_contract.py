@@ -92,6 +92,9 @@ CHECKED_OTHERWISE = {
     "SimpleRNNCell": "inside RNN: test_rnn_cell.py's RNN cases",
     "LSTMCell": "inside RNN: test_rnn_cell.py's RNN cases",
     "GRUCell": "inside RNN: test_rnn_cell.py's RNN cases",
+    "SpectralNormalization": "training rewrites the kernel before the forward pass, so a gradient at fixed "
+    "weights is the wrapped layer's (checked in its suite): whole training steps against Keras, and the power "
+    "method against NumPy, in test_spectral_normalization.py",
     "Model": "inlined: its steps are its layers' (each checked here); one training step of the seeds with "
     "sub-models (video_classifier, shared_feature_lstm...) against Keras in test_training_seeds.py",
 }

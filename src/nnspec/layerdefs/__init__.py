@@ -125,6 +125,7 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     # wrappers.py
     wrappers.TIME_DISTRIBUTED,
     wrappers.BIDIRECTIONAL,
+    wrappers.SPECTRAL_NORMALIZATION,
     wrappers.MODEL,
 )
 # fmt: on

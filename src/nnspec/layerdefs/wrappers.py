@@ -1,4 +1,5 @@
-"""Wrappers: TimeDistributed, Bidirectional, and Model (a sub-model used as a layer).
+"""Wrappers: TimeDistributed, Bidirectional, SpectralNormalization, and Model (a sub-model
+used as a layer).
 
 A wrapper's ``layer`` attribute is a nested layer definition, a mapping such as
 ``{type: LSTM, units: 64}``. The wrappers never read the registry themselves: they type and
@@ -8,6 +9,7 @@ them. Keras's ``Bidirectional(weights=...)`` (initial weight values) is not acce
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from . import recurrent
@@ -26,6 +28,7 @@ from .base import (
 from .recurrent import RECURRENT_TYPES
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
+KERNEL_HELPERS = ("_unit",)  # called by kernels: compiled in place by the runtime
 
 MERGE_MODES = ("concat", "sum", "mul", "ave")
 
@@ -477,6 +480,211 @@ MODEL = LayerDef(
     "model is applied to tensors: the inputs map in order onto the sub-model's inputs and its "
     "outputs become this layer's outputs. The sub-model's weights are shared by every call "
     "and listed as `<layer>/<weight>`.",
+)
+
+# ----------------------------------------------------------------------------- SpectralNormalization
+#
+# Keras's SpectralNormalization wraps a layer with a `kernel` (or Embedding's `embeddings`) and
+# adds the non-trainable `vector_u` (1, kernel.shape[-1]), listed right after the kernel. At
+# inference it is the wrapped layer. In training, before the forward pass, it runs
+# `power_iterations` steps of the power method on the kernel seen as (-1, units) and divides
+# the kernel by the estimated largest singular value, writing both back (an all-zero kernel is
+# left alone): the wrapped layer then runs, and is differentiated, with the kernel as a plain
+# weight. The kernels here run the wrapped layer's own kernels through a view of the step
+# without `vector_u`.
+
+SPECTRAL_EPSILON = 1e-7  # keras.ops.normalize's floor on the norm (backend.epsilon())
+
+
+def _unit(v):
+    """``v * min(1 / ||v||, 1 / epsilon)``, Keras's L2 ``normalize``, in place (float64)."""
+    ss = 0.0
+    for i in range(v.size):
+        ss += v[i] * v[i]
+    inv = 1.0 / math.sqrt(ss) if ss > 0.0 else math.inf
+    inv = min(inv, 1.0 / SPECTRAL_EPSILON)
+    for i in range(v.size):
+        v[i] *= inv
+
+
+def spectral_normalize(w, u, iterations):
+    """One training step's update: ``w`` (rows, units), the kernel (float32, rescaled in
+    place), ``u`` (1, units), the power method's vector (replaced)."""
+    rows, units = w.shape
+    nonzero = False
+    for i in range(rows):
+        for j in range(units):
+            if w[i, j] != 0.0:
+                nonzero = True
+    if not nonzero:
+        return
+    uu = np.empty(units, np.float64)
+    vv = np.empty(rows, np.float64)
+    for j in range(units):
+        uu[j] = u[0, j]
+    for _ in range(iterations):
+        for i in range(rows):
+            acc = 0.0
+            for j in range(units):
+                acc += w[i, j] * uu[j]
+            vv[i] = acc
+        _unit(vv)
+        for j in range(units):
+            uu[j] = 0.0
+        for i in range(rows):
+            for j in range(units):
+                uu[j] += vv[i] * w[i, j]
+        _unit(uu)
+    sigma = 0.0
+    for i in range(rows):
+        for j in range(units):
+            sigma += vv[i] * w[i, j] * uu[j]
+    s32 = np.float32(sigma)
+    for i in range(rows):
+        for j in range(units):
+            w[i, j] = w[i, j] / s32
+    for j in range(units):
+        u[0, j] = uu[j]
+
+
+def _sn_inner(attrs) -> tuple:
+    """(the wrapped layer's LayerDef, its normalized attributes)."""
+    from . import REGISTRY
+
+    inner = dict(attrs["layer"])
+    defn = REGISTRY[inner.pop("type")]
+    if "trainable" in attrs and not attrs["trainable"]:
+        inner["trainable"] = False
+    return defn, normalize_attrs(defn, inner)
+
+
+def _sn_check(attrs, inputs, ctx: InferContext) -> list[ParamSpec]:
+    inner = attrs["layer"]
+    defn = ctx.layer_def(inner)
+    if defn.name in ("TimeDistributed", "Bidirectional", "SpectralNormalization", "Model", "RNN") or defn.uses_mask:
+        raise ShapeError(f"SpectralNormalization wraps a layer with a kernel such as Dense, Conv2D or Embedding; "
+                         f"nnspec does not wrap {defn.name}")  # fmt: skip
+    params = list(ctx.layer_params(inner, inputs))
+    if not params or params[0].name not in ("kernel", "embeddings"):
+        raise ShapeError(f"SpectralNormalization: {defn.name} has no weight 'kernel' nor 'embeddings' "
+                         f"(it has {', '.join(p.name for p in params) or 'no weights'}), as Keras requires")  # fmt: skip
+    return params
+
+
+def _sn_infer(attrs, inputs, ctx: InferContext):
+    _sn_check(attrs, inputs, ctx)
+    outs = ctx.infer_layer(attrs["layer"], inputs)
+    return [TensorType(t.shape, inputs[0].dtype, t.masked) for t in outs]  # Keras casts to the input's dtype
+
+
+def _sn_params(attrs, inputs, ctx: InferContext):
+    from dataclasses import replace
+
+    inner = _sn_check(attrs, inputs, ctx)
+    scope = snake_case(_inner_type(attrs["layer"]))
+    out = []
+    for p in inner:
+        out.append(replace(p, name=f"{scope}/{p.name}"))
+        if len(out) == 1:  # the kernel is the wrapped layer's first weight
+            u_init = {"type": "truncated_normal", "mean": 0.0, "stddev": 0.02}
+            out.append(ParamSpec("vector_u", (1, p.shape[-1]), u_init, trainable=False))
+    return out
+
+
+def _sn_kernel_index(e) -> int:
+    return next(i for i, n in enumerate(e.step.params) if n.rsplit("/", 1)[-1] in ("kernel", "embeddings"))
+
+
+class _WrappedStep:
+    """The step as the wrapped layer's kernels see it: its attributes, and its weights (and
+    their gradients) without ``vector_u``."""
+
+    def __init__(self, e, attrs) -> None:
+        self._e = e
+        self.attrs = attrs
+        u = _sn_kernel_index(e) + 1
+        self.p = [v for i, v in enumerate(e.p) if i != u]
+        if hasattr(e, "dp"):
+            self.dp = [v for i, v in enumerate(e.dp) if i != u]
+
+    def __getattr__(self, name):
+        return getattr(self._e, name)
+
+
+def truncate(y):
+    """Round toward zero in place, over a 2-D view (a float cast to an integer dtype)."""
+    rows, cols = y.shape
+    for r in range(rows):
+        for c in range(cols):
+            y[r, c] = np.trunc(y[r, c])
+
+
+def _int_ids(e) -> bool:
+    """Keras casts the wrapped layer's output to the input's dtype: integer ids (Embedding)
+    give outputs truncated to integers, through which no gradient flows."""
+    return not e.x_dtypes[0].startswith(("float", "bfloat"))
+
+
+def _sn_emit(e):
+    defn, attrs = _sn_inner(e.attrs)
+    lines = defn.emit(_WrappedStep(e, attrs))
+    return lines + ([e.call(truncate, e.per_sample(e.y[0], True))] if _int_ids(e) else [])
+
+
+def _sn_emit_train(e):
+    defn, attrs = _sn_inner(e.attrs)
+    k = _sn_kernel_index(e)
+    kernel = e.p[k]
+    units = f"{kernel}.shape[{kernel}.ndim - 1]"
+    update = e.call(spectral_normalize, f"{kernel}.reshape(({kernel}.size // {units}, {units}))", e.p[k + 1],
+                    int(e.attrs["power_iterations"]))  # fmt: skip
+    inner = _WrappedStep(e, attrs)
+    lines = [update, *(defn.emit_train or defn.emit)(inner)]
+    return lines + ([e.call(truncate, e.per_sample(e.y[0], True))] if _int_ids(e) else [])
+
+
+def _sn_backward(e):
+    if _int_ids(e):
+        return []
+    defn, attrs = _sn_inner(e.attrs)
+    return defn.emit_backward(_WrappedStep(e, attrs))
+
+
+def _sn_saved(attrs, x_shapes, y_shapes):
+    defn, inner = _sn_inner(attrs)
+    return defn.saved(inner, x_shapes, y_shapes) if defn.saved is not None else []
+
+
+def _sn_reference(attrs, inputs, params, masks=None):
+    """Inference: the wrapped layer's reference with its own weights (``vector_u`` dropped)."""
+    defn, inner = _sn_inner(attrs)
+    (y,) = defn.reference(inner, inputs, [params[0], *params[2:]], masks)  # the kernel is first
+    return [y if np.asarray(inputs[0]).dtype.kind == "f" else np.trunc(y)]
+
+
+SPECTRAL_NORMALIZATION = LayerDef(
+    name="SpectralNormalization",
+    attrs=(
+        _LAYER_ATTR,
+        Attr("power_iterations", "int", 1, "Power-method steps per training step.", minimum=1),
+        *COMMON_ATTRS,
+    ),
+    infer=_sn_infer,
+    params=_sn_params,
+    emit=_sn_emit,
+    emit_train=_sn_emit_train,
+    emit_backward=_sn_backward,
+    saved=_sn_saved,
+    reference=_sn_reference,
+    couples_batch=True,  # the training update of the kernel runs once per batch, never per part
+    positional=("layer", "power_iterations"),
+    doc="Wraps a layer with a kernel (Dense, convolutions, Embedding) and keeps its spectral norm "
+    "near 1: in each training step, before the forward pass, one or more power-method steps "
+    "estimate the kernel's largest singular value (over the kernel seen as (-1, units)) and the "
+    "kernel is divided by it, as Keras's. At inference it is the wrapped layer. Weights: the "
+    "wrapped layer's, with the non-trainable `vector_u` (1, units) after the kernel. As Keras, the "
+    "output is cast to the input's dtype: over integer ids (Embedding) it is truncated to integers "
+    "and passes no gradient.",
 )
 
 LAYERS = (TIME_DISTRIBUTED, BIDIRECTIONAL, MODEL)
