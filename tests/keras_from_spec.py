@@ -167,9 +167,11 @@ class _Builder:
         spec = dict(spec)
         if spec.get("type") == "Model":
             return self.submodel(spec["model"])
-        for key in ("layer", "backward_layer", "cell"):
+        for key in ("layer", "backward_layer", "cell", "cells"):
             if isinstance(spec.get(key), dict):
                 spec[key] = self.layer(spec[key])
+            elif isinstance(spec.get(key), list):  # stacked cells
+                spec[key] = [self.layer(c) for c in spec[key]]
         kwargs = _kwargs(spec)
         cls = getattr(keras.layers, spec["type"])
         _split_call_kwargs(cls, kwargs)

@@ -43,12 +43,22 @@ def keras_layer(type_name: str, attrs: dict):
     if isinstance(kwargs.get("layer"), dict):
         inner = dict(kwargs["layer"])
         kwargs["layer"] = keras_layer(inner.pop("type"), inner)
-    for key in ("backward_layer", "cell"):
+    for key in ("backward_layer", "cell", "cells"):
         if isinstance(kwargs.get(key), dict):
             inner = dict(kwargs[key])
             kwargs[key] = keras_layer(inner.pop("type"), inner)
+        elif isinstance(kwargs.get(key), list):  # stacked cells
+            kwargs[key] = [keras_layer(c["type"], {k: v for k, v in c.items() if k != "type"}) for c in kwargs[key]]
     cls = getattr(keras.layers, type_name)
     return cls(**kwargs)
+
+
+def flatten(res) -> list:
+    """Keras's nested outputs (an RNN over stacked LSTM cells returns each cell's states as a
+    list) in order, as nnspec's flat output ports."""
+    if isinstance(res, (list, tuple)):
+        return [a for r in res for a in flatten(r)]
+    return [res]
 
 
 def keras_layer_facts(type_name: str, attrs: dict, input_shapes: list, input_dtypes: list | None = None):
@@ -62,7 +72,6 @@ def keras_layer_facts(type_name: str, attrs: dict, input_shapes: list, input_dty
     ins = [keras.Input(shape=tuple(s), dtype=d) for s, d in zip(input_shapes, input_dtypes)]
     layer = keras_layer(type_name, attrs)
     out = call_layer(layer, type_name, ins, call_attrs(type_name, attrs)[1])
-    outs = out if isinstance(out, (list, tuple)) else [out]
-    shapes = [tuple(o.shape) for o in outs]
+    shapes = [tuple(o.shape) for o in flatten(out)]
     weights = [(w.path.split("/")[-1], tuple(w.shape), w.trainable) for w in layer.weights]
     return shapes, weights, layer.count_params()

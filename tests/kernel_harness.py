@@ -94,7 +94,7 @@ def run_reference(type_name, attrs, inputs, weights, masks=None):
 def run_keras(type_name, attrs, inputs, weights, input_dtypes=None):
     """Outputs of the same layer in Keras (PyTorch backend) with the same weights."""
     import keras
-    from keras_ref import call_attrs, call_layer, keras_layer
+    from keras_ref import call_attrs, call_layer, flatten, keras_layer
 
     input_dtypes = input_dtypes or ["float32"] * len(inputs)
     ins = [keras.Input(shape=x.shape[1:], dtype=d) for x, d in zip(inputs, input_dtypes)]
@@ -103,4 +103,4 @@ def run_keras(type_name, attrs, inputs, weights, input_dtypes=None):
     model = keras.Model(ins, out)
     layer.set_weights(weights)
     res = model.predict(inputs[0] if len(inputs) == 1 else inputs, verbose=0)
-    return [np.asarray(r) for r in (res if isinstance(res, (list, tuple)) else [res])]
+    return [np.asarray(r) for r in flatten(res)]

@@ -21,6 +21,7 @@ LOWERED = {
     "SimpleRNNCell": "a cell runs only inside RNN",
     "LSTMCell": "a cell runs only inside RNN",
     "GRUCell": "a cell runs only inside RNN",
+    "StackedRNNCells": "a stack of cells runs only inside RNN, as stacked layers of its cells' types",
 }
 
 NAMES = [d.name for d in REGISTRY_LIST]
@@ -92,6 +93,7 @@ CHECKED_OTHERWISE = {
     "SimpleRNNCell": "inside RNN: test_rnn_cell.py's RNN cases",
     "LSTMCell": "inside RNN: test_rnn_cell.py's RNN cases",
     "GRUCell": "inside RNN: test_rnn_cell.py's RNN cases",
+    "StackedRNNCells": "inside RNN: test_rnn_cell.py's rnn-stacked-cells cases",
     "SpectralNormalization": "training rewrites the kernel before the forward pass, so a gradient at fixed "
     "weights is the wrapped layer's (checked in its suite): whole training steps against Keras, and the power "
     "method against NumPy, in test_spectral_normalization.py",

@@ -91,6 +91,84 @@ def test_bidirectional_over_rnn_cells_matches_keras():
     assert [x.shape for x in m.get_weights()] == [s for _, s, _ in weights] and m.count_params() == count
 
 
+# ----------------------------------------------------------------------------- stacked cells
+
+# fmt: off
+STACKED = [  # (id, RNN attrs); Keras wraps a list of cells in StackedRNNCells
+    ("lstm-gru-sequences-states", {"cell": [{"type": "LSTMCell", "units": 4}, {"type": "GRUCell", "units": 2}],
+                                   "return_sequences": True, "return_state": True}),
+    ("three-cells-backwards", {"cell": [{"type": "SimpleRNNCell", "units": 3}, {"type": "LSTMCell", "units": 4},
+                                        {"type": "LSTMCell", "units": 2}], "go_backwards": True}),
+    ("explicit-stacked-cells", {"cell": {"type": "StackedRNNCells", "cells": [
+        {"type": "GRUCell", "units": 3, "reset_after": False}, {"type": "GRUCell", "units": 5}]},
+        "return_state": True}),
+]
+# fmt: on
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("case", STACKED, ids=lambda c: c[0])
+def test_rnn_over_stacked_cells_matches_keras(case):
+    """Outputs (the last cell's output, then every cell's states), weight names and shapes in
+    Keras's order, and the parameter count, with the same weights; and the same numbers as
+    the stacked layers (each but the last returning sequences) nnspec runs them as."""
+    from keras_ref import keras_layer_facts
+
+    _, attrs = case
+    ins = kh.random_inputs(SHAPES)
+    w = kh.nnspec_weights("RNN", attrs, SHAPES)
+    got = kh.run_nnspec("RNN", attrs, ins, w)
+    want = kh.run_keras("RNN", attrs, ins, w)
+    assert len(got) == len(want)
+    for g, k in zip(got, want):
+        close(g, k, 1e-4, "output")
+    ref = kh.run_reference("RNN", attrs, ins, w)
+    for g, r in zip(got, ref):
+        close(g, r, 1e-5, "reference")
+    shapes, weights, count = keras_layer_facts("RNN", attrs, list(SHAPES))
+    m = kh.build_nnspec("RNN", attrs, SHAPES)
+    assert [w.shape for w in m.get_weights()] == [s for _, s, _ in weights]
+    assert m.count_params() == count
+    assert [tuple(o.shape) for o in m.outputs] == shapes
+
+
+def test_stacked_cells_weights_are_named_as_keras_names_them():
+    attrs = STACKED[1][1]
+    m = kh.build_nnspec("RNN", attrs, SHAPES)
+    names = [p for p in m._weights().params]
+    assert names[::3] == ["layer/stacked_rnn_cells/simple_rnn_cell/kernel", "layer/stacked_rnn_cells/lstm_cell/kernel",
+                          "layer/stacked_rnn_cells/lstm_cell_1/kernel"]  # fmt: skip
+
+
+STACKED_MODEL = """
+format: nnspec/1
+name: stacked_cells
+inputs:
+  tokens: {shape: [7], dtype: int32}
+layers:
+  embed: {type: Embedding, input_dim: 30, output_dim: 6, mask_zero: true}
+  encode: {type: RNN, cell: [{type: LSTMCell, units: 5}, {type: GRUCell, units: 4}], return_sequences: true}
+  pool: {type: GlobalAveragePooling1D}
+  probs: {type: Dense, units: 3, activation: softmax}
+edges:
+  - tokens -> embed -> encode -> pool -> probs
+outputs: [probs]
+"""
+
+
+def test_builder_takes_a_list_of_cells_and_round_trips():
+    from nnspec import Input, Model, layers
+
+    x = Input((6, 3))
+    rnn = layers.RNN([layers.LSTMCell(4), layers.SimpleRNNCell(2)], return_state=True)
+    m = Model(x, rnn(x))
+    assert [tuple(o.shape) for o in m.outputs] == [(None, 2), (None, 4), (None, 4), (None, 2)]
+    again = Model.from_config(m.get_config())
+    assert again.get_config() == m.get_config()
+    again = nnspec.model_from_json(m.to_json())
+    assert [w.shape for w in again.get_weights()] == [(3, 16), (4, 16), (16,), (4, 2), (2, 2), (2,)]
+
+
 # fmt: off
 CASES = [
     Case("rnn-lstm-cell-masked-sequences", "RNN", {"cell": {"type": "LSTMCell", "units": 3},
@@ -98,6 +176,11 @@ CASES = [
     Case("rnn-gru-cell-backwards", "RNN", {"cell": {"type": "GRUCell", "units": 3, "reset_after": False},
                                            "go_backwards": True}, ((4, 3),)),
     Case("rnn-simple-cell", "RNN", {"cell": {"type": "SimpleRNNCell", "units": 4}}, ((4, 3),)),
+    Case("rnn-stacked-cells-masked", "RNN", {"cell": [{"type": "GRUCell", "units": 3}, {"type": "LSTMCell", "units": 2}],
+                                             "return_sequences": True}, ((5,),), masked=(1,)),
+    Case("rnn-stacked-cells-backwards", "RNN", {"cell": [{"type": "SimpleRNNCell", "units": 3},
+                                                                {"type": "GRUCell", "units": 2}],
+                                                       "go_backwards": True}, ((4, 3),)),
     Case("bidirectional-rnn-gru-cell", "Bidirectional",
          {"layer": {"type": "RNN", "cell": {"type": "GRUCell", "units": 3}, "return_sequences": True}},
          ((5,),), masked=(1,)),
@@ -149,7 +232,9 @@ outputs: [probs]
 
 
 @pytest.mark.keras
-def test_model_with_cells_matches_keras():
+@pytest.mark.parametrize("spec", ["MODEL", "STACKED_MODEL"])
+def test_model_with_cells_matches_keras(spec):
+    """Over masked tokens: RNN over one cell each, and an RNN over a stack of two cells."""
     from keras_from_spec import keras_summary_facts
 
     rng = np.random.default_rng(0)
@@ -157,8 +242,8 @@ def test_model_with_cells_matches_keras():
     x[0, 4:] = 0
     x[1, :3] = 0
     y = np.eye(3, dtype=np.float32)[np.arange(5) % 3]
-    m, km, moved = model_matches_keras(MODEL, x, y, seed=2)
-    assert moved == 9  # embedding 1, LSTM 3, GRU 3, Dense 2
+    m, km, moved = model_matches_keras(globals()[spec], x, y, seed=2)
+    assert moved == 9  # embedding 1, LSTM (cell) 3, GRU (cell) 3, Dense 2
     facts = keras_summary_facts(km)
     assert [r["type"] for r in m.summary_dict()["layers"][1:]] == [t for _, t, _, _ in facts["layers"][1:]]
 
@@ -179,7 +264,12 @@ def test_builder_and_config_round_trip():
     "layer, message",
     [
         ({"type": "LSTMCell", "units": 3}, "is a cell"),
-        ({"type": "RNN", "cell": {"type": "Dense", "units": 3}}, "must be one of"),
+        ({"type": "RNN", "cell": {"type": "Dense", "units": 3}}, "must be SimpleRNNCell, LSTMCell, GRUCell"),
+        ({"type": "RNN", "cell": [{"type": "LSTMCell", "units": 2}, {"type": "Dense", "units": 3}]}, "got 'Dense'"),
+        ({"type": "StackedRNNCells", "cells": [{"type": "LSTMCell", "units": 2}]}, "is a stack of cells"),
+        ({"type": "Bidirectional", "layer": {"type": "RNN", "cell": [{"type": "LSTMCell", "units": 2},
+                                                                    {"type": "LSTMCell", "units": 2}]}},
+         "cannot be wrapped in Bidirectional"),
     ],
 )
 def test_cells_outside_rnn_and_other_cells_are_errors(layer, message):

@@ -17,6 +17,7 @@ from typing import Any
 from ..layerdefs import REGISTRY
 from ..layerdefs.base import (
     NESTED_LAYER_KEYS,
+    map_nested,
     InferContext,
     LayerDef,
     ParamSpec,
@@ -201,8 +202,8 @@ class Layer:
         if cls._def is None:
             raise TypeError("from_config needs a concrete layer class such as Dense")
         for k in NESTED_LAYER_KEYS:
-            if isinstance(config.get(k), dict):
-                config[k] = layer_from_spec(config[k])
+            if k in config:
+                config[k] = map_nested(config[k], layer_from_spec)
         return cls(**config)
 
     @property
@@ -495,8 +496,8 @@ def layer_from_spec(spec: dict, models: dict | None = None, name: str | None = N
     if t == "Model" and models is not None and spec.get("model") in models:
         return models[spec["model"]]
     for k in NESTED_LAYER_KEYS:
-        if isinstance(spec.get(k), dict) and spec[k].get("type") != "Model":
-            spec[k] = layer_from_spec(spec[k], models)
+        if k in spec:
+            spec[k] = map_nested(spec[k], lambda d: d if d.get("type") == "Model" else layer_from_spec(d, models))
     obj = layer_class(t).__new__(layer_class(t))
     Layer.__init__(obj, name=name or unique_name(snake_case(t)), **spec)
     return obj

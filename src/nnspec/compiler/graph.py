@@ -176,6 +176,10 @@ class _Builder:
             inner = spec.get(key)
             if isinstance(inner, dict):
                 self._check_nested(inner, path + (key,), submodels)
+            elif isinstance(inner, list):
+                for i, e in enumerate(inner):
+                    if isinstance(e, dict):
+                        self._check_nested(e, path + (key, i), submodels)
 
     # ------------------------------------------------------------------ edges
 

@@ -17,13 +17,23 @@
 from __future__ import annotations
 
 from ..layerdefs import REGISTRY
-from ..layerdefs.base import NESTED_LAYER_KEYS
+from ..layerdefs.base import NESTED_LAYER_KEYS, map_nested
 from .plan import Buffer, Param, Plan, Step, Value
 from .shapes import TypedGraph, TypedNode, infer_types
 
 # Attributes that only matter to initialization or training bookkeeping: not part of a step.
 _NOT_STEP_ATTRS = ("trainable", "dtype")
 _NOT_STEP_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
+
+
+def _nested_step_attrs(v: dict) -> dict:
+    inner = dict(v)
+    t = inner.pop("type", None)
+    if t not in REGISTRY:
+        return v
+    from ..layerdefs.base import normalize_attrs
+
+    return {"type": t, **step_attrs(t, normalize_attrs(REGISTRY[t], inner))}
 
 
 def step_attrs(type_name: str, attrs: dict) -> dict:
@@ -33,13 +43,8 @@ def step_attrs(type_name: str, attrs: dict) -> dict:
             continue
         if k == "activity_regularizer" and v is None:
             continue
-        if k in NESTED_LAYER_KEYS and isinstance(v, dict):
-            inner = dict(v)
-            t = inner.pop("type", None)
-            if t in REGISTRY:
-                from ..layerdefs.base import normalize_attrs
-
-                v = {"type": t, **step_attrs(t, normalize_attrs(REGISTRY[t], inner))}
+        if k in NESTED_LAYER_KEYS:
+            v = map_nested(v, _nested_step_attrs)
         out[k] = v
     return out
 
@@ -136,6 +141,10 @@ class _Lowering:
             return self.inline_model(typed, attrs["model"], tn.in_types, ins, prefix + owners[attrs["model"]] + "/", fold)
         if node.type == "TimeDistributed":
             return self.time_distributed(typed, tn, ins, prefix, owners, fold, pnames)
+        if "lower_chain" in defn.extra:  # a chain of layers (RNN over stacked cells)
+            chain = defn.extra["lower_chain"](attrs)
+            if len(chain) > 1:
+                return self.lower_chain(tn, chain, ins, prefix, pnames, fold)
         if "lower_as" in defn.extra:  # a layer that computes what another type computes (RNN(cell))
             lowered, attrs = defn.extra["lower_as"](attrs)
             defn = REGISTRY[lowered]
@@ -150,6 +159,33 @@ class _Lowering:
             Step(op, prefix + node.name, tuple(ins), pnames, tuple(outs), step_attrs(defn.name, attrs),
                  view=view, inplace=inplace, training_only=defn.training_only, masks=masks)  # fmt: skip
         )
+        self.set_masks(node, ins, outs, prefix)
+        return outs
+
+    def lower_chain(self, tn: TypedNode, chain, ins, prefix, pnames, fold) -> list[int]:
+        """One step per (layer type, attrs) of ``chain``, each reading the previous one's first
+        output; the node's outputs are the last step's first output, then every step's other
+        outputs in order (an RNN over stacked cells: the output, then each cell's states). The
+        weights go to the steps by their scope (``.../stacked_rnn_cells/lstm_cell/kernel``)."""
+        node = tn.node
+        outs = [self.new_value(t, fold) for t in tn.out_types]
+        scopes: dict[str, list[str]] = {}
+        for p in pnames:
+            scopes.setdefault(p.rsplit("/", 1)[0], []).append(p)
+        groups = list(scopes.values())
+        x, x_type, extra = ins[0], tn.in_types[0], iter(outs[1:])
+        for k, (t, attrs) in enumerate(chain):
+            defn = REGISTRY[t]
+            types = defn.infer(attrs, [x_type], None)
+            y = outs[0] if k == len(chain) - 1 else self.new_value(types[0], fold)
+            step_outs = (y, *(next(extra) for _ in types[1:]))
+            masks = (-1 if self.mask_of(x) is None else self.mask_of(x),) if defn.uses_mask else ()
+            self.steps.append(Step(defn.op, prefix + node.name, (x,), tuple(groups[k]), step_outs,
+                                   step_attrs(t, attrs), masks=masks))  # fmt: skip
+            if y != outs[0] and types[0].masked and self.mask_of(x) is not None:
+                v = self.values[y]
+                self.values[y] = Value(v.id, v.shape, v.dtype, v.fold, v.buffer, v.masked, self.mask_of(x))
+            x, x_type = y, types[0]
         self.set_masks(node, ins, outs, prefix)
         return outs
 

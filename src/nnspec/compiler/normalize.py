@@ -10,7 +10,7 @@ nothing, and reading it back builds the same model.
 from __future__ import annotations
 
 from ..layerdefs import REGISTRY
-from ..layerdefs.base import NESTED_LAYER_KEYS, normalize_attrs
+from ..layerdefs.base import NESTED_LAYER_KEYS, map_nested, normalize_attrs
 from ..specs.versions import CURRENT
 from .graph import Graph, Node, Ref
 
@@ -22,8 +22,8 @@ def normalize_layer(spec: dict) -> dict:
     defn = REGISTRY[type_name]
     attrs = normalize_attrs(defn, spec)
     for k in NESTED_LAYER_KEYS:
-        if isinstance(attrs.get(k), dict):
-            attrs[k] = normalize_layer(attrs[k])
+        if k in attrs:
+            attrs[k] = map_nested(attrs[k], normalize_layer)
     return {"type": type_name, **attrs}
 
 

@@ -102,6 +102,7 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     recurrent.SIMPLE_RNN_CELL,
     recurrent.LSTM_CELL,
     recurrent.GRU_CELL,
+    recurrent.STACKED_RNN_CELLS,
     # merge.py
     merge.CONCATENATE,
     merge.ADD,

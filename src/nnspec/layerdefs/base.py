@@ -81,6 +81,8 @@ KINDS = (
     "regularizer",  # null, a name, or {type: l1|l2|l1_l2, l1:, l2:}
     "constraint",  # null, a name, or {type: max_norm, ...arguments}
     "layer",  # a nested layer definition (wrappers)
+    "cell",  # a nested layer definition or a list of them (RNN's cell, or stacked cells)
+    "layers",  # a list of nested layer definitions (StackedRNNCells's cells)
     "model",  # the name of a sub-model in the document's ``models``
     "dtype",
     "numbers",  # a number or a (nested) list of numbers (Normalization's mean, bin boundaries)
@@ -228,8 +230,17 @@ class InferContext:
 
 
 # The attributes that hold a nested layer definition: a wrapper's ``layer`` and
-# ``backward_layer``, an RNN's ``cell``.
-NESTED_LAYER_KEYS = ("layer", "backward_layer", "cell")
+# ``backward_layer``, an RNN's ``cell`` (or a list of cells), StackedRNNCells's ``cells`` (a list).
+NESTED_LAYER_KEYS = ("layer", "backward_layer", "cell", "cells")
+
+
+def map_nested(v, fn):
+    """``fn`` applied to a nested layer definition, or to each of a list of them."""
+    if isinstance(v, dict):
+        return fn(v)
+    if isinstance(v, (list, tuple)):
+        return [fn(e) if isinstance(e, dict) else e for e in v]
+    return v
 
 
 def _no_params(attrs: Mapping, inputs: list[TensorType], ctx: InferContext) -> list[ParamSpec]:

@@ -1706,54 +1706,121 @@ LSTM_CELL = _cell("LSTMCell")
 GRU_CELL = _cell("GRUCell")
 
 
-def rnn_as_layer(attrs) -> tuple[str, dict]:
-    """(layer type, its normalized attributes): what an RNN over its cell computes."""
-    cell = dict(attrs["cell"])
-    layer = _CELL_LAYER[cell.pop("type")]
-    flags = {a.name: attrs[a.name] for a in (*_RNN_FLAGS, _ZERO_OUTPUT_FOR_MASK)}
-    merged = {**cell, **flags, "trainable": attrs["trainable"] and cell.get("trainable", True)}
+def rnn_cells(attrs) -> list[dict]:
+    """The cells an RNN runs: one, or a stack (a list, or ``{type: StackedRNNCells, cells: [...]}``)."""
+    cell = attrs["cell"]
+    if isinstance(cell, dict) and cell.get("type") == "StackedRNNCells":
+        cell = cell.get("cells")
+    cells = list(cell) if isinstance(cell, (list, tuple)) else [cell]
+    for c in cells:
+        t = c.get("type") if isinstance(c, dict) else None
+        if t not in _CELL_LAYER:
+            raise ShapeError(f"RNN's cells must be {', '.join(_CELL_LAYER)} (or a list of them, StackedRNNCells); "
+                             f"got {t!r}")  # fmt: skip
+    if not cells:
+        raise ShapeError("RNN: StackedRNNCells needs at least one cell")
+    return cells
+
+
+def rnn_as_layers(attrs) -> list[tuple[str, dict]]:
+    """(layer type, its normalized attributes) of each cell of an RNN, as a chain of layers:
+    stacked cells are stacked layers, each but the last returning sequences, the first reading
+    the input backwards when ``go_backwards`` (the others then read its reversed outputs in
+    order), each returning its states when ``return_state``."""
     from .base import normalize_attrs
 
-    return layer.name, normalize_attrs(layer, {k: v for k, v in merged.items() if k != "dtype"})
+    cells = rnn_cells(attrs)
+    flags = {a.name: attrs[a.name] for a in (*_RNN_FLAGS, _ZERO_OUTPUT_FOR_MASK)}
+    out = []
+    for k, c in enumerate(cells):
+        cell = dict(c)
+        layer = _CELL_LAYER[cell.pop("type")]
+        last = k == len(cells) - 1
+        own = {**flags, "return_sequences": flags["return_sequences"] or not last,
+               "go_backwards": flags["go_backwards"] and k == 0,
+               "zero_output_for_mask": flags["zero_output_for_mask"] and last}  # fmt: skip
+        merged = {**cell, **own, "trainable": attrs["trainable"] and cell.get("trainable", True)}
+        out.append((layer.name, normalize_attrs(layer, {k2: v for k2, v in merged.items() if k2 != "dtype"})))
+    return out
 
 
-def _rnn_cell_type(attrs) -> str:
-    cell = attrs["cell"]
-    t = cell.get("type") if isinstance(cell, dict) else None
-    if t not in _CELL_LAYER:
-        raise ShapeError(
-            f"RNN's cell must be one of {', '.join(_CELL_LAYER)}; got {t!r} (nnspec runs Keras's "
-            "built-in cells; a list of cells, StackedRNNCells, is written as stacked layers)"
-        )
-    return t
+def rnn_as_layer(attrs) -> tuple[str, dict]:
+    """(layer type, its normalized attributes): what an RNN over one cell computes."""
+    chain = rnn_as_layers(attrs)
+    if len(chain) != 1:
+        raise ShapeError("a stack of cells (StackedRNNCells) cannot be wrapped in Bidirectional or "
+                         "TimeDistributed here; wrap stacked recurrent layers instead")  # fmt: skip
+    return chain[0]
+
+
+def _cell_scopes(attrs) -> list[str]:
+    """Each cell's weight scope, as Keras names them: ``lstm_cell`` for one cell;
+    ``stacked_rnn_cells/lstm_cell``, ``stacked_rnn_cells/lstm_cell_1``... for a stack."""
+    cells = rnn_cells(attrs)
+    if isinstance(attrs["cell"], dict) and attrs["cell"].get("type") in _CELL_LAYER:
+        return [snake_case(cells[0]["type"])]
+    seen: dict[str, int] = {}
+    out = []
+    for c in cells:
+        base = snake_case(c["type"])
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        out.append(f"stacked_rnn_cells/{base}" + (f"_{n}" if n else ""))
+    return out
+
+
+def _rnn_chain(attrs, x, ctx):
+    """[(layer def, attrs, input type, output types)] of the chain over input type ``x``."""
+    chain = rnn_as_layers(attrs)
+    if len(chain) > 1 and attrs["go_backwards"] and x.masked:
+        raise ShapeError("RNN over stacked cells with go_backwards cannot read a masked input in nnspec (the "
+                         "reversed outputs between the cells would need the reversed mask); stack "
+                         "recurrent layers instead")  # fmt: skip
+    layers = {d.name: d for d in _CELL_LAYER.values()}
+    out = []
+    for cell, (t, a) in zip(rnn_cells(attrs), chain):
+        defn = layers[t]
+        try:
+            types = defn.infer(a, [x], ctx)
+        except ShapeError as e:
+            raise ShapeError(f"RNN({cell['type']}): {e}") from None
+        out.append((defn, a, x, types))
+        x = types[0]
+    return out
 
 
 def _rnn_wrapper_infer(attrs, inputs, ctx):
-    t = _rnn_cell_type(attrs)
-    _, a = rnn_as_layer(attrs)
-    try:
-        return _CELL_LAYER[t].infer(a, inputs, ctx)
-    except ShapeError as e:
-        raise ShapeError(f"RNN({t}): {e}") from None
+    chain = _rnn_chain(attrs, inputs[0], ctx)
+    return [chain[-1][3][0], *(t for _, _, _, types in chain for t in types[1:])]
 
 
 def _rnn_wrapper_params(attrs, inputs, ctx):
-    t = _rnn_cell_type(attrs)
-    _, a = rnn_as_layer(attrs)
-    scope = snake_case(t)
-    return [replace(p, name=f"{scope}/{p.name}") for p in _CELL_LAYER[t].params(a, inputs, ctx)]
+    out = []
+    for scope, (defn, a, x, _) in zip(_cell_scopes(attrs), _rnn_chain(attrs, inputs[0], ctx)):
+        out += [replace(p, name=f"{scope}/{p.name}") for p in defn.params(a, [x], ctx)]
+    return out
 
 
 def _rnn_wrapper_reference(attrs, inputs, params, masks=None):
-    _, a = rnn_as_layer(attrs)
-    return _CELL_LAYER[_rnn_cell_type(attrs)].reference(a, inputs, params, masks)
+    from .base import TensorType as _T
+
+    x = inputs[0]
+    chain = _rnn_chain(attrs, _T((None, *x.shape[1:]), "float32", bool(masks and masks[0] is not None)), None)
+    states = []
+    for defn, a, _, types in chain:
+        n = len(defn.params(a, [_T((None, *x.shape[1:]))], None))
+        outs = defn.reference(a, [x], params[:n], masks)
+        params = params[n:]
+        x = outs[0]
+        states += list(outs[1:])
+    return [x, *states]
 
 
 RNN = LayerDef(
     name="RNN",
     attrs=(
-        Attr("cell", "layer", doc="The cell run at every step: `{type: LSTMCell, units: 32}` (SimpleRNNCell, "
-             "LSTMCell or GRUCell)."),
+        Attr("cell", "cell", doc="The cell run at every step: `{type: LSTMCell, units: 32}` (SimpleRNNCell, "
+             "LSTMCell or GRUCell), or a stack of them: a list, or `{type: StackedRNNCells, cells: [...]}`."),
         *_RNN_FLAGS,
         _ZERO_OUTPUT_FOR_MASK,
         *COMMON_ATTRS,
@@ -1763,11 +1830,32 @@ RNN = LayerDef(
     reference=_rnn_wrapper_reference,
     positional=("cell",),
     uses_mask=True,
-    extra={"lower_as": rnn_as_layer},
+    extra={"lower_as": rnn_as_layer, "lower_chain": rnn_as_layers},
     doc="Keras's base recurrent layer over a built-in cell: RNN over an LSTMCell computes what an "
     "LSTM with the same arguments computes, and runs its kernels; the weights are named after the "
     "cell (`lstm_cell/kernel`, `lstm_cell/recurrent_kernel`, `lstm_cell/bias`), as Keras names them. "
-    "Outputs, states and masks as the matching layer's.",
+    "Outputs, states and masks as the matching layer's. Over stacked cells (a list, Keras's "
+    "StackedRNNCells) each step feeds one cell's output to the next: the output is the last cell's, "
+    "the states (return_state) every cell's in order, the weights "
+    "`stacked_rnn_cells/lstm_cell/kernel`, `stacked_rnn_cells/lstm_cell_1/kernel`...",
+)
+
+
+def _stacked_infer(attrs, inputs, ctx):
+    raise ShapeError("StackedRNNCells is a stack of cells, one time step: run it over a sequence with "
+                     "{type: RNN, cell: {type: StackedRNNCells, cells: [...]}}")  # fmt: skip
+
+
+STACKED_RNN_CELLS = LayerDef(
+    name="StackedRNNCells",
+    attrs=(
+        Attr("cells", "layers", doc="The cells, first to last: `[{type: LSTMCell, units: 32}, ...]`."),
+        *COMMON_ATTRS,
+    ),
+    infer=_stacked_infer,
+    positional=("cells",),
+    doc="Cells run one after the other at every time step (each cell's output is the next one's "
+    "input), for `RNN`'s `cell`. Not a layer of its own in a graph.",
 )
 
 

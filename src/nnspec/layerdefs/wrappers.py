@@ -115,7 +115,10 @@ def _recurrent_attrs(ctx: InferContext, mapping, role: str) -> dict:
             f"Bidirectional can only wrap a recurrent layer ({', '.join(RECURRENT_TYPES)}, RNN); "
             f"its {role} is a {defn.name}"
         )
-    return normalize_attrs(defn, mapping)
+    attrs = normalize_attrs(defn, mapping)
+    if defn.name == "RNN":
+        recurrent.rnn_as_layer(attrs)  # one cell: a stack of cells is refused, with the reason
+    return attrs
 
 
 def _directions(attrs, ctx: InferContext) -> tuple[Mapping, Mapping]:

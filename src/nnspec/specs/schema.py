@@ -88,6 +88,9 @@ def attr_schema(a: Attr) -> dict:
         s = {"$ref": "#/definitions/constraint"}
     elif k == "layer":
         s = {"$ref": "#/definitions/layer"}
+    elif k in ("cell", "layers"):
+        stack = {"type": "array", "items": {"$ref": "#/definitions/layer"}, "minItems": 1}
+        s = {"anyOf": [{"$ref": "#/definitions/layer"}, stack]} if k == "cell" else stack
     elif k == "dtype":
         s = {"enum": list(DTYPES)}
     elif k == "numbers":

@@ -91,7 +91,7 @@ def _found_type(v) -> str:
 
 def _where_word(path: tuple) -> str:
     """Describe what kind of thing is at ``path`` for messages."""
-    if len(path) >= 2 and path[-2] in ("layers",) or (len(path) >= 1 and path[-1] in ("layer", "backward_layer", "cell")):
+    if (len(path) >= 2 and path[-2] in ("layers", "cell", "cells")) or (len(path) >= 1 and path[-1] in ("layer", "backward_layer", "cell")):
         return "layer"
     return ""
 
@@ -209,7 +209,7 @@ def _vocabulary_name(err, path) -> str | None:
             return "loss" if "loss" in path else "optimizer"
         if any(p in _NAME_VOCABULARIES for p in ref_path):
             return next(p for p in ref_path if p in _NAME_VOCABULARIES)
-        is_layer = (len(path) >= 3 and path[-3] == "layers") or (len(path) >= 2 and path[-2] in ("layer", "backward_layer", "cell"))
+        is_layer = (len(path) >= 3 and path[-3] in ("layers", "cell", "cells")) or (len(path) >= 2 and path[-2] in ("layer", "backward_layer", "cell"))
         if is_layer:
             return "layer type"
         parent = path[-2] if len(path) >= 2 else ""
