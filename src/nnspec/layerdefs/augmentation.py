@@ -422,7 +422,7 @@ def _image_infer(layer: str):
                 f"{layer} expects float images; got {x.dtype} (give the input dtype float32, as the "
                 "images' pixel values)"
             )
-        return [TensorType(x.shape, x.dtype, x.masked)]
+        return [TensorType(x.shape, x.dtype)]  # drops a mask, as Keras's image layers do
 
     return infer
 
