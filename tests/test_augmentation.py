@@ -385,7 +385,7 @@ RANDOM_CASES = [
          ((6, 5, 2),), batch=B, kind="random"),
     Case("zoom-same-cf", "RandomZoom", {"height_factor": 0.3, "data_format": "channels_first"}, ((2, 6, 5),),
          batch=B, kind="random"),
-    Case("translation", "RandomTranslation", {"height_factor": 0.2, "width_factor": [-0.1, 0.3],
+    Case("translation", "RandomTranslation", {"height_factor": 0.2, "width_factor": [0.3, -0.1],
          "fill_mode": "nearest"}, ((6, 5, 2),), batch=B, kind="random"),
     Case("contrast", "RandomContrast", {"factor": [0.2, 0.5], "value_range": [-2, 2]}, ((6, 5, 2),),
          batch=B, kind="random"),
@@ -481,21 +481,36 @@ def test_flip_training(case_id):
 GEOMETRIC = ["rotation", "rotation-constant-nearest", "zoom", "zoom-same-cf", "translation"]
 
 
+def _keras_ranges(case):
+    """The ranges Keras draws from for the case's layer, read from the Keras layer built with
+    the same attributes (its sorted, bounded factors)."""
+    from keras_ref import keras_layer
+
+    k = keras_layer(case.type, dict(case.attrs))
+    if case.type == "RandomRotation":
+        return {"degrees": (k.factor[0] * 360, k.factor[1] * 360)}
+    if case.type == "RandomContrast":
+        return {"factor": (1 - k.factor[0], 1 + k.factor[1])}
+    if case.type == "RandomBrightness":
+        width = k.value_range[1] - k.value_range[0]
+        return {"delta": (k.factor[0] * width, k.factor[1] * width)}
+    h, w = _hw(case)
+    if case.type == "RandomZoom":
+        wl, wh = (k.height_lower, k.height_upper) if k.width_factor is None else (k.width_lower, k.width_upper)
+        return {"zy": (1 + k.height_lower, 1 + k.height_upper), "zx": (1 + wl, 1 + wh)}
+    return {"dy": (k.height_lower * h, k.height_upper * h), "dx": (k.width_lower * w, k.width_upper * w)}
+
+
 def _draws(case, saved):
     """The random draws behind each saved transform, and Keras's range of each draw."""
-    a = _attrs(case)
-    h, w = _hw(case)
+    ranges = _keras_ranges(case)
     if case.type == "RandomRotation":
-        lo, hi = A.factor_range(a["factor"], -1.0)
-        return {"degrees": (np.degrees(np.arctan2(saved[:, 3], saved[:, 0])), lo * 360, hi * 360)}
-    if case.type == "RandomZoom":
-        hl, hh = A.factor_range(a["height_factor"], -1.0)
-        wf = a["width_factor"]
-        wl, wh = (hl, hh) if wf is None else A.factor_range(wf, -1.0)
-        return {"zy": (saved[:, 4], 1 + hl, 1 + hh), "zx": (saved[:, 0], 1 + wl, 1 + wh)}
-    hl, hh = A.factor_range(a["height_factor"], -1.0)
-    wl, wh = A.factor_range(a["width_factor"], -1.0)
-    return {"dy": (-saved[:, 5], hl * h, hh * h), "dx": (-saved[:, 2], wl * w, wh * w)}
+        values = {"degrees": np.degrees(np.arctan2(saved[:, 3], saved[:, 0]))}
+    elif case.type == "RandomZoom":
+        values = {"zy": saved[:, 4], "zx": saved[:, 0]}
+    else:
+        values = {"dy": -saved[:, 5], "dx": -saved[:, 2]}
+    return {k: (v, *ranges[k]) for k, v in values.items()}
 
 
 @pytest.mark.parametrize("case_id", GEOMETRIC)
@@ -534,6 +549,8 @@ def test_color_training(case_id, low, high):
     r = SUITE.result(case_id)
     a = _attrs(case)
     saved = _saved(case_id)
+    (keras_range,) = _keras_ranges(case).values()
+    np.testing.assert_allclose(keras_range, (low, high), rtol=0, atol=1e-12)  # the reading above is Keras's
     _uniform_stats(saved[:, 0], low, high)
     ref = _color_reference(case.type, r.inputs[0], saved[:, 0], a["data_format"], a["value_range"])
     close(r.y, ref, FWD_TOL, "training forward")
