@@ -630,6 +630,22 @@ def test_model_file_trains_with_fit_and_the_cli(augmented_file, tmp_path):
     assert "619 parameters after 1 epoch" in r.output and out.exists()
 
 
+def test_same_seed_same_weights_after_training(augmented_file):
+    """The augmentation draws follow fit's seed: two runs with one seed end with the same
+    weights, a run with another seed with other weights."""
+    x, y = _images(32, 3)
+
+    def trained(seed):
+        m = nnspec.load(str(augmented_file), seed=2)
+        m.compile(optimizer="sgd", loss="categorical_crossentropy")
+        m.fit(x, y, epochs=1, batch_size=16, verbose=0, shuffle=False, seed=seed)
+        return m.get_weights()
+
+    a, b, c = trained(7), trained(7), trained(8)
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+    assert not all(np.array_equal(u, v) for u, v in zip(a, c))
+
+
 def test_python_builder_writes_the_tutorial_layers():
     """``layers.RandomFlip("horizontal")``, ``layers.RandomRotation(0.1)`` as in Keras's
     "image classification from scratch", positional arguments as Keras's."""

@@ -17,6 +17,10 @@ past its edges by ``fill_mode`` (``reflect``: d c b a | a b c d | d c b a; ``wra
 on its own, as ``keras.ops.image.affine_transform`` reads them. The training forward draws the
 transforms into the step's saved array, and the backward pass adds each output's gradient to
 the input pixels it was read from, with the same weights.
+
+RandomCrop is not defined: Keras 3.15 declares the cropped shape but returns the uncropped
+image at inference (so its own models fail to predict when a Flatten or Dense follows), which a
+plan with static shapes cannot follow.
 """
 
 from __future__ import annotations
