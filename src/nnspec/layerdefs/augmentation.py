@@ -108,6 +108,7 @@ def _affine(src, dst, tr, cf, fill, interp, fill_value, adjoint):
     cols = np.empty(4, np.int64)
     wts = np.empty(4, np.float64)
     inside = np.empty(4, np.bool_)
+    acc = np.empty(ch, np.float64)
     constant = fill == CONSTANT
     for s in range(n):
         a0, a1, a2 = np.float32(tr[s, 0]), np.float32(tr[s, 1]), np.float32(tr[s, 2])
@@ -119,25 +120,35 @@ def _affine(src, dst, tr, cf, fill, interp, fill_value, adjoint):
                 # float32, in Keras's order: which pixel ``nearest`` picks at a tie depends on it
                 k = _taps((fi * b1 + fj * b0) + b2, (fi * a1 + fj * a0) + a2, h, w, fill, interp, rows, cols, wts,
                           inside)  # fmt: skip
-                for c in range(ch):
-                    acc = 0.0
-                    for t in range(k):
-                        if constant and not inside[t]:
-                            acc += wts[t] * fill_value
-                        elif adjoint and cf:
-                            dst[s, c, rows[t], cols[t]] += wts[t] * src[s, c, i, j]
-                        elif adjoint:
-                            dst[s, rows[t], cols[t], c] += wts[t] * src[s, i, j, c]
-                        elif cf:
-                            acc += wts[t] * src[s, c, rows[t], cols[t]]
-                        else:
-                            acc += wts[t] * src[s, rows[t], cols[t], c]
-                    if adjoint:
+                if not adjoint:
+                    acc[:] = 0.0
+                for t in range(k):
+                    wt = wts[t]
+                    if constant and not inside[t]:
+                        if not adjoint:
+                            for c in range(ch):
+                                acc[c] += wt * fill_value
                         continue
-                    if cf:
-                        dst[s, c, i, j] = acc
+                    r, q = rows[t], cols[t]
+                    if adjoint and cf:
+                        for c in range(ch):
+                            dst[s, c, r, q] += wt * src[s, c, i, j]
+                    elif adjoint:
+                        for c in range(ch):
+                            dst[s, r, q, c] += wt * src[s, i, j, c]
+                    elif cf:
+                        for c in range(ch):
+                            acc[c] += wt * src[s, c, r, q]
                     else:
-                        dst[s, i, j, c] = acc
+                        for c in range(ch):
+                            acc[c] += wt * src[s, r, q, c]
+                if adjoint:
+                    continue
+                for c in range(ch):
+                    if cf:
+                        dst[s, c, i, j] = acc[c]
+                    else:
+                        dst[s, i, j, c] = acc[c]
 
 
 def affine_forward(x, y, tr, cf, fill, interp, fill_value):
