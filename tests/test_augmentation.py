@@ -391,6 +391,8 @@ RANDOM_CASES = [
          batch=B, kind="random"),
     Case("contrast-number-cf", "RandomContrast", {"factor": 0.4, "value_range": [-2.5, 2.5],
          "data_format": "channels_first"}, ((2, 6, 5),), batch=B, kind="random"),
+    Case("td-flip", "TimeDistributed", {"layer": {"type": "RandomFlip", "mode": "horizontal"}}, ((3, 5, 4, 2),),
+         batch=B, kind="random"),
     Case("brightness", "RandomBrightness", {"factor": [-0.2, 0.3], "value_range": [1.0, -1.0]}, ((6, 5, 2),),
          batch=B, kind="random"),
 ]
@@ -431,16 +433,18 @@ def _fd_through(case, r, saved, samples=2):
     """Finite differences of ``sum(dy * f(x))`` for the first ``samples`` images, ``f`` the
     layer's training reference with the saved transform of each image."""
     a = _attrs(case)
+    fill, interp = a.get("fill_mode", "nearest"), a.get("interpolation", "nearest")
+
+    def training_reference(v, t):
+        if case.type in ("RandomContrast", "RandomBrightness"):
+            return _color_reference(case.type, v, t[:, 0], a["data_format"], a["value_range"])
+        return A.affine_reference(v, t, fill, interp, a.get("fill_value", 0.0), a["data_format"])
+
     out = []
     for s in range(samples):
-        dy = r.dy[s : s + 1].astype(np.float64)
-        if case.type in ("RandomContrast", "RandomBrightness"):
-            f = lambda v: _color_reference(case.type, v, saved[s : s + 1, 0], a["data_format"], a["value_range"])  # noqa: E731
-        else:
-            fill, interp = a.get("fill_mode", "nearest"), a.get("interpolation", "nearest")
-            f = lambda v: A.affine_reference(v, saved[s : s + 1], fill, interp, a.get("fill_value", 0.0),  # noqa: E731
-                                             a["data_format"])  # fmt: skip
-        out.append(_fd(lambda v: float((dy * f(v)).sum()), r.inputs[0][s : s + 1].astype(np.float64)))
+        dy, t = r.dy[s : s + 1].astype(np.float64), saved[s : s + 1]
+        out.append(_fd(lambda v, dy=dy, t=t: float((dy * training_reference(v, t)).sum()),
+                       r.inputs[0][s : s + 1].astype(np.float64)))  # fmt: skip
     return np.concatenate(out)
 
 
@@ -476,6 +480,33 @@ def test_flip_training(case_id):
     for s in range(B):
         np.testing.assert_array_equal(saved[s], A.affine_matrix("RandomFlip", a, (bool(was_flipped[s]),), h, w))
     np.testing.assert_array_equal(r.dx[0], np.where(was_flipped[:, None, None, None], np.flip(r.dy, axes), r.dy))
+
+
+def test_time_distributed_flip_draws_per_frame():
+    """Under TimeDistributed each frame is an image of its own, as in Keras (which calls the
+    layer on the frames folded into the batch): frames of one video are flipped independently,
+    and each frame's gradient is flipped back with it."""
+    keras, torch = _keras(), _torch()
+    r = SUITE.result("td-flip")
+    x, y = r.inputs[0], r.y
+    flipped_x = np.flip(x, 3)
+
+    def flips(out):
+        f = np.array([[np.array_equal(out[s, t], flipped_x[s, t]) for t in range(3)] for s in range(B)])
+        same = np.array([[np.array_equal(out[s, t], x[s, t]) for t in range(3)] for s in range(B)])
+        assert (f | same).all()
+        return f
+
+    ours = flips(y)
+    assert 0.35 < ours.mean() < 0.65  # 300 draws of 1/2: over 5 standard deviations
+
+    def mixed(f):  # the share of videos with both kinds of frames
+        return (f.any(axis=1) & ~f.all(axis=1)).mean()
+
+    theirs = flips(keras.layers.TimeDistributed(keras.layers.RandomFlip("horizontal"))(torch.tensor(x), training=True)
+                   .numpy())  # fmt: skip
+    assert mixed(ours) > 0.5 and mixed(theirs) > 0.5  # 3/4 expected for independent frames
+    np.testing.assert_array_equal(r.dx[0], np.where(ours[:, :, None, None, None], np.flip(r.dy, 3), r.dy))
 
 
 GEOMETRIC = ["rotation", "rotation-constant-nearest", "zoom", "zoom-same-cf", "translation"]

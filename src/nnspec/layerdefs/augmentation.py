@@ -527,12 +527,12 @@ FILL_ATTRS = (
     DATA_FORMAT_ATTR,
 )  # fmt: skip
 
-_GEOMETRIC = dict(
-    reference=_identity_reference,
-    emit_backward=_geometric_backward,
-    saved=_transform_saved,
-    training_only=True,
-)
+_GEOMETRIC = {
+    "reference": _identity_reference,
+    "emit_backward": _geometric_backward,
+    "saved": _transform_saved,
+    "training_only": True,
+}
 
 RANDOM_FLIP = LayerDef(
     name="RandomFlip",
@@ -665,7 +665,7 @@ def _value_range_attr(what: str) -> Attr:
 
 
 # one random number per image (saved for the backward pass)
-_COLOR = dict(reference=_identity_reference, saved=_scalar_saved, positional=("factor",), training_only=True)
+_COLOR = {"reference": _identity_reference, "saved": _scalar_saved, "positional": ("factor",), "training_only": True}
 
 RANDOM_CONTRAST = LayerDef(
     name="RandomContrast",
