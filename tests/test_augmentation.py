@@ -597,21 +597,29 @@ def test_draws_follow_the_kernel_seed(case_id):
 
 # ----------------------------------------------------------------------------- a model file
 
+# Keras's "image classification from scratch", small: the augmentation is a Sequential
+# sub-model (a file without edges) applied to the input, as the tutorial's data_augmentation.
 AUGMENTED_CNN = """
 format: nnspec/1
 name: augmented_cnn
+models:
+  data_augmentation:
+    inputs:
+      image: {shape: [16, 14, 3]}
+    layers:
+      flip: {type: RandomFlip, mode: horizontal}
+      rotate: {type: RandomRotation, factor: 0.1}
 inputs:
   image: {shape: [16, 14, 3]}
 layers:
-  flip: {type: RandomFlip, mode: horizontal}
-  rotate: {type: RandomRotation, factor: 0.1}
+  augment: {type: Model, model: data_augmentation}
   scale: {type: Rescaling, scale: 0.00392156862745098}
   conv: {type: Conv2D, filters: 4, kernel_size: 3, activation: relu}
   pool: {type: MaxPooling2D}
   flat: {type: Flatten}
   out: {type: Dense, units: 3, activation: softmax}
 edges:
-  - image -> flip -> rotate -> scale -> conv -> pool -> flat -> out
+  - image -> augment -> scale -> conv -> pool -> flat -> out
 outputs: [out]
 """
 
