@@ -19,6 +19,7 @@ from pathlib import Path
 
 from nnspec.layerdefs import (
     REGISTRY_LIST,
+    augmentation,
     conv,
     core,
     embedding,
@@ -42,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "docs" / "layers.md"
 
 # Family modules in the order REGISTRY_LIST lists them.
-FAMILIES = (core, conv, pooling, embedding, recurrent, merge, normalization, wrappers)
+FAMILIES = (core, augmentation, conv, pooling, embedding, recurrent, merge, normalization, wrappers)
 
 
 def family_of(defn) -> str:
@@ -86,6 +87,10 @@ def kind_text(a: Attr) -> str:
         text = "int" if a.length == 1 else f"int or list of {a.length} ints"
         if rng:
             text += f" (each {rng})"
+    elif k == "factor":
+        text = "number or list of 2 numbers" + (f" (each {rng})" if rng else "")
+    elif k == "floats":
+        text = f"list of {a.length} numbers"
     elif k == "int_list":
         text = "list of ints"
     elif k == "shape":

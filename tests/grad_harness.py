@@ -268,6 +268,19 @@ class GradSuite:
     def result(self, case_id: str) -> Result:
         return self.run_group(self.group_of[case_id])[case_id]
 
+    def output_after_step(self, case_id: str, seed: int) -> np.ndarray:
+        """Case ``case_id``'s training-mode output in one more step of its group's model, with
+        the kernels' random generator seeded by ``seed`` first (a copy: the workspace is reused)."""
+        from nnspec.runtime.kernels import seed_kernels
+
+        key = self.group_of[case_id]
+        m, raw, targets = self.run_group(key)["model"]
+        k = [c.id for c in self.members(key)].index(case_id)
+        seed_kernels(seed)
+        m.train_on_batch(raw, targets)
+        (tr,) = m._trainers.values()
+        return tr.outputs(self.by_id[case_id].batch)[k].copy()
+
 
 def close(got, ref, tol, what=""):
     got = np.asarray(got, np.float64)

@@ -90,6 +90,10 @@ CHECKED_OTHERWISE = {
     "AlphaDropout": "random: test_backward_core.py::test_alpha_dropout_training",
     "GaussianNoise": "random: test_backward_core.py::test_gaussian_noise_training",
     "GaussianDropout": "random: test_backward_core.py::test_gaussian_dropout_training",
+    **{name: "random: the kernels with a given transform against finite differences, Keras's "
+       "affine_transform/transform_images and autograd, and the train step's saved draws, in "
+       "test_augmentation.py" for name in ("RandomFlip", "RandomRotation", "RandomZoom",
+                                          "RandomTranslation", "RandomContrast", "RandomBrightness")},
     "SimpleRNNCell": "inside RNN: test_rnn_cell.py's RNN cases",
     "LSTMCell": "inside RNN: test_rnn_cell.py's RNN cases",
     "GRUCell": "inside RNN: test_rnn_cell.py's RNN cases",

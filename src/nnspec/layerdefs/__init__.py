@@ -8,6 +8,7 @@ from __future__ import annotations
 from . import (
     activation_layers,
     attention,
+    augmentation,
     conv,
     core,
     einsum,
@@ -53,6 +54,13 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     preprocessing.NORMALIZATION,
     preprocessing.RESIZING,
     preprocessing.CENTER_CROP,
+    # augmentation.py
+    augmentation.RANDOM_FLIP,
+    augmentation.RANDOM_ROTATION,
+    augmentation.RANDOM_ZOOM,
+    augmentation.RANDOM_TRANSLATION,
+    augmentation.RANDOM_CONTRAST,
+    augmentation.RANDOM_BRIGHTNESS,
     # conv.py
     conv.CONV1D,
     conv.CONV2D,

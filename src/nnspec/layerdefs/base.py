@@ -86,6 +86,8 @@ KINDS = (
     "model",  # the name of a sub-model in the document's ``models``
     "dtype",
     "numbers",  # a number or a (nested) list of numbers (Normalization's mean, bin boundaries)
+    "factor",  # a number or a list of two numbers, each within minimum/maximum (augmentation factors)
+    "floats",  # a list of ``length`` numbers (an augmentation layer's value_range)
     "any",
 )
 
@@ -414,6 +416,10 @@ def normalize_attrs(defn: LayerDef, raw: Mapping) -> dict:
             v = "linear"
         elif a.kind == "float" and v is not None:
             v = float(v)
+        elif a.kind == "factor" and isinstance(v, (list, tuple)):
+            v = [float(e) for e in v]
+        elif a.kind == "floats" and v is not None:
+            v = [float(e) for e in v]
         out[a.name] = v
     return out
 

@@ -95,6 +95,15 @@ def attr_schema(a: Attr) -> dict:
         s = {"enum": list(DTYPES)}
     elif k == "numbers":
         s = {"$ref": "#/definitions/numbers"}
+    elif k in ("factor", "floats"):
+        item: dict = {"type": "number"}
+        if a.minimum is not None:
+            item["exclusiveMinimum" if a.exclusive_minimum else "minimum"] = a.minimum
+        if a.maximum is not None:
+            item["maximum"] = a.maximum
+        n = 2 if k == "factor" else a.length
+        pair = {"type": "array", "items": item, "minItems": n, "maxItems": n}
+        s = {"anyOf": [item, pair]} if k == "factor" else pair
     else:
         s = {}
     if a.minimum is not None and k in ("int", "float"):

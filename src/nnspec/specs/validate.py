@@ -106,6 +106,10 @@ def _translate(doc: Document, err, prefix: tuple = ()) -> list[Diagnostic]:
         # A value that is not null failed every real branch: never explain it as "expected null".
         branches = [e for e in err.context if not (err.instance is not None and e.validator == "type"
                                                    and e.validator_value == "null")] or err.context  # fmt: skip
+        # A value of a type some branch takes (kernel_size: 0, factor: 1.5) is explained by that
+        # branch (out of range), not by the others' "expected a list".
+        typed = [e for e in branches if not (e.validator == "type" and e.absolute_path == err.absolute_path)]
+        branches = typed or branches
         best = jsonschema.exceptions.best_match(branches)
         # A nullable vocabulary value (activation: 'rleu'): report the name, not the branches.
         enums = [e for e in _all_context(err)
