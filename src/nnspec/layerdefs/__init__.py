@@ -9,6 +9,7 @@ from . import (
     activation_layers,
     attention,
     conv,
+    conv_recurrent,
     core,
     einsum,
     embedding,
@@ -93,6 +94,10 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     recurrent.SIMPLE_RNN_CELL,
     recurrent.LSTM_CELL,
     recurrent.GRU_CELL,
+    # conv_recurrent.py
+    conv_recurrent.CONV_LSTM1D,
+    conv_recurrent.CONV_LSTM2D,
+    conv_recurrent.CONV_LSTM3D,
     # merge.py
     merge.CONCATENATE,
     merge.ADD,
