@@ -25,7 +25,17 @@ from __future__ import annotations
 import math
 
 from . import activations, conv, recurrent
-from .base import COMMON_ATTRS, Attr, LayerDef, ParamSpec, ShapeError, TensorType, conv_output_length, fmt_shape, ints
+from .base import (
+    COMMON_ATTRS,
+    Attr,
+    LayerDef,
+    ParamSpec,
+    ShapeError,
+    TensorType,
+    conv_output_length,
+    fmt_shape,
+    ints,
+)
 from .conv import (
     _check_strides_dilation,
     _pad3,
@@ -130,7 +140,9 @@ def _infer(name: str, rank: int):
                     "data_format channels_first; use channels_last, or an element-wise activation"
                 )
         if attrs["unroll"] and x.shape[1] is None:
-            raise ShapeError(f"{name} with unroll=True needs a known sequence length; got {fmt_shape(x.shape)}")
+            raise ShapeError(
+                f"{name} with unroll=True needs a known sequence length; got {fmt_shape(x.shape)}"
+            )
         if attrs["stateful"] and x.shape[0] is None:
             raise ShapeError(f"{name} with stateful=True needs a fixed batch size; got {fmt_shape(x.shape)}")
         batch = x.shape[0]
@@ -447,7 +459,9 @@ def _recurrent_grads(sh5, u, dmh, dg5, du, steps, rpads):
                 dgq2[i, j] = dg2[i, q * f + j]
         _drop_seq(hd.reshape((n, pf)), sh5.reshape((n, pf)), dmh, q * pf, steps)
         dwq[:] = 0.0
-        conv_backward(hd, _gate_w(u, q), dgq, hd, dwq, False, True, conv_tile_rows(k, f), 1, ones, ones, rpads)
+        conv_backward(
+            hd, _gate_w(u, q), dgq, hd, dwq, False, True, conv_tile_rows(k, f), 1, ones, ones, rpads
+        )
         _add_block(du, dwq, q, 1.0)
 
 
@@ -576,7 +590,9 @@ class _Geo:
         if not self.cf:
             return self.x6(e.x[0])
         xl = e.tmp(f"({r} * {self.steps}, {self.s_in}, {self.c})")
-        lines.append(e.call(conv.swap_last2, f"{e.x[0]}.reshape(({r} * {self.steps}, {self.c}, {self.s_in}))", xl))
+        lines.append(
+            e.call(conv.swap_last2, f"{e.x[0]}.reshape(({r} * {self.steps}, {self.c}, {self.s_in}))", xl)
+        )
         return self.x6(xl)
 
     def seq(self, var: str, steps: int | None, moves: list, into: bool) -> str:
@@ -679,7 +695,9 @@ def _emit_backward(e):
         dxl = e.tmp(f"({g.rows} * {g.steps}, {g.s_in}, {g.c})")
         lines.append(f"{dxl}[:] = 0.0")
         dx = g.x6(dxl)
-        moves.append(e.call(conv.swap_last2_add, dxl, f"{e.dx[0]}.reshape(({g.rows} * {g.steps}, {g.c}, {g.s_in}))"))
+        moves.append(
+            e.call(conv.swap_last2_add, dxl, f"{e.dx[0]}.reshape(({g.rows} * {g.steps}, {g.c}, {g.s_in}))")
+        )
     else:
         dx = g.x6(e.dx[0])
     dw = f"{e.dp[0]}.reshape(({g.k * g.c}, {4 * g.f}))" if e.dp[0] is not None else z2
@@ -779,7 +797,8 @@ CONV_LSTM1D = _conv_lstm(
 CONV_LSTM2D = _conv_lstm(
     2,
     "Convolutional LSTM over a sequence of images (batch, time, rows, cols, channels), or (batch, time, "
-    "channels, rows, cols) with data_format channels_first. " + _COMMON_DOC.format(r=2, out="new_rows, new_cols, filters"),
+    "channels, rows, cols) with data_format channels_first. "
+    + _COMMON_DOC.format(r=2, out="new_rows, new_cols, filters"),
 )
 CONV_LSTM3D = _conv_lstm(
     3,
