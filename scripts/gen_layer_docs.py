@@ -20,6 +20,7 @@ from pathlib import Path
 from nnspec.layerdefs import (
     REGISTRY_LIST,
     conv,
+    conv_recurrent,
     core,
     embedding,
     merge,
@@ -42,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "docs" / "layers.md"
 
 # Family modules in the order REGISTRY_LIST lists them.
-FAMILIES = (core, conv, pooling, embedding, recurrent, merge, normalization, wrappers)
+FAMILIES = (core, conv, pooling, embedding, recurrent, conv_recurrent, merge, normalization, wrappers)
 
 
 def family_of(defn) -> str:
