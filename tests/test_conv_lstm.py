@@ -109,6 +109,57 @@ def test_forward_matches_keras(case):
     assert [tuple(o.shape) for o in m.outputs] == shapes
 
 
+# fmt: off
+BIDIRECTIONAL = [  # (id, Bidirectional attrs, input shape without the batch)
+    ("concat-seq", {"layer": {"type": "ConvLSTM2D", "filters": 2, "kernel_size": 3, "padding": "same",
+                              "return_sequences": True}}, (3, 4, 5, 2)),
+    # Keras merges along the last axis whatever the data format: for channels_first, a spatial axis
+    ("channels-first-concat-state", {"layer": {"type": "ConvLSTM2D", "filters": 2, "kernel_size": 3,
+                                               "padding": "same", "data_format": "channels_first",
+                                               "return_state": True}}, (3, 2, 4, 5)),
+    ("mul-seq-1d", {"layer": {"type": "ConvLSTM1D", "filters": 3, "kernel_size": 2, "return_sequences": True},
+                    "merge_mode": "mul"}, (4, 6, 2)),
+    ("none-seq-state-3d", {"layer": {"type": "ConvLSTM3D", "filters": 2, "kernel_size": 2, "padding": "same",
+                                     "return_sequences": True, "return_state": True}, "merge_mode": None},
+     (2, 3, 2, 3, 1)),
+    ("explicit-backward-ave", {"layer": {"type": "ConvLSTM2D", "filters": 2, "kernel_size": 3, "padding": "same"},
+                               "backward_layer": {"type": "ConvLSTM2D", "filters": 2, "kernel_size": 1,
+                                                  "go_backwards": True, "activation": "relu"},
+                               "merge_mode": "ave"}, (3, 4, 4, 2)),
+]
+# fmt: on
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("case", BIDIRECTIONAL, ids=lambda c: c[0])
+def test_bidirectional_matches_the_reference_and_keras(case):
+    """Keras runs Bidirectional over a ConvLSTM: the same outputs (the backward sequence reversed,
+    then merged), states (forward h, c, then backward h, c), weights named forward_conv_lstm2d/...
+    (Keras's path without its cell scope) and parameter count."""
+    from keras_ref import keras_layer_facts
+
+    _, attrs, shape = case
+    ins = kh.random_inputs((shape,))
+    w = kh.nnspec_weights("Bidirectional", attrs, (shape,))
+    got = kh.run_nnspec("Bidirectional", attrs, ins, w)
+    want = kh.run_keras("Bidirectional", attrs, ins, w)
+    ref = kh.run_reference("Bidirectional", attrs, ins, w)
+    assert len(got) == len(want) == len(ref)
+    for g, k, r in zip(got, want, ref):
+        close(g, r, 2e-6, "output against the reference")
+        close(g, k, 1e-5, "output against Keras")
+    shapes, weights, count = keras_layer_facts("Bidirectional", attrs, [shape])
+    m = kh.build_nnspec("Bidirectional", attrs, (shape,))
+    inner = attrs["layer"]["type"].replace("ConvLSTM", "conv_lstm").lower()
+    assert [p.split("/", 1)[1] for p in m._weights().params] == [
+        f"{d}_{inner}/{n}" for d in ("forward", "backward") for n in ("kernel", "recurrent_kernel", "bias")
+    ]
+    assert [n for n, _, _ in weights] == ["kernel", "recurrent_kernel", "bias"] * 2
+    assert [x.shape for x in m.get_weights()] == [s for _, s, _ in weights]
+    assert m.count_params() == count
+    assert [tuple(o.shape) for o in m.outputs] == shapes
+
+
 def test_masked_steps_keep_the_states():
     """A masked step repeats the previous output (zeros before the first valid step, or zeros
     with zero_output_for_mask) and keeps both states: the reference says so by construction, the
@@ -159,6 +210,15 @@ CASES = [
                                                "return_sequences": True}, ((2, 3, 3, 3, 1),), batch=2),
     Case("convlstm3d-channels-first", "ConvLSTM3D", {"filters": 2, "kernel_size": 2,
                                                      "data_format": "channels_first"}, ((2, 2, 3, 3, 3),), batch=2),
+    Case("bi-convlstm2d-concat-seq", "Bidirectional", {"layer": {"type": "ConvLSTM2D", "filters": 2, "kernel_size": 3,
+                                                                 "padding": "same", "return_sequences": True}},
+         ((3, 4, 4, 2),), batch=2),
+    Case("bi-convlstm2d-channels-first-mul", "Bidirectional",
+         {"layer": {"type": "ConvLSTM2D", "filters": 2, "kernel_size": 2, "data_format": "channels_first",
+                    "return_sequences": True}, "merge_mode": "mul"}, ((3, 2, 4, 3),), batch=2),
+    Case("bi-convlstm1d-ave-last", "Bidirectional", {"layer": {"type": "ConvLSTM1D", "filters": 2, "kernel_size": 2,
+                                                               "strides": 2}, "merge_mode": "ave"},
+         ((3, 7, 2),), batch=2),
 ]
 # fmt: on
 SUITE = GradSuite(CASES)
@@ -169,7 +229,10 @@ def test_gradients_against_finite_differences(case_id):
     case = SUITE.by_id[case_id]
     r = SUITE.result(case_id)
     close(r.y, kh.run_reference(case.type, case.attrs, r.inputs, r.weights)[0], 2e-6, "training forward")
-    assert len(r.dw) == (3 if case.attrs.get("use_bias", True) else 2) and all(g is not None for g in r.dw)
+    layer = case.attrs.get("layer", case.attrs)
+    per_direction = 3 if layer.get("use_bias", True) else 2
+    assert len(r.dw) == per_direction * (2 if case.type == "Bidirectional" else 1)
+    assert all(g is not None for g in r.dw)
     check_fd(case, r)
 
 
@@ -228,14 +291,33 @@ edges:
 outputs: ["scan:0", "scan:1", "scan:2"]
 """
 
+BIDIRECTIONAL_STATE_MODEL = """
+format: nnspec/1
+name: bidirectional_states
+inputs:
+  x: {shape: [3, 6, 2]}
+layers:
+  scan:
+    type: Bidirectional
+    layer: {type: ConvLSTM1D, filters: 2, kernel_size: 3, padding: same, return_sequences: true, return_state: true}
+    merge_mode: null
+edges:
+  - x -> scan
+outputs: ["scan:0", "scan:1", "scan:2", "scan:3", "scan:4", "scan:5"]
+"""
+
 
 @pytest.mark.keras
-def test_returned_states_train_as_in_keras():
-    """Gradients flow into the layer from its sequence and from both returned states."""
+@pytest.mark.parametrize(("spec", "n_out", "moved"), [(STATE_MODEL, 3, 3), (BIDIRECTIONAL_STATE_MODEL, 6, 6)],
+                         ids=["conv-lstm1d", "bidirectional"])  # fmt: skip
+def test_returned_states_train_as_in_keras(spec, n_out, moved):
+    """Gradients flow into the layer from its sequences and from every returned state."""
     rng = np.random.default_rng(2)
     x = rng.normal(0, 1, size=(3, 3, 6, 2)).astype(np.float32)
-    ys = [rng.normal(0, 1, size=s).astype(np.float32) for s in ((3, 3, 6, 2), (3, 6, 2), (3, 6, 2))]
-    assert one_step_matches_keras(STATE_MODEL, x, ys, seed=5, loss="mse") == 3
+    n_seq = n_out // 3  # the sequence (one per direction), then h and c of each direction
+    shapes = [(3, 3, 6, 2)] * n_seq + [(3, 6, 2)] * (2 * n_seq)
+    ys = [rng.normal(0, 1, size=s).astype(np.float32) for s in shapes]
+    assert one_step_matches_keras(spec, x, ys, seed=5, loss="mse") == moved
 
 
 TD_MODEL = """
@@ -609,9 +691,26 @@ def _spec(layer: dict, shape) -> dict:
             "cannot take activation 'glu'",
         ),
         (
-            {"type": "Bidirectional", "layer": {"type": "ConvLSTM2D", "filters": 2, "kernel_size": 3}},
+            {
+                "type": "TimeDistributed",
+                "layer": {"type": "ConvLSTM1D", "filters": 2, "kernel_size": 3, "return_state": True},
+            },
             (4, 5, 5, 1),
-            "ConvLSTM2D",
+            "with one output",
+        ),
+        (
+            {
+                "type": "Bidirectional",
+                "layer": {"type": "ConvLSTM2D", "filters": 2, "kernel_size": 3},
+                "backward_layer": {
+                    "type": "ConvLSTM2D",
+                    "filters": 3,
+                    "kernel_size": 3,
+                    "go_backwards": True,
+                },
+            },
+            (4, 5, 5, 1),
+            "must produce the same shapes",
         ),
     ],
 )

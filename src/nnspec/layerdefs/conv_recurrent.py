@@ -17,7 +17,8 @@ the previous output (zeros with ``zero_output_for_mask``). Dropout follows Keras
 ``ConvLSTMCell``: only for 0 < rate < 1, four masks (one per gate) over a step's whole input
 (batch, *spatial, channels), shared by all steps, and four over the state h for
 ``recurrent_dropout``. ``stateful`` is refused as for LSTM (it needs a fixed batch size);
-``unroll`` computes the same values.
+``unroll`` computes the same values. TimeDistributed folds time into the batch as for any layer;
+Bidirectional runs these kernels for each direction (see its section below).
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ KERNEL_HELPERS = (
     "_conv_into", "_gate_w", "_add_block", "_input_conv", "_rec_conv", "_rec_grad", "_input_grads",
     "_recurrent_grads",
 )  # fmt: skip
+
+TYPES = ("ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")  # Bidirectional runs these with the kernels below
 
 # ----------------------------------------------------------------------------- attributes
 
@@ -548,10 +551,10 @@ class _Geo:
     """One step's static geometry (sizes, the kernels' three-axis tuples) and the channels-last
     views the kernels take; channels_first values go through transposed scratch."""
 
-    def __init__(self, e):
+    def __init__(self, e, a=None):
         from ..runtime.codegen import CodegenError
 
-        a = e.attrs
+        a = e.attrs if a is None else a
         self.e = e
         xs = e.x_shapes[0]
         if any(d is None for d in xs):
@@ -644,14 +647,64 @@ def _saved(attrs, x_shapes, y_shapes):
     return [(shape, "float32") for _, shape in _saved_layout(attrs, x_shapes)]
 
 
-def _saved_args(e, training: bool, z2: str, z3: str) -> list[str]:
-    """dmx, dmh, sh, sa, sx, sp: the saved arrays in training, empty stand-ins otherwise."""
-    saved = dict(zip([k for k, _ in _saved_layout(e.attrs, e.x_shapes)], e.s)) if training else {}
+def _saved_args(saved: dict, z2: str, z3: str) -> list[str]:
+    """dmx, dmh, sh, sa, sx, sp: the saved arrays in training (by key), empty stand-ins otherwise."""
     return [saved.get(k, z2) for k in ("dmx", "dmh")] + [saved.get(k, z3) for k in ("sh", "sa", "sx", "sp")]
 
 
 def _codes(a) -> tuple[str, str]:
     return _int(activations.code(a["activation"])), _int(activations.code(a["recurrent_activation"]))
+
+
+def _empties(e) -> tuple[str, str, str]:
+    return e.tmp("(0,)"), e.tmp("(0, 0)"), e.tmp("(0, 0, 0)")
+
+
+def _forward_call(e, g, a, x, p, y, states, saved, z) -> str:
+    """The line running one layer (or one direction of Bidirectional) forward: ``p`` its weight
+    variables, ``y`` its (rows, T or 1, P*F) output, ``states`` (h, c) or stand-ins, ``saved``
+    its saved arrays by key (empty at inference), ``z`` the empty stand-ins."""
+    z1, z2, z3 = z
+    return kernel_call(
+        e, conv_lstm_forward, x, g.kernel(p[0], g.c), g.kernel(p[1], g.f), p[2] if a["use_bias"] else z1,
+        e.m[0] or z2, *_codes(a), _bool(a["use_bias"]), _bool(a["go_backwards"]), _bool(a["return_sequences"]),
+        _bool(a["zero_output_for_mask"]), y, *states, *g.common(), e.lit(float(a["dropout"])),
+        e.lit(float(a["recurrent_dropout"])), *_saved_args(saved, z2, z3),
+    )  # fmt: skip
+
+
+def _backward_call(e, g, a, x, p, dp, dy, dstates, saved, dx, z) -> str:
+    """The line running one layer's (or direction's) backward kernel: ``dp`` its weight gradient
+    variables (None: frozen), ``dy`` its output's gradient (rows, T or 1, P*F), ``dx`` the input's
+    gradient as (rows, T, D, H, W, C) or a stand-in."""
+    z1, z2, z3 = z
+    dw = f"{dp[0]}.reshape(({g.k * g.c}, {4 * g.f}))" if dp[0] is not None else z2
+    du = f"{dp[1]}.reshape(({g.k * g.f}, {4 * g.f}))" if dp[1] is not None else z2
+    db = dp[2] if a["use_bias"] and dp[2] is not None else z1
+    return kernel_call(
+        e, conv_lstm_backward, x, g.kernel(p[0], g.c), g.kernel(p[1], g.f), e.m[0] or z2, *_codes(a),
+        _bool(a["go_backwards"]), _bool(a["return_sequences"]), _bool(a["zero_output_for_mask"]), dy, *dstates,
+        *g.common(), *_saved_args(saved, z2, z3), dx, dw, du, db,
+    )  # fmt: skip
+
+
+def _input_grad(e, g, lines: list, moves: list) -> str:
+    """The input's gradient as the kernels' (rows, T, D, H, W, C): the gradient variable itself,
+    zeroed transposed scratch for channels_first (``moves`` adds it back), or a stand-in."""
+    if e.dx[0] is None:
+        return e.tmp("(0, 1, 1, 1, 1, 1)")
+    if not g.cf:
+        return g.x6(e.dx[0])
+    dxl = e.tmp(f"({g.rows} * {g.steps}, {g.s_in}, {g.c})")
+    lines.append(f"{dxl}[:] = 0.0")
+    moves.append(
+        e.call(conv.swap_last2_add, dxl, f"{e.dx[0]}.reshape(({g.rows} * {g.steps}, {g.c}, {g.s_in}))")
+    )
+    return g.x6(dxl)
+
+
+def _saved_by_key(e, training: bool) -> dict:
+    return dict(zip([k for k, _ in _saved_layout(e.attrs, e.x_shapes)], e.s)) if training else {}
 
 
 def _forward_lines(e, training: bool) -> list[str]:
@@ -660,15 +713,10 @@ def _forward_lines(e, training: bool) -> list[str]:
     lines: list[str] = []
     x = g.x_last(lines)
     moves: list[str] = []
-    z1, z2, z3 = e.tmp("(0,)"), e.tmp("(0, 0)"), e.tmp("(0, 0, 0)")
+    z = _empties(e)
     y = g.seq(e.y[0], g.tout, moves, True)
-    states = [g.seq(v, None, moves, True) for v in e.y[1:]] if a["return_state"] else [z2, z2]
-    lines.append(kernel_call(
-        e, conv_lstm_forward, x, g.kernel(e.p[0], g.c), g.kernel(e.p[1], g.f), e.p[2] if a["use_bias"] else z1,
-        e.m[0] or z2, *_codes(a), _bool(a["use_bias"]), _bool(a["go_backwards"]), _bool(a["return_sequences"]),
-        _bool(a["zero_output_for_mask"]), y, *states, *g.common(), e.lit(float(a["dropout"])),
-        e.lit(float(a["recurrent_dropout"])), *_saved_args(e, training, z2, z3),
-    ))  # fmt: skip
+    states = [g.seq(v, None, moves, True) for v in e.y[1:]] if a["return_state"] else [z[1], z[1]]
+    lines.append(_forward_call(e, g, a, x, e.p, y, states, _saved_by_key(e, training), z))
     return lines + moves
 
 
@@ -685,29 +733,188 @@ def _emit_backward(e):
     a = e.attrs
     lines: list[str] = []
     x = g.x_last(lines)
-    z1, z2, z3 = e.tmp("(0,)"), e.tmp("(0, 0)"), e.tmp("(0, 0, 0)")
+    z = _empties(e)
     dy = g.seq(e.dy[0], g.tout, lines, False)
-    dstates = [g.seq(v, None, lines, False) for v in e.dy[1:]] if a["return_state"] else [z2, z2]
+    dstates = [g.seq(v, None, lines, False) for v in e.dy[1:]] if a["return_state"] else [z[1], z[1]]
     moves: list[str] = []
-    if e.dx[0] is None:
-        dx = e.tmp("(0, 1, 1, 1, 1, 1)")
-    elif g.cf:
-        dxl = e.tmp(f"({g.rows} * {g.steps}, {g.s_in}, {g.c})")
-        lines.append(f"{dxl}[:] = 0.0")
-        dx = g.x6(dxl)
-        moves.append(
-            e.call(conv.swap_last2_add, dxl, f"{e.dx[0]}.reshape(({g.rows} * {g.steps}, {g.c}, {g.s_in}))")
+    dx = _input_grad(e, g, lines, moves)
+    lines.append(_backward_call(e, g, a, x, e.p, e.dp, dy, dstates, _saved_by_key(e, True), dx, z))
+    return lines + moves
+
+
+# ----------------------------------------------------------------------------- Bidirectional
+#
+# Bidirectional over a ConvLSTM (``wrappers.py`` hands its steps here): each direction runs the
+# kernels above into its own output, in the merge's layout (the layer's own: channels_first
+# outputs are transposed first, since Keras merges along the last axis whatever the data format);
+# then one pass merges them, the backward direction's sequence reversed in time (Keras's
+# ``ops.flip``). Backward: one pass splits the merged gradient into the two directions'
+# (reversing the backward one's), each runs its backward kernel, both adding into the input's
+# gradient. Training saves each direction's arrays (``_saved_layout``), then for merge_mode mul
+# both directions' outputs.
+
+BIDI_MODES = {"concat": 0, "sum": 1, "mul": 2, "ave": 3, None: 4}  # 4: two outputs
+
+
+def bidi_merge(a, b, y, mode, flip):
+    """The merged output from the directions' ``a``, ``b`` (rows, T, M, L), ``b`` read at T-1-t
+    with ``flip``: concat (y's last axis 2L), sum, mul, ave, or (4) ``y = b``."""
+    rows, steps, m, width = a.shape
+    for r in range(rows):
+        for t in range(steps):
+            tb = steps - 1 - t if flip else t
+            for i in range(m):
+                for j in range(width):
+                    u = a[r, t, i, j]
+                    v = b[r, tb, i, j]
+                    if mode == 0:
+                        y[r, t, i, j] = u
+                        y[r, t, i, width + j] = v
+                    elif mode == 1:
+                        y[r, t, i, j] = u + v
+                    elif mode == 2:
+                        y[r, t, i, j] = u * v
+                    elif mode == 3:
+                        y[r, t, i, j] = (u + v) * 0.5
+                    else:
+                        y[r, t, i, j] = v
+
+
+def bidi_split(dy, a, b, da, db, mode, flip):
+    """The adjoint of :func:`bidi_merge`: write the directions' gradients ``da``, ``db`` from the
+    merged one ``dy`` (for mode 4, ``db`` from ``dy`` alone; ``a``, ``b`` are read for mul)."""
+    rows, steps, m, width = da.shape
+    for r in range(rows):
+        for t in range(steps):
+            tb = steps - 1 - t if flip else t
+            for i in range(m):
+                for j in range(width):
+                    if mode == 0:
+                        da[r, t, i, j] = dy[r, t, i, j]
+                        db[r, tb, i, j] = dy[r, t, i, width + j]
+                    elif mode == 1:
+                        da[r, t, i, j] = dy[r, t, i, j]
+                        db[r, tb, i, j] = dy[r, t, i, j]
+                    elif mode == 2:
+                        da[r, t, i, j] = dy[r, t, i, j] * b[r, tb, i, j]
+                        db[r, tb, i, j] = dy[r, t, i, j] * a[r, t, i, j]
+                    elif mode == 3:
+                        da[r, t, i, j] = 0.5 * dy[r, t, i, j]
+                        db[r, tb, i, j] = 0.5 * dy[r, t, i, j]
+                    else:
+                        db[r, tb, i, j] = dy[r, t, i, j]
+
+
+def bidirectional_saved(af, ab, mode, x_shapes) -> list:
+    """The arrays Bidirectional over ConvLSTM saves: each direction's, then for mul both outputs."""
+    shapes = [s for _, s in _saved_layout(af, x_shapes) + _saved_layout(ab, x_shapes)]
+    if mode == "mul":
+        _, _, osp = _step_geometry(af, x_shapes[0])
+        tout = x_shapes[0][0] if af["return_sequences"] else 1
+        shapes += [(tout, math.prod(osp) * af["filters"])] * 2
+    return [(s, "float32") for s in shapes]
+
+
+class _Bidi:
+    """What the Bidirectional emits share: both directions' geometry, weights and saved arrays,
+    and the merge's 4-D views (rows, T or 1, M, L) of the directions' outputs."""
+
+    def __init__(self, e, af, ab, training: bool):
+        self.e, self.af, self.ab = e, af, ab
+        self.gf, self.gb = _Geo(e, af), _Geo(e, ab)
+        g = self.gf
+        self.mode = e.attrs["merge_mode"]
+        self.n = 3 if af["use_bias"] else 2
+        lf, lb = _saved_layout(af, e.x_shapes), _saved_layout(ab, e.x_shapes)
+        s = list(e.s) if training else []
+        self.sf = dict(zip([k for k, _ in lf], s[: len(lf)])) if s else {}
+        self.sb = dict(zip([k for k, _ in lb], s[len(lf) : len(lf) + len(lb)])) if s else {}
+        self.extra = s[len(lf) + len(lb) :]
+        self.ns = 2 if af["return_state"] else 0
+        ys = e.y if hasattr(e, "y") else []
+        self.states = ys[(2 if self.mode is None else 1) :]
+        # the merge's last axis: the filters, or the last spatial axis for channels_first
+        last = _step_geometry(af, e.x_shapes[0])[2][-1] if g.cf else g.f
+        self.width = last
+        self.m = g.pf // last
+        self.lead = f"{g.rows}, {g.tout}"
+        self.z = _empties(e)
+
+    def view(self, var: str, width: int | None = None) -> str:
+        return f"{var}.reshape(({self.lead}, {self.m}, {width or self.width}))"
+
+    def direction_out(self, k: int, lines_after: list) -> tuple[str, str]:
+        """(the kernel's output argument, the merge-layout variable) of direction ``k``."""
+        g = self.gf
+        if self.mode == "mul" and self.extra:
+            ym = self.extra[k]
+        else:
+            ym = self.e.tmp(f"({g.rows}, {g.tout}, {g.pf})")
+        if not g.cf:
+            return f"{ym}.reshape(({self.lead}, {g.pf}))", ym
+        t = self.e.tmp(f"({g.rows} * {g.tout}, {g.npos}, {g.f})")
+        lines_after.append(
+            self.e.call(conv.swap_last2, t, f"{ym}.reshape(({g.rows} * {g.tout}, {g.f}, {g.npos}))")
         )
+        return f"{t}.reshape(({self.lead}, {g.pf}))", ym
+
+    def merged(self) -> tuple[str, ...]:
+        """The merged output variables as the merge kernel's y: one, or two for mode None."""
+        e = self.e
+        if self.mode is None:
+            return self.view(e.y[0]), self.view(e.y[1])
+        return (self.view(e.y[0], 2 * self.width if self.mode == "concat" else None),)
+
+
+def bidirectional_forward(e, af, ab, training: bool) -> list[str]:
+    bd = _Bidi(e, af, ab, training)
+    g = bd.gf
+    lines: list[str] = []
+    x = g.x_last(lines)
+    outs = []
+    for k, (a, p, saved, gk) in enumerate(((af, e.p[: bd.n], bd.sf, bd.gf), (ab, e.p[bd.n :], bd.sb, bd.gb))):
+        after: list[str] = []
+        yk, ym = bd.direction_out(k, after)
+        st = bd.states[k * bd.ns : (k + 1) * bd.ns]
+        states = [gk.seq(v, None, after, True) for v in st] if st else [bd.z[1], bd.z[1]]
+        lines.append(_forward_call(e, gk, a, x, p, yk, states, saved, bd.z))
+        lines += after
+        outs.append(bd.view(ym))
+    flip = _bool(af["return_sequences"])
+    merged = bd.merged()
+    if bd.mode is None:
+        lines.append(e.call(bidi_merge, outs[1], outs[0], merged[0], _int(4), _bool(False)))
+        lines.append(e.call(bidi_merge, outs[0], outs[1], merged[1], _int(4), flip))
     else:
-        dx = g.x6(e.dx[0])
-    dw = f"{e.dp[0]}.reshape(({g.k * g.c}, {4 * g.f}))" if e.dp[0] is not None else z2
-    du = f"{e.dp[1]}.reshape(({g.k * g.f}, {4 * g.f}))" if e.dp[1] is not None else z2
-    db = e.dp[2] if a["use_bias"] and e.dp[2] is not None else z1
-    lines.append(kernel_call(
-        e, conv_lstm_backward, x, g.kernel(e.p[0], g.c), g.kernel(e.p[1], g.f), e.m[0] or z2, *_codes(a),
-        _bool(a["go_backwards"]), _bool(a["return_sequences"]), _bool(a["zero_output_for_mask"]), dy, *dstates,
-        *g.common(), *_saved_args(e, True, z2, z3), dx, dw, du, db,
-    ))  # fmt: skip
+        lines.append(e.call(bidi_merge, outs[0], outs[1], merged[0], _int(BIDI_MODES[bd.mode]), flip))
+    return lines
+
+
+def bidirectional_backward(e, af, ab) -> list[str]:
+    bd = _Bidi(e, af, ab, True)
+    g = bd.gf
+    lines: list[str] = []
+    x = g.x_last(lines)
+    moves: list[str] = []
+    dx = _input_grad(e, g, lines, moves)
+    flip = _bool(af["return_sequences"])
+    dm = [e.tmp(f"({g.rows}, {g.tout}, {g.pf})") for _ in range(2)]
+    dmv = [bd.view(v) for v in dm]
+    if bd.mode is None:
+        dys = [bd.view(e.dy[0]), bd.view(e.dy[1])]
+        lines.append(e.call(bidi_split, dys[0], dmv[1], dmv[0], dmv[1], dmv[0], _int(4), _bool(False)))
+        lines.append(e.call(bidi_split, dys[1], dmv[0], dmv[1], dmv[0], dmv[1], _int(4), flip))
+    else:
+        dy = bd.view(e.dy[0], 2 * bd.width if bd.mode == "concat" else None)
+        a, b = (bd.view(v) for v in bd.extra) if bd.mode == "mul" else (dmv[0], dmv[1])
+        lines.append(e.call(bidi_split, dy, a, b, dmv[0], dmv[1], _int(BIDI_MODES[bd.mode]), flip))
+    dstates_all = e.dy[(2 if bd.mode is None else 1) :]
+    for k, (a_, p, dp, saved, gk) in enumerate(((af, e.p[: bd.n], e.dp[: bd.n], bd.sf, bd.gf),
+                                                (ab, e.p[bd.n :], e.dp[bd.n :], bd.sb, bd.gb))):  # fmt: skip
+        dyk = gk.seq(dm[k], g.tout, lines, False)
+        st = dstates_all[k * bd.ns : (k + 1) * bd.ns]
+        dstates = [gk.seq(v, None, lines, False) for v in st] if st else [bd.z[1], bd.z[1]]
+        lines.append(_backward_call(e, gk, a_, x, p, dp, dyk, dstates, saved, dx, bd.z))
     return lines + moves
 
 
