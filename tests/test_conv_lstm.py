@@ -252,7 +252,18 @@ inputs:
 layers:
   encode: {type: ConvLSTM2D, filters: 4, kernel_size: 3, padding: same, return_sequences: true}
   norm: {type: BatchNormalization}
-  summarize: {type: ConvLSTM2D, filters: 3, kernel_size: 3, strides: 2, dropout: 0.0}
+  summarize:
+    type: ConvLSTM2D
+    filters: 3
+    kernel_size: 3
+    strides: 2
+    kernel_regularizer: {type: l2, l2: 0.01}
+    recurrent_regularizer: {type: l1, l1: 0.01}
+    bias_regularizer: {type: l1_l2, l1: 0.01, l2: 0.01}
+    activity_regularizer: {type: l2, l2: 0.001}
+    kernel_constraint: {type: max_norm, max_value: 0.5}
+    recurrent_constraint: non_neg
+    bias_constraint: {type: min_max_norm, min_value: 0.1, max_value: 1.0, axis: 0}
   flat: {type: Flatten}
   probs: {type: Dense, units: 3, activation: softmax}
 edges:
@@ -388,8 +399,10 @@ MODELS = [
 @pytest.mark.keras
 @pytest.mark.parametrize("case", MODELS, ids=lambda c: c[0])
 def test_model_files_match_keras(case):
-    """Parameter counts, summary rows, predictions and one SGD step. In the masked model Keras
-    passes the (batch, time) mask through TimeDistributed to both ConvLSTM2D layers."""
+    """Parameter counts, summary rows, predictions and one SGD step (next-frame: every
+    regularizer and constraint of a ConvLSTM2D, applied in the step as Keras applies them). In
+    the masked model Keras passes the (batch, time) mask through TimeDistributed to both
+    ConvLSTM2D layers."""
     from keras_from_spec import keras_summary_facts
 
     _, spec, inputs, moved, total, frozen = case
@@ -635,6 +648,17 @@ def test_builder_and_config_round_trip():
     assert m.count_params() == 4 * (135 + 225 + 5) + 4 * (90 + 36 + 2)
     again = Model.from_config(m.get_config())
     assert again.get_config() == m.get_config()
+
+
+def test_initializers_follow_keras_fans():
+    """kernel: glorot_uniform with a convolution's fans (receptive field 9 times 2 inputs, 9 times
+    16 outputs); recurrent_kernel: orthogonal over (k*k*filters, 4*filters), as Keras flattens it."""
+    m = kh.build_nnspec("ConvLSTM2D", {"filters": 4, "kernel_size": 3}, ((3, 6, 6, 2),))
+    kernel, recurrent_kernel, _ = m.get_weights()
+    limit = np.sqrt(6.0 / (9 * 2 + 9 * 16))
+    assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.9 * limit
+    u = recurrent_kernel.reshape(9 * 4, 16)
+    np.testing.assert_allclose(u.T @ u, np.eye(16), atol=1e-5)
 
 
 def test_unit_forget_bias_starts_the_forget_gate_at_one():

@@ -113,17 +113,22 @@ def _geometry(name: str, rank: int, attrs, x: TensorType) -> tuple[tuple, int, t
     """(input spatial dims, channels, output spatial dims), checked as Keras checks them."""
     if x.rank != rank + 3:
         order = "channels, *spatial" if attrs["data_format"] == "channels_first" else "*spatial, channels"
+        other = f", or use ConvLSTM{x.rank - 3}D" if 1 <= x.rank - 3 <= 3 else ""
         raise ShapeError(
             f"{name} expects an input of rank {rank + 3} (batch, time, {order}; {rank} spatial axes); "
-            f"got {fmt_shape(x.shape)}"
+            f"got {fmt_shape(x.shape)}: give the input a time axis and {rank} spatial axes{other}"
         )
     step = (x.shape[0], *x.shape[2:])
     spatial, channels = split_channels(step, attrs["data_format"])
     if channels is None:
-        raise ShapeError(f"{name} needs a known channel dimension; got {fmt_shape(x.shape)}")
+        raise ShapeError(
+            f"{name} needs a known channel dimension (it sizes the kernel); got {fmt_shape(x.shape)}: "
+            "write it in the input's shape"
+        )
     if any(d is None for d in spatial):
         raise ShapeError(
-            f"{name} needs known spatial dimensions (they size the states, as in Keras); got {fmt_shape(x.shape)}"
+            f"{name} needs known spatial dimensions (they size the states, as in Keras); got "
+            f"{fmt_shape(x.shape)}: write them in the input's shape (only the time axis may be null)"
         )
     _check_strides_dilation(name, attrs)
     out = window_output(name, "kernel", TensorType(step), spatial, attrs["kernel_size"], attrs["strides"],
