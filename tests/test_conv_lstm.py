@@ -185,6 +185,25 @@ def test_masked_steps_keep_the_states():
         np.testing.assert_allclose(states[0][0], ref[0][0, 1], rtol=0, atol=2e-6)
 
 
+def test_time_axis_may_vary():
+    """A null time axis (Keras's (None, None, 5, 5, 1)): plans specialized per length, outputs as
+    the reference computes them, and a training step runs."""
+    attrs = {"filters": 2, "kernel_size": 3, "padding": "same", "return_sequences": True}
+    spec = {"format": "nnspec/1", "inputs": {"x": {"shape": [None, 5, 5, 1]}},
+            "layers": {"r": {"type": "ConvLSTM2D", **attrs}}, "edges": ["x -> r"], "outputs": ["r"]}  # fmt: skip
+    m = nnspec.Model.from_config(spec)
+    assert tuple(m.outputs[0].shape) == (None, None, 5, 5, 2)
+    for steps in (3, 6):
+        x = np.random.default_rng(steps).normal(size=(2, steps, 5, 5, 1)).astype(np.float32)
+        close(
+            m.predict(x), kh.run_reference("ConvLSTM2D", attrs, [x], m.get_weights())[0], 2e-6, f"T={steps}"
+        )
+    m.compile(optimizer=nnspec.optimizers.SGD(learning_rate=0.1), loss="mse")
+    before = m.get_weights()
+    assert np.isfinite(m.train_on_batch(x, np.zeros((2, 6, 5, 5, 2), np.float32)))
+    assert all(not np.array_equal(a, b) for a, b in zip(before, m.get_weights()))
+
+
 # ----------------------------------------------------------------------------- gradients
 
 # fmt: off
