@@ -19,13 +19,18 @@ from pathlib import Path
 
 from nnspec.layerdefs import (
     REGISTRY_LIST,
+    activation_layers,
+    attention,
     augmentation,
     conv,
+    conv_recurrent,
     core,
+    einsum,
     embedding,
     merge,
     normalization,
     pooling,
+    preprocessing,
     recurrent,
     wrappers,
 )
@@ -43,12 +48,13 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "docs" / "layers.md"
 
 # Family modules in the order REGISTRY_LIST lists them.
-FAMILIES = (core, augmentation, conv, pooling, embedding, recurrent, merge, normalization, wrappers)
+FAMILIES = (core, einsum, activation_layers, preprocessing, augmentation, conv, pooling, embedding, recurrent,
+            conv_recurrent, merge, attention, normalization, wrappers)  # fmt: skip
 
 
 def family_of(defn) -> str:
-    for mod in FAMILIES:
-        if any(d is defn for d in mod.LAYERS):
+    for mod in FAMILIES:  # the module that defines it (not every family lists all its layers in LAYERS)
+        if any(v is defn for v in vars(mod).values()):
             return mod.__name__.rsplit(".", 1)[-1]
     return "?"
 

@@ -401,6 +401,27 @@ def keras_grads(case: Case, r: Result):
     return y.detach().numpy(), dx, dw, [np.asarray(v.numpy()) for v in layer.weights]
 
 
+def check_fd(case: Case, r: Result, tol: float = 1e-3) -> None:
+    """Every input and trainable weight gradient of ``r`` within ``tol`` of finite differences."""
+    dx, dw = fd_grads(case, r)
+    for i, (got, ref) in enumerate(zip(r.dx, dx)):
+        if ref is not None:
+            close(got, ref, tol, f"input {i}")
+    for i, (got, ref) in enumerate(zip(r.dw, dw)):
+        close(got, ref, tol, f"weight {i}")
+
+
+def check_keras(case: Case, r: Result, tol: float = 1e-4) -> None:
+    """The training forward and every gradient of ``r`` within ``tol`` of Keras's autograd."""
+    y, dx, dw, _ = keras_grads(case, r)
+    close(r.y, y, tol, "training forward")
+    for i, (got, ref) in enumerate(zip(r.dx, dx)):
+        if got is not None:
+            close(got, ref, tol, f"input {i}")
+    for i, (got, ref) in enumerate(zip(r.dw, dw)):
+        close(got, ref, tol, f"weight {i}")
+
+
 def one_step_matches_keras(source, x, y, seed: int, loss: str = "categorical_crossentropy", lr: float = 0.1,
                            update_tol: float = 1e-3) -> int:  # fmt: skip
     """One SGD(``lr``) step of ``loss`` in nnspec and in Keras (built from the same model file by

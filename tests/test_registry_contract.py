@@ -79,6 +79,7 @@ GRADIENT_SUITES = (
     "test_einsum_dense",
     "test_rnn_cell",
     "test_preprocessing",
+    "test_conv_lstm",
 )
 # Layer types whose gradients those two comparisons cannot check, and what checks them instead.
 CHECKED_OTHERWISE = {

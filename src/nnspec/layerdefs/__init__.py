@@ -10,6 +10,7 @@ from . import (
     attention,
     augmentation,
     conv,
+    conv_recurrent,
     core,
     einsum,
     embedding,
@@ -111,6 +112,10 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     recurrent.LSTM_CELL,
     recurrent.GRU_CELL,
     recurrent.STACKED_RNN_CELLS,
+    # conv_recurrent.py
+    conv_recurrent.CONV_LSTM1D,
+    conv_recurrent.CONV_LSTM2D,
+    conv_recurrent.CONV_LSTM3D,
     # merge.py
     merge.CONCATENATE,
     merge.ADD,

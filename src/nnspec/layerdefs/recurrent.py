@@ -166,16 +166,21 @@ def _rnn_params(gates: int, bias_shape):
             "recurrent_kernel", (units, gates * units), attrs["recurrent_initializer"],
             regularizer=attrs["recurrent_regularizer"], constraint=attrs["recurrent_constraint"],
         )  # fmt: skip
-        if bias and attrs.get("unit_forget_bias") and attrs.get("use_bias"):
-            # Keras: bias_initializer for the input gate, ones for the forget gate, then
-            # bias_initializer again for the cell and output gates.
-            init = attrs["bias_initializer"]
-            blocks = {"type": "blocks", "blocks": [[init, units], ["ones", units], [init, 2 * units]]}
-            b = bias[0]
-            bias = [ParamSpec(b.name, b.shape, blocks, b.trainable, b.regularizer, b.constraint)]
-        return [kernel, recurrent, *bias]
+        return [kernel, recurrent, *lstm_bias(attrs, bias, units)]
 
     return params
+
+
+def lstm_bias(attrs, bias: list[ParamSpec], units: int) -> list[ParamSpec]:
+    """``bias`` ([] or [the bias]) with LSTM's unit_forget_bias: Keras initializes the input gate
+    with bias_initializer, the forget gate with ones, then the cell and output gates with
+    bias_initializer again (also ConvLSTM's bias)."""
+    if bias and attrs.get("unit_forget_bias") and attrs.get("use_bias"):
+        init = attrs["bias_initializer"]
+        blocks = {"type": "blocks", "blocks": [[init, units], ["ones", units], [init, 2 * units]]}
+        b = bias[0]
+        return [ParamSpec(b.name, b.shape, blocks, b.trainable, b.regularizer, b.constraint)]
+    return bias
 
 
 # ----------------------------------------------------------------------------- kernels

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from . import recurrent
+from . import conv_recurrent, recurrent
 from .base import (
     COMMON_ATTRS,
     Attr,
@@ -110,9 +110,10 @@ def _recurrent_attrs(ctx: InferContext, mapping, role: str) -> dict:
             f"Bidirectional: {role} must be a layer definition {{type: ..., ...}}; got {mapping!r}"
         )
     defn = ctx.layer_def(mapping)
-    if defn.name not in (*RECURRENT_TYPES, "RNN"):
+    if defn.name not in (*RECURRENT_TYPES, "RNN", *conv_recurrent.TYPES):
         raise ShapeError(
-            f"Bidirectional can only wrap a recurrent layer ({', '.join(RECURRENT_TYPES)}, RNN); "
+            f"Bidirectional can only wrap a recurrent layer ({', '.join(RECURRENT_TYPES)}, RNN, "
+            f"{', '.join(conv_recurrent.TYPES)}); "
             f"its {role} is a {defn.name}"
         )
     attrs = normalize_attrs(defn, mapping)
@@ -224,7 +225,7 @@ def direction_attrs(attrs) -> tuple[tuple[str, dict], tuple[str, dict]]:
     fwd = dict(attrs["layer"])
     bwd = attrs.get("backward_layer")
     bwd = dict(bwd) if bwd is not None else {**fwd, "go_backwards": True}
-    defs = {d.name: d for d in (*recurrent.LAYERS, recurrent.RNN)}
+    defs = {d.name: d for d in (*recurrent.LAYERS, recurrent.RNN, *conv_recurrent.LAYERS)}
     out = []
     for d in (fwd, bwd):
         t = d["type"]
@@ -238,6 +239,8 @@ def direction_attrs(attrs) -> tuple[tuple[str, dict], tuple[str, dict]]:
 
 def _bidirectional_emit(e):
     (tf, af), (tb, ab) = direction_attrs(e.attrs)
+    if tf in conv_recurrent.TYPES:
+        return conv_recurrent.bidirectional_forward(e, af, ab, False)
     (xs,) = e.x_shapes
     steps = xs[0]
     rows = e.rows()
@@ -299,7 +302,9 @@ def _bidirectional_layouts(attrs, x_shapes):
 
 
 def _bidirectional_saved(attrs, x_shapes, y_shapes):
-    (_, af), (_, ab) = direction_attrs(attrs)
+    (tf, af), (_, ab) = direction_attrs(attrs)
+    if tf in conv_recurrent.TYPES:
+        return conv_recurrent.bidirectional_saved(af, ab, attrs["merge_mode"], x_shapes)
     lf, lb = _bidirectional_layouts(attrs, x_shapes)
     shapes = [shape for _, shape in lf + lb]
     if attrs["merge_mode"] == "mul":
@@ -318,6 +323,9 @@ def _bidirectional_parts(e):
 
 
 def _bidirectional_emit_train(e):
+    (tf, af), (_, ab) = direction_attrs(e.attrs)
+    if tf in conv_recurrent.TYPES:
+        return conv_recurrent.bidirectional_forward(e, af, ab, True)
     (tf, af, sf), (tb, ab, sb), extra = _bidirectional_parts(e)
     steps, d = e.x_shapes[0]
     rows = e.rows()
@@ -354,6 +362,9 @@ def _bidirectional_emit_train(e):
 
 
 def _bidirectional_emit_backward(e):
+    (tf, af), (_, ab) = direction_attrs(e.attrs)
+    if tf in conv_recurrent.TYPES:
+        return conv_recurrent.bidirectional_backward(e, af, ab)
     (tf, af, sf), (tb, ab, sb), extra = _bidirectional_parts(e)
     steps, d = e.x_shapes[0]
     rows = e.rows()
@@ -398,8 +409,13 @@ def _bidirectional_reference(attrs, inputs, params, masks=None):
     (tf, af), (tb, ab) = direction_attrs(attrs)
     mask = masks[0] if masks else None
     n_pf = 3 if af["use_bias"] else 2
-    fwd = recurrent.sequence_reference(tf, af, inputs[0], params[:n_pf], mask)
-    bwd = recurrent.sequence_reference(tb, ab, inputs[0], params[n_pf:], mask)
+
+    def run(t, a, p):
+        if t in conv_recurrent.TYPES:
+            return conv_recurrent._reference(a, inputs, p, masks)
+        return recurrent.sequence_reference(t, a, inputs[0], p, mask)
+
+    fwd, bwd = run(tf, af, params[:n_pf]), run(tb, ab, params[n_pf:])
     y, y_rev = fwd[0], bwd[0]
     if af["return_sequences"]:
         y_rev = y_rev[:, ::-1]
@@ -447,8 +463,9 @@ BIDIRECTIONAL = LayerDef(
     reference=_bidirectional_reference,
     uses_mask=True,
     positional=("layer", "merge_mode"),
-    doc="Runs a recurrent layer (SimpleRNN, LSTM, GRU, or RNN over a cell) over the sequence in "
-    "both directions and merges the two outputs: concatenated on the last axis (concat, the default), added "
+    doc="Runs a recurrent layer (SimpleRNN, LSTM, GRU, RNN over a cell, or ConvLSTM1D/2D/3D) over the "
+    "sequence in both directions and merges the two outputs: concatenated on the last axis (concat, the "
+    "default; for a channels_first ConvLSTM that is the last spatial axis, as in Keras), added "
     "(sum), multiplied (mul), averaged (ave), or returned as two outputs (null). The backward "
     "layer is a copy of `layer` with go_backwards set unless backward_layer is given; with "
     "return_sequences its output is flipped back to forward time order before merging. With "
