@@ -152,8 +152,10 @@ def training_status(defn) -> str:
     """Whether training can run this type (it has a backward kernel, or is lowered into others)."""
     if getattr(defn, "emit_backward", None) is not None:
         return "yes"
-    if defn.name in ("Model", "TimeDistributed"):
+    if defn.name in ("Model", "TimeDistributed") or "lower_as" in defn.extra:
         return "as its layers"
+    if defn.name.endswith(("Cell", "Cells")):
+        return "inside RNN"
     return "not yet"
 
 
@@ -165,6 +167,10 @@ def runtime_status(defn) -> str:
         return "inlined"
     if defn.name == "TimeDistributed":
         return "as its wrapped layer"
+    if "lower_as" in defn.extra:
+        return "as the layer its cell computes"
+    if defn.name.endswith(("Cell", "Cells")):
+        return "inside RNN"
     if defn.view or defn.training_only:
         return "yes (no computation at inference)"
     return "not yet"

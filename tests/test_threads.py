@@ -171,6 +171,46 @@ def test_split_step_with_penalties_sample_weights_and_two_losses(extra, splits, 
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * max(1.0, float(np.abs(b).max())))
 
 
+SEQUENCE = """
+format: nnspec/1
+name: sequence
+inputs:
+  x: {shape: [5, 3]}
+layers:
+  rnn: RNN_LAYER
+  out: {type: Dense, units: 2}
+edges:
+  - x -> rnn -> out
+outputs: [out]
+"""
+
+
+@pytest.mark.parametrize(
+    "layer,splits",
+    [
+        ("{type: LSTM, units: 4}", True),
+        ("{type: LSTM, units: 4, dropout: 0.2}", False),  # dropout masks: the caller's generator
+        ("{type: GRU, units: 4, recurrent_dropout: 0.3}", False),
+        ("{type: RNN, cell: {type: SimpleRNNCell, units: 4, dropout: 0.1}}", False),
+        ("{type: Bidirectional, layer: {type: LSTM, units: 2, recurrent_dropout: 0.5}}", False),
+        ("{type: Bidirectional, layer: {type: GRU, units: 2}}", True),
+    ],
+)
+def test_recurrent_dropout_keeps_the_training_batch_whole(layer, splits, monkeypatch):
+    """A recurrent layer that draws dropout masks in training never has its batch split: the
+    draws would come from the worker threads' generators, unseeded and run-dependent."""
+    from nnspec.runtime import trainer as trainer_mod
+
+    monkeypatch.setattr(executor, "MIN_PART_WORK", 1)
+    monkeypatch.setattr(trainer_mod, "worker_threads", lambda: 3)
+    m = nnspec.load(SEQUENCE.replace("RNN_LAYER", layer), seed=1)
+    m.compile(optimizer="sgd", loss="mse")
+    rng = np.random.default_rng(0)
+    m.train_on_batch(rng.normal(size=(9, 5, 3)).astype(np.float32), rng.normal(size=(9, 2)).astype(np.float32))
+    (tr,) = m._trainers.values()
+    assert len(tr._parts) == (3 if splits else 1)
+
+
 def test_split_step_with_a_masking_layer_and_a_per_step_loss(monkeypatch):
     """A per-step loss over steps masked by a Masking layer: each part's share of the valid
     steps is counted from the input before the step."""

@@ -55,6 +55,7 @@ from .conv import (
 from .core import DATA_FORMAT_ATTR, kernel_and_bias
 from .recurrent import (
     _RNN_FLAGS,
+    dropout_draws,
     _SEED,
     _ZERO_OUTPUT_FOR_MASK,
     _act_back,
@@ -178,10 +179,6 @@ def _params(name: str, rank: int):
         return [kernel, recurrent_kernel, *lstm_bias(attrs, bias, f)]
 
     return params
-
-
-def _random(attrs) -> bool:
-    return 0.0 < attrs["dropout"] < 1.0 or 0.0 < attrs["recurrent_dropout"] < 1.0
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -984,7 +981,7 @@ def _conv_lstm(rank: int, doc: str) -> LayerDef:
         saved=_saved,
         reference=_reference,
         uses_mask=True,
-        random_training=_random,
+        random_training=dropout_draws,
         positional=("filters", "kernel_size"),
         doc=doc,
         extra={"gates": recurrent.LSTM_GATES},

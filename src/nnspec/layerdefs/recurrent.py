@@ -1582,6 +1582,12 @@ def _rnn_reference(type_name):
 
 # ----------------------------------------------------------------------------- layers
 
+def dropout_draws(attrs) -> bool:
+    """A recurrent layer's training step draws dropout masks (so a batch is never split over
+    threads: the draws would come from the threads' generators)."""
+    return 0.0 < attrs["dropout"] < 1.0 or 0.0 < attrs["recurrent_dropout"] < 1.0
+
+
 SIMPLE_RNN = LayerDef(
     name="SimpleRNN",
     attrs=(
@@ -1597,6 +1603,7 @@ SIMPLE_RNN = LayerDef(
     emit_train=_rnn_emit_train("SimpleRNN"),
     emit_backward=_rnn_emit_backward("SimpleRNN"),
     saved=_rnn_saved("SimpleRNN"),
+    random_training=dropout_draws,
     reference=_rnn_reference("SimpleRNN"),
     uses_mask=True,
     positional=("units",),
@@ -1622,6 +1629,7 @@ LSTM = LayerDef(
     emit_train=_rnn_emit_train("LSTM"),
     emit_backward=_rnn_emit_backward("LSTM"),
     saved=_rnn_saved("LSTM"),
+    random_training=dropout_draws,
     reference=_rnn_reference("LSTM"),
     uses_mask=True,
     positional=("units",),
@@ -1651,6 +1659,7 @@ GRU = LayerDef(
     emit_train=_rnn_emit_train("GRU"),
     emit_backward=_rnn_emit_backward("GRU"),
     saved=_rnn_saved("GRU"),
+    random_training=dropout_draws,
     reference=_rnn_reference("GRU"),
     uses_mask=True,
     positional=("units",),

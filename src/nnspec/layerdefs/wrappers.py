@@ -433,6 +433,11 @@ def _bidirectional_reference(attrs, inputs, params, masks=None):
     return outs + fwd[1:] + bwd[1:]
 
 
+def _bidirectional_draws(attrs) -> bool:
+    """Either direction draws dropout masks in training (see recurrent.dropout_draws)."""
+    return any(recurrent.dropout_draws(a) for _, a in direction_attrs(attrs))
+
+
 BIDIRECTIONAL = LayerDef(
     name="Bidirectional",
     attrs=(
@@ -459,6 +464,7 @@ BIDIRECTIONAL = LayerDef(
     emit=_bidirectional_emit,
     emit_train=_bidirectional_emit_train,
     emit_backward=_bidirectional_emit_backward,
+    random_training=_bidirectional_draws,
     saved=_bidirectional_saved,
     reference=_bidirectional_reference,
     uses_mask=True,
