@@ -238,6 +238,13 @@ IMAGE_FORWARD = [  # (id, type, attrs, per-sample input shape)
      (3, 8, 2)),
     ("resize-pad-aspect-odd-cf", "Resizing", {"height": 6, "width": 3, "pad_to_aspect_ratio": True, **CF},
      (2, 5, 4)),  # Keras pads each side by floor(extra / 2): one row fewer than the ratio asks
+    ("resize-antialias-down", "Resizing", {"height": 3, "width": 4, "antialias": True}, (11, 13, 2)),
+    ("resize-antialias-bicubic-up-cf", "Resizing", {"height": 7, "width": 3, "interpolation": "bicubic",
+                                                    "antialias": True, **CF}, (2, 4, 9)),
+    ("resize-antialias-crop-aspect", "Resizing", {"height": 3, "width": 3, "antialias": True,
+                                                  "crop_to_aspect_ratio": True}, (8, 12, 1)),
+    ("resize-antialias-nearest-ignored", "Resizing", {"height": 3, "width": 2, "interpolation": "nearest",
+                                                      "antialias": True}, (7, 5, 2)),
     ("center-crop", "CenterCrop", {"height": 3, "width": 4}, (6, 7, 2)),
     ("center-crop-cf", "CenterCrop", {"height": 2, "width": 2, **CF}, (3, 5, 4)),
     ("center-crop-smaller-resizes", "CenterCrop", {"height": 6, "width": 4}, (4, 9, 2)),
@@ -313,6 +320,9 @@ IMAGE_CASES = [
                                                "crop_to_aspect_ratio": True}, ((4, 6, 2),)),
     Case("resizing-pad", "Resizing", {"height": 4, "width": 4, "pad_to_aspect_ratio": True, "fill_value": 1.0},
          ((2, 5, 2),)),
+    Case("resizing-antialias-down", "Resizing", {"height": 2, "width": 3, "antialias": True}, ((7, 8, 2),)),
+    Case("resizing-antialias-bicubic", "Resizing", {"height": 3, "width": 5, "interpolation": "bicubic",
+                                                    "antialias": True}, ((6, 4, 1),)),
     Case("center-crop", "CenterCrop", {"height": 2, "width": 3}, ((4, 5, 2),)),
     Case("center-crop-smaller", "CenterCrop", {"height": 4, "width": 3}, ((3, 5, 2),)),
 ]
@@ -351,7 +361,6 @@ def test_image_model_summary_predictions_and_training_step_match_keras():
         ("Resizing", {"height": 2, "width": 2, "interpolation": "lanczos3"}, "Keras on PyTorch refuses it"),
         ("Resizing", {"height": 2, "width": 2, "crop_to_aspect_ratio": True, "pad_to_aspect_ratio": True},
          "exclude each other"),
-        ("Resizing", {"height": 2, "width": 2, "antialias": True}, "antialias is not supported"),
     ],
 )
 def test_resizing_options_nnspec_refuses_are_shape_errors(typ, attrs, message):

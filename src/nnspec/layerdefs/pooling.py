@@ -55,7 +55,7 @@ from .conv import (
 )
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
-KERNEL_HELPERS = ("_window", "_cubic_weights", "_resize_taps", "_resize_tables")  # called by kernels: compiled in place by the runtime
+KERNEL_HELPERS = ("_window", "_cubic_weights", "_aa_filter", "_resize_width", "_resize_taps", "_resize_tables")  # called by kernels: compiled in place by the runtime
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -248,22 +248,63 @@ def _cubic_weights(t):
 
 
 RESIZE_MODES = {"bilinear": 0, "bicubic": 1, "nearest": 2}  # the kernels' ``mode``
+ANTIALIAS = 3  # added to bilinear's or bicubic's mode: PyTorch's antialiased resize
+
+
+def _aa_filter(x, cubic):
+    """PyTorch's antialiasing filters: the triangle, or the cubic with a = -0.5."""
+    x = abs(x)
+    if not cubic:
+        return max(0.0, 1.0 - x)
+    a = -0.5
+    if x < 1.0:
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    if x < 2.0:
+        return (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    return 0.0
+
+
+def _resize_width(size_in, size_out, mode):
+    """How many taps an output index reads along an axis (the tables' width)."""
+    if mode < ANTIALIAS:
+        return 4 if mode == 1 else (1 if mode == 2 else 2)
+    scale = size_in / size_out
+    support = (2.0 if mode == ANTIALIAS + 1 else 1.0) * max(scale, 1.0)
+    return int(math.ceil(support)) * 2 + 1
 
 
 def _resize_taps(size_in, size_out, mode, idx, wts):
-    """For each output index along one axis: 4 input indices (clamped) and their weights, as
+    """For each output index along one axis: its input indices (clamped) and weights, as
     PyTorch's interpolate computes them with align_corners=False: bilinear (mode 0, 2 taps),
-    bicubic (1, 4 taps) or nearest-exact (2, 1 tap: the input cell under the output's centre).
+    bicubic (1, 4 taps), nearest-exact (2, 1 tap: the input cell under the output's centre), or
+    antialiased bilinear or bicubic (3, 4: a filter as wide as the scale, normalized, as PIL).
     Source positions and weights in float32 arithmetic, as PyTorch's float kernels (it decides
-    which way a value lands when an integer image's result is rounded)."""
+    which way a value lands when an integer image's result is rounded). Unused taps have
+    weight 0."""
     scale = np.float32(size_in) / np.float32(size_out)
     half = np.float32(0.5)
     for o in range(size_out):
-        for k in range(4):
+        for k in range(idx.shape[1]):
             idx[o, k] = 0
             wts[o, k] = 0.0
         src = scale * (np.float32(o) + half) - half
-        if mode == 1:
+        if mode >= ANTIALIAS:
+            cubic = mode == ANTIALIAS + 1
+            support = (2.0 if cubic else 1.0) * (scale if scale >= 1.0 else 1.0)
+            invscale = 1.0 / scale if scale >= 1.0 else 1.0
+            center = scale * (np.float32(o) + half)
+            lo = max(int(center - support + 0.5), 0)
+            n = min(int(center + support + 0.5), size_in) - lo
+            total = 0.0
+            for k in range(n):
+                w = _aa_filter((k + lo - center + 0.5) * invscale, cubic)
+                idx[o, k] = lo + k
+                wts[o, k] = w
+                total += w
+            if total != 0.0:
+                for k in range(n):
+                    wts[o, k] /= total
+        elif mode == 1:
             i0 = math.floor(src)
             w0, w1, w2, w3 = _cubic_weights(src - np.float32(i0))
             wts[o, 0] = w0
@@ -287,14 +328,16 @@ def _resize_taps(size_in, size_out, mode, idx, wts):
 
 
 def _resize_tables(sh, sw, oh, ow, mode):
-    """Both axes' taps (indices into the source window, weights) and how many are used."""
-    iy = np.empty((oh, 4), np.int64)
-    wy = np.empty((oh, 4), np.float64)
-    ix = np.empty((ow, 4), np.int64)
-    wx = np.empty((ow, 4), np.float64)
+    """Both axes' taps (indices into the source window, weights), each (outputs, width)."""
+    ky = _resize_width(sh, oh, mode)
+    kx = _resize_width(sw, ow, mode)
+    iy = np.empty((oh, ky), np.int64)
+    wy = np.empty((oh, ky), np.float64)
+    ix = np.empty((ow, kx), np.int64)
+    wx = np.empty((ow, kx), np.float64)
     _resize_taps(sh, oh, mode, iy, wy)
     _resize_taps(sw, ow, mode, ix, wx)
-    return iy, wy, ix, wx, (4 if mode == 1 else (1 if mode == 2 else 2))
+    return iy, wy, ix, wx
 
 
 def resize2d(x, y, mode, sh, sw, oy, ox, fill, rnd, lo, hi):
@@ -306,16 +349,16 @@ def resize2d(x, y, mode, sh, sw, oy, ox, fill, rnd, lo, hi):
     even (from the float64 sum) and clipped to [lo, hi], as an integer image's."""
     n, h, w, c = x.shape
     oh, ow = y.shape[1], y.shape[2]
-    iy, wy, ix, wx, taps = _resize_tables(sh, sw, oh, ow, mode)
+    iy, wy, ix, wx = _resize_tables(sh, sw, oh, ow, mode)
     acc = np.empty(c, np.float64)
     for i in range(n):
         for r in range(oh):
             for q in range(ow):
                 for j in range(c):
                     acc[j] = 0.0
-                for a in range(taps):
+                for a in range(iy.shape[1]):
                     ya = iy[r, a] + oy
-                    for b in range(taps):
+                    for b in range(ix.shape[1]):
                         wgt = wy[r, a] * wx[q, b]
                         xb = ix[q, b] + ox
                         if 0 <= ya < h and 0 <= xb < w:
@@ -502,14 +545,14 @@ def resize2d_backward(dy, dx, mode, sh, sw, oy, ox):
     has no gradient)."""
     n, h, w, c = dx.shape
     oh, ow = dy.shape[1], dy.shape[2]
-    iy, wy, ix, wx, taps = _resize_tables(sh, sw, oh, ow, mode)
+    iy, wy, ix, wx = _resize_tables(sh, sw, oh, ow, mode)
     acc = np.zeros((sh, sw, c), np.float64)
     for i in range(n):
         acc[:] = 0.0
         for r in range(oh):
             for q in range(ow):
-                for a in range(taps):
-                    for b in range(taps):
+                for a in range(iy.shape[1]):
+                    for b in range(ix.shape[1]):
                         wgt = wy[r, a] * wx[q, b]
                         ya = iy[r, a]
                         xb = ix[q, b]

@@ -14,7 +14,8 @@ until set) and ``count`` (int32, kept at 0 as Keras 3 keeps it), which ``layer.a
 ``set_weights`` or a weights file fill. Neither is ever trained.
 
 ``Resizing`` and ``CenterCrop`` resample images with the pooling family's resize kernels, as
-Keras on PyTorch does (``interpolate`` with half-pixel centres, no antialiasing): a window of
+Keras on PyTorch does (``interpolate`` with half-pixel centres; ``antialias``: PIL's filters as
+wide as the scale when downsampling, as PyTorch's antialiased mode): a window of
 the input (the whole image, its largest centred crop of the target's aspect ratio, or the image
 padded with ``fill_value`` to that ratio) is resized to (height, width). CenterCrop takes the
 centred (height, width) crop when the image is at least that large, and otherwise resizes its
@@ -29,7 +30,7 @@ import math
 from .base import COMMON_ATTRS, Attr, LayerDef, ParamSpec, ShapeError, TensorType, fmt_shape, require_rank
 from .conv import join_channels, split_channels
 from .core import DATA_FORMAT_ATTR
-from .pooling import RESIZE_MODES, _static, _torch_taps, resize2d, resize2d_backward
+from .pooling import ANTIALIAS, RESIZE_MODES, _static, _torch_taps, resize2d, resize2d_backward
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
 KERNEL_HELPERS = ("_normalization_tables",)
@@ -326,6 +327,8 @@ def _resize_window(attrs, h: int, w: int) -> tuple:
     else:
         crop = attrs["crop_to_aspect_ratio"]
         mode = RESIZE_MODES[attrs["interpolation"]]
+        if attrs["antialias"] and attrs["interpolation"] != "nearest":  # Keras ignores it for nearest
+            mode += ANTIALIAS
     if crop:
         ch = max(min(h, int(float(w * th) / tw)), 1)
         cw = max(min(w, int(float(h * tw) / th)), 1)
@@ -357,8 +360,6 @@ def _resize_infer(layer: str):
                              f"{', '.join(RESIZE_MODES)}")  # fmt: skip
         if attrs.get("crop_to_aspect_ratio") and attrs.get("pad_to_aspect_ratio"):
             raise ShapeError(f"{layer}: crop_to_aspect_ratio and pad_to_aspect_ratio exclude each other")
-        if attrs.get("antialias"):
-            raise ShapeError(f"{layer}: antialias is not supported yet (the default, false, is Keras's)")
         fmt = attrs["data_format"]
         _, channels = split_channels(x.shape, fmt)
         shape = join_channels(x.shape[0], (attrs["height"], attrs["width"]), channels, fmt)
@@ -401,6 +402,34 @@ def _resize_backward(layer: str):
     return backward
 
 
+def _antialias_taps(n_in: int, n_out: int, cubic: bool):
+    """(indices, weights), each (n_out, taps): PyTorch's antialiased interpolate along one axis
+    (PIL's filters: the window widens with the scale when downsampling, weights normalized)."""
+    import numpy
+
+    scale = n_in / n_out
+    support = (2.0 if cubic else 1.0) * max(scale, 1.0)
+    stretch = max(scale, 1.0)
+    rows = []
+    for o in range(n_out):
+        center = scale * (o + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), n_in)
+        d = numpy.abs((numpy.arange(lo, hi) - center + 0.5) / stretch)
+        if cubic:  # Keys's cubic with a = -0.5
+            w = numpy.where(d < 1, 1.5 * d**3 - 2.5 * d**2 + 1, numpy.where(d < 2, -0.5 * d**3 + 2.5 * d**2 - 4 * d + 2, 0))
+        else:
+            w = numpy.maximum(0.0, 1.0 - d)
+        rows.append((numpy.arange(lo, hi), w / w.sum() if w.sum() != 0 else w))
+    width = max(len(i) for i, _ in rows)
+    idx = numpy.zeros((n_out, width), int)
+    wts = numpy.zeros((n_out, width))
+    for o, (i, w) in enumerate(rows):
+        idx[o, : len(i)] = i
+        wts[o, : len(w)] = w
+    return idx, wts
+
+
 def _resize_reference(attrs, inputs, params, masks=None):
     import numpy
 
@@ -421,7 +450,10 @@ def _resize_reference(attrs, inputs, params, masks=None):
             y = numpy.take(y, numpy.minimum(numpy.floor((numpy.arange(n_out) + 0.5) * (n_in / n_out)).astype(int),
                                             n_in - 1), axis=ax)  # fmt: skip
             continue
-        idx, wts = _torch_taps(n_in, n_out, mode == RESIZE_MODES["bicubic"])
+        if mode >= ANTIALIAS:
+            idx, wts = _antialias_taps(n_in, n_out, mode == ANTIALIAS + RESIZE_MODES["bicubic"])
+        else:
+            idx, wts = _torch_taps(n_in, n_out, mode == RESIZE_MODES["bicubic"])
         taken = numpy.take(y, idx, axis=ax)
         shape = [1] * taken.ndim
         shape[ax], shape[ax + 1] = wts.shape
@@ -452,7 +484,8 @@ RESIZING = LayerDef(
         Attr("fill_mode", "enum", "constant", "How padding is filled (Keras on PyTorch supports only 'constant').",
              choices=("constant",)),  # fmt: skip
         Attr("fill_value", "float", 0.0, "The value of the padding of pad_to_aspect_ratio."),
-        Attr("antialias", "bool", False, "Low-pass filter when downsampling (not supported yet)."),
+        Attr("antialias", "bool", False, "Filter as PyTorch's antialiased interpolate (PIL's filters, as wide "
+             "as the scale when downsampling); ignored with nearest, as Keras ignores it."),  # fmt: skip
         DATA_FORMAT_ATTR,
         *COMMON_ATTRS,
     ),
