@@ -371,6 +371,82 @@ def test_resizing_options_nnspec_refuses_are_shape_errors(typ, attrs, message):
     assert "E300" in str(err.value) and message in str(err.value) and "'r'" in str(err.value)
 
 
+# ----------------------------------------------------------------------------- CategoryEncoding, Discretization
+
+# fmt: off
+ENCODE_FORWARD = [  # (id, type, attrs, per-sample input shape, dtype, values: low, high)
+    ("multi-hot", "CategoryEncoding", {"num_tokens": 6}, (4,), "int32", (-1, 6)),
+    ("count", "CategoryEncoding", {"num_tokens": 5, "output_mode": "count"}, (7,), "int32", (0, 5)),
+    ("one-hot-squeezed", "CategoryEncoding", {"num_tokens": 4, "output_mode": "one_hot"}, (1,), "int32", (-1, 4)),
+    ("one-hot-rows", "CategoryEncoding", {"num_tokens": 4, "output_mode": "one_hot"}, (2, 3), "int32", (0, 4)),
+    ("binary-float-ids", "CategoryEncoding", {"num_tokens": 3, "output_mode": "binary"}, (5,), "float32", (0, 3)),
+    ("buckets", "Discretization", {"bin_boundaries": [-0.5, 0.0, 0.7]}, (3, 4), "float32", None),
+    ("buckets-one-hot", "Discretization", {"bin_boundaries": [0.0, 1.0], "output_mode": "one_hot"}, (5,),
+     "float32", None),
+    ("buckets-count", "Discretization", {"bin_boundaries": [-1.0, 0.0, 0.25, 1.0], "output_mode": "count"}, (6,),
+     "float32", None),
+]
+# fmt: on
+
+
+def _encode_inputs(shape, dtype, values):
+    rng = np.random.default_rng(11)
+    if values is None:  # around the boundaries, a few exactly on them
+        x = rng.normal(0, 1, size=(4, *shape)).astype(np.float32)
+        x.flat[::5] = 0.0
+        return x
+    x = rng.integers(*values, size=(4, *shape))
+    if dtype.startswith("float"):
+        x = x + rng.uniform(0, 0.9, size=x.shape)  # truncated to the ids below
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("case", ENCODE_FORWARD, ids=lambda c: c[0])
+def test_encoding_matches_reference(case):
+    _, typ, attrs, shape, dtype, values = case
+    x = _encode_inputs(shape, dtype, values)
+    (got,) = kh.run_nnspec(typ, attrs, [x], [], [dtype])
+    np.testing.assert_array_equal(got, kh.run_reference(typ, attrs, [x], [])[0])
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("case", ENCODE_FORWARD, ids=lambda c: c[0])
+def test_encoding_matches_keras(case):
+    _, typ, attrs, shape, dtype, values = case
+    x = _encode_inputs(shape, dtype, values)
+    (got,) = kh.run_nnspec(typ, attrs, [x], [], [dtype])
+    (want,) = kh.run_keras(typ, attrs, [x], [], [dtype])
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+def test_encoding_types_and_an_id_too_large():
+    m = kh.build_nnspec("Discretization", {"bin_boundaries": [0.0]}, ((3,),))
+    assert m.outputs[0].dtype == "int32" and m.count_params() == 0
+    m = kh.build_nnspec("CategoryEncoding", {"num_tokens": 3}, ((2,),), ["int32"])
+    with pytest.raises(nnspec.InputError, match=r"CategoryEncoding 'layer': ids must lie below num_tokens \(3\); got 3"):
+        m.predict(np.array([[0, 3]], np.int32))
+
+
+@pytest.mark.parametrize(
+    "typ, attrs, shape, message",
+    [
+        ("Discretization", {"num_bins": 4}, (3,), "nnspec does not compute"),
+        ("Discretization", {"bin_boundaries": [0.0], "num_bins": 2}, (3,), "not both"),
+        ("Discretization", {"bin_boundaries": [1.0, 0.0]}, (3,), "sorted in increasing order"),
+        ("Discretization", {}, (3,), "needs bin_boundaries"),
+        ("CategoryEncoding", {"num_tokens": 4}, (2, 3), "needs an input (batch, values)"),
+        ("CategoryEncoding", {"num_tokens": 4, "sparse": True}, (3,), "no sparse tensors"),
+    ],
+)
+def test_encodings_nnspec_refuses_are_shape_errors(typ, attrs, shape, message):
+    spec = {"format": "nnspec/1", "inputs": {"x": {"shape": list(shape)}},
+            "layers": {"e": {"type": typ, **attrs}}, "edges": ["x -> e"], "outputs": ["e"]}  # fmt: skip
+    with pytest.raises(ShapeMismatchError) as err:
+        nnspec.Model.from_config(spec)
+    assert "E300" in str(err.value) and message in str(err.value) and "'e'" in str(err.value)
+
+
 # ----------------------------------------------------------------------------- gradients, every case
 
 CASES = NORMALIZATION_CASES + IMAGE_CASES

@@ -99,6 +99,8 @@ CHECKED_OTHERWISE = {
     "LSTMCell": "inside RNN: test_rnn_cell.py's RNN cases",
     "GRUCell": "inside RNN: test_rnn_cell.py's RNN cases",
     "StackedRNNCells": "inside RNN: test_rnn_cell.py's rnn-stacked-cells cases",
+    "CategoryEncoding": "no gradient (integer ids): test_preprocessing.py checks its outputs; nothing flows back",
+    "Discretization": "no gradient (piecewise constant, as torch.bucketize): test_preprocessing.py checks its outputs",
     "SpectralNormalization": "training rewrites the kernel before the forward pass, so a gradient at fixed "
     "weights is the wrapped layer's (checked in its suite): whole training steps against Keras, and the power "
     "method against NumPy, in test_spectral_normalization.py",

@@ -55,6 +55,8 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     preprocessing.NORMALIZATION,
     preprocessing.RESIZING,
     preprocessing.CENTER_CROP,
+    preprocessing.CATEGORY_ENCODING,
+    preprocessing.DISCRETIZATION,
     # augmentation.py
     augmentation.RANDOM_FLIP,
     augmentation.RANDOM_ROTATION,

@@ -1,5 +1,5 @@
 """Preprocessing layers that are part of a model's arithmetic: Rescaling, Normalization,
-Resizing, CenterCrop.
+Resizing, CenterCrop, CategoryEncoding, Discretization.
 
 ``Rescaling`` is how Keras's image tutorials start a model (``Rescaling(1./255)`` on pixel
 values): ``y = x * scale + offset``, computed in float32 as Keras does (the product rounded to
@@ -21,6 +21,14 @@ padded with ``fill_value`` to that ratio) is resized to (height, width). CenterC
 centred (height, width) crop when the image is at least that large, and otherwise resizes its
 largest centred crop of the target's aspect ratio (bilinear), as Keras's ``smart_resize``. Both
 output float32; for integer images Resizing rounds (half to even) as Keras's computed output.
+
+``CategoryEncoding`` turns integer ids into one-hot rows, or per sample a multi-hot or count
+row over the last axis; ``Discretization`` buckets values by sorted ``bin_boundaries`` (the
+bucket of ``x`` is the number of boundaries <= x) and encodes the buckets the same way. As in
+Keras on PyTorch, float ids are truncated, negative ids give empty rows and an id >= the depth is
+an error (here one naming the layer and the id). Neither passes a gradient (integer outputs, or
+piecewise constant ones). Discretization's ``num_bins`` needs Keras's ``adapt`` (approximate
+quantiles), which nnspec does not compute: a file gives ``bin_boundaries``.
 """
 
 from __future__ import annotations
@@ -28,12 +36,13 @@ from __future__ import annotations
 import math
 
 from .base import COMMON_ATTRS, Attr, LayerDef, ParamSpec, ShapeError, TensorType, fmt_shape, require_rank
+from .embedding import embedding_id_text
 from .conv import join_channels, split_channels
 from .core import DATA_FORMAT_ATTR
 from .pooling import ANTIALIAS, RESIZE_MODES, _static, _torch_taps, resize2d, resize2d_backward
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
-KERNEL_HELPERS = ("_normalization_tables",)
+KERNEL_HELPERS = ("_normalization_tables", "_bucket")
 _INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 
 
@@ -511,4 +520,191 @@ CENTER_CROP = LayerDef(
     doc="Crops the centre (height, width) of images; an image smaller than that in either "
     "dimension is instead resized (bilinear) from its largest centred crop of the target's "
     "aspect ratio, as Keras's smart_resize. The output is float32.",
+)
+
+
+# ----------------------------------------------------------------------------- CategoryEncoding, Discretization
+
+ENCODINGS = {"one_hot": 0, "multi_hot": 1, "count": 2, "int": 3}  # the kernel's ``mode``
+
+
+def _bucket(v, bounds):
+    """How many of the sorted float32 ``bounds`` are <= ``v`` (torch.bucketize, right=True)."""
+    lo = 0
+    hi = bounds.size
+    x = np.float32(v)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if bounds[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def categorical(x, y, bounds, bucketize, mode, depth):
+    """Encode the ids of ``x`` (rows, width), or their buckets by ``bounds`` (``bucketize``),
+    into ``y``: (rows * width, depth) one-hot (mode 0); (rows, depth) multi-hot (1) or counts
+    (2); (rows, width) the bucket ids themselves (3). Float ids are truncated; negative ids
+    give nothing. Returns the flat position of the first id >= ``depth``, or -1."""
+    rows, width = x.shape
+    if mode != 3:
+        y[:] = 0.0
+    for r in range(rows):
+        for j in range(width):
+            v = x[r, j]
+            if bucketize:
+                k = _bucket(v, bounds)
+            else:
+                if not (v < depth):  # also catches NaN
+                    return r * width + j
+                k = int(v)
+            if mode == 3:
+                y[r, j] = k
+            elif k >= 0:
+                if mode == 0:
+                    y[r * width + j, k] = 1.0
+                elif mode == 1:
+                    y[r, k] = 1.0
+                else:
+                    y[r, k] += 1.0
+    return -1
+
+
+def _encoding(attrs) -> str:
+    mode = attrs["output_mode"]
+    return "multi_hot" if mode == "binary" else mode  # Keras's older name
+
+
+def _depth(attrs) -> int:
+    return attrs["num_tokens"] if "num_tokens" in attrs else len(attrs["bin_boundaries"]) + 1
+
+
+def _encode_infer(layer: str):
+    def infer(attrs, inputs, ctx):
+        (x,) = inputs
+        if attrs.get("sparse"):
+            raise ShapeError(f"{layer}: sparse outputs are not supported (nnspec has no sparse tensors)")
+        if layer == "Discretization":
+            _check_boundaries(attrs)
+        mode, depth = _encoding(attrs), _depth(attrs)
+        if mode == "int":
+            return [TensorType(x.shape, "int32", False)]
+        if mode == "one_hot":
+            shape = x.shape[:-1] if x.rank > 2 and x.shape[-1] == 1 or (x.rank == 2 and x.shape[-1] == 1) else x.shape
+            return [TensorType((*shape, depth), attrs.get("dtype") or "float32", False)]
+        if x.rank != 2:
+            raise ShapeError(f"{layer}: output_mode '{mode}' needs an input (batch, values), one row of ids per "
+                             f"sample; got {fmt_shape(x.shape)} (Keras's backends disagree on other ranks)")  # fmt: skip
+        return [TensorType((x.shape[0], depth), attrs.get("dtype") or "float32", False)]
+
+    return infer
+
+
+def _check_boundaries(attrs) -> None:
+    bounds, bins = attrs["bin_boundaries"], attrs["num_bins"]
+    if bounds is None:
+        raise ShapeError("Discretization needs bin_boundaries: num_bins alone is filled in by Keras's adapt "
+                         "(approximate quantiles of data), which nnspec does not compute"
+                         if bins is not None else "Discretization needs bin_boundaries")  # fmt: skip
+    if bins is not None:
+        raise ShapeError("Discretization: give bin_boundaries or num_bins, not both (as Keras)")
+    if not isinstance(bounds, list) or any(isinstance(b, list) for b in bounds):
+        raise ShapeError(f"Discretization: bin_boundaries must be a list of numbers; got {bounds!r}")
+    if any(b > a for a, b in zip(bounds[1:], bounds)):
+        raise ShapeError(f"Discretization: bin_boundaries must be sorted in increasing order; got {bounds}")
+
+
+def _encode_emit(layer: str):
+    def emit(e):
+        a = e.attrs
+        (xs,) = e.x_shapes
+        mode, depth = _encoding(a), _depth(a)
+        x2 = e.flat2(e.x[0], tuple(xs) or (1,), e.rows())
+        ys = e.y_shapes[0]
+        y2 = e.flat2(e.y[0], tuple(ys), e.rows(output=True))
+        bucketize = layer == "Discretization"
+        bounds = f"np.array({[float(b) for b in a['bin_boundaries']]!r}, np.float32)" if bucketize else e.empty
+        bad = f"{e.y[0]}_bad"
+        msg = f"{layer} '{e.step.node}': ids must lie below num_tokens ({depth}); got "
+        return [
+            f"{bad} = {e.call(categorical, x2, y2, bounds, bucketize, ENCODINGS[mode], depth)}",
+            f"if {bad} >= 0:",
+            f"    raise ValueError({e.lit(msg)} + {e.call(embedding_id_text, x2, bad)})",
+        ]
+
+    return emit
+
+
+def _no_gradient(e):
+    """Integer ids, or a piecewise-constant function of the input: no gradient flows back."""
+    return []
+
+
+def _encode_reference(layer: str):
+    def reference(attrs, inputs, params, masks=None):
+        import numpy
+
+        x = numpy.asarray(inputs[0])
+        mode, depth = _encoding(attrs), _depth(attrs)
+        if layer == "Discretization":
+            ids = numpy.searchsorted(numpy.asarray(attrs["bin_boundaries"], numpy.float32), x.astype(numpy.float32),
+                                     side="right")  # fmt: skip
+        else:
+            ids = numpy.trunc(x).astype(numpy.int64)
+            if (ids >= depth).any():
+                raise ValueError(f"an id >= {depth}")
+        if mode == "int":
+            return [ids]
+        hot = (ids[..., None] == numpy.arange(depth)).astype(numpy.float64)  # negative ids: empty rows
+        if mode == "one_hot":
+            return [hot[..., 0, :] if x.ndim >= 2 and x.shape[-1] == 1 else hot]
+        return [hot.max(axis=1) if mode == "multi_hot" else hot.sum(axis=1)]
+
+    return reference
+
+
+_SPARSE = Attr("sparse", "bool", False, "Sparse outputs (refused: nnspec has no sparse tensors).")
+
+CATEGORY_ENCODING = LayerDef(
+    name="CategoryEncoding",
+    attrs=(
+        Attr("num_tokens", "int", doc="How many distinct ids: inputs lie in [0, num_tokens).", minimum=1),
+        Attr("output_mode", "enum", "multi_hot", "one_hot: a row per id; multi_hot: per sample, 1 for each id "
+             "present; count: per sample, how often each id occurs ('binary' is Keras's older name for "
+             "multi_hot).", choices=("multi_hot", "one_hot", "count", "binary")),  # fmt: skip
+        _SPARSE,
+        *COMMON_ATTRS,
+    ),
+    infer=_encode_infer("CategoryEncoding"),
+    emit=_encode_emit("CategoryEncoding"),
+    emit_backward=_no_gradient,
+    reference=_encode_reference("CategoryEncoding"),
+    positional=("num_tokens", "output_mode"),
+    doc="Encodes integer ids as one-hot rows, or each sample's ids (batch, values) as one multi-hot "
+    "or count row of num_tokens entries. Float ids are truncated, negative ones ignored; an id of "
+    "num_tokens or more is an error, as in Keras on PyTorch.",
+)
+
+DISCRETIZATION = LayerDef(
+    name="Discretization",
+    attrs=(
+        Attr("bin_boundaries", "numbers", None, "Sorted boundaries: x falls in bucket i when "
+             "boundaries[i-1] <= x < boundaries[i] (bucket 0 below the first, len(boundaries) from the last).",
+             nullable=True),  # fmt: skip
+        Attr("num_bins", "int", None, "How many buckets Keras's adapt would choose (refused: give bin_boundaries).",
+             minimum=0, nullable=True),  # fmt: skip
+        Attr("epsilon", "float", 0.01, "The error tolerance of Keras's adapt (unused: nnspec does not adapt it)."),
+        Attr("output_mode", "enum", "int", "int: the bucket ids; one_hot, multi_hot or count: encoded as "
+             "CategoryEncoding encodes ids.", choices=("int", "one_hot", "multi_hot", "count")),  # fmt: skip
+        _SPARSE,
+        *COMMON_ATTRS,
+    ),
+    infer=_encode_infer("Discretization"),
+    emit=_encode_emit("Discretization"),
+    emit_backward=_no_gradient,
+    reference=_encode_reference("Discretization"),
+    positional=("bin_boundaries", "num_bins", "epsilon", "output_mode"),
+    doc="Buckets numbers by sorted bin_boundaries (int32 bucket ids, or their one-hot, multi-hot "
+    "or count encoding). Passes no gradient.",
 )
