@@ -130,7 +130,7 @@ def test_adapt_in_a_model_and_from_batches():
     data = rng.normal(-1.0, 0.5, size=(30, 6)).astype(np.float32)
     x = nnspec.Input((6,))
     norm = layers.Normalization()
-    m = nnspec.Model(x, layers.Dense(2)(norm(x)))
+    nnspec.Model(x, layers.Dense(2)(norm(x)))  # the layer is in a model: adapt sets its weights there
     norm.adapt((data[i : i + 8], None) for i in range(0, 30, 8))  # a generator of (x, y) batches
     mean, var, count = norm.get_weights()
     np.testing.assert_allclose(mean, data.mean(0), rtol=1e-5)

@@ -591,7 +591,7 @@ def _encode_infer(layer: str):
         if mode == "int":
             return [TensorType(x.shape, "int32", False)]
         if mode == "one_hot":
-            shape = x.shape[:-1] if x.rank > 2 and x.shape[-1] == 1 or (x.rank == 2 and x.shape[-1] == 1) else x.shape
+            shape = x.shape[:-1] if x.rank >= 2 and x.shape[-1] == 1 else x.shape  # (..., 1): one id per row
             return [TensorType((*shape, depth), attrs.get("dtype") or "float32", False)]
         if x.rank != 2:
             raise ShapeError(f"{layer}: output_mode '{mode}' needs an input (batch, values), one row of ids per "
