@@ -707,6 +707,22 @@ def _pad_crop_backward(layer: str, rank: int, sign: int, attr: str, has_format: 
     return backward
 
 
+def image_views(e, channels_first: bool, x: str | None = None, y: str | None = None):
+    """Input and output of a 2D image step as (rows, H, W, C) views for the resize kernels
+    (channels_first: (rows * C, H, W, 1)), and the input's (H, W); ``x`` and ``y`` name other
+    arrays of their shapes (the gradients)."""
+    (xs,) = e.x_shapes
+    (ys,) = e.y_shapes
+    r = e.rows()
+    if channels_first:
+        r, ch, isp, osp = f"{r} * {xs[0]}", 1, xs[1:], ys[1:]
+    else:
+        ch, isp, osp = xs[-1], xs[:-1], ys[:-1]
+    x4 = f"{x or e.x[0]}.reshape(({r}, {isp[0]}, {isp[1]}, {ch}))"
+    y4 = f"{y or e.y[0]}.reshape(({r}, {osp[0]}, {osp[1]}, {ch}))"
+    return x4, y4, tuple(isp)
+
+
 def _upsampling_emit(rank: int):
     def emit(e):
         _static(e, f"UpSampling{rank}D")
@@ -717,15 +733,7 @@ def _upsampling_emit(rank: int):
         if interp == "nearest":
             x5, y5, _ = _spatial_views(e, rank, cf)
             return [kernel_call(e, upsample_nearest, x5, y5, (1,) * (3 - rank) + tuple(size))]
-        (xs,) = e.x_shapes
-        (ys,) = e.y_shapes
-        r = e.rows()
-        if cf:
-            r, ch, isp, osp = f"{r} * {xs[0]}", 1, xs[1:], ys[1:]
-        else:
-            ch, isp, osp = xs[-1], xs[:-1], ys[:-1]
-        x4 = f"{e.x[0]}.reshape(({r}, {isp[0]}, {isp[1]}, {ch}))"
-        y4 = f"{e.y[0]}.reshape(({r}, {osp[0]}, {osp[1]}, {ch}))"
+        x4, y4, isp = image_views(e, cf)
         return [e.call(resize2d, x4, y4, RESIZE_MODES[interp], isp[0], isp[1], 0, 0, 0.0, False, 0.0, 0.0)]
 
     return emit
@@ -743,15 +751,7 @@ def _upsampling_backward(rank: int):
         if interp == "nearest":
             dx5, dy5, _ = _spatial_views(e, rank, cf, e.dx[0], e.dy[0])
             return [kernel_call(e, upsample_nearest_backward, dy5, dx5, (1,) * (3 - rank) + tuple(size))]
-        (xs,) = e.x_shapes
-        (ys,) = e.y_shapes
-        r = e.rows()
-        if cf:
-            r, ch, isp, osp = f"{r} * {xs[0]}", 1, xs[1:], ys[1:]
-        else:
-            ch, isp, osp = xs[-1], xs[:-1], ys[:-1]
-        dx4 = f"{e.dx[0]}.reshape(({r}, {isp[0]}, {isp[1]}, {ch}))"
-        dy4 = f"{e.dy[0]}.reshape(({r}, {osp[0]}, {osp[1]}, {ch}))"
+        dx4, dy4, isp = image_views(e, cf, e.dx[0], e.dy[0])
         return [e.call(resize2d_backward, dy4, dx4, RESIZE_MODES[interp], isp[0], isp[1], 0, 0)]
 
     return backward

@@ -39,7 +39,7 @@ from .base import COMMON_ATTRS, Attr, LayerDef, ParamSpec, ShapeError, TensorTyp
 from .embedding import embedding_id_text
 from .conv import join_channels, split_channels
 from .core import DATA_FORMAT_ATTR
-from .pooling import ANTIALIAS, RESIZE_MODES, _static, _torch_taps, resize2d, resize2d_backward
+from .pooling import ANTIALIAS, RESIZE_MODES, _static, _torch_taps, image_views, resize2d, resize2d_backward
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
 KERNEL_HELPERS = ("_normalization_tables", "_bucket")
@@ -377,23 +377,10 @@ def _resize_infer(layer: str):
     return infer
 
 
-def _resize_views(e, dx: str | None = None, dy: str | None = None):
-    (xs,) = e.x_shapes
-    (ys,) = e.y_shapes
-    r = e.rows()
-    if e.attrs["data_format"] == "channels_first":
-        r, ch, isp, osp = f"{r} * {xs[0]}", 1, xs[1:], ys[1:]
-    else:
-        ch, isp, osp = xs[-1], xs[:-1], ys[:-1]
-    x4 = f"{dx or e.x[0]}.reshape(({r}, {isp[0]}, {isp[1]}, {ch}))"
-    y4 = f"{dy or e.y[0]}.reshape(({r}, {osp[0]}, {osp[1]}, {ch}))"
-    return x4, y4, isp
-
-
 def _resize_emit(layer: str):
     def emit(e):
         _static(e, layer)
-        x4, y4, (h, w) = _resize_views(e)
+        x4, y4, (h, w) = image_views(e, e.attrs["data_format"] == "channels_first")
         return [e.call(resize2d, x4, y4, *_resize_window(e.attrs, h, w), *_rounding(e.attrs, e.x_dtypes[0]))]
 
     return emit
@@ -404,7 +391,7 @@ def _resize_backward(layer: str):
         if e.dx[0] is None:
             return []
         _static(e, layer)
-        dx4, dy4, (h, w) = _resize_views(e, e.dx[0], e.dy[0])
+        dx4, dy4, (h, w) = image_views(e, e.attrs["data_format"] == "channels_first", e.dx[0], e.dy[0])
         mode, sh, sw, oy, ox, _ = _resize_window(e.attrs, h, w)
         return [e.call(resize2d_backward, dy4, dx4, mode, sh, sw, oy, ox)]
 
