@@ -17,8 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from nnspec.layerdefs import PUBLIC_LIST as REGISTRY_LIST  # custom layers are documented in format.md
 from nnspec.layerdefs import (
-    REGISTRY_LIST,
     activation_layers,
     attention,
     augmentation,

@@ -102,7 +102,7 @@ class Case:
 def _spec(cases) -> dict:
     """One model for all ``cases``: case k reads its own inputs ``k<k>_<i>`` through its own
     identity Dense (or Embedding) ``c<k>_pre<i>``; its layer ``c<k>`` is output k."""
-    inputs, layers, edges = {}, {}, []
+    inputs, layers, edges, custom = {}, {}, [], {}
     for k, c in enumerate(cases):
         feeds = []
         for i, s in enumerate(c.shapes):
@@ -120,9 +120,14 @@ def _spec(cases) -> dict:
                 layers[pre] = {"type": "Dense", "units": s[-1], "use_bias": False}
             edges.append(f"{name} -> {pre}")
             feeds.append(pre)
-        layers[f"c{k}"] = {"type": c.type, **c.attrs}
+        if c.type == "CustomLayer":  # a file writes its custom type by name, declared apart
+            custom[c.attrs["class_name"]] = c.attrs["definition"]
+            layers[f"c{k}"] = {"type": c.attrs["class_name"], **c.attrs.get("arguments", {})}
+        else:
+            layers[f"c{k}"] = {"type": c.type, **c.attrs}
         edges.append(", ".join(feeds) + f" -> c{k}")
-    return {"format": "nnspec/1", "name": "grads", "inputs": inputs, "layers": layers, "edges": edges,
+    return {"format": "nnspec/1", "name": "grads", **({"custom_layers": custom} if custom else {}),
+            "inputs": inputs, "layers": layers, "edges": edges,
             "outputs": [f"c{k}" for k in range(len(cases))]}  # fmt: skip
 
 
@@ -407,8 +412,11 @@ def check_fd(case: Case, r: Result, tol: float = 1e-3) -> None:
     for i, (got, ref) in enumerate(zip(r.dx, dx)):
         if ref is not None:
             close(got, ref, tol, f"input {i}")
-    for i, (got, ref) in enumerate(zip(r.dw, dw)):
-        close(got, ref, tol, f"weight {i}")
+    for i, (got, ref, t) in enumerate(zip(r.dw, dw, r.trainable)):
+        if t:
+            close(got, ref, tol, f"weight {i}")
+        else:  # a frozen weight gets no gradient
+            assert got is None, f"weight {i} is frozen but has a gradient"
 
 
 def check_keras(case: Case, r: Result, tol: float = 1e-4) -> None:
@@ -418,8 +426,9 @@ def check_keras(case: Case, r: Result, tol: float = 1e-4) -> None:
     for i, (got, ref) in enumerate(zip(r.dx, dx)):
         if got is not None:
             close(got, ref, tol, f"input {i}")
-    for i, (got, ref) in enumerate(zip(r.dw, dw)):
-        close(got, ref, tol, f"weight {i}")
+    for i, (got, ref, t) in enumerate(zip(r.dw, dw, r.trainable)):
+        if t:
+            close(got, ref, tol, f"weight {i}")
 
 
 def one_step_matches_keras(source, x, y, seed: int, loss: str = "categorical_crossentropy", lr: float = 0.1,

@@ -161,6 +161,13 @@ class _Builder:
         self.submodels[name] = model
         return model
 
+    def custom_layers(self) -> dict:
+        """The top-level document's custom layer declarations."""
+        root = self
+        while root.parent is not None:
+            root = root.parent
+        return dict(root.doc.get("custom_layers") or {})
+
     def layer(self, spec: dict, name: str | None = None):
         """A fresh Keras layer (or the shared sub-model) for a layer definition."""
         keras = _keras()
@@ -173,6 +180,12 @@ class _Builder:
             elif isinstance(spec.get(key), list):  # stacked cells
                 spec[key] = [self.layer(c) for c in spec[key]]
         kwargs = _kwargs(spec)
+        custom = self.custom_layers()
+        if spec["type"] in custom:
+            from keras_ref import keras_custom_class
+
+            cls = keras_custom_class(spec["type"], custom[spec["type"]])
+            return cls(**kwargs, **({"name": name} if name is not None else {}))
         cls = getattr(keras.layers, spec["type"])
         _split_call_kwargs(cls, kwargs)
         if name is not None:
@@ -281,7 +294,10 @@ def keras_summary_facts(model) -> dict:
         else:
             shape = None
         rows.append((layer.name, type(layer).__name__, shape, layer.count_params()))
+    printed = []
+    model.summary(print_fn=lambda line, **kw: printed.append(line))
     return {
+        "connected_to": "Connected to" in "\n".join(printed),  # a branching model's fourth column
         "total": model.count_params(),
         "trainable": trainable,
         "non_trainable": non_trainable,

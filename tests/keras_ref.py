@@ -35,10 +35,70 @@ def call_layer(layer, type_name: str, ins: list, call_kwargs: dict):
     return layer(ins[0] if len(ins) == 1 else ins, **call_kwargs)
 
 
+def keras_custom_class(class_name: str, definition: dict):
+    """A Keras ``Layer`` subclass doing what a ``custom_layers`` declaration says, written as
+    Keras's subclassing guide writes one: ``add_weight`` in ``build``, and ``call`` running the
+    declaration's text as Python over ``keras.ops`` (test code evaluating its own fixtures; the
+    names of keras.ops are also given bare, as nnspec accepts ``matmul(...)`` for
+    ``ops.matmul(...)``)."""
+    keras = _keras()
+    ops = keras.ops
+    defaults = dict(definition.get("arguments") or {})
+    weights = dict(definition.get("weights") or {})
+
+    class Custom(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            own = {k: kwargs.pop(k, v) for k, v in defaults.items()}
+            super().__init__(**kwargs)
+            self.__dict__.update(own)
+            self._args = own
+
+        def build(self, input_shape):
+            env = {"input_shape": input_shape, "self": self, **self._args}
+            for wname, decl in weights.items():
+                shape = decl["shape"]
+                shape = eval(shape, {}, env) if isinstance(shape, str) else [
+                    eval(d, {}, env) if isinstance(d, str) else d for d in shape]  # fmt: skip
+                init = decl.get("initializer", "glorot_uniform")
+                w = self.add_weight(shape=tuple(shape), initializer=init if isinstance(init, str) else "zeros",
+                                    trainable=decl.get("trainable", True), name=wname)  # fmt: skip
+                setattr(self, wname, w)
+
+        def compute_output_shape(self, input_shape):  # TimeDistributed asks for it
+            from keras.src import backend
+
+            many = isinstance(input_shape, list)
+            specs = [keras.KerasTensor(s) for s in input_shape] if many else keras.KerasTensor(input_shape)
+            return backend.compute_output_spec(self.call, specs).shape
+
+        def call(self, inputs):
+            env = {n: getattr(ops, n) for n in dir(ops) if not n.startswith("_")}
+            env.update(ops=ops, keras=keras, self=self, inputs=inputs, **self._args)
+            env.update({w: getattr(self, w) for w in weights})
+            text = definition["call"].strip()
+            return eval(text[7:] if text.startswith("return ") else text, env)
+
+    Custom.__name__ = class_name
+    return Custom
+
+
+def keras_custom_loss(name: str, text: str):
+    """The Keras loss function a ``custom_losses`` declaration stands for: its text run as
+    Python over ``keras.ops`` (test code evaluating its own fixtures), named ``name``."""
+    keras = _keras()
+    env = {n: getattr(keras.ops, n) for n in dir(keras.ops) if not n.startswith("_")}
+    env.update(ops=keras.ops, keras=keras)
+    fn = eval(f"lambda y_true, y_pred: {text}", env)
+    fn.__name__ = name
+    return fn
+
+
 def keras_layer(type_name: str, attrs: dict):
     """Build a Keras layer from a model file's layer definition (wrappers' ``layer`` included),
     without its call arguments (see :func:`call_attrs`)."""
     keras = _keras()
+    if type_name == "CustomLayer":
+        return keras_custom_class(attrs["class_name"], attrs["definition"])(**attrs.get("arguments", {}))
     kwargs, _ = call_attrs(type_name, attrs)
     if isinstance(kwargs.get("layer"), dict):
         inner = dict(kwargs["layer"])

@@ -37,6 +37,7 @@ KERAS_TOTAL_PARAMS = {
     "video_classifier": 55050,
     "sequential_cnn": 49002,
     "transformer_text": 651358,
+    "custom_layers": 55050,
 }
 
 
@@ -89,7 +90,11 @@ def _shape(s):
 @pytest.mark.parametrize("path", SEED_FILES, ids=SEED_IDS)
 def test_summary_matches_keras(path, keras_facts):
     facts = keras_facts[path.stem]
-    d = nnspec.load(path).summary_dict()
+    m = nnspec.load(path)
+    d = m.summary_dict()
+    printed = []
+    m.summary(print_fn=printed.append)
+    assert ("Connected to" in "\n".join(printed)) == facts["connected_to"], "Keras's columns"
     assert facts["total"] == KERAS_TOTAL_PARAMS[path.stem], "the provenance table is out of date"
     assert d["total_params"] == facts["total"]
     assert d["trainable_params"] == facts["trainable"]

@@ -103,7 +103,9 @@ def _case(path: Path):
 def test_one_training_step_matches_keras(path, opt):
     from keras_from_spec import keras_model_from_spec
 
-    _, _, losses, x, ys = _case(path)
+    from keras_ref import keras_custom_loss
+
+    doc, _, losses, x, ys = _case(path)
     m = nnspec.load(path, seed=1)
     rng = np.random.default_rng(1)
     m.set_weights([w + rng.normal(0, 0.05, w.shape).astype(np.float32) if w.ndim == 1 else w
@@ -117,7 +119,9 @@ def test_one_training_step_matches_keras(path, opt):
             before[layer.name] = weights
     ours_opt, keras_opt = _optimizers(opt)
     m.compile(optimizer=ours_opt, loss=losses if len(losses) > 1 else losses[0])
-    km.compile(optimizer=keras_opt, loss=losses if len(losses) > 1 else losses[0])
+    declared = doc.get("custom_losses") or {}
+    klosses = [keras_custom_loss(n, declared[n]) if n in declared else n for n in losses]
+    km.compile(optimizer=keras_opt, loss=klosses if len(klosses) > 1 else klosses[0])
     xs = x if len(x) > 1 else next(iter(x.values()))
     y = ys if len(ys) > 1 else ys[0]
     ours = np.atleast_1d(np.asarray(m.train_on_batch(xs, y), np.float64))
@@ -350,7 +354,9 @@ def test_masked_sequence_loss_with_sample_weights_matches_keras():
     from keras_from_spec import keras_model_from_spec
 
     path = Path(__file__).resolve().parents[1] / "specs" / "bilstm_tagger.yaml"
-    _, _, losses, x, ys = _case(path)
+    from keras_ref import keras_custom_loss
+
+    doc, _, losses, x, ys = _case(path)
     xs = next(iter(x.values()))
     sw = np.random.default_rng(3).uniform(0.2, 2.0, size=ys[0].shape).astype(np.float32)
     m = nnspec.load(path, seed=1)

@@ -14,17 +14,19 @@ Keras's functional shortcuts ``concatenate``, ``add``, ``subtract``, ``multiply`
 from __future__ import annotations
 
 from .api.layer import Input, InputLayer, Layer, layer_class
-from .layerdefs import REGISTRY
+from .layerdefs import PUBLIC_LIST
+
+_TYPES = {d.name for d in PUBLIC_LIST}
 
 
 def __getattr__(name: str):
-    if name in REGISTRY:
+    if name in _TYPES:
         return layer_class(name)
     raise AttributeError(f"nnspec.layers has no layer {name!r}")
 
 
 def __dir__():
-    return sorted([*REGISTRY, *_FUNCTIONS, "Input", "InputLayer", "Layer"])
+    return sorted([*_TYPES, *_FUNCTIONS, "Input", "InputLayer", "Layer"])
 
 
 def _merge_function(type_name: str):

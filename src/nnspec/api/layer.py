@@ -123,10 +123,13 @@ class Layer:
     """A layer of the Python API. Subclasses are generated per registered type (``Dense``...)."""
 
     _def: LayerDef | None = None
+    _traced = True  # a subclass without a definition is a Python custom layer, traced when first called
 
     def __init__(self, *args, name: str | None = None, **kwargs) -> None:
         defn = self._def
-        assert defn is not None
+        if defn is None:  # a Python custom layer: traced into a declaration when first called
+            self._init_custom(args, name, kwargs)
+            return
         cls = defn.name
         if len(args) > len(defn.positional):
             raise TypeError(f"{cls}() takes {len(defn.positional)} positional argument(s) "
@@ -159,12 +162,61 @@ class Layer:
         self._model_ref = None  # set when the layer belongs to a compiled model
         self._check_attrs()
 
+    def _init_custom(self, args, name, kwargs) -> None:
+        cls = type(self).__name__
+        if args:
+            raise TypeError(f"{cls}: nnspec.layers.Layer.__init__ takes keyword arguments only (name, trainable, "
+                            "dtype)")  # fmt: skip
+        unknown = sorted(set(kwargs) - {"trainable", "dtype", "input_shape"})
+        if unknown:
+            raise TypeError(f"{cls}: unknown base layer arguments {unknown} (Keras's are name, trainable, dtype)")
+        if name is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_.\-]*$", name):
+            raise ValueError(f"invalid layer name {name!r}: use letters, digits, '_', '.', '-'")
+        self._input_shape_hint = tuple(kwargs["input_shape"]) if "input_shape" in kwargs else None
+        self._attrs = {k: kwargs[k] for k in ("trainable", "dtype") if k in kwargs}
+        self.name = name or unique_name(snake_case(cls))
+        self.calls = []
+        self._model_ref = None
+        self._recorder = None
+
+    def add_weight(self, shape=None, initializer="glorot_uniform", dtype=None, trainable=True, regularizer=None,
+                   constraint=None, name=None, **kwargs):  # fmt: skip
+        """Keras's ``add_weight``, for ``build`` of a Python custom layer: records the weight in the
+        layer's declaration and returns the symbolic tensor ``call`` uses."""
+        if getattr(self, "_recorder", None) is None:
+            raise RuntimeError(f"{type(self).__name__}.add_weight: call it from build(), which nnspec runs "
+                               "when the layer is first called")  # fmt: skip
+        if dtype not in (None, "float32"):
+            raise ValueError(f"add_weight: nnspec weights are float32; got dtype={dtype!r}")
+        return self._recorder.add(shape, initializer, trainable, name, regularizer, constraint)
+
+    def build(self, input_shape) -> None:
+        """Create the weights (``add_weight``); custom layers override it, as in Keras."""
+
+    def call(self, inputs):
+        raise NotImplementedError(f"{type(self).__name__} must define call(self, inputs)")
+
+    def _trace(self, in_types) -> None:
+        """Make a Python custom layer a ``CustomLayer`` of its traced declaration (api/custom.py)."""
+        from .custom import trace
+
+        try:
+            definition = trace(self, [TensorType(t.shape, t.dtype) for t in in_types])
+        except ValueError as e:  # an expression the language refuses
+            raise ValueError(f"{type(self).__name__} '{self.name}': {e}") from None
+        self._def = REGISTRY["CustomLayer"]
+        self._attrs = {"class_name": type(self).__name__, "definition": definition, "arguments": self._given,
+                       **self._attrs}  # fmt: skip
+
     def _check_attrs(self) -> None:
         """Validate the attributes now, as Keras's constructors do, with the model-file schema."""
+        if self._def is not None and self._def.name == "CustomLayer":  # checked with its model's file
+            return
+        from ..layerdefs.custom import schema_form
         from ..specs.load import Document
         from ..specs.validate import layer_problems
 
-        problems = layer_problems(Document(self.layer_spec()))
+        problems = layer_problems(Document(schema_form(self.layer_spec())))
         if problems:
             raise ValueError(f"{self._def.name}(): " + "; ".join(problems))
 
@@ -172,10 +224,12 @@ class Layer:
 
     @property
     def type(self) -> str:
-        return self._def.name
+        return self._def.name if self._def is not None else type(self).__name__
 
     @property
     def class_name(self) -> str:
+        if self._def is not None and self._def.name == "CustomLayer":
+            return self._attrs["class_name"]
         return self.type
 
     def layer_spec(self) -> dict:
@@ -271,6 +325,8 @@ class Layer:
                 raise TypeError(f"{self.type} '{self.name}' was called on {type(x).__name__}; "
                                 "call layers on nnspec.Input(...) or on other layers' outputs")  # fmt: skip
         in_types = [x._type for x in xs]
+        if self._def is None and self._traced:
+            self._trace(in_types)
         if self.calls:
             first = self.calls[0]
             self._check_shared_params([x._type for x in first.inputs], in_types)
@@ -489,10 +545,20 @@ def layer_class(type_name: str) -> type:
     return _CLASSES[type_name]
 
 
+def file_layer_spec(layer, custom: dict) -> dict:
+    """``layer``'s model-file definition; the custom layer declarations it uses (also inside a
+    wrapper) go into ``custom``."""
+    from ..layerdefs.custom import file_form
+
+    return file_form(layer.layer_spec(), custom)
+
+
 def layer_from_spec(spec: dict, models: dict | None = None, name: str | None = None):
     """A Layer (or sub-model) object from a model-file layer definition."""
     spec = dict(spec)
     t = spec.pop("type")
+    if t == "CustomLayer":
+        name = name or unique_name(snake_case(spec["class_name"]))
     if t == "Model" and models is not None and spec.get("model") in models:
         return models[spec["model"]]
     for k in NESTED_LAYER_KEYS:

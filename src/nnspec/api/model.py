@@ -20,7 +20,7 @@ from ..compiler.summary import summary_dict, summary_text
 from ..layerdefs.base import TensorType
 from ..specs.load import Document, load_file, load_text
 from ..specs.versions import CURRENT
-from .layer import Call, InputLayer, KerasTensor, Layer, layer_from_spec, unique_name
+from .layer import Call, InputLayer, KerasTensor, Layer, file_layer_spec, layer_from_spec, unique_name
 from .running import RunMixin
 from .training import TrainMixin
 
@@ -33,6 +33,7 @@ class Model(TrainMixin, RunMixin, Layer):
     """
 
     _def = None
+    _traced = False  # a model is called as a nested model, not traced as a custom layer
     type = class_name = "Model"
 
     def __init__(self, inputs=None, outputs=None, name: str | None = None, *, _typed: TypedGraph | None = None):
@@ -360,12 +361,13 @@ def _spec_from_tensors(inputs, outputs, name: str) -> tuple[dict, dict]:
     layers: dict = {}
     models: dict = {}
     objects: dict = {}
+    custom: dict = {}
     for c in ordered:
         lid = id(c.layer)
         if lid not in layer_first:
             nn = c.layer.name
             layer_first[lid] = nn
-            layers[nn] = c.layer.layer_spec()
+            layers[nn] = file_layer_spec(c.layer, custom)
             objects[("layer", nn)] = c.layer
         else:
             k = 1
@@ -376,7 +378,7 @@ def _spec_from_tensors(inputs, outputs, name: str) -> tuple[dict, dict]:
         node_name[c.uid] = nn
         objects[("call", nn)] = c
         for mname, m in c.layer._called_models().items():
-            _collect_models(m, models, objects)
+            _collect_models(m, models, objects, custom)
     def ref(t: KerasTensor) -> str:
         if t._input_layer is not None:
             return t._input_layer.name
@@ -389,6 +391,7 @@ def _spec_from_tensors(inputs, outputs, name: str) -> tuple[dict, dict]:
     spec = {
         "format": CURRENT,
         "name": name,
+        **({"custom_layers": custom} if custom else {}),
         **({"models": models} if models else {}),
         "inputs": {il.name: {"shape": list(il.shape), "dtype": il.dtype} for il in input_layers},
         "layers": layers,
@@ -398,15 +401,20 @@ def _spec_from_tensors(inputs, outputs, name: str) -> tuple[dict, dict]:
     return spec, objects
 
 
-def _collect_models(m: Model, models: dict, objects: dict) -> None:
-    """Add ``m`` and the models it calls to ``models`` (callees first), checking name clashes."""
+def _collect_models(m: Model, models: dict, objects: dict, custom: dict) -> None:
+    """Add ``m`` and the models it calls to ``models`` (callees first), checking name clashes;
+    the custom layer declarations they use go to ``custom`` (a file has them at its top)."""
     cfg = m.get_config()
+    for cname, decl in cfg.get("custom_layers", {}).items():
+        if cname in custom and custom[cname] != decl:
+            raise ValueError(f"two different custom layers are named '{cname}'")
+        custom[cname] = decl
     for sub_name, sub_cfg in cfg.get("models", {}).items():
         if sub_name in models and models[sub_name] != sub_cfg:
             raise ValueError(f"two different models are named '{sub_name}'")
         models[sub_name] = sub_cfg
         objects.setdefault(("model", sub_name), m._subs.get(sub_name))
-    body = {k: v for k, v in cfg.items() if k not in ("format", "models", "training")}
+    body = {k: v for k, v in cfg.items() if k not in ("format", "models", "training", "custom_layers", "custom_losses")}
     if m.name in models and models[m.name] != body:
         raise ValueError(f"two different models are named '{m.name}'")
     models[m.name] = body
@@ -473,6 +481,7 @@ class Sequential(Model):
         objects: dict = {("input", self._input.name): self._input}
         layers: dict = {}
         models: dict = {}
+        custom: dict = {}
         for layer in self._pending:
             x = layer(x)
             call = layer.calls[-1]
@@ -481,15 +490,16 @@ class Sequential(Model):
                 raise ValueError(f"layer '{layer.name}' returns several outputs; a Sequential model needs one")
             if layer.name in layers:
                 raise ValueError(f"layer '{layer.name}' appears twice in the Sequential model")
-            layers[layer.name] = layer.layer_spec()
+            layers[layer.name] = file_layer_spec(layer, custom)
             objects[("layer", layer.name)] = layer
             objects[("call", layer.name)] = call
             for m in layer._called_models().values():
-                _collect_models(m, models, objects)
+                _collect_models(m, models, objects, custom)
         self._own_calls = own
         spec = {
             "format": CURRENT,
             "name": self.name,
+            **({"custom_layers": custom} if custom else {}),
             **({"models": models} if models else {}),
             "inputs": {self._input.name: {"shape": list(self._input.shape), "dtype": self._input.dtype}},
             "layers": layers,

@@ -47,7 +47,9 @@ class TrainMixin:
     def compile(self, optimizer=None, loss=None, metrics=None, loss_weights=None, weighted_metrics=None,
                 run_eagerly=False, steps_per_execution=1, jit_compile="auto", auto_scale_loss=True):  # fmt: skip
         """Configure training as Keras's ``compile``; with no arguments, use the file's
-        ``training`` section (optimizer, loss, loss_weights, metrics)."""
+        ``training`` section (optimizer, loss, loss_weights, metrics). A loss is a name (one of
+        the file's ``custom_losses`` too), a mapping, a ``nnspec.losses.Expression``, or a loss
+        function written with ``nnspec.ops``."""
         from ..runtime.optimizers import get_optimizer
 
         section = self._typed.graph.training or {}
@@ -178,8 +180,14 @@ class TrainMixin:
                 specs.append(None)
                 continue
             yshape = None if t is None else getattr(t, "shape", None)
-            specs.append(get_loss(lid, yshape, ot.shape))
+            specs.append(get_loss(lid, yshape, ot.shape, self._custom_losses()))
         return specs
+
+    def _custom_losses(self) -> dict:
+        """The model file's ``custom_losses`` (name -> expression), which ``compile`` takes by name."""
+        doc = self._typed.graph.doc
+        found = doc.data.get("custom_losses") if doc is not None else None
+        return dict(found) if isinstance(found, dict) else {}
 
     def _sample_weights(self, sample_weight, class_weight, ys, n: int) -> list:
         import numpy as np
@@ -278,9 +286,7 @@ class TrainMixin:
                 ot = self._typed.type_of(self._typed.graph.outputs[k])
                 prefix = "" if len(names) == 1 else f"{names[k]}_"
                 for mid in ids:
-                    m = get_metric(
-                        mid, None if t is None else t.shape, ot.shape, None if spec is None else spec.type
-                    )
+                    m = get_metric(mid, None if t is None else t.shape, ot.shape, spec)
                     label = prefix + m.name
                     if label in seen and weighted:
                         label = f"{prefix}weighted_{m.name}"

@@ -120,7 +120,7 @@ def _training_config(
                                      "you set", param_hint="--loss")  # fmt: skip
         if plain:
             loss = plain[0]
-            _check_loss_name(loss)
+            _check_loss_name(loss, model._custom_losses())
         else:
             per = _parse_pairs(pairs, "--loss", str, str)
             for out, name in per.items():
@@ -129,7 +129,7 @@ def _training_config(
                     raise click.BadParameter(f"'{out}' is not an output of model '{model.name}' (outputs: "
                                              f"{', '.join(outputs)})" + (f"; {hint}" if hint else ""),
                                              param_hint="--loss")  # fmt: skip
-                _check_loss_name(name)
+                _check_loss_name(name, model._custom_losses())
             base = _loss_per_output(loss, outputs)
             base.update(per)
             loss = {k: v for k, v in base.items() if v is not None}
@@ -178,13 +178,14 @@ def _training_config(
             "batch_size": section.get("batch_size"), "epochs": section.get("epochs")}  # fmt: skip
 
 
-def _check_loss_name(name: str) -> None:
+def _check_loss_name(name: str, custom: dict) -> None:
+    """A built-in loss name, or one of the model file's ``custom_losses``."""
     if name.lower() in ("crossentropy", "ce"):  # resolved from the shapes at training time
         return
     from ..runtime.losses import get_loss
 
     try:
-        get_loss(name)
+        get_loss(name, custom=custom)
     except (ValueError, TypeError) as e:
         raise click.BadParameter(str(e), param_hint="--loss") from None
 

@@ -156,8 +156,19 @@ class _Builder:
                            path + ("shares",), hint=did_you_mean(target, others), found=str(target))  # fmt: skip
                 return None
             owner = all_specs[target]
-            return Node(name, target, owner["type"], self._attrs(owner, path, submodels), path=path)
-        return Node(name, name, spec["type"], self._attrs(spec, path, submodels), path=path)
+            return Node(name, target, *self._typed(owner, path, submodels), path=path)
+        return Node(name, name, *self._typed(spec, path, submodels), path=path)
+
+    def _typed(self, spec: dict, path: tuple, submodels) -> tuple[str, dict]:
+        """The node's registered type and attributes; the file's custom types (also nested in
+        wrappers) become ``CustomLayer`` definitions holding their declaration
+        (``layerdefs/custom.py``)."""
+        declarations = self.doc.data.get("custom_layers") or {}
+        if declarations:
+            from ..layerdefs.custom import internal_form
+
+            spec = internal_form(spec, declarations)
+        return spec["type"], self._attrs(spec, path, submodels)
 
     def _attrs(self, spec: dict, path: tuple, submodels) -> dict:
         defn = REGISTRY[spec["type"]]

@@ -16,7 +16,13 @@ from .graph import Graph, Node, Ref
 
 
 def normalize_layer(spec: dict) -> dict:
-    """``{type: Dense, units: 3}`` -> the full attribute mapping, nested layers included."""
+    """``{type: Dense, units: 3}`` -> the full attribute mapping, nested layers included; a
+    custom layer as the file writes it (``{type: CustomDense, units: 10, ...}``)."""
+    if spec.get("type") == "CustomLayer":
+        from ..layerdefs.custom import file_form
+
+        return file_form(normalize_attrs(REGISTRY["CustomLayer"], {k: v for k, v in spec.items() if k != "type"})
+                         | {"type": "CustomLayer"}, {})  # fmt: skip
     spec = dict(spec)
     type_name = spec.pop("type")
     defn = REGISTRY[type_name]
@@ -31,6 +37,19 @@ def _node_spec(node: Node) -> dict:
     if node.shared:
         return {"shares": node.layer}
     return normalize_layer({"type": node.type, **node.attrs})
+
+
+def custom_layers(graph: Graph) -> dict:
+    """The custom layer declarations ``graph`` and its sub-models use, by class name."""
+    out: dict = {}
+    for sub in _flatten_models(graph).values():
+        out.update(custom_layers(sub))
+    from ..layerdefs.custom import file_form
+
+    for node in graph.nodes.values():
+        if not node.shared:
+            file_form({"type": node.type, **node.attrs}, out)
+    return out
 
 
 def edge_chains(graph: Graph) -> list[str]:
@@ -56,6 +75,8 @@ def model_spec(graph: Graph, *, top: bool = True) -> dict:
     out["name"] = graph.name
     if graph.description:
         out["description"] = graph.description
+    if top and custom_layers(graph):
+        out["custom_layers"] = custom_layers(graph)
     if top and graph.submodels:
         out["models"] = {k: model_spec(sub, top=False) for k, sub in graph.submodels.items()}
     out["inputs"] = {k: {"shape": list(d.shape), "dtype": d.dtype} for k, d in graph.inputs.items()}
@@ -63,6 +84,8 @@ def model_spec(graph: Graph, *, top: bool = True) -> dict:
     if not graph.sequential:
         out["edges"] = edge_chains(graph)
     out["outputs"] = [str(r) for r in graph.outputs]
+    if top and graph.doc is not None and graph.doc.data.get("custom_losses"):
+        out["custom_losses"] = dict(graph.doc.data["custom_losses"])
     if top and graph.training is not None:
         out["training"] = graph.training
     return out
@@ -83,8 +106,8 @@ def normalized_spec(graph: Graph) -> dict:
     subs = _flatten_models(graph)
     if subs:
         models = {k: model_spec(sub, top=False) for k, sub in subs.items()}
-        rest = {k: v for k, v in spec.items() if k not in ("format", "name", "description", "models")}
-        head = {k: spec[k] for k in ("format", "name", "description") if k in spec}
+        rest = {k: v for k, v in spec.items() if k not in ("format", "name", "description", "custom_layers", "models")}
+        head = {k: spec[k] for k in ("format", "name", "description", "custom_layers") if k in spec}
         spec = {**head, "models": models, **rest}
     return spec
 

@@ -41,7 +41,61 @@ def layer_type_name(graph, node) -> str:
     if node.type == "Model":
         sub = graph.submodels[node.attrs["model"]]
         return "Sequential" if sub.sequential else "Functional"
+    if node.type == "CustomLayer":
+        return node.attrs["class_name"]
     return REGISTRY[node.type].extra.get("class_name", node.type) if node.type in REGISTRY else node.type
+
+
+# Keras layers whose ``call`` takes ``mask``: called on a masked tensor, Keras passes the mask
+# as a second argument of the call, so the node has two input tensors (Keras 3.15).
+CALL_TAKES_MASK = frozenset({
+    "AdditiveAttention", "Attention", "BatchNormalization", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D",
+    "ConvLSTM3D", "GRU", "GlobalAveragePooling1D", "LSTM", "RNN", "SimpleRNN", "Softmax", "TimeDistributed",
+    "Model",
+})  # fmt: skip
+
+
+def sequential_like(typed: TypedGraph) -> bool:
+    """Whether Keras prints the model without a "Connected to" column: a Sequential model, or a
+    functional one that is a plain chain (``keras/src/utils/summary_utils.py``): no node with
+    several input tensors (a mask passed to the call counts as one), no layer called twice, and
+    no two nodes at the same depth (the longest path to an output), so no branch. Input rows are
+    printed either way for a functional model."""
+    graph = typed.graph
+    if graph.sequential:
+        return True
+    nodes = graph.nodes
+    if any(len(n.inputs) > 1 for n in nodes.values()):
+        return False
+    for name, n in nodes.items():
+        tn = typed.nodes.get(name)
+        if n.type in CALL_TAKES_MASK and tn is not None and any(t.masked for t in tn.in_types):
+            return False
+    owners = [n.layer for n in nodes.values()]
+    if len(owners) != len(set(owners)):
+        return False
+    readers: dict[str, list[str]] = {}
+    for name, n in nodes.items():
+        for r in n.inputs:
+            readers.setdefault(r.node, []).append(name)
+    # the longest path to an output, over the nodes in reverse topological order (Kahn's)
+    pending = {name: len(n.inputs) for name, n in nodes.items()}
+    order = list(graph.inputs)
+    for name in order:
+        for r in readers.get(name, ()):
+            pending[r] -= 1
+            if pending[r] == 0:
+                order.append(r)
+    depth: dict[str, int] = {}
+    for name in reversed(order):
+        depth[name] = max((depth[r] + 1 for r in readers.get(name, ())), default=0)
+    seen = set()
+    for name in order:
+        d = depth[name]
+        if d in seen:
+            return False
+        seen.add(d)
+    return True
 
 
 def summary_dict(typed: TypedGraph) -> dict:
@@ -90,7 +144,7 @@ def summary_text(typed: TypedGraph, line_length: int | None = None, show_trainab
     """Keras's summary table. ``optimizer``: (values, bytes) of a built optimizer's variables,
     which Keras adds to the total and prints on an ``Optimizer params`` line."""
     d = summary_dict(typed)
-    seq = typed.graph.sequential
+    seq = sequential_like(typed)
     headers = ["Layer (type)", "Output Shape", "Param #"] + ([] if seq else ["Connected to"])
     if show_trainable:
         headers.append("Trainable")

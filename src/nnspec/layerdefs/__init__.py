@@ -12,6 +12,7 @@ from . import (
     conv,
     conv_recurrent,
     core,
+    custom,
     einsum,
     embedding,
     merge,
@@ -143,10 +144,15 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     wrappers.BIDIRECTIONAL,
     wrappers.SPECTRAL_NORMALIZATION,
     wrappers.MODEL,
+    # custom.py: the types a model file declares under custom_layers
+    custom.CUSTOM_LAYER,
 )
 # fmt: on
 
 REGISTRY: dict[str, LayerDef] = {d.name: d for d in REGISTRY_LIST}
+# The types a model file may name: all but the internal ones (a file's custom layers become
+# ``CustomLayer`` steps; a file never writes that type itself).
+PUBLIC_LIST: tuple[LayerDef, ...] = tuple(d for d in REGISTRY_LIST if not d.extra.get("internal"))
 assert len(REGISTRY) == len(REGISTRY_LIST), "duplicate layer type names in REGISTRY_LIST"
 
-__all__ = ["REGISTRY", "REGISTRY_LIST", "LayerDef"]
+__all__ = ["REGISTRY", "REGISTRY_LIST", "PUBLIC_LIST", "LayerDef"]

@@ -75,6 +75,14 @@ class Emit:
         name = self._gen.kernel(fn)
         return f"{name}({', '.join(a if isinstance(a, str) else _literal(a) for a in args)})"
 
+    def kernel_name(self, fn) -> str:
+        """The name the generated code calls family-module kernel ``fn`` by."""
+        return self._gen.kernel(fn)
+
+    def fresh(self, prefix: str) -> str:
+        """A new variable name of the generated function."""
+        return self._gen.fresh(prefix)
+
     empty = "EMPTY"  # a zero-length float32 array, for an absent parameter (use_bias=False)
 
     def lit(self, v) -> str:

@@ -22,9 +22,9 @@ from .numba_config import JIT_OPTIONS, link_plans_without_reoptimizing
 @lru_cache(maxsize=1)
 def family_modules() -> tuple:
     mods = {inspect.getmodule(d.infer) for d in layerdefs.REGISTRY_LIST}
-    from ..layerdefs import activations, base
+    from ..layerdefs import activations, base, expressions
 
-    mods.update({activations, base})
+    mods.update({activations, base, expressions})
     return tuple(sorted((m for m in mods if m is not None), key=lambda m: m.__name__))
 
 

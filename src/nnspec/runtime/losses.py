@@ -40,17 +40,21 @@ Keras does, and its gradient goes through that division.
 Names and aliases are Keras's (``mse``, ``mae``, ``mape``, ``msle``, ``kld``, ``bce``, class
 names such as ``MeanSquaredError``), plus Keras 2's ``logcosh``, ``huber_loss`` and
 ``kullback_leibler_divergence``, which nnspec's model files accept. ``crossentropy``/``ce``
-resolve from the shapes as Keras's ``compile`` does (see :func:`get_loss`).
+resolve from the shapes as Keras's ``compile`` does (see :func:`get_loss`). A model file's
+``custom_losses`` and :class:`Expression` objects are losses written as expressions, whose
+kernels with this same contract are generated (``runtime/custom_losses.py``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numba
 import numpy as np
 
+from . import custom_losses
 from .numba_config import JIT_OPTIONS
 
 EPS = float(np.float32(1e-7))  # Keras's backend.epsilon() as the float32 it becomes
@@ -703,32 +707,90 @@ class LossSpec:
     config: dict = field(default_factory=dict)
     reduction: str = "sum_over_batch_size"
     sparse: bool = False
+    expression: str | None = None  # a custom loss's text (``type`` is then its name)
 
     @property
     def reduction_code(self) -> int:
         return REDUCTIONS[self.reduction]
 
     def reference(self, y_true, y_pred):
-        """NumPy reference on 2-D data: (per-row loss, d loss_row / d y_pred), float64."""
+        """NumPy reference of a built-in loss on 2-D data: (per-row loss, d loss_row / d y_pred), float64."""
         return _reference(self.type, y_true, y_pred, *self.args)
+
+    def values(self, y_true, y_pred):
+        """Each row's loss on 2-D data (float64), the NumPy reference of any loss."""
+        if self.expression is not None:
+            return custom_losses.values(custom_losses.analyze(self.expression), y_true, y_pred)
+        return self.reference(y_true, y_pred)[0]
 
     def __call__(self, y_true, y_pred, sample_weight=None, mask=None) -> float:
         return compute_loss(self, y_true, y_pred, sample_weight, mask)[0]
 
 
-def get_loss(identifier, y_true_shape=None, y_pred_shape=None) -> LossSpec:
+@dataclass(frozen=True)
+class Expression:
+    """A custom loss: what a Keras loss function returns, written as an expression over
+    ``y_true`` and ``y_pred`` with ``keras.ops`` (``runtime/custom_losses.py``)::
+
+        Expression("ops.mean(ops.square(y_true - y_pred), axis=-1)", name="custom_mse")
+
+    Checked when made (a ValueError names the problem and its column); compiled into a loss
+    kernel when a model resolves it. Callable as a Keras loss object: ``loss(y_true, y_pred)``.
+    """
+
+    text: str
+    name: str = "custom_loss"
+
+    def __post_init__(self) -> None:
+        try:
+            custom_losses.analyze(self.text)
+        except ValueError as err:
+            raise _custom_error(self.name, err) from None
+
+    def __call__(self, y_true, y_pred, sample_weight=None) -> float:
+        return compute_loss(self, y_true, y_pred, sample_weight)[0]
+
+
+def traced(fn) -> Expression:
+    """A Python loss function ``fn(y_true, y_pred)`` written with ``nnspec.ops`` (Keras's
+    ``keras.ops`` names) as an :class:`Expression`: called once on symbolic tensors whose
+    operators and functions write its text (``layerdefs/expressions.py``), named as Keras names it."""
+    from ..layerdefs.expressions import Sym
+
+    name = getattr(fn, "__name__", "") or "custom_loss"
+    name = "custom_loss" if name == "<lambda>" else name
+    out = fn(Sym("y_true"), Sym("y_pred"))
+    if not isinstance(out, Sym):
+        raise TypeError(f"loss function '{name}' returned {out!r}, not a tensor computed from y_true and y_pred "
+                        "with nnspec.ops")  # fmt: skip
+    return Expression(out.text, name=name)
+
+
+def get_loss(identifier, y_true_shape=None, y_pred_shape=None, custom=None) -> LossSpec:
     """Resolve a loss as Keras's ``compile`` does.
 
     ``identifier``: a name or alias (``"mse"``, ``"BinaryCrossentropy"``), a mapping
     ``{"type": name, **arguments}`` (nnspec's model files) or ``{"class_name": ..., "config": ...}``
-    (Keras's serialized form), or a :class:`LossSpec`. ``"crossentropy"``/``"ce"`` becomes binary,
-    sparse or categorical crossentropy from the shapes (rank included), as Keras decides.
+    (Keras's serialized form), a :class:`LossSpec`, an :class:`Expression`, or a Python loss
+    function over ``nnspec.ops`` (see :func:`traced`). ``custom``: the model file's
+    ``custom_losses`` (name -> expression), whose names are resolved first; a custom loss is
+    checked against the rank of ``y_pred_shape`` when it is given. ``"crossentropy"``/``"ce"``
+    becomes binary, sparse or categorical crossentropy from the shapes (rank included), as Keras
+    decides.
     """
     if isinstance(identifier, LossSpec):
+        if identifier.expression is not None and y_pred_shape is not None:
+            _custom_kernel(identifier.type, identifier.expression, len(y_pred_shape))
         return identifier
     config: dict = {}
     display = None
-    if isinstance(identifier, dict):
+    custom = dict(custom or {})
+    if callable(identifier) and not isinstance(identifier, Expression):
+        identifier = traced(identifier)
+    if isinstance(identifier, Expression):
+        name = display = identifier.name
+        custom[name] = identifier.text
+    elif isinstance(identifier, dict):
         if "class_name" in identifier:
             name = identifier["class_name"]
             config = dict(identifier.get("config") or {})
@@ -742,7 +804,9 @@ def get_loss(identifier, y_true_shape=None, y_pred_shape=None) -> LossSpec:
         name = identifier
         display = identifier
     else:
-        raise TypeError(f"cannot use {identifier!r} as a loss: expected a name or a mapping")
+        raise TypeError(f"cannot use {identifier!r} as a loss: expected a name, a mapping, an Expression or a function")
+    if name in custom:
+        return _custom_spec(name, custom[name], display, config, y_pred_shape)
     if str(name).lower() in ("crossentropy", "ce"):
         if y_pred_shape is None or y_true_shape is None:
             raise ValueError(f"loss '{name}' is resolved from the label and output shapes; give both")
@@ -755,14 +819,11 @@ def get_loss(identifier, y_true_shape=None, y_pred_shape=None) -> LossSpec:
     if d is None:
         from ..specs.errors import did_you_mean
 
-        hint = did_you_mean(str(name), [*LOSSES, *ALIASES])
+        hint = did_you_mean(str(name), [*custom, *LOSSES, *ALIASES])
         raise ValueError(
-            f"unknown loss '{name}'" + (f"; {hint}" if hint else f"; known: {', '.join(LOSSES)}")
+            f"unknown loss '{name}'" + (f"; {hint}" if hint else f"; known: {', '.join([*custom, *LOSSES])}")
         )
-    reduction = config.pop("reduction", "sum_over_batch_size")
-    config.pop("dtype", None)
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"loss '{name}': reduction must be one of {sorted(REDUCTIONS)}; got {reduction!r}")
+    reduction = _reduction(d.name, config)
     known = dict(d.params)
     unknown = [k for k in config if k not in known]
     if unknown:
@@ -789,6 +850,48 @@ def get_loss(identifier, y_true_shape=None, y_pred_shape=None) -> LossSpec:
         values["delta"] = float(values["delta"])
     return LossSpec(name=display or d.name, type=d.name, kernel=d.kernel, args=tuple(values.values()),
                     config=values, reduction=reduction, sparse=d.sparse)  # fmt: skip
+
+
+def _reduction(name: str, config: dict) -> str:
+    """The loss's reduction, taken out of ``config`` (with Keras's ``dtype``, always float32 here)."""
+    reduction = config.pop("reduction", "sum_over_batch_size")
+    config.pop("dtype", None)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"loss '{name}': reduction must be one of {sorted(REDUCTIONS)}; got {reduction!r}")
+    return reduction
+
+
+def _custom_error(name: str, err: ValueError) -> ValueError:
+    hint = getattr(err, "hint", None)
+    return ValueError(f"custom loss '{name}': {custom_losses.describe(err)}" + (f"; {hint}" if hint else ""))
+
+
+@lru_cache(maxsize=256)
+def _custom_kernel(name: str, text: str, rank: int | None) -> tuple[object, bool]:
+    """The compiled kernel of a custom loss checked at ``rank``, and whether its expression
+    gives one value per entry. Raises ValueError naming the loss."""
+    try:
+        le = custom_losses.analyze(text, rank)
+    except ValueError as err:
+        raise _custom_error(name, err) from None
+    from .executor import _load_module
+
+    source, fn = custom_losses.kernel_source(le)
+    return getattr(_load_module(source), fn), le.per_entry
+
+
+def _custom_spec(name: str, text: str, display, config: dict, y_pred_shape) -> LossSpec:
+    reduction = _reduction(name, config)
+    if config:
+        raise ValueError(f"custom loss '{name}' takes no argument '{next(iter(config))}' "
+                         "(only reduction and name)")  # fmt: skip
+    kernel, per_entry = _custom_kernel(name, text, None if y_pred_shape is None else len(y_pred_shape))
+    if per_entry and REDUCTIONS[reduction] != 0:
+        raise ValueError(f"custom loss '{name}' gives one value per entry, which nnspec averages over the last "
+                         f"axis as Keras's default reduction does; for reduction '{reduction}', reduce it in the "
+                         "expression (ops.sum(..., axis=-1) or ops.mean(..., axis=-1))")  # fmt: skip
+    return LossSpec(name=display or name, type=name, kernel=kernel, args=(), reduction=reduction,
+                    expression=text)  # fmt: skip
 
 
 def _binary_or_sparse(y_true_shape, y_pred_shape) -> tuple[bool, bool]:
@@ -854,7 +957,7 @@ def compute_loss(spec, y_true, y_pred, sample_weight=None, mask=None, loss_weigh
     ``dy`` shaped like ``y_pred``. This is the Python path (evaluation, tests); generated
     training code calls :func:`combine_weights`, the kernel and :func:`finish` itself.
     """
-    spec = get_loss(spec)
+    spec = get_loss(spec, None, np.shape(y_pred))
     yt, yp, lead = _as_rows(spec, y_true, y_pred)
     sw = _per_row(sample_weight, lead, "sample_weight")
     m = _per_row(mask, lead, "mask")
@@ -868,7 +971,6 @@ def compute_loss(spec, y_true, y_pred, sample_weight=None, mask=None, loss_weigh
 
 def loss_values(spec, y_true, y_pred) -> np.ndarray:
     """The per-row loss values (Keras's loss function before reduction), shaped like the leading axes."""
-    spec = get_loss(spec)
+    spec = get_loss(spec, None, np.shape(y_pred))
     yt, yp, lead = _as_rows(spec, y_true, y_pred)
-    values, _ = spec.reference(yt, yp)
-    return values.reshape(lead)
+    return spec.values(yt, yp).reshape(lead)

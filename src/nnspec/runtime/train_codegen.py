@@ -2,8 +2,9 @@
 
 ``nnspec_train_step(in_..., tgt_..., sw_..., tp, ntp, g, ws, gws, sws, iws, lw, out)`` runs the
 forward pass in training mode (Dropout active, batch statistics, every value kept), computes
-each output's loss with its kernel from ``runtime/losses.py`` (which also writes the gradient of
-the weighted loss into the output's gradient), then the backward pass in reverse step order,
+each output's loss with its kernel from ``runtime/losses.py``, or the generated module of a custom
+loss, which the plan imports by name (the kernel also writes the gradient of the weighted loss
+into the output's gradient), then the backward pass in reverse step order,
 each layer's ``emit_backward`` adding into the gradients of its inputs and weights. The
 gradient of a value lives in ``gws`` at the same offset as the value in ``ws`` (a training plan
 gives every value its own buffer), so views share gradients as they share values. Parameter
@@ -111,8 +112,7 @@ class _TrainGenerator(_Generator):
             self.line(f"div{k} = _L.combine_weights({sws[k]}, {mask}, w{k}, 0)")
             self.line(f"scale{k} = lw[{k}] * lw[{len(plan.outputs) + k}] / div{k} if div{k} > 0 else 0.0")
             args = "".join(f", {a!r}" for a in lb.args)
-            kname = f"_L.{lb.kernel.__name__}"
-            self.line(f"tot{k} = {kname}({t2}, {y2}, w{k}, {dy2}, scale{k}{args})")
+            self.line(f"tot{k} = {self.kernel(lb.kernel)}({t2}, {y2}, w{k}, {dy2}, scale{k}{args})")
             self.line(f"out[{k}] = lw[{len(plan.outputs) + k}] * _L.finish(tot{k}, div{k})")
             self.line(f"total += lw[{k}] * out[{k}]")
         assert _losses is not None

@@ -21,6 +21,7 @@ E102    a required key is missing
 E103    a value is out of range, or is not one of the allowed values
 E104    an unknown name: layer type, activation, initializer, regularizer, constraint
 E105    an invalid node or input name
+E106    a custom layer's ``call`` or a custom loss is not a valid expression
 E200    an edge refers to a node or input that does not exist
 E201    a node is fed twice (by two edges or two chains)
 E202    the edges form a cycle (the path is given)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
-from ..layerdefs import REGISTRY_LIST
+from ..layerdefs import PUBLIC_LIST as REGISTRY_LIST
 from ..layerdefs.base import ACTIVATIONS, CONSTRAINTS, DTYPES, INITIALIZERS, REGULARIZERS, Attr
 from .versions import CURRENT, KNOWN
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
+CLASS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"  # a custom layer type: a Python class name
+BUILTIN_TYPES = tuple(d.name for d in REGISTRY_LIST)
 SCHEMA_ID = "https://nnspec.dev/schema/nnspec-1.json"
 
 OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "adagrad", "adadelta", "adamax", "nadam")
@@ -132,6 +134,48 @@ def layer_schema(defn) -> dict:
     }
 
 
+def _custom_layer_schema() -> dict:
+    dim = {"type": ["integer", "string"], "minimum": 0}
+    weight = {
+        "type": "object",
+        "required": ["shape"],
+        "additionalProperties": False,
+        "properties": {
+            "shape": {"anyOf": [{"type": "array", "items": dim}, {"type": "string"}],
+                      "description": "A list of integers or of expressions over the arguments and "
+                      "input_shape (`input_shape[-1]`, `units * 2`), or one string as add_weight takes "
+                      "it: `(input_shape[-1], self.units)`."},  # fmt: skip
+            "initializer": {**attr_schema(Attr("initializer", "initializer")), "default": "glorot_uniform"},
+            "trainable": {"type": "boolean", "default": True},
+            "regularizer": attr_schema(Attr("regularizer", "regularizer", None)),
+            "constraint": attr_schema(Attr("constraint", "constraint", None)),
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["call"],
+        "additionalProperties": False,
+        "properties": {
+            "arguments": {
+                "type": "object",
+                "propertyNames": {"type": "string", "pattern": CLASS_PATTERN},
+                "additionalProperties": {"type": ["number", "boolean", "string", "null"]},
+                "description": "The constructor's arguments and their defaults; numbers can be used in "
+                "`call` and in weight shapes.",
+            },
+            "weights": {
+                "type": "object",
+                "propertyNames": {"type": "string", "pattern": CLASS_PATTERN},
+                "additionalProperties": weight,
+                "description": "The weights, in Keras's add_weight order: name -> {shape, initializer, "
+                "trainable, regularizer, constraint}.",
+            },
+            "call": {"type": "string", "description": "What `call(inputs)` returns, written with keras.ops."},
+            "doc": {"type": "string"},
+        },
+    }
+
+
 def _model_schema(top: bool) -> dict:
     name = {"type": "string", "pattern": NAME_PATTERN}
     port_ref = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.\-]*(:[0-9]+)?$"}
@@ -171,6 +215,20 @@ def _model_schema(top: bool) -> dict:
             "description": "Named sub-models, called by `{type: Model, model: name}`.",
         }
         props["training"] = {"$ref": "#/definitions/training"}
+        props["custom_layers"] = {
+            "type": "object",
+            "propertyNames": {"type": "string", "pattern": CLASS_PATTERN},
+            "additionalProperties": {"$ref": "#/definitions/custom_layer"},
+            "description": "Layer types of this file: name -> {arguments, weights, call}; a node uses one as "
+            "`{type: Name, ...arguments}`.",
+        }
+        props["custom_losses"] = {
+            "type": "object",
+            "propertyNames": {"type": "string", "pattern": NAME_PATTERN},
+            "additionalProperties": {"type": "string"},
+            "description": "Losses of this file: name -> an expression over y_true and y_pred, named in "
+            "`training.loss` like a built-in loss.",
+        }
         required = ["format", "inputs", "layers"]
     else:
         props["format"] = {"enum": list(KNOWN)}
@@ -178,14 +236,43 @@ def _model_schema(top: bool) -> dict:
     return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
 
 
-def _training_schema() -> dict:
+def _names(known, strict: bool) -> dict:
+    """A name from ``known``; in the published schema also any other name, since a file may
+    declare its own (custom_layers, custom_losses) and JSON Schema cannot read the declarations:
+    the published schema is strict again for a file without them (:func:`_builtin_names_only`)."""
+    if strict:
+        return {"enum": list(known)}
+    return {"anyOf": [{"enum": list(known)}, {"type": "string", "pattern": NAME_PATTERN}]}
+
+
+def _builtin_names_only() -> dict:
+    """For the published schema: a file without ``custom_layers`` names only built-in layer types
+    (its nodes and its inline sub-models' nodes; a wrapped layer's type is checked by nnspec), and
+    one without ``custom_losses`` only built-in losses, as the strict schema nnspec checks with."""
+    node = {"if": {"type": "object", "required": ["type"]}, "then": {"properties": {"type": {"enum": list(BUILTIN_TYPES)}}}}
+    layers = {"properties": {"layers": {"additionalProperties": node}}}
+    loss = {"enum": list(LOSSES)}
+    item = {"anyOf": [loss, {"type": "object", "properties": {"type": loss}}]}
+    per_output = {"anyOf": [item, {"type": "array", "items": item}, {"type": "object", "additionalProperties": item}]}
+    return {
+        "allOf": [
+            {"if": {"not": {"required": ["custom_layers"]}},
+             "then": {**layers, "properties": {**layers["properties"],
+                                               "models": {"additionalProperties": layers}}}},
+            {"if": {"not": {"required": ["custom_losses"]}},
+             "then": {"properties": {"training": {"properties": {"loss": per_output}}}}},
+        ]
+    }  # fmt: skip
+
+
+def _training_schema(strict: bool) -> dict:
     optimizer = {
         "anyOf": [
             {"enum": list(OPTIMIZERS)},
             {"type": "object", "required": ["type"], "properties": {"type": {"enum": list(OPTIMIZERS)}}},
         ]
     }
-    loss = {"enum": list(LOSSES)}
+    loss = _names(LOSSES, strict)
     per_output = lambda item: {"anyOf": [item, {"type": "array", "items": item}, {"type": "object", "additionalProperties": item}]}  # noqa: E731
     return {
         "type": "object",
@@ -203,9 +290,15 @@ def _training_schema() -> dict:
     }
 
 
-@lru_cache(maxsize=1)
-def build_schema() -> dict:
-    """The whole model-file schema, deterministic (same registry, same bytes)."""
+@lru_cache(maxsize=2)
+def build_schema(strict: bool = False) -> dict:
+    """The whole model-file schema, deterministic (same registry, same bytes).
+
+    The published one (``nnspec schema``, committed as ``schema.json`` for editors) lets the
+    names a file declares itself through (custom layer types, custom losses) where JSON Schema
+    cannot check them against the declarations. nnspec checks with the ``strict`` one, after
+    replacing the declared names in a copy of the document (``validate.py``), so an undeclared
+    name is an error with a suggestion either way."""
     defs: dict = {
         "activation": {"enum": list(ACTIVATIONS), "description": "A Keras activation name."},
         "initializer": _named_object(INITIALIZERS, "Keras initializer"),
@@ -234,7 +327,8 @@ def build_schema() -> dict:
         "layer": {
             "type": "object",
             "required": ["type"],
-            "properties": {"type": {"enum": [d.name for d in REGISTRY_LIST], "description": "The layer class."}},
+            "properties": {"type": {**_names(BUILTIN_TYPES, strict), "description": "The layer class, or a type "
+                                    "declared under custom_layers."}},
             "allOf": [
                 {"if": {"required": ["type"], "properties": {"type": {"const": d.name}}},
                  "then": {"$ref": f"#/definitions/layers/{d.name}"}}
@@ -251,7 +345,8 @@ def build_schema() -> dict:
             "then": {"type": "object", "additionalProperties": False, "properties": {"file": {"type": "string"}}},
             "else": _model_schema(top=False),
         },
-        "training": _training_schema(),
+        "training": _training_schema(strict),
+        "custom_layer": _custom_layer_schema(),
         "numbers": {
             "description": "A number or a list of numbers (lists may nest).",
             "anyOf": [{"type": "number"}, {"type": "array", "items": {"$ref": "#/definitions/numbers"}}],
@@ -265,6 +360,7 @@ def build_schema() -> dict:
         "title": "nnspec model file",
         "description": "A neural network as a declarative file: inputs, layers, edges, outputs.",
         **top,
+        **({} if strict else _builtin_names_only()),
         "definitions": defs,
     }
 

@@ -11,7 +11,7 @@ import json
 from functools import lru_cache
 
 from .errors import Diagnostic, SchemaError, did_you_mean
-from .load import Document
+from .load import Document, format_path
 from .versions import CURRENT, FORMAT_PREFIX, KNOWN, migrate
 
 _NAME_VOCABULARIES = ("activation", "initializer", "regularizer", "constraint")
@@ -23,7 +23,7 @@ def _validator():
 
     from .schema import build_schema
 
-    schema = build_schema()
+    schema = build_schema(strict=True)  # declared names are replaced before checking
     return jsonschema.Draft7Validator(schema), schema
 
 
@@ -274,15 +274,213 @@ def _layer_nodes(data) -> list[tuple[tuple, dict]]:
     return out
 
 
+def custom_types(data) -> dict:
+    """The document's ``custom_layers`` (name -> declaration), or {}."""
+    c = data.get("custom_layers") if isinstance(data, dict) else None
+    return c if isinstance(c, dict) else {}
+
+
+def _without_custom_nodes(data: dict, custom: dict) -> dict:
+    """``data`` with every layer definition of a custom type (nested in wrappers too) replaced by
+    a placeholder the schema accepts (custom nodes are checked by :func:`_custom_problems`);
+    copies, ``data`` unchanged."""
+    if not custom:
+        return data
+    from ..layerdefs.base import NESTED_LAYER_KEYS, map_nested
+
+    def layer(v):
+        if not isinstance(v, dict):
+            return v
+        if v.get("type") in custom:
+            return {"type": "Identity"}
+        return {k: (map_nested(e, layer) if k in NESTED_LAYER_KEYS else e) for k, e in v.items()}
+
+    def strip(m):
+        layers = m.get("layers")
+        if not isinstance(layers, dict):
+            return m
+        return {**m, "layers": {k: layer(v) for k, v in layers.items()}}
+
+    out = strip(data)
+    if isinstance(data.get("models"), dict):
+        out["models"] = {k: strip(m) if isinstance(m, dict) else m for k, m in data["models"].items()}
+    return out
+
+
+def _layer_definitions(data) -> list[tuple[tuple, dict]]:
+    """(path, definition) of every layer definition: the nodes (in sub-models too) and the
+    layers nested in wrappers; a custom type's node is not searched further."""
+    from ..layerdefs.base import NESTED_LAYER_KEYS
+
+    out = []
+
+    def walk(path, node):
+        if not isinstance(node, dict):
+            return
+        out.append((path, node))
+        for k in NESTED_LAYER_KEYS:
+            v = node.get(k)
+            if isinstance(v, dict):
+                walk(path + (k,), v)
+            elif isinstance(v, list):
+                for i, e in enumerate(v):
+                    walk(path + (k, i), e)
+
+    for path, node in _layer_nodes(data):
+        walk(path, node)
+    return out
+
+
+def _custom_nodes(data, custom: dict) -> list[tuple[tuple, dict]]:
+    """(path, definition) of every layer definition of a custom type, nested ones included."""
+    return [(p, n) for p, n in _layer_definitions(data) if n.get("type") in custom]
+
+
+def expression_diag(doc: Document, path: tuple, err: ValueError) -> Diagnostic:
+    """E106 for an expression (a custom layer's ``call``, a custom loss) at ``path``: for a
+    syntax or language error (``ExprError``), positioned at the offending column when the
+    expression is written on one line, else at the value with the column in the message."""
+    line, col = doc.where(path)
+    column = getattr(err, "column", None)
+    msg = str(err)
+    if column is not None and line is not None and col is not None and doc.text is not None:
+        lines = doc.text.splitlines()
+        raw = lines[line - 1] if 0 < line <= len(lines) else ""
+        text = doc.data
+        for k in path:
+            text = text.get(k) if isinstance(text, dict) else None
+        start = col - 1 + (1 if raw[col - 1 : col] in ("'", '"') else 0)
+        if isinstance(text, str) and "\n" not in text and raw[start : start + len(text)] == text:
+            col = start + column + 1
+        else:
+            msg += f" (at column {column + 1} of the expression)"
+    return Diagnostic("E106", msg, format_path(path), doc.file, line, col, hint=getattr(err, "hint", None))
+
+
+def _custom_problems(doc: Document, custom: dict) -> list[Diagnostic]:
+    """Problems of the custom layer declarations (their ``call`` and names) and of the nodes that
+    use them (unknown arguments)."""
+    from ..layerdefs import REGISTRY
+    from ..layerdefs import expressions as ex
+
+    out = []
+    for cname, decl in custom.items():
+        path = ("custom_layers", cname)
+        if cname in REGISTRY:
+            out.append(doc.diag("E105", f"custom layer '{cname}' has the name of a built-in layer type", path,
+                                key=True))  # fmt: skip
+        if not isinstance(decl, dict) or not isinstance(decl.get("call"), str):
+            continue  # the schema reports it
+        args = decl.get("arguments") if isinstance(decl.get("arguments"), dict) else {}
+        weights = decl.get("weights") if isinstance(decl.get("weights"), dict) else {}
+        for wname in weights:
+            if wname in args:
+                out.append(doc.diag("E105", f"weight '{wname}' has the name of an argument", path + ("weights", wname),
+                                    key=True))  # fmt: skip
+        numeric = {k: 1.0 for k, v in args.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        tensors = ["inputs"] + [f"inputs[{i}]" for i in range(16)] + [w for w in weights if w not in numeric]
+        try:
+            ex.parse(decl["call"], tensors, numeric)
+        except ex.ExprError as err:
+            out.append(expression_diag(doc, path + ("call",), err))
+    for path, node in _custom_nodes(doc.data, custom):
+        t = node["type"]
+        if not isinstance(custom[t], dict):
+            continue
+        declared = custom[t].get("arguments") if isinstance(custom[t].get("arguments"), dict) else {}
+        allowed = [*declared, "trainable", "dtype", "name"]
+        for k, v in node.items():
+            if k == "type":
+                continue
+            if k not in allowed:
+                out.append(doc.diag("E101", f"unknown parameter '{k}' for custom layer {t}", path + (k,), key=True,
+                                    hint=did_you_mean(k, allowed), found=k))  # fmt: skip
+            elif k == "trainable" and not isinstance(v, bool):
+                out.append(doc.diag("E100", f"expected a boolean; found {_short(v)}", path + (k,)))
+            elif k not in ("trainable", "dtype", "name") and not (v is None or isinstance(v, (int, float, str))):
+                out.append(doc.diag("E100", f"expected a number, a boolean, a string or null; found {_short(v)}",
+                                    path + (k,)))  # fmt: skip
+    return out
+
+
+def declared_losses(data) -> dict:
+    """The document's ``custom_losses`` (name -> expression), or {}."""
+    c = data.get("custom_losses") if isinstance(data, dict) else None
+    return c if isinstance(c, dict) else {}
+
+
+def _with_builtin_losses(data: dict, declared: dict) -> dict:
+    """``data`` with every use of a declared custom loss in ``training.loss`` replaced by a
+    built-in name the schema accepts (the declarations are checked by
+    :func:`_custom_loss_problems`); shallow copies, ``data`` unchanged."""
+    training = data.get("training")
+    if not declared or not isinstance(training, dict) or "loss" not in training:
+        return data
+
+    def builtin(v):
+        if isinstance(v, str) and v in declared:
+            return "mean_squared_error"
+        if isinstance(v, dict) and isinstance(v.get("type"), str) and v["type"] in declared:
+            return {**v, "type": "mean_squared_error"}
+        return v
+
+    loss = training["loss"]
+    if isinstance(loss, list):
+        loss = [builtin(v) for v in loss]
+    elif isinstance(loss, dict) and "type" not in loss:  # per output
+        loss = {k: builtin(v) for k, v in loss.items()}
+    else:
+        loss = builtin(loss)
+    return {**data, "training": {**training, "loss": loss}}
+
+
+def _custom_loss_problems(doc: Document, declared: dict) -> list[Diagnostic]:
+    """Problems of the custom loss declarations: a built-in loss's name, an expression that is not
+    a loss over ``y_true`` and ``y_pred`` (checked at the smallest output rank its axes fit; the
+    output it scores is checked when training resolves it)."""
+    from ..layerdefs import loss_expressions as custom_losses
+    from .schema import LOSSES
+
+    out = []
+    for name, text in declared.items():
+        path = ("custom_losses", name)
+        if name in LOSSES:
+            out.append(doc.diag("E105", f"custom loss '{name}' has the name of a built-in loss", path,
+                                key=True))  # fmt: skip
+        if not isinstance(text, str):
+            continue  # the schema reports it
+        try:
+            custom_losses.analyze(text)
+        except ValueError as err:
+            out.append(expression_diag(doc, path, err))
+    return out
+
+
+def _hint_custom_losses(d: Diagnostic, declared: dict) -> Diagnostic:
+    """An unknown loss name in ``training.loss`` is checked against the declared custom losses too."""
+    if not declared or d.code != "E104" or not d.path.startswith("training.loss") or d.found is None:
+        return d
+    from dataclasses import replace
+
+    from .schema import LOSSES
+
+    found = d.found.strip("'")
+    return replace(d, hint=did_you_mean(found, [*declared, *LOSSES]))
+
+
 def validate_document(doc: Document) -> None:
     """Raise :class:`SchemaError` with every schema problem of ``doc``; migrate old formats."""
     check_format(doc)
     structure, per_type = _split_validators()
     diags: list[Diagnostic] = []
     seen = set()
-    errors = [((), e) for e in structure.iter_errors(doc.data)]
-    for path, node in _layer_nodes(doc.data):
-        v = per_type.get(node.get("type")) if isinstance(node.get("type"), str) else None
+    custom = custom_types(doc.data)
+    losses = declared_losses(doc.data)
+    data = _without_custom_nodes(doc.data, custom)  # custom nodes: checked by _custom_problems
+    errors = [((), e) for e in structure.iter_errors(_with_builtin_losses(data, losses))]
+    for path, node in _layer_nodes(data):
+        t = node.get("type")
+        v = per_type.get(t) if isinstance(t, str) else None
         if v is not None:
             errors.extend((path, e) for e in v.iter_errors(node))
     for prefix, err in errors:
@@ -291,6 +489,8 @@ def validate_document(doc: Document) -> None:
             if key not in seen:
                 seen.add(key)
                 diags.append(d)
+    diags.extend(_custom_problems(doc, custom))
+    diags = [_hint_custom_losses(d, losses) for d in diags] + _custom_loss_problems(doc, losses)
     # 'unit' misspelt for 'units' is one mistake: drop the "missing 'units'" it also causes.
     suggested = {(d.path.rsplit(".", 1)[0] if "." in d.path else "", d.hint) for d in diags
                  if d.code == "E101" and d.hint}  # fmt: skip

@@ -1,0 +1,103 @@
+"""Custom losses: a model file's own losses, written as Keras's "custom losses" guide writes them.
+
+A Keras user writes a function of ``(y_true, y_pred)`` with ``keras.ops`` and passes it to
+``compile(loss=...)``. A model file declares the same under ``custom_losses`` and names it in
+``training.loss`` like a built-in loss (see docs/format.md#custom-losses)::
+
+    custom_losses:
+      custom_mean_squared_error: ops.mean(ops.square(y_true - y_pred), axis=-1)
+    training:
+      loss: custom_mean_squared_error
+
+The text is read by ``layerdefs/expressions.py`` (nothing in a file is run as Python) and
+compiled into a loss kernel with the contract of the built-in ones (``runtime/losses.py``):
+``total = kernel(y_true, y_pred, w, dy, scale)`` over the 2-D ``(rows, k)`` views, so Keras's
+reductions, sample weights and masks apply to it unchanged. The kernel's source is generated
+here and loaded as the plans are (``executor._load_module``: a module in the cache folder, its
+Numba code cached across processes); a training plan imports that module by name, which works
+because resolving the loss (:func:`nnspec.runtime.losses.get_loss`) loads it first.
+
+What Keras does with the function's result decides what the kernel computes per row:
+
+- one value per sample (``(batch,)``, a mean or sum over ``axis=-1``; ``(batch, 1)`` with
+  ``keepdims``): that is the row's loss;
+- one value per entry (``(batch, k)``, no reduction): Keras's default reduction divides the sum
+  by the number of entries, so the row's loss is the mean over the last axis. The other
+  reductions would make it a sum or depend on whether weights are given; they are refused for
+  such an expression (reduce it in the expression instead). Keras 3 itself cannot apply sample
+  weights or a mask to such values (it gives weights a trailing axis only when the values' last
+  axis is 1, and fails to broadcast them otherwise); nnspec weighs each row's mean.
+
+The kernel sees every output as ``(rows, k)`` rows (a sequence output's time steps are rows),
+while Keras gives the function the output's own rank. An expression may therefore reduce only
+the last axis: each reduction's axis is checked against the output's rank (when resolving for a
+model output) and rewritten as ``-1`` for the 2-D kernel, so ``axis=1`` on a ``(batch, k)``
+output and ``axis=2`` on a ``(batch, T, k)`` one compile alike. The width ``k`` is a run-time
+length of the kernel (one kernel for any width): it is written as the symbol :data:`WIDTH`,
+which the generated code defines from ``y_pred``'s shape.
+
+Rows of weight 0 (masked steps, zero sample weights) take no part: their loss is left out of the
+total and their gradient is set to 0 after the backward pass, so garbage in them never turns the
+sum or a gradient into NaN (an expression cannot mix rows: the batch axis cannot be reduced).
+As Keras does, ``y_true`` is cast to ``y_pred``'s float32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+
+from ..layerdefs import expressions as ex
+from ..layerdefs.loss_expressions import WIDTH, LossExpression, analyze, describe, values
+
+__all__ = ["analyze", "describe", "values", "kernel_source"]
+
+
+def kernel_source(le: LossExpression) -> tuple[str, str]:
+    """The source of a module defining the loss kernel, and the kernel's name (unique to the
+    code, so two custom losses of one training plan never share a name)."""
+    count = itertools.count()
+    modules: dict[str, str] = {}
+    kernels: dict = {}
+
+    def kernel(fn) -> str:
+        alias = modules.setdefault(fn.__module__, f"_m{len(modules)}")
+        return kernels.setdefault(fn, (f"k_{fn.__name__}", alias))[0]
+
+    w = ex.Writer(lambda prefix: f"{prefix}{next(count)}", kernel)
+    root_shape = le.shapes[-1]
+    d = str(root_shape[-1]) if le.per_entry else "1"
+    w.lines += [f"rows, {WIDTH} = y_pred.shape", "t = y_true.astype(np.float32)"]
+    vals = ex.forward_lines(w, le.expr, list(le.shapes), {"y_true": "t", "y_pred": "y_pred"}, "rows")
+    w.lines += [
+        f"v = np.ascontiguousarray({vals[-1]}).reshape((rows, {d}))",
+        f"gv = np.zeros((rows, {d}), np.float32)",
+        "total = 0.0",
+        "for r in range(rows):",
+        "    if w[r] != 0:",
+        "        acc = 0.0",
+        f"        for j in range({d}):",
+        "            acc += v[r, j]",
+        f"        total += w[r] * (acc / {d})",
+        f"        gv[r, :] = scale * w[r] / {d}",
+        f"groot = gv.reshape(({', '.join(['rows', *(str(s) for s in root_shape[1:])])},))",
+        "dy[:, :] = 0.0",
+    ]
+    ex.backward_lines(w, le.expr, list(le.shapes), vals, "groot", {"y_pred": "dy"}, "rows")
+    w.lines += ["for r in range(rows):", "    if w[r] == 0:", "        dy[r, :] = 0.0", "return total"]
+    body = "\n".join("    " + line for line in w.lines) + "\n"
+    name = "custom_loss_" + hashlib.sha256(body.encode()).hexdigest()[:16]
+    header = [
+        "# Generated by nnspec from a custom loss; do not edit.",
+        *(f"#   {line}" for line in le.text.strip().splitlines()),
+        "import numpy as np",
+        "from numba import njit",
+        "from nnspec.runtime.kernels import jit",
+        *(f"import {mod} as {alias}" for mod, alias in modules.items()),
+        *(f"{kname} = jit({alias}.{fn.__name__})" for fn, (kname, alias) in kernels.items()),
+        "",
+        "",
+        "@njit(cache=True, nogil=True, error_model='numpy')",
+        f"def {name}(y_true, y_pred, w, dy, scale):",
+    ]
+    return "\n".join(header) + "\n" + body, name
