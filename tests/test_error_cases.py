@@ -305,3 +305,22 @@ def test_several_independent_errors_are_all_reported():
     assert isinstance(raised, SchemaError)
     assert len({d.path for d in got}) == 5
     assert [d.line for d in got] == sorted(d.line for d in got)  # in file order
+
+
+def test_yaml_merge_keys_override_what_they_merge():
+    """``{<<: *anchor, units: 20}``: the key written beside the merge wins, as YAML specifies (a
+    duplicate key written twice is still E002)."""
+    from nnspec.compiler import analyze
+    from nnspec.specs.load import load_text
+
+    text = """
+format: nnspec/1
+inputs:
+  x: {shape: [4]}
+layers:
+  a: &relu_dense {type: Dense, units: 8, activation: relu}
+  b: {<<: *relu_dense, units: 20}
+"""
+    typed = analyze(load_text(text, "merge.yaml"))
+    assert typed.nodes["b"].node.attrs["units"] == 20 and typed.nodes["b"].node.attrs["activation"] == "relu"
+    assert typed.nodes["a"].node.attrs["units"] == 8
