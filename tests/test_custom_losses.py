@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from types import SimpleNamespace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -450,3 +451,54 @@ def test_a_python_loss_function_over_nnspec_ops_is_traced_into_an_expression():
         L.get_loss(lambda y_true, y_pred: 1.0)
     with pytest.raises(ValueError, match="reducing over the batch axis"):
         L.get_loss(lambda y_true, y_pred: ops.mean(y_pred))
+
+
+# ----------------------------------------------------------------------------- as metrics
+
+SEED = Path(__file__).resolve().parent.parent / "specs" / "custom_layers.yaml"
+
+
+@pytest.mark.keras
+def test_a_custom_loss_is_a_metric_as_in_keras():
+    """``metrics: [custom_mean_squared_error]`` (the seed file's): the mean of the loss's values,
+    as Keras's compile wraps a loss function given as a metric; also as an Expression and as a
+    Python function over nnspec.ops."""
+    import keras
+    from keras_from_spec import keras_model_from_spec
+    from keras_ref import keras_custom_loss
+
+    from nnspec import ops
+
+    text = "ops.mean(ops.square(y_true - y_pred), axis=-1)"
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(12, 784)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, size=12)]
+    m = nnspec.load(SEED, seed=3)
+    km = keras_model_from_spec(SEED)
+    km.set_weights(m.get_weights())
+    fn = keras_custom_loss("custom_mean_squared_error", text)
+    km.compile(optimizer="sgd", loss=fn, metrics=[fn])
+    want = km.evaluate(x, y, verbose=0, return_dict=True)
+
+    def abs_error(y_true, y_pred):
+        return ops.mean(ops.abs(y_true - y_pred), axis=-1)
+
+    m.compile(optimizer="sgd", loss="custom_mean_squared_error",
+              metrics=["custom_mean_squared_error", nnspec.losses.Expression(text, name="again"), abs_error])  # fmt: skip
+    got = m.evaluate(x, y, verbose=0, return_dict=True)
+    assert got["custom_mean_squared_error"] == pytest.approx(want["custom_mean_squared_error"], rel=1e-5)
+    assert got["again"] == pytest.approx(want["custom_mean_squared_error"], rel=1e-5)
+    assert got["abs_error"] == pytest.approx(float(np.abs(y - m.predict(x)).mean()), rel=1e-5)
+
+
+def test_custom_metric_names_are_checked_against_the_declarations():
+    import yaml
+
+    doc = yaml.safe_load(SEED.read_text())
+    doc["training"]["metrics"] = ["custom_mean_sqared_error"]
+    from nnspec.specs.errors import SchemaError
+
+    with pytest.raises(SchemaError) as info:
+        nnspec.Model.from_config(doc)
+    d = info.value.first
+    assert (d.code, d.path) == ("E104", "training.metrics[0]") and d.hint == "did you mean 'custom_mean_squared_error'?"

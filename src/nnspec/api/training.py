@@ -286,7 +286,7 @@ class TrainMixin:
                 ot = self._typed.type_of(self._typed.graph.outputs[k])
                 prefix = "" if len(names) == 1 else f"{names[k]}_"
                 for mid in ids:
-                    m = get_metric(mid, None if t is None else t.shape, ot.shape, spec)
+                    m = get_metric(mid, None if t is None else t.shape, ot.shape, spec, self._custom_losses())
                     label = prefix + m.name
                     if label in seen and weighted:
                         label = f"{prefix}weighted_{m.name}"

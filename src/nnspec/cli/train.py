@@ -169,7 +169,7 @@ def _training_config(
         for name in metrics:
             if name.lower() not in ("accuracy", "acc"):
                 try:
-                    get_metric(name)
+                    get_metric(name, custom=model._custom_losses())
                 except (ValueError, TypeError) as e:
                     raise click.BadParameter(str(e), param_hint="--metric") from None
         mets = list(metrics)

@@ -243,9 +243,10 @@ class LossMetric(MeanMetricWrapper):
 
     direction = "down"
 
-    def __init__(self, loss: str, name=None, **kwargs) -> None:
-        self.loss = _losses.get_loss({"type": loss, **kwargs})
-        self.default_name = self.loss.type
+    def __init__(self, loss, name=None, **kwargs) -> None:
+        # a built-in loss's name, or a resolved LossSpec (a custom loss: an expression)
+        self.loss = loss if isinstance(loss, _losses.LossSpec) else _losses.get_loss({"type": loss, **kwargs})
+        self.default_name = self.loss.name if isinstance(loss, _losses.LossSpec) else self.loss.type
         super().__init__(name, **kwargs)
 
     def values(self, y_true, y_pred):
@@ -501,11 +502,20 @@ def resolve_accuracy(y_true_shape=None, y_pred_shape=None, loss=None) -> type:
     return BinaryAccuracy if binary else SparseCategoricalAccuracy if sparse else CategoricalAccuracy
 
 
-def get_metric(identifier, y_true_shape=None, y_pred_shape=None, loss=None) -> Metric:
+def get_metric(identifier, y_true_shape=None, y_pred_shape=None, loss=None, custom=None) -> Metric:
     """A metric object from a name, a mapping (``{type: auc, num_thresholds: 100}`` or Keras's
-    ``{"class_name", "config"}``) or an instance, resolved and named as Keras's ``compile`` does."""
+    ``{"class_name", "config"}``) or an instance, resolved and named as Keras's ``compile`` does.
+
+    As in Keras, a loss function is a metric too (the mean of its values): a custom loss, by a
+    name of the model file's ``custom_losses`` (``custom``: name -> expression), as an
+    ``nnspec.losses.Expression``, or as a Python function over ``nnspec.ops``."""
     if isinstance(identifier, Metric):
         return identifier
+    if isinstance(identifier, _losses.Expression) or (callable(identifier) and not isinstance(identifier, type)):
+        spec = _losses.get_loss(identifier, None, y_pred_shape)
+        return LossMetric(spec, name=spec.name)
+    if isinstance(identifier, str) and custom and identifier in custom:
+        return LossMetric(_losses.get_loss(identifier, None, y_pred_shape, custom), name=identifier)
     config: dict = {}
     if isinstance(identifier, dict):
         if "class_name" in identifier:

@@ -253,14 +253,20 @@ def _builtin_names_only() -> dict:
     layers = {"properties": {"layers": {"additionalProperties": node}}}
     loss = {"enum": list(LOSSES)}
     item = {"anyOf": [loss, {"type": "object", "properties": {"type": loss}}]}
-    per_output = {"anyOf": [item, {"type": "array", "items": item}, {"type": "object", "additionalProperties": item}]}
+    metric = {"enum": list(METRICS)}
+    metrics = {"anyOf": [metric, {"type": "array", "items": metric}]}
+
+    def per_output(x):
+        return {"anyOf": [x, {"type": "array", "items": x}, {"type": "object", "additionalProperties": x}]}
+
     return {
         "allOf": [
             {"if": {"not": {"required": ["custom_layers"]}},
              "then": {**layers, "properties": {**layers["properties"],
                                                "models": {"additionalProperties": layers}}}},
             {"if": {"not": {"required": ["custom_losses"]}},
-             "then": {"properties": {"training": {"properties": {"loss": per_output}}}}},
+             "then": {"properties": {"training": {"properties": {"loss": per_output(item),
+                                                                  "metrics": per_output(metrics)}}}}},
         ]
     }  # fmt: skip
 
@@ -273,6 +279,7 @@ def _training_schema(strict: bool) -> dict:
         ]
     }
     loss = _names(LOSSES, strict)
+    metric = _names(METRICS, strict)  # a custom loss is also a metric
     per_output = lambda item: {"anyOf": [item, {"type": "array", "items": item}, {"type": "object", "additionalProperties": item}]}  # noqa: E731
     return {
         "type": "object",
@@ -283,7 +290,7 @@ def _training_schema(strict: bool) -> dict:
                                                  "properties": {"type": loss}}]}),  # fmt: skip
             "loss_weights": {"anyOf": [{"type": "array", "items": {"type": "number"}},
                                        {"type": "object", "additionalProperties": {"type": "number"}}]},  # fmt: skip
-            "metrics": per_output({"anyOf": [{"enum": list(METRICS)}, {"type": "array", "items": {"enum": list(METRICS)}}]}),
+            "metrics": per_output({"anyOf": [metric, {"type": "array", "items": metric}]}),
             "batch_size": {"type": "integer", "minimum": 1},
             "epochs": {"type": "integer", "minimum": 1},
         },

@@ -410,11 +410,11 @@ def declared_losses(data) -> dict:
 
 
 def _with_builtin_losses(data: dict, declared: dict) -> dict:
-    """``data`` with every use of a declared custom loss in ``training.loss`` replaced by a
-    built-in name the schema accepts (the declarations are checked by
+    """``data`` with every use of a declared custom loss in ``training.loss`` and
+    ``training.metrics`` replaced by a built-in name the schema accepts (the declarations are checked by
     :func:`_custom_loss_problems`); shallow copies, ``data`` unchanged."""
     training = data.get("training")
-    if not declared or not isinstance(training, dict) or "loss" not in training:
+    if not declared or not isinstance(training, dict):
         return data
 
     def builtin(v):
@@ -424,14 +424,16 @@ def _with_builtin_losses(data: dict, declared: dict) -> dict:
             return {**v, "type": "mean_squared_error"}
         return v
 
-    loss = training["loss"]
-    if isinstance(loss, list):
-        loss = [builtin(v) for v in loss]
-    elif isinstance(loss, dict) and "type" not in loss:  # per output
-        loss = {k: builtin(v) for k, v in loss.items()}
-    else:
-        loss = builtin(loss)
-    return {**data, "training": {**training, "loss": loss}}
+    def per_output(v):
+        if isinstance(v, list):
+            return [builtin(e) for e in v]
+        if isinstance(v, dict) and "type" not in v:  # per output
+            return {k: per_output(e) for k, e in v.items()}
+        return builtin(v)
+
+    # a custom loss is also a metric (the mean of its values), as a loss function is in Keras
+    return {**data, "training": {**training, **{k: per_output(training[k]) for k in ("loss", "metrics")
+                                                if k in training}}}  # fmt: skip
 
 
 def _custom_loss_problems(doc: Document, declared: dict) -> list[Diagnostic]:
@@ -457,15 +459,21 @@ def _custom_loss_problems(doc: Document, declared: dict) -> list[Diagnostic]:
 
 
 def _hint_custom_losses(d: Diagnostic, declared: dict) -> Diagnostic:
-    """An unknown loss name in ``training.loss`` is checked against the declared custom losses too."""
-    if not declared or d.code != "E104" or not d.path.startswith("training.loss") or d.found is None:
+    """An unknown loss or metric name under ``training`` is checked against the declared custom
+    losses too (a custom loss is also a metric)."""
+    if not declared or d.code != "E104" or d.found is None:
         return d
     from dataclasses import replace
 
-    from .schema import LOSSES
+    from .schema import LOSSES, METRICS
 
-    found = d.found.strip("'")
-    return replace(d, hint=did_you_mean(found, [*declared, *LOSSES]))
+    if d.path.startswith("training.loss"):
+        known = LOSSES
+    elif d.path.startswith("training.metrics"):
+        known = METRICS
+    else:
+        return d
+    return replace(d, hint=did_you_mean(d.found.strip("'"), [*declared, *known]))
 
 
 def validate_document(doc: Document) -> None:
