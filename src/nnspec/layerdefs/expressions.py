@@ -810,7 +810,7 @@ def backward_lines(w: Writer, expr: Expression, shapes: list, vals: list, g_root
                 if need[ia]:
                     add(ia, _matmul(w, g, b, s, sb, _dims(sa, rows), rows, False, True), sa)
                 if need[ib]:
-                    add(ib, _matmul_tn(w, a, g, sa, s, _dims(sb, rows), rows), sb)
+                    add(ib, _matmul(w, a, g, sa, s, _dims(sb, rows), rows, True, False), sb)
         elif n.op in REDUCTIONS:
             add(n.args[0], _reduce_backward(w, n, args[0], vals[i], g, shapes[n.args[0]], rows), shapes[n.args[0]])
         else:  # pragma: no cover
@@ -820,15 +820,6 @@ def backward_lines(w: Writer, expr: Expression, shapes: list, vals: list, g_root
             dst = leaf_grads[n.name]
             src = grads[i]
             w.lines.append(f"np.add({dst}, {src}, {dst})")
-
-
-def _matmul_tn(w: Writer, a: str, g: str, sa: tuple, sg: tuple, dims: list, rows: str) -> str:
-    """``a^T @ g`` per leading index (the right operand's gradient of a batched product)."""
-    da, dg = _dims(sa, rows), _dims(sg, rows)
-    lead = _size(da[:-2])
-    a3 = f"{_contig(a)}.reshape(({lead}, {da[-2]}, {da[-1]}))"
-    g3 = f"{_contig(g)}.reshape(({lead}, {dg[-2]}, {dg[-1]}))"
-    return w.assign(f"{w.kernel(bmm)}({a3}, {g3}, True, False).reshape({_tuple(dims)})", "eg")
 
 
 def _reduce_backward(w: Writer, n: Node, x: str, y: str, g: str, sx: tuple, rows: str) -> str:
@@ -846,7 +837,7 @@ def _reduce_backward(w: Writer, n: Node, x: str, y: str, g: str, sx: tuple, rows
         hit = w.assign(f"({x} == {yk}).astype(np.float32)", "eg")
         ties = w.assign(f"np.zeros({_tuple(kd)}, np.float32)", "eg")
         w.lines.append(f"{w.kernel(sum_to)}({hit}.reshape({hit}.size), {_tuple(xd)}, "
-                       f"{_tuple([str(s) for s in _strides(kept, sx)])}, {ties}.reshape({ties}.size))")  # fmt: skip
+                       f"{_tuple(_strides(kept, sx, rows))}, {ties}.reshape({ties}.size))")  # fmt: skip
         return w.assign(f"{hit} * ({gk} / {ties})", "eg")
     # one run (or sum/mean over several): undo each run, innermost result first
     cur_dims = list(xd)
@@ -871,28 +862,11 @@ def _reduce_backward(w: Writer, n: Node, x: str, y: str, g: str, sx: tuple, rows
     return w.assign(f"{grad}.reshape({_tuple(xd)})", "eg")
 
 
-def _strides(target: tuple, grid: tuple) -> list[int]:
-    """Row-major strides of ``target`` along each axis of ``grid`` (right-aligned; 0 where the
-    target is broadcast or absent)."""
-    padded = (1,) * (len(grid) - len(target)) + tuple(target)
-    out = []
-    acc = 1
-    for p, gdim in zip(reversed(padded), reversed(grid)):
-        out.append(0 if (p == 1 and gdim != 1) else acc)
-        acc *= 1 if p in (None, BATCH) else p
-    out.reverse()
-    return out
-
-
 def _sum_to(w: Writer, g: str, gshape: tuple, target: tuple, rows: str) -> str:
     """``g`` (shaped ``gshape``) summed down to ``target``'s shape (broadcasting's adjoint)."""
     td = _dims(target, rows)
     out = w.assign(f"np.zeros({_tuple(td) if td else '(1,)'}, np.float32)", "eg")
-    if BATCH in target and BATCH in gshape:
-        # the batch axis (the only run-time length) has the same stride on both sides
-        strides = _runtime_strides(target, gshape, rows)
-    else:
-        strides = [str(s) for s in _strides(target, gshape)]
+    strides = _strides(target, gshape, rows)
     gd = _dims(gshape, rows)
     w.lines.append(f"{w.kernel(sum_to)}({_contig(g)}.reshape({_size(gd)}), {_tuple(gd)}, {_tuple(strides)}, "
                    f"{out}.reshape({out}.size))")  # fmt: skip
@@ -901,7 +875,9 @@ def _sum_to(w: Writer, g: str, gshape: tuple, target: tuple, rows: str) -> str:
     return out
 
 
-def _runtime_strides(target: tuple, grid: tuple, rows: str) -> list[str]:
+def _strides(target: tuple, grid: tuple, rows: str) -> list[str]:
+    """Row-major strides of ``target`` along each axis of ``grid`` (right-aligned; 0 where the
+    target is broadcast or absent), as expressions: the batch axis's length is ``rows``."""
     padded = (1,) * (len(grid) - len(target)) + tuple(target)
     out = []
     acc = "1"
@@ -910,10 +886,6 @@ def _runtime_strides(target: tuple, grid: tuple, rows: str) -> list[str]:
         acc = f"{acc} * {rows if p == BATCH else p}"
     out.reverse()
     return out
-
-
-# ----------------------------------------------------------------------------- weight shapes
-
 
 def eval_shape(value, names: dict) -> tuple:
     """A custom weight's shape: a list of dimensions (see :func:`eval_dim`), or one string
