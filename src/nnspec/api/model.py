@@ -260,7 +260,14 @@ class Model(TrainMixin, RunMixin, Layer):
 
     @classmethod
     def from_config(cls, config: dict) -> "Model":
-        return _model_from_doc(Document(json.loads(json.dumps(config))))
+        """The model of a config: an nnspec model file as a dict (``get_config()``), or a Keras
+        model's config (``keras_model.get_config()``, or the parsed ``to_json()``)."""
+        from .keras_config import is_keras_config, model_from_keras_config
+
+        config = json.loads(json.dumps(config))
+        if is_keras_config(config):
+            return model_from_keras_config(config)
+        return _model_from_doc(Document(config))
 
     def to_json(self, **kwargs) -> str:
         kwargs.setdefault("indent", 2)
@@ -547,6 +554,13 @@ def load(path_or_text: str | os.PathLike, *, seed: int | None = None) -> Model:
 
 
 def model_from_json(text: str) -> Model:
+    """The model of a JSON text: an nnspec model file, or a Keras model's ``to_json()``
+    (read by :mod:`nnspec.api.keras_config`)."""
+    from .keras_config import model_from_keras_config, read_keras_json
+
+    keras_config = read_keras_json(text)
+    if keras_config is not None:
+        return model_from_keras_config(keras_config)
     return _model_from_doc(load_text(text))
 
 

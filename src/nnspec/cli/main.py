@@ -34,6 +34,7 @@ Examples:
   nnspec fit specs/headline.yaml --data train.npz --epochs 5 --weights-out w.safetensors
   nnspec evaluate specs/headline.yaml --data test.npz --weights w.safetensors
   nnspec schema -o nnspec.schema.json
+  nnspec import keras_model.keras -o model.yaml
 """
 
 
@@ -190,6 +191,73 @@ def schema(output) -> None:
         write_text_atomic(output, text)
     else:
         click.echo(text, nl=False)
+
+
+@cli.command("import")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              help="Write the model file here (YAML; JSON if the name ends in .json). Default: print it.")
+def import_cmd(source, output) -> None:
+    """Write the model file of a Keras model: SOURCE is its ``to_json()`` text (.json) or a
+    ``.keras`` archive (its config.json is read; the weights are not).
+
+    The layers, their arguments and the graph are Keras's own (shared layers become ``shares``,
+    nested models ``models``); arguments left at Keras's defaults are left out. What nnspec
+    cannot express (Lambda layers, custom classes, keras.ops calls in the graph) is an error
+    naming the layer.
+
+    \b
+    Examples:
+      nnspec import classifier.keras -o specs/classifier.yaml
+      python -c "print(model.to_json())" > m.json && nnspec import m.json
+    """
+    from ..api.keras_config import is_keras_config, model_from_keras_config
+    from ..specs.errors import NnspecError
+
+    try:
+        config = _keras_config_of(source)
+        if not is_keras_config(config):
+            raise click.ClickException(f"{source}: not a Keras model config (no class_name Functional/Sequential "
+                                       "with a config, nor a list of layers)")  # fmt: skip
+        model = model_from_keras_config(config)
+    except NnspecError as e:
+        click.echo(f"{source}: {e}", err=True)
+        sys.exit(EXIT_INVALID)
+    from ..compiler.normalize import minimal_spec
+
+    spec = minimal_spec(model.get_config())
+    if output and output.endswith(".json"):
+        text = json.dumps(spec, indent=2) + "\n"
+    else:
+        import yaml
+
+        text = yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=110)
+    if output:
+        from ..specs.atomic import write_text_atomic
+
+        write_text_atomic(output, text)
+        click.echo(f"wrote {output}: model '{model.name}', {model.count_params():,} parameters")
+    else:
+        click.echo(text, nl=False)
+
+
+def _keras_config_of(source: str):
+    """The parsed Keras config of a .json file or a .keras archive (a zip holding config.json)."""
+    import zipfile
+
+    if zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as z:
+            if "config.json" not in z.namelist():
+                raise click.ClickException(f"{source}: a .keras archive holds config.json; this zip does not")
+            raw = z.read("config.json")
+    else:
+        with open(source, "rb") as f:
+            raw = f.read()
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise click.ClickException(f"{source}: not JSON ({e}); a Keras model config is the text of "
+                                   "model.to_json(), or a .keras archive") from None
 
 
 def _read_arrays(path: str, names: list[str]) -> dict:

@@ -33,6 +33,64 @@ def normalize_layer(spec: dict) -> dict:
     return {"type": type_name, **attrs}
 
 
+_ALIASES = {"uniform": "random_uniform", "normal": "random_normal"}  # Keras's initializer aliases
+
+
+def minimal_layer(spec: dict) -> dict:
+    """The inverse of :func:`normalize_layer` for reviewers: ``spec`` without the attributes
+    that equal their defaults (nested layers likewise). Custom layers, ``shares`` and sub-model
+    calls are returned as they are."""
+    type_name = spec.get("type")
+    defn = REGISTRY.get(type_name)
+    if type_name == "Model":
+        return {k: v for k, v in spec.items() if (k, v) not in (("trainable", True), ("dtype", "float32"))}
+    if defn is None or type_name == "CustomLayer":
+        return dict(spec)
+    nested = {k: map_nested(v, lambda d: minimal_layer(d) if isinstance(d, dict) else d)
+              for k, v in spec.items() if k in NESTED_LAYER_KEYS}  # fmt: skip
+    plain = {k: v for k, v in spec.items() if k != "type" and k not in NESTED_LAYER_KEYS}
+    required = {a.name for a in defn.attrs if a.required}
+    try:
+        full = normalize_attrs(defn, {**plain, **nested})
+        defaults = normalize_attrs(defn, {k: v for k, v in {**plain, **nested}.items() if k in required})
+    except Exception:  # an invalid value: leave the layer as written, its check reports it
+        return dict(spec)
+
+    def canon(v):
+        return _ALIASES.get(v, v) if isinstance(v, str) else v
+
+    def default(k, v):
+        if k == "strides" and defaults.get(k) is None and "pool_size" in full:  # pooling: strides = pool_size
+            return v == full["pool_size"]
+        return canon(full.get(k)) == canon(defaults.get(k))
+
+    out = {"type": type_name}
+    for k, v in spec.items():
+        if k == "type":
+            continue
+        if k in nested:
+            if k in required or nested[k] is not None:
+                out[k] = nested[k]
+        elif k in required or not default(k, v):
+            out[k] = v
+    return out
+
+
+def minimal_spec(spec: dict) -> dict:
+    """A model file (normalized or not) with every layer as :func:`minimal_layer` writes it and
+    inputs without their default dtype."""
+    out = dict(spec)
+    if isinstance(spec.get("models"), dict):
+        out["models"] = {n: minimal_spec(m) if isinstance(m, dict) else m for n, m in spec["models"].items()}
+    if isinstance(spec.get("inputs"), dict):
+        out["inputs"] = {n: {k: v for k, v in d.items() if not (k == "dtype" and v == "float32")}
+                         for n, d in spec["inputs"].items()}  # fmt: skip
+    if isinstance(spec.get("layers"), dict):
+        out["layers"] = {n: minimal_layer(d) if isinstance(d, dict) and "type" in d else d
+                         for n, d in spec["layers"].items()}  # fmt: skip
+    return out
+
+
 def _node_spec(node: Node) -> dict:
     if node.shared:
         return {"shares": node.layer}

@@ -151,6 +151,10 @@ class WeightsError(NnspecError, ValueError):
     """A weights file or list does not fit the model."""
 
 
+class KerasConfigError(NnspecError, ValueError):
+    """A Keras model config that nnspec cannot read (names the model, the layer and why)."""
+
+
 def did_you_mean(name: str, candidates) -> str | None:
     """A hint naming the closest candidate, or None when nothing is close."""
     import difflib

@@ -27,11 +27,31 @@ def _validator():
     return jsonschema.Draft7Validator(schema), schema
 
 
+KERAS_MODEL_CLASSES = ("Functional", "Model", "Sequential")
+
+
+def is_keras_config(obj) -> bool:
+    """Whether ``obj`` (parsed JSON) is a Keras model config (``to_json()`` or ``get_config()``)
+    rather than an nnspec model file."""
+    if not isinstance(obj, dict) or "format" in obj:
+        return False
+    if obj.get("class_name") in KERAS_MODEL_CLASSES and isinstance(obj.get("config"), dict):
+        return True
+    layers = obj.get("layers")
+    return isinstance(layers, list) and bool(layers) and all(isinstance(x, dict) and "class_name" in x
+                                                             for x in layers)  # fmt: skip
+
+
 def check_format(doc: Document) -> None:
     """Check ``format`` and migrate an older version in place. Raises SchemaError (E010)."""
     data = doc.data
     if "format" not in data:
-        raise SchemaError([doc.diag("E010", f"missing 'format'; expected 'format: {CURRENT}' as the first key", ())])
+        hint = None
+        if is_keras_config(data):
+            where = doc.file or "FILE"
+            hint = f"this is a Keras model config: 'nnspec import {where} -o model.yaml' writes its model file"
+        raise SchemaError([doc.diag("E010", f"missing 'format'; expected 'format: {CURRENT}' as the first key", (),
+                                    hint=hint)])  # fmt: skip
     fmt = data["format"]
     if fmt not in KNOWN:
         hint = None

@@ -1,0 +1,427 @@
+"""Keras model configs read into nnspec (api/keras_config.py): ``nnspec.model_from_json(
+keras_model.to_json())``, ``Model.from_config(keras_model.get_config())`` and ``nnspec import``.
+
+- Every layer case of the gradient suites, made in Keras and serialized by Keras, reads back to a
+  layer with the same weights (names, shapes, initial values from one seed) and the same output
+  (the NumPy reference on the same inputs and weights).
+- Every seed, built in Keras from its file and written by Keras's ``to_json``, reads back to a
+  model with Keras's parameter count and Keras's predictions given Keras's weights.
+- Models written directly in Keras: Sequential with and without an Input, a shared layer, a
+  model called as a layer and under TimeDistributed, masks (Keras records their ops as nodes),
+  call arguments; a Keras 2 config.
+- What nnspec cannot read is one clear error naming the layer: Lambda, custom classes, custom
+  objects, unknown arguments, explicit masks, initial states, unbuilt Sequential models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import nnspec  # noqa: E402
+from nnspec.api.keras_config import _Reader  # noqa: E402
+from nnspec.api.layer import _strip, layer_from_spec  # noqa: E402
+from nnspec.compiler.normalize import minimal_layer, minimal_spec, normalize_layer  # noqa: E402
+from nnspec.layerdefs import REGISTRY  # noqa: E402
+from nnspec.layerdefs.base import TensorType, normalize_attrs  # noqa: E402
+from nnspec.runtime.initializers import initialize  # noqa: E402
+from nnspec.specs.errors import KerasConfigError  # noqa: E402
+
+keras = pytest.importorskip("keras", reason="the test extras install Keras (pip install '.[test]')")
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+SEEDS = sorted(p.stem for p in SPECS.glob("*.yaml"))
+
+
+# ----------------------------------------------------------------------------- layer by layer
+
+
+def _layer_cases():
+    from test_registry_contract import _gradient_cases
+
+    return [c for c in _gradient_cases() if getattr(c, "keras", None) is None and c.type != "CustomLayer"]
+
+
+def _in_types(c) -> list:
+    if not hasattr(c, "shapes"):  # test_backward_recurrent's cases: a group of input shapes
+        from test_backward_recurrent import FEATURES, GROUPS
+
+        shape, _, masked, _ = GROUPS[c.group]
+        return [TensorType((None, *shape, FEATURES) if masked else (None, *shape), "float32")]
+    if c.ids:
+        return [TensorType((None, *s), "int32") for s in c.shapes]
+    if c.masked:
+        return [TensorType((None, *s, c.dim), "float32") for s in c.shapes]
+    return [TensorType((None, *s), "float32") for s in c.shapes]
+
+
+def _facts(layer, in_types, seed: int):
+    """(weight names and shapes, initial weights from ``seed``, reference output) of an nnspec
+    layer object on inputs of ``in_types``."""
+    specs = layer._param_specs(in_types)
+    rng = np.random.default_rng(seed)
+    initial = [initialize(p.initializer, p.shape, np.random.default_rng(seed + i)) for i, p in enumerate(specs)]
+    weights = [rng.normal(size=p.shape).astype(np.float32) * 0.5 for p in specs]
+    if layer.type in ("BatchNormalization",):  # a variance must be positive
+        weights = [np.abs(w) + 0.5 for w in weights]
+    inputs = []
+    for t in in_types:
+        shape = (2, *t.shape[1:])
+        if t.dtype == "int32":
+            inputs.append(rng.integers(0, 3, size=shape).astype(np.int32))
+        else:
+            inputs.append(rng.uniform(-1, 1, size=shape).astype(np.float32))
+    defn = REGISTRY[layer.type]
+    out = defn.reference(normalize_attrs(defn, _strip(layer.layer_spec())), inputs, weights, None)
+    return [(p.name, p.shape, p.trainable) for p in specs], initial, out
+
+
+@pytest.mark.parametrize("case", _layer_cases(), ids=lambda c: c.id)
+def test_a_keras_layer_config_reads_back_to_the_same_layer(case):
+    from keras_ref import call_attrs, keras_layer
+
+    klayer = keras_layer(case.type, case.attrs)
+    serialized = json.loads(json.dumps(keras.saving.serialize_keras_object(klayer)))
+    _, call_kwargs = call_attrs(case.type, case.attrs)  # Keras keeps them in the call, not the layer
+    imported = _Reader().layer(serialized, case.id, kwargs_of=[call_kwargs])
+    assert imported.type == case.type
+    original = layer_from_spec({"type": case.type, **case.attrs})
+    in_types = _in_types(case)
+    # the same weights and output as the layer Keras was made from, for the imported layer and
+    # for what `nnspec import` writes of it (arguments at their defaults left out)
+    written = layer_from_spec(minimal_layer(normalize_layer(imported.layer_spec())))
+    want = _facts(original, in_types, 7)
+    for layer in (imported, written):
+        got = _facts(layer, in_types, 7)
+        assert got[0] == want[0]
+        for a, b in zip(got[1], want[1]):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(got[2], want[2]):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("name", SEEDS)
+def test_the_minimal_file_is_the_same_model(name):
+    """``nnspec import`` writes only what differs from the defaults; read back, it is the same model."""
+    m = nnspec.load(SPECS / f"{name}.yaml")
+    small = minimal_spec(m.get_config())
+    assert nnspec.Model.from_config(small).get_config() == m.get_config()
+    assert "use_bias" not in json.dumps(small["layers"])  # no seed sets it; defaults are left out
+
+
+# ----------------------------------------------------------------------------- the seeds
+
+
+def _keras_seed(name: str):
+    from keras_from_spec import keras_model_from_spec
+
+    return keras_model_from_spec(SPECS / f"{name}.yaml")
+
+
+def _inputs(model, n: int = 3, seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in model.inputs:
+        shape = (n, *t.shape[1:])
+        if str(t.dtype).startswith("int"):
+            out.append(rng.integers(0, 50, size=shape).astype(np.int32))
+        else:
+            out.append(rng.uniform(-1, 1, size=shape).astype(np.float32))
+    return out
+
+
+@pytest.mark.parametrize("name", [s for s in SEEDS if s != "custom_layers"])
+def test_a_seed_written_by_keras_reads_back_with_kerass_numbers(name):
+    km = _keras_seed(name)
+    m = nnspec.model_from_json(km.to_json())
+    assert m.count_params() == km.count_params()
+    assert [i.shape[1:] for i in m.inputs] == [tuple(t.shape[1:]) for t in km.inputs]
+    m.set_weights(km.get_weights())
+    xs = _inputs(km)
+    want = km.predict(xs if len(xs) > 1 else xs[0], verbose=0)
+    got = m.predict(xs if len(xs) > 1 else xs[0])
+    for a, b in zip(got if isinstance(got, list) else [got], want if isinstance(want, list) else [want]):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-4, atol=1e-5)
+    # the same file as the seed's, up to the names Keras gives what the file leaves unnamed
+    assert m.get_config()["outputs"] == nnspec.load(SPECS / f"{name}.yaml").get_config()["outputs"]
+
+
+def test_from_config_takes_a_keras_models_get_config():
+    km = _keras_seed("headline")
+    m = nnspec.Model.from_config(km.get_config())
+    assert m.count_params() == km.count_params()
+    # Keras lists every input first only in nnspec; the weighted layers come in Keras's order
+    assert [x.name for x in m.layers if x.type != "InputLayer"] == [
+        x.name for x in km.layers if type(x).__name__ != "InputLayer"
+    ]
+    m.set_weights(km.get_weights())
+    for a, b in zip(m.get_weights(), km.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_custom_layer_seed_is_refused_with_the_class_name():
+    with pytest.raises(KerasConfigError, match="layer class 'CustomDense'.*custom_layers"):
+        nnspec.model_from_json(_keras_seed("custom_layers").to_json())
+
+
+# ----------------------------------------------------------------------------- written in Keras
+
+
+def _roundtrip(km, x=None):
+    """Read ``km``'s JSON; same parameter counts (trainable too) and, given Keras's weights,
+    Keras's predictions (outputs given as a dict come in Keras's order, by key)."""
+    m = nnspec.model_from_json(km.to_json())
+    assert m.count_params() == km.count_params()
+    assert len(m.trainable_weights) == len(km.trainable_weights)
+    m.set_weights(km.get_weights())
+    if x is None:
+        xs = _inputs(km)
+        x = xs if len(xs) > 1 else xs[0]
+    want, got = km.predict(x, verbose=0), m.predict(x)
+    want = [want[k] for k in sorted(want)] if isinstance(want, dict) else want
+    got, want = (got if isinstance(got, list) else [got]), (want if isinstance(want, list) else [want])
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-4, atol=1e-5)
+    return m
+
+
+def test_sequential_with_and_without_an_input():
+    L = keras.layers
+    a = keras.Sequential([keras.Input((8,)), L.Dense(5, activation="relu"), L.Dropout(0.5), L.Dense(2)])
+    m = _roundtrip(a)
+    assert isinstance(m, nnspec.Sequential) and "edges" not in m.get_config()
+    b = keras.Sequential([L.Dense(4, activation="tanh", kernel_regularizer=keras.regularizers.L2(0.01)), L.Dense(1)])
+    b.build((None, 6))
+    m = _roundtrip(b)
+    first = next(iter(m.get_config()["layers"].values()))
+    assert first["kernel_regularizer"] == {"type": "l2", "l2": 0.01}
+
+
+def test_an_unbuilt_sequential_model_says_its_input_shape_is_unknown():
+    km = keras.Sequential([keras.layers.Dense(3)])
+    with pytest.raises(KerasConfigError, match="input shape is unknown"):
+        nnspec.model_from_json(km.to_json())
+
+
+def test_shared_layers_nested_models_and_time_distributed():
+    L = keras.layers
+    # a shared LSTM over two inputs
+    a, b = keras.Input((5, 4), name="a"), keras.Input((5, 4), name="b")
+    shared = L.LSTM(6, name="shared")
+    merged = L.Concatenate()([shared(a), shared(b)])
+    km = keras.Model([a, b], L.Dense(1, activation="sigmoid")(merged))
+    m = _roundtrip(km)
+    layers = m.get_config()["layers"]
+    assert sum(1 for v in layers.values() if v.get("shares") == "shared") == 1
+    # a model called as a layer, and under TimeDistributed
+    img = keras.Input((6, 6, 2))
+    feat = L.GlobalAveragePooling2D()(L.Conv2D(3, 3, activation="relu")(img))
+    vision = keras.Model(img, feat, name="vision")
+    frames = keras.Input((4, 6, 6, 2))
+    per_frame = L.TimeDistributed(vision)(frames)
+    single = keras.Input((6, 6, 2))
+    out = L.Concatenate()([L.LSTM(3)(per_frame), vision(single)])
+    m = _roundtrip(keras.Model([frames, single], L.Dense(2)(out)))
+    assert "vision" in m.get_config()["models"]
+
+
+def test_masks_keras_records_as_ops_are_derived_along_the_graph():
+    """Keras 3 writes the masks' ``not_equal``/``logical_or`` as nodes and passes them as ``mask``
+    arguments; nnspec derives the same masks, so predictions with padded ids are Keras's."""
+    L = keras.layers
+    ids = keras.Input((7,), dtype="int32")
+    e = L.Embedding(20, 4, mask_zero=True)(ids)
+    h = L.Add()([L.Dense(4)(e), e])
+    out = L.Dense(2)(L.GlobalAveragePooling1D()(L.LSTM(3, return_sequences=True)(h)))
+    km = keras.Model(ids, out)
+    assert any(layer["class_name"] == "NotEqual" for layer in json.loads(km.to_json())["config"]["layers"])
+    m = nnspec.model_from_json(km.to_json())
+    m.set_weights(km.get_weights())
+    x = np.array([[3, 4, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7]], np.int32)
+    np.testing.assert_allclose(m.predict(x), np.asarray(km.predict(x, verbose=0)), rtol=1e-4, atol=1e-6)
+
+
+def test_inputs_and_outputs_given_as_dicts_come_in_kerass_order():
+    """The functional guide's ticket classifier: three inputs, outputs as a dict."""
+    L = keras.layers
+    title = keras.Input(shape=(None,), name="title", dtype="int32")
+    body = keras.Input(shape=(None,), name="body", dtype="int32")
+    tags = keras.Input(shape=(12,), name="tags")
+    x = L.concatenate([L.LSTM(8)(L.Embedding(100, 6)(title)), L.LSTM(4)(L.Embedding(100, 6)(body)), tags])
+    km = keras.Model({"title": title, "body": body, "tags": tags},
+                     {"priority": L.Dense(1, name="priority")(x), "department": L.Dense(4, name="department")(x)})
+    rng = np.random.default_rng(1)
+    x = {"title": rng.integers(0, 100, (3, 7)).astype(np.int32), "body": rng.integers(0, 100, (3, 9)).astype(np.int32),
+         "tags": rng.uniform(size=(3, 12)).astype(np.float32)}  # fmt: skip
+    m = _roundtrip(km, x)
+    assert m.get_config()["outputs"] == ["department", "priority"]
+
+
+def test_masks_frozen_layers_batch_norm_and_a_given_backward_layer():
+    L = keras.layers
+    ids = keras.Input((6,), dtype="int32")
+    e = L.Embedding(30, 8, mask_zero=True)(ids)
+    backward = L.GRU(4, return_sequences=True, go_backwards=True, reset_after=False)
+    bi = L.Bidirectional(L.LSTM(4, return_sequences=True), backward_layer=backward)(e)
+    d = L.Dense(5, trainable=False)(L.Attention()([bi, bi]))
+    out = L.Dense(2, activation="softmax")(L.GlobalMaxPooling1D()(L.BatchNormalization()(d)))
+    km = keras.Model(ids, out)
+    m = _roundtrip(km, np.array([[1, 2, 3, 0, 0, 0], [4, 5, 6, 7, 8, 9]], np.int32))
+    (bi_spec,) = [v for v in m.get_config()["layers"].values() if v["type"] == "Bidirectional"]
+    assert bi_spec["backward_layer"]["type"] == "GRU" and bi_spec["backward_layer"]["reset_after"] is False
+
+
+def test_call_arguments_become_attributes():
+    L = keras.layers
+    x = keras.Input((5, 4))
+    att = L.MultiHeadAttention(num_heads=2, key_dim=3)(x, x, use_causal_mask=True)
+    km = keras.Model(x, att)
+    m = _roundtrip(km)
+    (mha,) = [v for v in m.get_config()["layers"].values() if v["type"] == "MultiHeadAttention"]
+    assert mha["use_causal_mask"] is True
+
+
+def test_a_keras_2_config_is_read():
+    """tf.keras 2 wrote inbound nodes as nested lists and initializers without a module."""
+    config = {
+        "class_name": "Functional",
+        "config": {
+            "name": "model",
+            "layers": [
+                {"class_name": "InputLayer", "name": "x", "inbound_nodes": [],
+                 "config": {"batch_input_shape": [None, 4], "dtype": "float32", "sparse": False, "name": "x"}},
+                {"class_name": "Dense", "name": "d", "inbound_nodes": [[["x", 0, 0, {}]]],
+                 "config": {"name": "d", "trainable": True, "dtype": "float32", "units": 3, "activation": "relu",
+                            "use_bias": True, "kernel_initializer": {"class_name": "GlorotUniform",
+                                                                     "config": {"seed": None}},
+                            "bias_initializer": {"class_name": "Zeros", "config": {}}, "kernel_regularizer": None,
+                            "bias_regularizer": None, "activity_regularizer": None, "kernel_constraint":
+                                {"class_name": "MaxNorm", "config": {"max_value": 2, "axis": 0}},
+                            "bias_constraint": None}},
+                {"class_name": "LeakyReLU", "name": "act", "inbound_nodes": [[["d", 0, 0, {}]]],
+                 "config": {"name": "act", "alpha": 0.1}},
+                {"class_name": "Dense", "name": "out", "inbound_nodes": [[["act", 0, 0, {}]]],
+                 "config": {"name": "out", "units": 1, "activation": "sigmoid"}},
+            ],
+            "input_layers": [["x", 0, 0]],
+            "output_layers": [["out", 0, 0]],
+        },
+        "keras_version": "2.15.0",
+        "backend": "tensorflow",
+    }  # fmt: skip
+    m = nnspec.model_from_json(json.dumps(config))
+    spec = m.get_config()
+    assert spec["layers"]["d"]["units"] == 3
+    assert spec["layers"]["d"]["kernel_constraint"] == {"type": "max_norm", "max_value": 2, "axis": 0}
+    assert spec["layers"]["act"]["negative_slope"] == 0.1  # Keras 2's alpha
+    assert m.count_params() == 4 * 3 + 3 + 3 + 1
+    # a Keras 2 Sequential model: the first layer carries the input shape
+    seq = {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "Dense", "config": {"name": "a", "units": 2, "batch_input_shape": [None, 5],
+                                           "dtype": "float32"}},
+        {"class_name": "Dense", "config": {"name": "b", "units": 1}}]}}  # fmt: skip
+    m = nnspec.model_from_json(json.dumps(seq))
+    assert m.inputs[0].shape == (None, 5) and m.count_params() == 5 * 2 + 2 + 3
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def _functional(layer_entry: dict, kwargs: dict | None = None) -> str:
+    node = {"args": [{"class_name": "__keras_tensor__", "config": {"shape": [None, 4], "dtype": "float32",
+                                                                    "keras_history": ["x", 0, 0]}}],
+            "kwargs": kwargs or {}}  # fmt: skip
+    return json.dumps({"class_name": "Functional", "config": {
+        "name": "m",
+        "layers": [{"class_name": "InputLayer", "name": "x", "inbound_nodes": [],
+                    "config": {"batch_shape": [None, 4], "dtype": "float32", "name": "x"}},
+                   {**layer_entry, "name": "f", "inbound_nodes": [node]}],
+        "input_layers": [["x", 0, 0]], "output_layers": [["f", 0, 0]]}})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "entry, kwargs, message",
+    [
+        ({"class_name": "Lambda", "config": {"name": "f", "function": "..."}}, None, "layer 'f': Lambda layers hold"),
+        ({"class_name": "MyLayer", "registered_name": "Custom>MyLayer", "config": {"name": "f"}}, None,
+         "layer class 'MyLayer'.*custom"),
+        ({"class_name": "Dens", "config": {"units": 2}}, None, "did you mean 'Dense'"),
+        ({"class_name": "Dense", "config": {"units": 2, "unit": 3}}, None, "Dense argument 'unit' = 3"),
+        ({"class_name": "Dense", "config": {"units": 2, "kernel_initializer": {"module": "mine", "class_name":
+                                                                               "MyInit", "config": {}}}}, None,
+         "argument 'kernel_initializer': 'MyInit'"),
+        ({"class_name": "Dense", "config": {"units": 2, "lora_rank": 4}}, None, "'lora_rank' = 4"),
+        ({"class_name": "LSTM", "config": {"units": 2}}, {"initial_state": [{"class_name": "__keras_tensor__",
+                                                                               "config": {"keras_history":
+                                                                                          ["x", 0, 0]}}]},
+         "'initial_state' is not supported"),
+        ({"class_name": "Dense", "config": {"units": 2}}, {"mask": {"class_name": "__keras_tensor__",
+                                                                      "config": {"keras_history": ["x", 0, 0]}}},
+         "given a mask made by 'x'"),
+        ({"class_name": "Dense", "config": {"units": -2}}, None, "layer 'f'.*units"),
+    ],
+    ids=["lambda", "custom-class", "typo-class", "unknown-argument", "custom-initializer", "lora", "initial-state",
+         "explicit-mask", "bad-value"],
+)
+def test_what_nnspec_cannot_read_is_one_clear_error(entry, kwargs, message):
+    with pytest.raises(KerasConfigError, match=message):
+        nnspec.model_from_json(_functional(entry, kwargs))
+
+
+def test_a_keras_op_in_the_graph_is_refused():
+    x = keras.Input((4,))
+    km = keras.Model(x, keras.layers.Dense(2)(keras.ops.exp(x)))
+    with pytest.raises(KerasConfigError, match="Keras op 'Exp'"):
+        nnspec.model_from_json(km.to_json())
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def test_nnspec_import_writes_a_model_file_from_json_and_from_a_keras_archive(tmp_path):
+    from click.testing import CliRunner
+
+    from nnspec.cli.main import cli as main
+
+    km = _keras_seed("shared_feature_lstm")
+    (tmp_path / "m.json").write_text(km.to_json())
+    km.save(tmp_path / "m.keras")
+    runner = CliRunner()
+    for src in ("m.json", "m.keras"):
+        out = tmp_path / f"{src}.yaml"
+        r = runner.invoke(main, ["import", str(tmp_path / src), "-o", str(out)])
+        assert r.exit_code == 0, r.output
+        m = nnspec.load(out)
+        assert m.count_params() == km.count_params()
+        assert m.get_config() == nnspec.model_from_json(km.to_json()).get_config()
+    r = runner.invoke(main, ["import", str(tmp_path / "m.json")])  # to stdout
+    assert r.exit_code == 0 and r.output.startswith("format: nnspec/1")
+    with zipfile.ZipFile(tmp_path / "bad.keras", "w") as z:
+        z.writestr("metadata.json", "{}")
+    r = runner.invoke(main, ["import", str(tmp_path / "bad.keras")])
+    assert r.exit_code != 0 and "config.json" in r.output and "Traceback" not in r.output
+
+
+def test_validating_a_keras_config_points_at_nnspec_import(tmp_path):
+    from click.testing import CliRunner
+
+    from nnspec.cli.main import cli
+
+    path = tmp_path / "keras.json"
+    path.write_text(_keras_seed("mlp").to_json())
+    r = CliRunner().invoke(cli, ["validate", str(path)])
+    assert r.exit_code == 1
+    assert "E010" in r.output and f"nnspec import {path} -o model.yaml" in r.output
+    r = CliRunner().invoke(cli, ["import", str(SPECS / "mlp.yaml")])
+    assert r.exit_code != 0 and "not JSON" in r.output and "model.to_json()" in r.output
+    (tmp_path / "mlp.json").write_text(nnspec.load(SPECS / "mlp.yaml").to_json())
+    r = CliRunner().invoke(cli, ["import", str(tmp_path / "mlp.json")])
+    assert r.exit_code != 0 and "not a Keras model config" in r.output
