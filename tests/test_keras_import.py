@@ -233,6 +233,18 @@ def test_shared_layers_nested_models_and_time_distributed():
     assert "vision" in m.get_config()["models"]
 
 
+def test_a_frozen_base_model_stays_frozen():
+    """Keras's transfer-learning idiom: a base model with ``trainable = False`` inside a new one."""
+    L = keras.layers
+    img = keras.Input((6,))
+    base = keras.Model(img, L.Dense(4, activation="relu")(L.Dense(5)(img)), name="base")
+    base.trainable = False
+    x = keras.Input((6,))
+    km = keras.Model(x, L.Dense(1)(base(x)))
+    m = _roundtrip(km)
+    assert len(km.trainable_weights) == 2 and len(m.trainable_weights) == 2
+
+
 def test_masks_keras_records_as_ops_are_derived_along_the_graph():
     """Keras 3 writes the masks' ``not_equal``/``logical_or`` as nodes and passes them as ``mask``
     arguments; nnspec derives the same masks, so predictions with padded ids are Keras's."""
@@ -425,3 +437,50 @@ def test_validating_a_keras_config_points_at_nnspec_import(tmp_path):
     (tmp_path / "mlp.json").write_text(nnspec.load(SPECS / "mlp.yaml").to_json())
     r = CliRunner().invoke(cli, ["import", str(tmp_path / "mlp.json")])
     assert r.exit_code != 0 and "not a Keras model config" in r.output
+
+
+def test_a_keras_archive_brings_its_training_setup(tmp_path):
+    """A ``.keras`` archive holds ``compile_config``: it becomes the ``training`` section, and
+    ``compile()`` with no arguments then trains one step as Keras does."""
+    L = keras.layers
+    x = keras.Input((6,), name="x")
+    h = L.Dense(8, activation="relu", name="h")(x)
+    km = keras.Model(x, [L.Dense(3, activation="softmax", name="out")(h), L.Dense(1, name="aux")(h)])
+    km.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01, clipnorm=1.0),
+               loss={"out": keras.losses.CategoricalCrossentropy(label_smoothing=0.1), "aux": "mse"},
+               loss_weights={"out": 1.0, "aux": 0.2}, metrics={"out": ["accuracy"], "aux": [keras.metrics.MeanAbsoluteError()]})  # fmt: skip
+    km.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+        config = json.loads(z.read("config.json"))
+    m = nnspec.Model.from_config(config)
+    training = m.get_config()["training"]
+    assert training["optimizer"] == {"type": "adam", "learning_rate": 0.01, "clipnorm": 1.0, "beta_1": 0.9,
+                                     "beta_2": 0.999, "epsilon": 1e-07, "amsgrad": False}  # fmt: skip
+    assert training["loss"] == {"out": {"type": "categorical_crossentropy", "from_logits": False,
+                                        "label_smoothing": 0.1, "axis": -1}, "aux": "mse"}  # fmt: skip
+    assert training["loss_weights"] == {"out": 1.0, "aux": 0.2}
+    assert training["metrics"] == {"out": ["accuracy"], "aux": ["mean_absolute_error"]}
+    m.set_weights(km.get_weights())
+    m.compile()
+    rng = np.random.default_rng(3)
+    xb = rng.normal(size=(5, 6)).astype(np.float32)
+    yb = [np.eye(3, dtype=np.float32)[rng.integers(0, 3, 5)], rng.normal(size=(5, 1)).astype(np.float32)]
+    want = km.train_on_batch(xb, {"out": yb[0], "aux": yb[1]})
+    got = m.train_on_batch(xb, {"out": yb[0], "aux": yb[1]})
+    np.testing.assert_allclose(np.ravel(got)[0], np.ravel(want)[0], rtol=1e-5)
+    for a, b in zip(m.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_training_setups_a_file_cannot_hold_are_refused():
+    from nnspec.api.keras_config import training_from_compile_config
+
+    auc = {"module": "keras.metrics", "class_name": "AUC", "config": {"name": "auc", "num_thresholds": 50}}
+    with pytest.raises(KerasConfigError, match="metric AUC with {'num_thresholds': 50}"):
+        training_from_compile_config({"optimizer": "adam", "loss": "mse", "metrics": [auc]})
+    custom = {"module": "my_losses", "class_name": "FocalLoss", "config": {}}
+    with pytest.raises(KerasConfigError, match="'FocalLoss' is custom code"):
+        training_from_compile_config({"optimizer": "adam", "loss": custom})
+    assert training_from_compile_config({"optimizer": "rmsprop", "loss": "mse", "metrics": [
+        {"module": "keras.metrics", "class_name": "AUC", "config": {"name": "auc", "num_thresholds": 200}}]}) == {
+        "optimizer": "rmsprop", "loss": "mse", "metrics": ["auc"]}  # fmt: skip

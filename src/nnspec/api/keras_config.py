@@ -20,7 +20,6 @@ argument, never silently ignored.
 from __future__ import annotations
 
 import json
-import re
 
 from ..layerdefs import REGISTRY
 from ..specs.errors import KerasConfigError, did_you_mean
@@ -38,7 +37,6 @@ _NEUTRAL = {
     "use_cudnn": None,  # a backend choice
     "implementation": None,  # Keras 2 RNNs' kernel choice, same function
     "time_major": (False,),
-    "reset_dropout_mask": None,
     "quantization_config": (None,),
     "lora_rank": (None, 0),
     "lora_alpha": None,
@@ -104,28 +102,120 @@ def read_keras_json(text: str):
 
 def model_from_keras_config(obj):
     """The nnspec model of a Keras model config (the ``to_json()`` dict, or a model's
-    ``get_config()``)."""
+    ``get_config()``). The ``compile_config`` a ``.keras`` archive holds beside it becomes the
+    model file's ``training`` section, so ``compile()`` with no arguments trains as Keras did."""
     if "config" in obj and obj.get("class_name") in MODEL_CLASSES:
         cls, cfg = obj["class_name"], obj["config"]
     else:
         cls, cfg = ("Functional" if "input_layers" in obj else "Sequential"), obj
-    return _Reader().model(cls, cfg, "model")
+    model = _Reader().model(cls, cfg, "model")
+    compiled = obj.get("compile_config")
+    if isinstance(compiled, dict):
+        from .model import Model
+
+        training = training_from_compile_config(compiled)
+        if training:
+            spec = {**model.get_config(), "training": training}
+            model = Model.from_config(spec)
+    return model
 
 
-def spec_from_keras_config(obj) -> dict:
-    """The model file of a Keras model config, as a reviewer reads it: every argument Keras
-    wrote at its default left out (``get_config()`` of the model fills them all in)."""
-    from ..compiler.normalize import minimal_spec
+# Optimizer arguments Keras writes that nnspec leaves at its own defaults when they are off.
+_OPTIMIZER_OFF = {"weight_decay": None, "clipnorm": None, "clipvalue": None, "global_clipnorm": None,
+                  "use_ema": False, "ema_overwrite_frequency": None, "loss_scale_factor": None,
+                  "gradient_accumulation_steps": None}  # fmt: skip
+# Arguments of Keras's metric classes, at the defaults a model file's metric names stand for.
+_METRIC_DEFAULTS = {"threshold": 0.5, "k": 5, "thresholds": None, "top_k": None, "class_id": None,
+                    "num_thresholds": 200, "curve": "ROC", "summation_method": "interpolation",
+                    "multi_label": False, "num_labels": None, "label_weights": None, "from_logits": False}  # fmt: skip
 
-    return minimal_spec(model_from_keras_config(obj).get_config())
+
+def training_from_compile_config(cc: dict) -> dict:
+    """The ``training`` section of Keras's ``compile_config``: optimizer, loss, loss weights and
+    metrics in a model file's form. What a file cannot say is a KerasConfigError."""
+    where = "compile_config"
+    out: dict = {}
+    opt = cc.get("optimizer")
+    if isinstance(opt, str):
+        out["optimizer"] = opt.lower()
+    elif isinstance(opt, dict):
+        config = dict(opt.get("config") or {})
+        config.pop("name", None)
+        if not config.get("use_ema"):
+            config.pop("ema_momentum", None)
+        args = {k: _short_float(v) for k, v in config.items() if _OPTIMIZER_OFF.get(k, ...) != v}
+        if isinstance(args.get("learning_rate"), dict):  # a schedule
+            sched = args["learning_rate"]
+            args["learning_rate"] = {"class_name": sched.get("class_name"),
+                                     "config": {k: _short_float(v) for k, v in (sched.get("config") or {}).items()
+                                                if k != "name"}}  # fmt: skip
+        out["optimizer"] = {"type": str(opt.get("class_name", "")).lower(), **args}
+    loss = cc.get("loss")
+    if loss is not None:
+        out["loss"] = _per_output(loss, lambda v: _loss(v, where))
+    if cc.get("loss_weights") is not None:
+        out["loss_weights"] = cc["loss_weights"]
+    if cc.get("metrics") is not None:
+        out["metrics"] = _per_output(cc["metrics"], lambda v: _metric(v, where))
+    if cc.get("weighted_metrics"):
+        raise _err(where, "weighted_metrics have no place in a model file's training section; pass them to "
+                   "compile() in Python")  # fmt: skip
+    return out
+
+
+def _per_output(v, fn):
+    if isinstance(v, dict) and "class_name" not in v:
+        return {k: _per_output(x, fn) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_per_output(x, fn) for x in v]
+    return fn(v)
+
+
+def _short_float(v):
+    """Keras stores float32 rates as float64 (0.0010000000474974513); write the float32 value's
+    shortest form (0.001)."""
+    if isinstance(v, float):
+        import numpy as np
+
+        return float(repr(np.float32(v)).removeprefix("np.float32(").removesuffix(")"))
+    return v
+
+
+def _loss(v, where):
+    if isinstance(v, str) or v is None:
+        return v
+    if not isinstance(v, dict) or "class_name" not in v:
+        raise _err(where, f"cannot read the loss {v!r}")
+    from ..layerdefs.base import snake_case
+
+    config = {k: x for k, x in (v.get("config") or {}).items() if k not in ("name", "dtype")}
+    if config.get("reduction") == "sum_over_batch_size":
+        del config["reduction"]
+    module = str(v.get("module") or "")
+    if module and not module.startswith(("keras.losses", "keras.src.losses")):
+        raise _err(where, f"the loss '{v['class_name']}' is custom code; declare it under custom_losses")
+    name = snake_case(v["class_name"])
+    return {"type": name, **config} if config else name
+
+
+def _metric(v, where):
+    if isinstance(v, str):
+        return v
+    if not isinstance(v, dict) or "class_name" not in v:
+        raise _err(where, f"cannot read the metric {v!r}")
+    from ..layerdefs.base import snake_case
+
+    cls = v["class_name"]
+    config = v.get("config") or {}
+    changed = {k: x for k, x in config.items() if k in _METRIC_DEFAULTS and _METRIC_DEFAULTS[k] != x}
+    if changed:
+        raise _err(where, f"metric {cls} with {changed}: a model file's metrics are names with Keras's "
+                   "defaults; pass the metric object to compile() in Python")  # fmt: skip
+    return {"AUC": "auc"}.get(cls, snake_case(cls))
 
 
 def _err(where: str, message: str) -> KerasConfigError:
     return KerasConfigError(f"Keras config, {where}: {message}")
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
 
 
 class _Reader:
@@ -138,9 +228,10 @@ class _Reader:
         if not isinstance(cfg, dict):
             raise _err(where, f"a {cls} config must be an object; got {type(cfg).__name__}")
         where = f"model '{cfg.get('name', '?')}'" if where == "model" else where
-        if cls == "Sequential":
-            return self.sequential(cfg, where)
-        return self.functional(cfg, where)
+        model = self.sequential(cfg, where) if cls == "Sequential" else self.functional(cfg, where)
+        if cfg.get("trainable") is False:  # a frozen model (a pretrained base under fine-tuning)
+            model.trainable = False
+        return model
 
     def sequential(self, cfg: dict, where: str):
         from .layer import Input
