@@ -22,7 +22,7 @@ from nnspec.specs.errors import SpecError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from grad_harness import close, nnspec_and_keras
+from grad_harness import close, nnspec_and_keras, one_step_matches_keras
 
 SPEC = """
 format: nnspec/1
@@ -84,6 +84,32 @@ def test_summary_predictions_and_a_training_step_match_keras():
             close(a, b, 1e-4, f"{layer.name} weight {k}")
     moved = [not np.array_equal(a, b) for a, b in zip(before, m.get_weights())]
     assert all(moved), "every weight, the PReLU slopes included, takes a step"
+
+
+PRELU_ENDS = """
+format: nnspec/1
+name: prelu_ends
+inputs:
+  x: {shape: [5]}
+layers:
+  first: {type: PReLU, alpha_initializer: glorot_uniform}
+  d: {type: Dense, units: 4}
+  frozen: {type: PReLU, alpha_initializer: glorot_uniform, trainable: false}
+  out: {type: Dense, units: 3}
+edges:
+  - x -> first -> d -> frozen -> out
+outputs: [out]
+"""
+
+
+def test_prelu_on_the_input_and_frozen_trains_as_in_keras():
+    """Found by fuzzing imported Keras models: a PReLU whose input gradient is not needed (it
+    reads the model input) or whose slopes are frozen passed Numba a read-only array to write."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1.5, size=(6, 5)).astype(np.float32)
+    y = rng.normal(size=(6, 3)).astype(np.float32)
+    moved = one_step_matches_keras(PRELU_ENDS, x, y, seed=3, loss="mse")
+    assert moved == 5  # the first PReLU's slopes, both Dense layers' kernels and biases; not the frozen slopes
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import nnspec
 from nnspec import optimizers as public
 from nnspec.runtime import optimizers as O
 from nnspec.runtime import regularizers as R
@@ -298,6 +299,53 @@ def test_activity_regularization_is_divided_by_batch_size():
     penalty = spec.kernel(x.ravel(), g, spec.l1, spec.l2, R.activity_scale(x.shape[0]))
     assert penalty == pytest.approx(expected, rel=1e-6)
     np.testing.assert_allclose(g, spec.gradient(x).ravel() / 8, rtol=1e-6)
+
+
+ACTIVITY_MODEL = """
+format: nnspec/1
+name: activity
+models:
+  inner:
+    inputs:
+      z: {shape: [4]}
+    layers:
+      dz: {type: Dense, units: 4, activity_regularizer: {type: l2, l2: 0.05}}
+inputs:
+  x: {shape: [4]}
+layers:
+  unit: {type: UnitNormalization}
+  reg: {type: ActivityRegularization, l1: 0.03, l2: 0.02}
+  sub: {type: Model, model: inner}
+  d: {type: Dense, units: 3, activity_regularizer: {type: l1, l1: 0.01}}
+edges:
+  - x -> unit -> reg -> sub -> d
+outputs: [d]
+"""
+
+
+@pytest.mark.keras
+def test_activity_penalties_count_in_the_loss_of_training_and_evaluation():
+    """Keras adds every activity penalty to the loss it reports, in ``train_on_batch`` and in
+    ``evaluate``: also one whose layer has no trainable weight before it (here the
+    ActivityRegularization right after a UnitNormalization of the input, whose gradient nnspec
+    never needs), and one inside a sub-model. (Found by comparing random imported Keras models.)"""
+    import keras
+    from keras_from_spec import keras_model_from_spec
+
+    m = nnspec.load(ACTIVITY_MODEL, seed=2)
+    km = keras_model_from_spec(ACTIVITY_MODEL)
+    km.set_weights(m.get_weights())
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 4)).astype(np.float32)
+    y = rng.normal(size=(6, 3)).astype(np.float32)
+    m.compile(optimizer=nnspec.optimizers.SGD(learning_rate=0.1), loss="mse")
+    km.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse")
+    assert m.evaluate(x, y) == pytest.approx(float(km.evaluate(x, y, verbose=0)), rel=1e-5)
+    plain = m.evaluate(x, y) - np.mean((m.predict(x) - y) ** 2)
+    assert plain > 0.01  # the penalties are a visible part of it
+    assert float(m.train_on_batch(x, y)) == pytest.approx(float(km.train_on_batch(x, y)), rel=1e-5)
+    for a, b in zip(m.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_regularizer_names():

@@ -148,7 +148,7 @@ class Model(TrainMixin, RunMixin, Layer):
             if layer is not None and not isinstance(layer, Model):
                 layer._attrs["trainable"] = value
         self._store = None
-        for attr in ("_executors", "_inputs_ok", "_segments_key"):
+        for attr in ("_executors", "_inputs_ok", "_segments_key", "_activity_specs"):
             self.__dict__.pop(attr, None)
         if getattr(self, "_trainers", None):
             self._trainers = {}

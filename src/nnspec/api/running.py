@@ -119,10 +119,13 @@ class RunMixin:
 
     # ------------------------------------------------------------------ running
 
-    def _executor(self, shapes: tuple):
-        """The compiled executor for inputs of these per-sample shapes (cached)."""
+    def _executor(self, shapes: tuple, activity: bool = False):
+        """The compiled executor for inputs of these per-sample shapes (cached); with
+        ``activity``, its outputs also hold the values of the steps with an activity regularizer
+        (``lower(..., activity=True)``), for evaluation's loss."""
         cache = self.__dict__.setdefault("_executors", {})
-        ex = cache.get(shapes)
+        key = (shapes, "activity") if activity else shapes
+        ex = cache.get(key)
         if ex is None:
             from ..compiler.lower import lower
             from ..compiler.plan import Plan
@@ -136,12 +139,12 @@ class RunMixin:
                 typed = infer_types(g, input_types=types)
             else:
                 typed = self._typed
-            plan = lower(typed)
+            plan = lower(typed, activity=activity)
             store = self._weights()
             plan = Plan(plan.model, plan.inputs, plan.outputs, plan.values,
                         [store.params[p.name] for p in plan.params], plan.steps, plan.buffers)  # fmt: skip
             ex = Executor(plan)
-            cache[shapes] = ex
+            cache[key] = ex
         return ex
 
     def _prepare_inputs(self, x) -> list:
@@ -212,9 +215,9 @@ class RunMixin:
             ok[1].add((x.dtype, x.shape[1:]))
         return out
 
-    def _run_batch(self, arrays: list) -> list:
+    def _run_batch(self, arrays: list, activity: bool = False) -> list:
         shapes = tuple(a.shape[1:] for a in arrays)
-        ex = self._executor(shapes)
+        ex = self._executor(shapes, activity)
         store = self._weights()
         try:
             return ex(arrays, store.tp, store.ntp)

@@ -383,7 +383,9 @@ class TrainMixin:
         from ..runtime.losses import compute_loss
 
         n = xs[0].shape[0]
-        outputs = self._run_batch(xs)
+        specs_act = self._activity_regularizers()
+        outputs = self._run_batch(xs, activity=bool(specs_act))
+        outputs, activity = outputs[: len(specs)], outputs[len(specs) :]
         per = []
         total = 0.0
         for k, (spec, t, o) in enumerate(zip(specs, ys, outputs)):
@@ -395,7 +397,27 @@ class TrainMixin:
             per.append(value)
             total += self._loss_weights[k] * value
         total += self._penalty(n)
+        if activity:  # activity penalties, over the batch size, as the training step adds them
+            from ..runtime.regularizers import activity_scale, get_regularizer
+
+            for spec, value in zip(specs_act, activity):
+                total += get_regularizer(spec).penalty(value) * activity_scale(n)
         return total, per, outputs
+
+    def _activity_regularizers(self) -> list:
+        """The activity regularizer of each extra output of ``lower(..., activity=True)``, in order
+        (empty when no step has one)."""
+        cached = self.__dict__.get("_activity_specs")
+        if cached is None:
+            from ..compiler.lower import lower
+            from ..compiler.plan import activity_regularizer_of
+
+            plan = lower(self._typed, activity=True)
+            made_by = {o: st for st in plan.steps for o in st.outputs}
+            extra = plan.outputs[len(self._typed.graph.outputs) :]
+            cached = [activity_regularizer_of(made_by[v].op, made_by[v].attrs) for _, v in extra]
+            self.__dict__["_activity_specs"] = cached
+        return cached
 
     def _eval_mask(self, xs, k: int):
         """The Keras mask of output k for these inputs (None when the output carries none)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ..layerdefs import REGISTRY
 from ..layerdefs.base import NESTED_LAYER_KEYS, map_nested
-from .plan import Buffer, Param, Plan, Step, Value
+from .plan import Buffer, Param, Plan, Step, Value, activity_regularizer_of
 from .shapes import TypedGraph, TypedNode, infer_types
 
 # Attributes that only matter to initialization or training bookkeeping: not part of a step.
@@ -318,11 +318,13 @@ def _assign_buffers(low: _Lowering, input_ids: set[int], output_ids: set[int], r
     return [Buffer(i, n) for i, n in enumerate(sizes)]
 
 
-def lower(typed: TypedGraph, outputs: list | None = None, training: bool = False) -> Plan:
+def lower(typed: TypedGraph, outputs: list | None = None, training: bool = False, activity: bool = False) -> Plan:
     """Lower ``typed`` to a plan computing ``outputs`` (default: the model's outputs).
 
     Steps that no requested output depends on are left out. A training plan runs the
     training-only layers (Dropout...) as steps and keeps every value for the backward pass.
+    With ``activity``, the outputs of every step with an activity regularizer (sub-models'
+    included) follow, named ``activity:<step>:<k>``, so evaluation can add their penalties.
     """
     low = _Lowering(training)
     g = typed.graph
@@ -336,6 +338,9 @@ def lower(typed: TypedGraph, outputs: list | None = None, training: bool = False
     low.lower_graph(typed, "", env, 1)
     refs = outputs if outputs is not None else g.outputs
     out_ids = [(str(r), env[(r.node, r.port)]) for r in refs]
+    if activity:
+        out_ids += [(f"activity:{st.node}:{k}", o) for st in low.steps
+                    if activity_regularizer_of(st.op, st.attrs) is not None for k, o in enumerate(st.outputs)]  # fmt: skip
     _prune(low, {v for _, v in out_ids})
     inputs, out_ids = _renumber(low, inputs, out_ids)
     buffers = _assign_buffers(low, {v for _, v in inputs}, {v for _, v in out_ids}, reuse=not training)

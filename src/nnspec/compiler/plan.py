@@ -81,6 +81,14 @@ class Param:
         return math.prod(self.shape)
 
 
+def activity_regularizer_of(op: str, attrs: dict):
+    """The activity regularizer (a regularizer spec, or None) of a plan step: its
+    ``activity_regularizer`` attribute, or the ActivityRegularization layer's l1/l2."""
+    if op == "activity_regularization":
+        return {"type": "l1_l2", "l1": attrs.get("l1", 0.0), "l2": attrs.get("l2", 0.0)}
+    return attrs.get("activity_regularizer")
+
+
 @dataclass(frozen=True)
 class Step:
     op: str

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 from .base import COMMON_ATTRS, Attr, LayerDef, ParamSpec, ShapeError, TensorType, fmt_shape, same_type
+from .core import NO_GRAD
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
 KERNEL_HELPERS = ("_relu_value", "_relu_grad", "_alpha_offset")
@@ -286,8 +287,8 @@ def _prelu_backward(e):
     if not (need_dx or need_da):
         return []
     dims, astr = _prelu_geometry(e)
-    dx = e.per_sample(e.dx[0]) if need_dx else "EMPTY.reshape((0, 0))"
-    da = f"{e.dp[0]}.ravel()" if need_da else "EMPTY"
+    dx = e.per_sample(e.dx[0]) if need_dx else f"{NO_GRAD}.reshape((0, 0))"  # written: not the read-only EMPTY
+    da = f"{e.dp[0]}.ravel()" if need_da else NO_GRAD
     return [e.call(prelu_backward, e.per_sample(e.x[0]), f"{e.p[0]}.ravel()", dims, astr,
                    e.per_sample(e.dy[0], True), dx, da, need_dx, need_da)]  # fmt: skip
 

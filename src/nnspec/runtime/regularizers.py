@@ -45,14 +45,17 @@ ZERO32 = np.float32(0.0)
 
 @jit
 def l1_l2_penalty(x, g, l1, l2, scale):
-    """``scale * (l1 * sum|x| + l2 * sum x^2)``; adds its gradient into ``g`` (same shape as ``x``)."""
+    """``scale * (l1 * sum|x| + l2 * sum x^2)``; adds its gradient into ``g`` (same shape as ``x``,
+    or empty when nothing upstream needs it: the value still counts in the loss, as in Keras)."""
     s1 = 0.0
     s2 = 0.0
+    grad = g.shape[0] > 0
     for i in range(x.shape[0]):
         v = float(x[i])
         s1 += abs(v)
         s2 += v * v
-        g[i] += scale * (l1 * np.sign(v) + 2.0 * l2 * v)
+        if grad:
+            g[i] += scale * (l1 * np.sign(v) + 2.0 * l2 * v)
     return scale * (l1 * s1 + l2 * s2)
 
 

@@ -144,6 +144,7 @@ class _TrainGenerator(_Generator):
     def emit_penalties(self, params: dict, pvar: dict, gvar: dict) -> None:
         """Weight penalties (as they are) and activity penalties (over the batch size), added to the
         total loss with their gradients, as Keras adds ``model.losses``."""
+        from ..compiler.plan import activity_regularizer_of
         from .regularizers import get_regularizer
 
         self.module_aliases.setdefault("nnspec.runtime.regularizers", "_R")
@@ -155,16 +156,14 @@ class _TrainGenerator(_Generator):
                 f"total += _R.l1_l2_penalty({pvar[name]}.ravel(), {gvar[name]}.ravel(), {r.l1!r}, {r.l2!r}, share)"
             )
         for s in self.plan.steps:
-            spec = s.attrs.get("activity_regularizer") if s.op != "activity_regularization" else {
-                "type": "l1_l2", "l1": s.attrs.get("l1", 0.0), "l2": s.attrs.get("l2", 0.0)}  # fmt: skip
+            spec = activity_regularizer_of(s.op, s.attrs)
             if spec is None:
                 continue
             r = get_regularizer(spec)
             for o in s.outputs:
-                if o not in self.needs_grad:
-                    continue
                 y = self.value_var(o)
-                gy = self.bind_grad(o)
+                # no layer before it trains: the penalty is still part of the loss Keras reports
+                gy = self.bind_grad(o) if o in self.needs_grad else "np.zeros(0, np.float32)"
                 self.line(
                     f"total += _R.l1_l2_penalty({y}.ravel(), {gy}.ravel(), {r.l1!r}, {r.l2!r}, share / n if n else 0.0)"
                 )
