@@ -484,3 +484,18 @@ def test_training_setups_a_file_cannot_hold_are_refused():
     assert training_from_compile_config({"optimizer": "rmsprop", "loss": "mse", "metrics": [
         {"module": "keras.metrics", "class_name": "AUC", "config": {"name": "auc", "num_thresholds": 200}}]}) == {
         "optimizer": "rmsprop", "loss": "mse", "metrics": ["auc"]}  # fmt: skip
+
+
+def test_a_layer_class_reads_a_keras_layers_get_config():
+    from nnspec import layers
+
+    k = keras.layers.Dense(4, activation="relu", kernel_regularizer=keras.regularizers.L2(0.1),
+                           kernel_initializer=keras.initializers.RandomNormal(stddev=0.2), name="fc")  # fmt: skip
+    cfg = layers.Dense.from_config(k.get_config()).get_config()
+    assert (cfg["name"], cfg["units"], cfg["activation"]) == ("fc", 4, "relu")
+    assert cfg["kernel_regularizer"] == {"type": "l2", "l2": 0.1}
+    assert cfg["kernel_initializer"] == {"type": "random_normal", "stddev": 0.2}
+    bi = layers.Bidirectional.from_config(keras.layers.Bidirectional(keras.layers.GRU(3)).get_config())
+    assert bi.get_config()["layer"]["type"] == "GRU" and bi.get_config()["backward_layer"] is None
+    with pytest.raises(KerasConfigError, match="Dense argument 'lora_rank' = 2"):
+        layers.Dense.from_config({**k.get_config(), "lora_rank": 2})

@@ -214,6 +214,12 @@ def _metric(v, where):
     return {"AUC": "auc"}.get(cls, snake_case(cls))
 
 
+def layer_arguments(type_name: str, config: dict) -> dict:
+    """A layer's constructor arguments from its ``get_config()``, Keras's (dtype policies,
+    serialized initializers...) or nnspec's; the name is left to the caller."""
+    return _Reader().arguments(type_name, config, f"{type_name}.from_config")
+
+
 def _err(where: str, message: str) -> KerasConfigError:
     return KerasConfigError(f"Keras config, {where}: {message}")
 
@@ -445,7 +451,7 @@ class _Reader:
         cls = v.get("class_name")
         if cls == "__tuple__":
             return [self.value(key, x, where) for x in (v.get("config") or {}).get("value", [])]
-        if key in ("layer", "backward_layer", "cell", "cells") or (cls in MODEL_CLASSES):
+        if cls is not None and (key in ("layer", "backward_layer", "cell", "cells") or cls in MODEL_CLASSES):
             if key in ("layer", "backward_layer") and isinstance(v.get("config"), dict):
                 # Bidirectional sets zero_output_for_mask on the layers it wraps; nnspec's
                 # Bidirectional gives zeros at masked steps itself (docs/layers.md)

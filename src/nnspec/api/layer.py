@@ -252,9 +252,17 @@ class Layer:
 
     @classmethod
     def from_config(cls, config: dict) -> "Layer":
-        config = dict(config)
+        """The layer of a config: nnspec's ``get_config()``, or a Keras layer's (its dtype
+        policy, serialized initializers and Keras-only arguments read as ``model_from_json``
+        reads them)."""
         if cls._def is None:
             raise TypeError("from_config needs a concrete layer class such as Dense")
+        from .keras_config import layer_arguments
+
+        name = config.get("name")
+        config = layer_arguments(cls._def.name, config)
+        if name is not None:
+            config["name"] = name
         for k in NESTED_LAYER_KEYS:
             if k in config:
                 config[k] = map_nested(config[k], layer_from_spec)
