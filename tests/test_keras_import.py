@@ -299,6 +299,9 @@ def test_call_arguments_become_attributes():
     m = _roundtrip(km)
     (mha,) = [v for v in m.get_config()["layers"].values() if v["type"] == "MultiHeadAttention"]
     assert mha["use_causal_mask"] is True
+    # inputs given by name, in any order: query, value, key as nnspec's inputs
+    q, v, k = keras.Input((4, 3)), keras.Input((5, 3)), keras.Input((5, 2))
+    _roundtrip(keras.Model([q, v, k], L.MultiHeadAttention(num_heads=2, key_dim=2)(key=k, value=v, query=q)))
 
 
 def test_a_keras_2_config_is_read():

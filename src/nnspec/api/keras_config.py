@@ -537,7 +537,13 @@ def _node_parts(node, where) -> tuple[list, dict, list]:
         kwargs = {}
         mask: list = []
         _collect(node.get("args", []), refs)
-        for k, v in (node.get("kwargs") or {}).items():
+        given = node.get("kwargs") or {}
+        for k in ("inputs", "query", "value", "key"):  # tensors given by name, in call order
+            if k in given:
+                _collect(given[k], refs)
+        for k, v in given.items():
+            if k in ("inputs", "query", "value", "key"):
+                continue
             found: list = []
             _collect(v, found)
             if k == "mask":
@@ -545,13 +551,7 @@ def _node_parts(node, where) -> tuple[list, dict, list]:
                 if not found and v is not None and not _all_none(v):
                     kwargs[k] = v
                 continue
-            if found:
-                if k in ("query", "value", "key", "inputs"):  # tensors given by name
-                    refs += found
-                    continue
-                kwargs[k] = "a tensor"
-                continue
-            kwargs[k] = v
+            kwargs[k] = "a tensor" if found else v
         return refs, kwargs, mask
     if isinstance(node, list):  # Keras 2: [[layer, node, tensor, kwargs], ...]
         refs, kwargs = [], {}
