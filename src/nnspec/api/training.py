@@ -385,7 +385,8 @@ class TrainMixin:
         n = xs[0].shape[0]
         specs_act = self._activity_regularizers()
         outputs = self._run_batch(xs, activity=bool(specs_act))
-        outputs, activity = outputs[: len(specs)], outputs[len(specs) :]
+        n_out = len(self._typed.graph.outputs)
+        outputs, activity = outputs[:n_out], outputs[n_out:]
         per = []
         total = 0.0
         for k, (spec, t, o) in enumerate(zip(specs, ys, outputs)):
