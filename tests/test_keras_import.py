@@ -475,6 +475,24 @@ def test_a_keras_archive_brings_its_training_setup(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_losses_keyed_by_kerass_output_keys_follow_the_outputs(tmp_path):
+    """A model whose outputs dict keys differ from the output layers' names: Keras keys losses
+    by the dict keys, nnspec by output node, and the import renames them."""
+    L = keras.layers
+    x = keras.Input((4,))
+    km = keras.Model(x, {"score": L.Dense(1, name="score_head")(x), "label": L.Dense(2, name="label_head")(x)})
+    km.compile(optimizer="sgd", loss={"score": "mse", "label": "categorical_crossentropy"},
+               loss_weights={"score": 0.5, "label": 1.0})  # fmt: skip
+    km.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+        m = nnspec.Model.from_config(json.loads(z.read("config.json")))
+    training = m.get_config()["training"]
+    assert m.get_config()["outputs"] == ["label_head", "score_head"]  # Keras's order: by key
+    assert training["loss"] == {"score_head": "mse", "label_head": "categorical_crossentropy"}
+    assert training["loss_weights"] == {"score_head": 0.5, "label_head": 1.0}
+    m.compile()  # the names resolve
+
+
 def test_training_setups_a_file_cannot_hold_are_refused():
     from nnspec.api.keras_config import training_from_compile_config
 

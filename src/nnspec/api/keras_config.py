@@ -114,6 +114,12 @@ def model_from_keras_config(obj):
         from .model import Model
 
         training = training_from_compile_config(compiled)
+        outs = cfg.get("output_layers")
+        if isinstance(outs, dict):  # Keras keys losses by the outputs' dict keys; nnspec by node
+            node_of = dict(zip(sorted(outs), model.get_config()["outputs"]))  # _ref_list's order
+            for part in ("loss", "loss_weights", "metrics"):
+                if isinstance(training.get(part), dict) and "type" not in training[part]:
+                    training[part] = {node_of.get(k, k): v for k, v in training[part].items()}
         if training:
             spec = {**model.get_config(), "training": training}
             model = Model.from_config(spec)
