@@ -25,16 +25,16 @@ import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import nnspec  # noqa: E402
-from nnspec.api.keras_config import _Reader  # noqa: E402
-from nnspec.api.layer import _strip, layer_from_spec  # noqa: E402
-from nnspec.compiler.normalize import minimal_layer, minimal_spec, normalize_layer  # noqa: E402
-from nnspec.layerdefs import REGISTRY  # noqa: E402
-from nnspec.layerdefs.base import TensorType, normalize_attrs  # noqa: E402
-from nnspec.runtime.initializers import initialize  # noqa: E402
-from nnspec.specs.errors import KerasConfigError  # noqa: E402
+import keras  # a test extra (pip install ".[test]"), after KERAS_BACKEND is set
 
-keras = pytest.importorskip("keras", reason="the test extras install Keras (pip install '.[test]')")
+import nnspec
+from nnspec.api.keras_config import _Reader
+from nnspec.api.layer import _strip, layer_from_spec
+from nnspec.compiler.normalize import minimal_layer, minimal_spec, normalize_layer
+from nnspec.layerdefs import REGISTRY
+from nnspec.layerdefs.base import TensorType, normalize_attrs
+from nnspec.runtime.initializers import initialize
+from nnspec.specs.errors import KerasConfigError
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 SEEDS = sorted(p.stem for p in SPECS.glob("*.yaml"))

@@ -231,9 +231,6 @@ def _err(where: str, message: str) -> KerasConfigError:
 
 
 class _Reader:
-    def __init__(self) -> None:
-        self.shared: dict = {}  # Keras 3 shared_object_id -> the object made for it
-
     # ------------------------------------------------------------------ models
 
     def model(self, cls: str, cfg: dict, where: str):
@@ -298,37 +295,34 @@ class _Reader:
                 shape, dtype = self._input_decl(entry.get("config") or {}, lwhere)
                 tensors[(name, 0, 0)] = Input(shape=shape, dtype=dtype, name=name)
                 continue
-            nodes = entry.get("inbound_nodes") or []
-            objects[name] = self.layer(entry, lwhere, kwargs_of=[_node_parts(n, lwhere)[1] for n in nodes])
-            for i, node in enumerate(nodes):
-                refs = _node_parts(node, lwhere)[0]
+            nodes = [_node_parts(n, lwhere) for n in entry.get("inbound_nodes") or []]
+            objects[name] = self.layer(entry, lwhere, kwargs_of=[kwargs for _, kwargs, _ in nodes])
+            for i, (refs, kwargs, mask) in enumerate(nodes):
                 for r in refs:
                     if r[0] in ops:
                         raise _err(lwhere, f"call {i} reads the Keras op '{r[0]}' ({ops[r[0]]}), which "
                                    "computes a mask; nnspec passes masks along the graph itself and takes them "
                                    "from no layer's input")  # fmt: skip
-                mask = _node_parts(node, lwhere)[2]
                 if any(r[0] not in ops for r in mask):
                     raise _err(lwhere, f"call {i} is given a mask made by '{mask[0][0]}': nnspec derives masks "
                                "along the graph as Keras does by default (Embedding's mask_zero, Masking), and "
                                "takes no mask made otherwise")  # fmt: skip
-                pending.append((name, i, node, lwhere))
+                pending.append((name, i, refs, kwargs, lwhere))
         # call layers in the order their inputs become available (a shared layer's later call
         # may read layers listed after it, as Keras's own reader allows)
         while pending:
             rest = []
-            for name, i, node, lwhere in pending:
-                refs, kwargs, _ = _node_parts(node, lwhere)
+            for name, i, refs, kwargs, lwhere in pending:
                 if not all(_key(r) in tensors for r in refs):
-                    rest.append((name, i, node, lwhere))
+                    rest.append((name, i, refs, kwargs, lwhere))
                     continue
                 ins = [tensors[_key(r)] for r in refs]
                 out = self.call(objects[name], ins, kwargs, lwhere)
                 for t, tensor in enumerate(out if isinstance(out, (list, tuple)) else [out]):
                     tensors[(name, i, t)] = tensor
             if len(rest) == len(pending):
-                name, i, node, lwhere = rest[0]
-                missing = [r for r in _node_parts(node, lwhere)[0] if _key(r) not in tensors]
+                name, i, refs, _, lwhere = rest[0]
+                missing = [r for r in refs if _key(r) not in tensors]
                 raise _err(lwhere, f"call {i} reads {_ref_text(missing[0])}, which no layer of the model makes")
             pending = rest
         ins = [self._tensor(tensors, r, where, "input") for r in _ref_list(cfg.get("input_layers"))]
@@ -376,9 +370,6 @@ class _Reader:
 
         if not isinstance(entry, dict) or "class_name" not in entry:
             raise _err(where, "a layer must be an object with class_name and config")
-        sid = entry.get("shared_object_id")
-        if sid is not None and sid in self.shared:
-            return self.shared[sid]
         cls = entry["class_name"]
         cfg = entry.get("config") or {}
         if cls in MODEL_CLASSES:
@@ -407,8 +398,6 @@ class _Reader:
                 obj = layer_class(type_name)(name=cfg.get("name"), **kwargs)
             except (TypeError, ValueError) as e:
                 raise _err(where, str(e)) from None
-        if sid is not None:
-            self.shared[sid] = obj
         return obj
 
     def arguments(self, type_name: str, cfg: dict, where: str) -> dict:
