@@ -301,6 +301,12 @@ def render() -> str:
     for name, args in REGULARIZERS.items():
         w(f"| `{name}` | {', '.join(f'`{x}`' for x in args) or '-'} |")
     w("")
+    w("An `activity_regularizer` adds its penalty of the layer's outputs (states included), over the")
+    w("batch size, to the loss, as Keras does. Inside wrappers, Keras's rules hold: a layer wrapped in")
+    w("`TimeDistributed` adds none (Keras runs only its `call`; the layers of a wrapped sub-model do add")
+    w("theirs), and the recurrent layer of a `Bidirectional` adds the penalty of each direction's outputs")
+    w("and states, which nnspec trains with `merge_mode` concat or null (other merges are refused).")
+    w("")
     w("### Constraints")
     w("")
     w("`null`, a name, or a mapping with `type` and the arguments (`{type: max_norm, max_value: 3}`).")

@@ -1,16 +1,27 @@
 """Random Keras models read into nnspec and compared with Keras: a correctness tool, run by hand.
 
     KERAS_BACKEND=torch python tests/fuzz_keras_models.py [FIRST_SEED] [COUNT]
+    KERAS_BACKEND=torch python tests/fuzz_keras_models.py --train [FIRST_SEED] [COUNT]
 
-Each seed builds a small random Keras model (layers, arguments and masks drawn from two menus:
+Each seed builds a small random Keras model (layers, arguments and masks drawn from three menus:
 images, sequences with and without masks, merges, 1-D and 3-D convolutions, preprocessing,
-recurrent cells), reads its ``to_json()`` with ``nnspec.model_from_json``, copies Keras's
-weights, and compares predictions and one SGD step of mse (loss and weights after). A line per
-seed: ``ok``, ``BAD`` (relative differences above 1e-3) or ``ERR`` (an exception, Keras's own
-included when the draw builds an invalid model). Layers that draw random numbers in training
-(Dropout, noise) are left out, since their draws cannot match. Known difference: a Flatten after
-a masked MultiHeadAttention (docs/format.md, known issues). This found the PReLU and activity-
-penalty bugs fixed on 2026-11-27; the pytest suite keeps fixed cases of what it finds.
+recurrent cells; convolution options, regularizers and constraints, reshaping), reads its ``to_json()`` with ``nnspec.model_from_json``, copies Keras's
+weights, and compares predictions and one SGD step of mse (loss and weights after).
+
+``--train`` compiles the same models with a random training setup (optimizer with its options,
+clipping and a learning-rate schedule; a loss that fits the output activation, with its
+arguments; metrics by Keras's names and class names; sample or class weights or a validation
+split) through Keras's compile config, which the reader turns into the training section, and
+compares two epochs of ``fit`` (the History), ``evaluate`` and the weights after.
+
+A line per seed: ``ok``, ``BAD`` (relative differences above 1e-3), ``KNOWN`` (a BAD draw with
+the documented difference: masked MultiHeadAttention rows reaching the loss through a
+GlobalMaxPooling1D or a Flatten, docs/format.md's known issues) or ``ERR`` (an exception, Keras's
+own included when the draw builds an invalid model or a top-k metric has more k than classes).
+Layers that draw random numbers in training (Dropout, noise) are left out, since their draws
+cannot match. This found the PReLU and activity-penalty bugs fixed on 2026-11-27 and the
+training section's missing Keras class names (``"AUC"``); the pytest suite keeps fixed cases of
+what it finds.
 """
 
 import os
@@ -417,8 +428,183 @@ def run(seed):
     return kind, d1, abs(lk - ln) / (abs(lk) + 1e-6), wd, [l.__class__.__name__ for l in km.layers]
 
 
+def regularized(r):
+    """Keyword arguments with random weight regularizers and constraints (or none)."""
+    kw = {}
+    if r.random() < 0.5:
+        kw["kernel_regularizer"] = r.choice(
+            [keras.regularizers.L1(0.01), keras.regularizers.L2(0.02), keras.regularizers.L1L2(0.01, 0.01)]
+        )
+    if r.random() < 0.3:
+        kw["bias_regularizer"] = keras.regularizers.L2(0.05)
+    if r.random() < 0.3:
+        kw["activity_regularizer"] = keras.regularizers.L1(0.01)
+    if r.random() < 0.4:
+        kw["kernel_constraint"] = r.choice(
+            [
+                keras.constraints.MaxNorm(0.5),
+                keras.constraints.NonNeg(),
+                keras.constraints.UnitNorm(),
+                keras.constraints.MinMaxNorm(0.2, 0.6, rate=0.5),
+            ]
+        )
+    if r.random() < 0.2:
+        kw["bias_constraint"] = keras.constraints.NonNeg()
+    return kw
+
+
+def make_c(seed):
+    """The third menu: convolution options, regularizers and constraints, more recurrent and
+    reshaping layers, 3-D volumes."""
+    r = random.Random(seed)
+    rng = np.random.default_rng(seed)
+    kind = r.choice(["conv2d", "regs", "seq", "vol", "shapes"])
+    if kind == "conv2d":
+        inp = keras.Input((9, 8, 4))
+        x = inp
+        for _ in range(r.randint(1, 3)):
+            k = r.choice(["dil", "groups", "strides", "convT", "sep", "dw", "crop", "pool", "avg"])
+            H, W = x.shape[1], x.shape[2]
+            if k == "dil" and min(H, W) >= 5:
+                x = L.Conv2D(3, 3, dilation_rate=r.choice([2, (2, 1)]), padding=r.choice(["valid", "same"]))(
+                    x
+                )
+            elif k == "groups" and x.shape[-1] % 2 == 0:
+                x = L.Conv2D(4, r.choice([1, 3]), groups=2, padding="same", use_bias=r.random() < 0.5)(x)
+            elif k == "strides" and min(H, W) >= 3:
+                x = L.Conv2D(
+                    2, (3, 2), strides=r.choice([(2, 1), (1, 2), 3]), padding=r.choice(["valid", "same"])
+                )(x)
+            elif k == "convT":
+                x = L.Conv2DTranspose(
+                    2,
+                    3,
+                    strides=2,
+                    padding=r.choice(["valid", "same"]),
+                    output_padding=r.choice([None, 1]),
+                )(x)
+            elif k == "sep" and min(H, W) >= 3:
+                x = L.SeparableConv2D(3, 3, strides=r.choice([1, 2]), depth_multiplier=r.choice([1, 3]))(x)
+            elif k == "dw" and min(H, W) >= 5:
+                x = L.DepthwiseConv2D(3, dilation_rate=2, padding=r.choice(["valid", "same"]))(x)
+            elif k == "crop" and min(H, W) >= 5:
+                x = L.Cropping2D(((1, 0), (0, 2)))(x)
+            elif k == "pool" and min(H, W) >= 3:
+                x = L.MaxPooling2D(
+                    (3, 2), strides=r.choice([None, (1, 2)]), padding=r.choice(["valid", "same"])
+                )(x)
+            elif k == "avg" and min(H, W) >= 2:
+                x = L.AveragePooling2D((2, 2), strides=1, padding=r.choice(["valid", "same"]))(x)
+        x = r.choice([L.Flatten(), L.GlobalAveragePooling2D(), L.GlobalMaxPooling2D(keepdims=False)])(x)
+        xin = rng.normal(size=(4, 9, 8, 4)).astype("f4")
+    elif kind == "regs":
+        inp = keras.Input((6, 6, 2)) if r.random() < 0.4 else keras.Input((7,))
+        x = inp
+        if len(inp.shape) == 4:
+            x = L.Conv2D(3, 3, **regularized(r))(x)
+            if r.random() < 0.5:
+                x = L.SeparableConv2D(2, 2, depthwise_regularizer=keras.regularizers.L2(0.1))(x)
+            x = L.Flatten()(x)
+        for _ in range(r.randint(1, 2)):
+            x = L.Dense(r.randint(2, 5), activation=r.choice(ACTS[:8]), **regularized(r))(x)
+        xin = rng.normal(size=(4, *inp.shape[1:])).astype("f4")
+    elif kind == "seq":
+        masked = r.random() < 0.6
+        if masked:
+            inp = keras.Input((6,), dtype="int32")
+            x = L.Embedding(
+                9, 4, mask_zero=True, embeddings_regularizer=r.choice([None, keras.regularizers.L2(0.01)])
+            )(inp)
+            ids = rng.integers(1, 9, size=(4, 6)).astype("int32")
+            ids[0, 3:] = 0
+            ids[1, :1] = 0
+            xin = ids
+        else:
+            inp = keras.Input((6, 3))
+            x = inp
+            xin = rng.normal(size=(4, 6, 3)).astype("f4")
+        for _ in range(r.randint(1, 2)):
+            k = r.choice(["lstm", "gru", "rnn", "bi", "td", "conv1d", "gap", "repeat"])
+            if k == "lstm":
+                x = L.LSTM(
+                    3,
+                    return_sequences=True,
+                    use_bias=r.random() < 0.7,
+                    activation=r.choice(["tanh", "relu", "sigmoid"]),
+                    recurrent_activation=r.choice(["sigmoid", "hard_sigmoid", "tanh"]),
+                    **regularized(r),
+                )(x)
+            elif k == "gru":
+                x = L.GRU(3, return_sequences=True, reset_after=r.random() < 0.5, use_bias=r.random() < 0.7)(
+                    x
+                )
+            elif k == "rnn":
+                x = L.SimpleRNN(3, return_sequences=True, go_backwards=r.random() < 0.5)(x)
+            elif k == "bi":
+                x = L.Bidirectional(
+                    L.SimpleRNN(2, return_sequences=True), merge_mode=r.choice(["concat", "sum"])
+                )(x)
+            elif k == "td":
+                x = L.TimeDistributed(L.Dense(3, **regularized(r)))(x)
+            elif k == "conv1d" and not masked:
+                x = L.Conv1D(3, 2, dilation_rate=2, padding="causal", **regularized(r))(x)
+            elif k == "gap":
+                x = L.Dense(3)(x)
+            elif k == "repeat" and not masked:
+                x = L.Flatten()(x)
+                x = L.RepeatVector(2)(x)
+        x = r.choice([L.GlobalAveragePooling1D(), L.LSTM(2), L.GRU(2), L.SimpleRNN(2)])(x)
+    elif kind == "vol":
+        inp = keras.Input((4, 6, 6, 2))
+        x = inp
+        k = r.choice(["convlstm", "conv3d", "crop", "pad", "up"])
+        if k == "convlstm":
+            x = L.ConvLSTM2D(2, 3, padding=r.choice(["valid", "same"]), return_sequences=r.random() < 0.5)(x)
+        elif k == "conv3d":
+            x = L.Conv3D(2, (2, 3, 3), strides=(1, 2, 2), padding=r.choice(["valid", "same"]))(x)
+        elif k == "crop":
+            x = L.Cropping3D(((1, 0), (1, 1), (0, 2)))(x)
+        elif k == "pad":
+            x = L.ZeroPadding3D((0, 1, 2))(x)
+        else:
+            x = L.UpSampling3D((1, 2, 1))(x)
+        x = L.Flatten()(x)
+        xin = rng.normal(size=(4, 4, 6, 6, 2)).astype("f4")
+    else:
+        inp = keras.Input((4, 6))
+        x = inp
+        k = r.choice(["permute", "reshape", "concat", "dot", "minmax"])
+        if k == "permute":
+            x = L.Permute((2, 1))(x)
+            x = L.Dense(3)(x)
+        elif k == "reshape":
+            x = L.Reshape((3, 8))(x)
+            x = L.Conv1D(2, 2)(x)
+        elif k == "concat":
+            a = L.Dense(2)(x)
+            x = L.Concatenate(axis=r.choice([1, -1]))([x if r.random() < 0.5 else L.Dense(2)(x), a])
+        elif k == "dot":
+            a = L.Dense(6)(x)
+            x = L.Dot(axes=r.choice([(2, 2), (1, 1)]), normalize=r.random() < 0.5)([x, a])
+        else:
+            a = L.Dense(6)(x)
+            x = r.choice([L.Minimum(), L.Maximum(), L.Average(), L.Subtract()])([x, a])
+        x = L.Flatten()(x)
+        xin = rng.normal(size=(4, 4, 6)).astype("f4")
+    out = L.Dense(3, activation=r.choice(["softmax", "linear", "sigmoid"]))(x)
+    return keras.Model(inp, out), xin, kind
+
+
+def known_difference(km, kind) -> bool:
+    """The documented Keras-on-torch difference: masked MultiHeadAttention rows reaching the loss
+    through a layer that ignores the mask (docs/format.md, known issues)."""
+    names = {layer.__class__.__name__ for layer in km.layers}
+    masked = kind in ("seqmask", "seqmaskf")
+    return masked and "MultiHeadAttention" in names and bool(names & {"GlobalMaxPooling1D", "Flatten"})
+
+
 def make(seed):
-    return make_a(seed) if seed % 2 == 0 else make_b(seed)
+    return (make_a, make_b, make_c)[seed % 3](seed)
 
 
 def main(first: int, count: int) -> int:
@@ -427,6 +613,7 @@ def main(first: int, count: int) -> int:
         try:
             kind, d, dl, dw, names = run(seed)
             flag = "BAD" if (d > 1e-3 or dl > 1e-3 or dw > 1e-3) else "ok"
+            flag = "KNOWN" if flag == "BAD" and known_difference(make(seed)[0], kind) else flag
             bad += flag == "BAD"
             print(seed, flag, kind, f"pred {d:.1e} loss {dl:.1e} weights {dw:.1e}", names[1:], flush=True)
         except Exception as e:  # noqa: BLE001 - a tool: report and go on
@@ -434,6 +621,189 @@ def main(first: int, count: int) -> int:
     return bad
 
 
+# ---- training fuzz: random optimizers, losses, metrics and fit arguments ----------------------
+
+OPTIMIZERS = {
+    "SGD": lambda r: {"momentum": r.choice([0.0, 0.9]), "nesterov": r.random() < 0.4},
+    "RMSprop": lambda r: {
+        "rho": r.choice([0.9, 0.8]),
+        "momentum": r.choice([0.0, 0.5]),
+        "centered": r.random() < 0.4,
+    },
+    "Adam": lambda r: {"amsgrad": r.random() < 0.4, "beta_1": r.choice([0.9, 0.8])},
+    "AdamW": lambda r: {"weight_decay": r.choice([0.004, 0.1]), "amsgrad": r.random() < 0.3},
+    "Adagrad": lambda r: {"initial_accumulator_value": r.choice([0.1, 0.5])},
+    "Adadelta": lambda r: {"rho": r.choice([0.95, 0.9])},
+    "Adamax": lambda r: {},
+    "Nadam": lambda r: {},
+}
+
+LOSSES_BY_ACT = {
+    "softmax": [
+        ("CategoricalCrossentropy", {"label_smoothing": 0.1}, "onehot"),
+        ("CategoricalCrossentropy", {}, "onehot"),
+        ("SparseCategoricalCrossentropy", {}, "sparse"),
+        ("KLDivergence", {}, "prob"),
+        ("CategoricalHinge", {}, "onehot"),
+        ("Poisson", {}, "prob"),
+        ("MeanSquaredError", {}, "prob"),
+        ("CosineSimilarity", {}, "prob"),
+    ],
+    "sigmoid": [
+        ("BinaryCrossentropy", {}, "binary"),
+        ("BinaryCrossentropy", {"label_smoothing": 0.2}, "binary"),
+        ("MeanAbsoluteError", {}, "prob"),
+        ("Hinge", {}, "binary"),
+        ("SquaredHinge", {}, "binary"),
+        ("MeanSquaredLogarithmicError", {}, "prob"),
+    ],
+    "linear": [
+        ("CategoricalCrossentropy", {"from_logits": True}, "onehot"),
+        ("SparseCategoricalCrossentropy", {"from_logits": True}, "sparse"),
+        ("BinaryCrossentropy", {"from_logits": True}, "binary"),
+        ("Huber", {"delta": 0.5}, "real"),
+        ("LogCosh", {}, "real"),
+        ("MeanAbsolutePercentageError", {}, "away"),
+        ("MeanSquaredError", {}, "real"),
+    ],
+}
+
+METRICS = {
+    "onehot": [
+        "accuracy",
+        "categorical_accuracy",
+        "top_k_categorical_accuracy",
+        "mse",
+        "AUC",
+        "Precision",
+        "Recall",
+    ],
+    "sparse": ["accuracy", "sparse_categorical_accuracy", "sparse_top_k_categorical_accuracy"],
+    "binary": ["accuracy", "binary_accuracy", "mae", "AUC", "Precision", "Recall"],
+    "prob": ["mse", "mae", "kl_divergence", "poisson"],
+    "real": ["mse", "mae", "mape"],
+    "away": ["mse", "mae"],
+}
+
+
+def labels(r, rng, kind, n, k):
+    if kind == "onehot":
+        return np.eye(k, dtype="f4")[rng.integers(0, k, n)]
+    if kind == "sparse":
+        return rng.integers(0, k, (n, 1)).astype("int32")
+    if kind == "binary":
+        return rng.integers(0, 2, (n, k)).astype("f4")
+    if kind == "prob":
+        p = rng.uniform(0.05, 1, (n, k)).astype("f4")
+        return (p / p.sum(1, keepdims=True)).astype("f4")
+    if kind == "away":
+        return (rng.choice([-1, 1], (n, k)) * rng.uniform(0.5, 2, (n, k))).astype("f4")
+    return rng.normal(size=(n, k)).astype("f4")
+
+
+def training_setup(r):
+    name = r.choice(sorted(OPTIMIZERS))
+    kw = OPTIMIZERS[name](r)
+    kw["learning_rate"] = r.choice([0.01, 0.05])
+    clip = r.choice([None, None, "clipnorm", "clipvalue", "global_clipnorm"])
+    if clip:
+        kw[clip] = 0.1
+    sched = None
+    if r.random() < 0.25:
+        sched = r.choice(
+            [
+                ("ExponentialDecay", {"initial_learning_rate": 0.05, "decay_steps": 2, "decay_rate": 0.5}),
+                ("CosineDecay", {"initial_learning_rate": 0.05, "decay_steps": 5}),
+                ("PiecewiseConstantDecay", {"boundaries": [2], "values": [0.05, 0.01]}),
+            ]
+        )
+    return name, kw, sched
+
+
+def make_training(seed):
+    km, x, kind = make(seed)
+    r = random.Random(seed * 7 + 1)
+    rng = np.random.default_rng(seed + 2)
+    act = km.layers[-1].get_config()["activation"]
+    loss, lkw, lab = r.choice(LOSSES_BY_ACT[act])
+    mets = r.sample(METRICS[lab], r.randint(0, 2))
+    return km, x, kind, r, rng, (loss, lkw, lab), mets
+
+
+def train_run(seed):
+    km, x, kind, r, rng, (loss, lkw, lab), mets = make_training(seed)
+    xs = x if isinstance(x, list) else [x]
+    n = 10
+    xs = [np.concatenate([a, a[::-1], a[:2]]) for a in xs]
+    x = xs if len(xs) > 1 else xs[0]
+    y = labels(r, rng, lab, n, 3)
+    oname, okw, sched = training_setup(r)
+
+    def optimizer(mod):
+        kw = dict(okw)
+        if sched:
+            kw["learning_rate"] = getattr(mod.optimizers.schedules, sched[0])(**sched[1])
+        return getattr(mod.optimizers, oname)(**kw)
+
+    fit = {"batch_size": r.choice([3, 4, 10]), "epochs": 2, "shuffle": False, "verbose": 0}
+    w = r.choice([None, "sample", "class", "val"])
+    if w == "sample":
+        fit["sample_weight"] = rng.uniform(0.2, 2, n).astype("f4")
+    elif w == "class" and lab in ("sparse", "onehot"):
+        fit["class_weight"] = {0: 0.5, 1: 2.0, 2: 1.0}
+    elif w == "val":
+        fit["validation_split"] = 0.3
+    km.compile(optimizer=optimizer(keras), loss=getattr(keras.losses, loss)(**lkw), metrics=list(mets))
+    m = nnspec.model_from_json(km.to_json())
+    m.set_weights(km.get_weights())
+    from_section = r.random() < 0.5  # the training section read from Keras's compile config
+    if from_section:
+        m.compile()
+    else:
+        m.compile(optimizer=optimizer(nnspec), loss={"type": loss, **lkw}, metrics=list(mets))
+    hk = km.fit(x, y, **fit).history
+    hn = m.fit(x, y, **fit).history
+    diffs = {}
+    for key, vals in hk.items():
+        if key not in hn:
+            diffs[key] = "missing"
+            continue
+        diffs[key] = max(abs(a - b) / (abs(a) + 1e-3) for a, b in zip(vals, hn[key]))
+    extra = sorted(set(hn) - set(hk))
+    # 1e-2 in the denominator: an adaptive optimizer turns gradients at rounding level (the
+    # key bias of attention, whose true gradient is 0) into updates of ~1e-6 that differ
+    wd = max(
+        (
+            float(np.max(np.abs(a - b) / (np.abs(b) + 1e-2)))
+            for a, b in zip(m.get_weights(), km.get_weights())
+            if a.size
+        ),
+        default=0,
+    )
+    ek = km.evaluate(x, y, verbose=0, return_dict=True)
+    en = m.evaluate(x, y, verbose=0, return_dict=True)
+    for key, v in ek.items():
+        diffs["eval_" + key] = abs(v - en.get(key, np.nan)) / (abs(v) + 1e-3)
+    desc = f"{oname}{okw}{'+' + sched[0] if sched else ''} {loss}{lkw} {mets} {w} bs{fit['batch_size']}{' section' if from_section else ''}"
+    return kind, diffs, extra, wd, desc, known_difference(km, kind)
+
+
+def main_train(first: int, count: int) -> int:
+    bad = 0
+    for seed in range(first, first + count):
+        try:
+            kind, diffs, extra, wd, desc, known = train_run(seed)
+            worst = {k: v for k, v in diffs.items() if v == "missing" or not (v <= 1e-3)}
+            flag = "BAD" if (worst or extra or wd > 1e-3) else "ok"
+            flag = "KNOWN" if flag == "BAD" and known else flag
+            bad += flag == "BAD"
+            print(seed, flag, kind, desc, f"weights {wd:.1e}", worst or "", extra or "", flush=True)
+        except Exception as e:  # noqa: BLE001 - a tool: report and go on
+            print(seed, "ERR", type(e).__name__, str(e)[:300].replace("\n", " "), flush=True)
+    return bad
+
+
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:3]]
-    sys.exit(1 if main(*(args + [0, 40][len(args) :])) else 0)
+    train = "--train" in sys.argv
+    args = [int(a) for a in sys.argv[1:] if a != "--train"][:2]
+    sys.exit(1 if (main_train if train else main)(*(args + [0, 40][len(args) :])) else 0)

@@ -348,6 +348,80 @@ def test_activity_penalties_count_in_the_loss_of_training_and_evaluation():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+WRAPPED_ACTIVITY_MODEL = """
+format: nnspec/1
+name: wrapped_activity
+models:
+  step:
+    inputs:
+      z: {shape: [4]}
+    layers:
+      dz: {type: Dense, units: 3, activity_regularizer: {type: l1_l2, l1: 0.3, l2: 0.2}}
+inputs:
+  tokens: {shape: [5], dtype: int32}
+layers:
+  embed: {type: Embedding, input_dim: 6, output_dim: 4, mask_zero: true, activity_regularizer: {type: l2, l2: 0.1}}
+  per_step: {type: TimeDistributed, layer: {type: Model, model: step}}
+  ignored: {type: TimeDistributed, layer: {type: Dense, units: 4, activity_regularizer: {type: l1, l1: 0.5}}}
+  bi:
+    type: Bidirectional
+    merge_mode: MERGE
+    layer: {type: GRU, units: 3, return_sequences: true, return_state: true,
+            activity_regularizer: {type: l1_l2, l1: 0.3, l2: 0.2}}
+  flat: {type: Flatten}
+edges:
+  - tokens -> embed -> per_step -> ignored -> bi
+  - bi:0 -> flat
+outputs: [flat, "bi:1", "bi:2"]
+"""
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("merge", ["concat", "null"])
+def test_activity_penalties_of_wrapped_layers_follow_keras(merge):
+    """Keras's TimeDistributed runs its layer's ``call`` per time step, so a wrapped layer's
+    activity regularizer is never applied, while the layers of a wrapped sub-model are called
+    and add theirs. Bidirectional calls each direction's layer, whose penalty covers its output
+    and its states (masked steps are zeros). An Embedding's penalty covers masked steps too.
+    (Found by comparing random imported Keras models: nnspec applied the first and dropped the
+    second.)"""
+    import keras
+    from keras_from_spec import keras_model_from_spec
+
+    text = WRAPPED_ACTIVITY_MODEL.replace("MERGE", merge)
+    m = nnspec.load(text, seed=2)
+    km = keras_model_from_spec(text)
+    km.set_weights(m.get_weights())
+    rng = np.random.default_rng(6)
+    x = np.array([[1, 2, 3, 0, 0], [0, 4, 5, 1, 2], [3, 3, 1, 2, 5]], np.int32)
+    ys = [rng.normal(size=(3, *o.shape[1:])).astype(np.float32) for o in km.outputs]
+    m.compile(optimizer=nnspec.optimizers.SGD(learning_rate=0.1), loss=["mse"] * len(ys))
+    km.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss=["mse"] * len(ys))
+    assert m.evaluate(x, ys)[0] == pytest.approx(float(km.evaluate(x, ys, verbose=0)[0]), rel=1e-5)
+    assert float(m.train_on_batch(x, ys)[0]) == pytest.approx(float(km.train_on_batch(x, ys)[0]), rel=1e-5)
+    for a, b in zip(m.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_bidirectional_activity_penalty_that_mixes_directions_is_refused():
+    text = WRAPPED_ACTIVITY_MODEL.replace("MERGE", "sum")
+    m = nnspec.load(text, seed=2)
+    m.compile(optimizer="sgd", loss="mse")
+    x = np.ones((2, 5), np.int32)
+    ys = [np.zeros((2, *o.shape[1:]), np.float32) for o in m.outputs]
+    with pytest.raises(nnspec.NnspecError, match="layer 'bi'.*merge_mode concat or null.*'sum'"):
+        m.train_on_batch(x, ys)
+
+
+def test_a_list_of_one_loss_is_the_loss_of_a_single_output():
+    """Keras takes ``loss=["mse"]`` and ``loss_weights=[2.0]`` for a model with one output."""
+    m = nnspec.Sequential([nnspec.Input((4,)), nnspec.layers.Dense(3)])
+    m.compile(optimizer="sgd", loss=["mse"], loss_weights=[2.0])
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    y = np.zeros((2, 3), np.float32)
+    assert m.evaluate(x, y) == pytest.approx(2.0 * float(np.mean(m.predict(x) ** 2)), rel=1e-6)
+
+
 def test_regularizer_names():
     assert (R.get_regularizer("l1").l1, R.get_regularizer("l1").l2) == (0.01, 0.0)
     assert (R.get_regularizer("l1_l2").l1, R.get_regularizer("l1_l2").l2) == (0.01, 0.01)

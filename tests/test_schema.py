@@ -124,3 +124,13 @@ def test_base_document_is_valid(validator):
 def test_schema_refuses(name, validator):
     doc = {**_base(), **BAD[name]}
     assert list(validator.iter_errors(doc)), f"the schema accepted: {name}"
+
+
+def test_training_names_are_the_names_training_resolves():
+    """The schema's loss and metric names (the file format, checked without importing the
+    runtime) are exactly those ``compile`` resolves: Keras's names, aliases and class names."""
+    from nnspec.runtime import losses, metrics
+
+    assert set(schema_mod.LOSSES) == {*losses.LOSSES, *losses.ALIASES, "crossentropy", "ce"}
+    runtime_metrics = {*metrics._CLASSES, *metrics._LOSS_METRICS, *metrics._ALIASES, "accuracy", "acc"}
+    assert set(schema_mod.METRICS) == runtime_metrics

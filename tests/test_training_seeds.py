@@ -267,6 +267,53 @@ def test_fit_matches_keras(weighting):
         close(a, b, 1e-4, f"weight {k} after fit")
 
 
+@pytest.mark.keras
+def test_keras_class_names_and_a_loss_mapping_train_as_in_keras():
+    """Keras's ``compile`` takes class names as strings (``"AUC"``, ``"CategoricalCrossentropy"``)
+    and logs metrics under the string given; a loss with arguments is a mapping in nnspec (a
+    ``keras.losses`` object in Keras). A file's ``training`` section takes the same names (a
+    ``.keras`` archive's compile config holds them), and a mapping with a ``type`` key that names
+    no output is one loss for every output."""
+    import keras
+    from keras_from_spec import keras_model_from_spec
+
+    path = Path(__file__).resolve().parents[1] / "specs" / "mlp.yaml"
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(40, 32)).astype(np.float32)
+    y = (x[:, :3].sum(1) > 0).astype(np.float32)[:, None]
+    m = nnspec.load(path, seed=3)
+    km = keras_model_from_spec(path)
+    km.set_weights(m.get_weights())
+    metrics = ["AUC", "Precision", "BinaryAccuracy", "KLDivergence", "bce"]
+    m.compile(optimizer=nnspec.optimizers.SGD(learning_rate=0.1), metrics=metrics,
+              loss={"type": "BinaryCrossentropy", "label_smoothing": 0.1})  # fmt: skip
+    km.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), metrics=metrics,
+               loss=keras.losses.BinaryCrossentropy(label_smoothing=0.1))  # fmt: skip
+    ours = m.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history
+    theirs = km.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history
+    assert set(ours) == set(theirs), (sorted(ours), sorted(theirs))
+    for key in theirs:
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+    spec = yaml.safe_load(path.read_text())
+    spec["training"] = {"optimizer": "sgd", "loss": {"type": "CategoricalCrossentropy", "label_smoothing": 0.1},
+                        "metrics": ["AUC", "Precision", "kl_divergence", "TopKCategoricalAccuracy"]}  # fmt: skip
+    spec["layers"]["output"].update(units=3, activation="softmax")
+    f = nnspec.load(yaml.safe_dump(spec), seed=0)
+    f.compile()
+    logs = f.evaluate(x, np.eye(3, dtype=np.float32)[rng.integers(0, 3, 40)], verbose=0, return_dict=True)
+    assert set(logs) == {"loss", "AUC", "Precision", "kl_divergence", "TopKCategoricalAccuracy"}
+
+    two = nnspec.load(Path(__file__).resolve().parents[1] / "specs" / "multi_output_seq.yaml", seed=0)
+    huber = {"type": "huber", "delta": 0.1}
+    two.compile(optimizer="sgd", loss=huber)
+    xs = rng.normal(size=(4, 100, 1)).astype(np.float32)
+    ys = [rng.normal(size=(4, 1)).astype(np.float32) * 3, rng.normal(size=(4, 100, 1)).astype(np.float32) * 3]
+    want = sum(float(nnspec.losses.get(huber)(t, p)) for t, p in zip(ys, two.predict(xs)))
+    assert float(two.evaluate(xs, ys, verbose=0)[0]) == pytest.approx(want, rel=1e-5)
+    assert want != pytest.approx(sum(float(nnspec.losses.get("huber")(t, p)) for t, p in zip(ys, two.predict(xs))))
+
+
 def test_fit_from_a_generator_and_an_iterable():
     """``fit`` on a generator with ``steps_per_epoch`` takes exactly those batches, epoch after
     epoch continuing the generator, and trains as ``train_on_batch`` on the same batches; a

@@ -18,7 +18,12 @@ from ..specs.errors import InputError
 
 
 def _per_output(value, names: list[str], what: str, default=None) -> list:
-    """A value for each output from one value, a list in output order, or a dict keyed by name."""
+    """A value for each output from one value, a list in output order, or a dict keyed by name.
+
+    A mapping that names no output but has a ``type`` (or Keras's ``class_name``) key is one
+    value, such as a loss with arguments (``{"type": "huber", "delta": 2.0}``)."""
+    if isinstance(value, dict) and not any(k in names for k in value) and ("type" in value or "class_name" in value):
+        return [value] * len(names)
     if isinstance(value, dict):
         unknown = [k for k in value if k not in names]
         if unknown:
@@ -63,6 +68,10 @@ class TrainMixin:
                 f"compile(): no loss given, and model '{self.name}' has no training section with one"
             )
         names = self._output_names()
+        if isinstance(loss, (list, tuple)) and len(loss) == 1 == len(names):
+            loss = loss[0]  # a list of one loss for one output, as Keras takes it
+        if isinstance(loss_weights, (list, tuple)) and len(loss_weights) == 1 == len(names):
+            loss_weights = loss_weights[0]
         self._loss_ids = _per_output(loss, names, "loss")
         lw = (
             _per_output(loss_weights, names, "loss_weights", 1.0)
@@ -416,7 +425,7 @@ class TrainMixin:
             plan = lower(self._typed, activity=True)
             made_by = {o: st for st in plan.steps for o in st.outputs}
             extra = plan.outputs[len(self._typed.graph.outputs) :]
-            cached = [activity_regularizer_of(made_by[v].op, made_by[v].attrs) for _, v in extra]
+            cached = [activity_regularizer_of(made_by[v].op, made_by[v].attrs, made_by[v].node) for _, v in extra]
             self.__dict__["_activity_specs"] = cached
         return cached
 

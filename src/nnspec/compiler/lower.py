@@ -207,6 +207,7 @@ class _Lowering:
 
             (out,) = [self.new_value(t, fold) for t in tn.out_types]
             a = normalize_attrs(REGISTRY["Dense"], {k: v for k, v in inner.items() if k != "type"})
+            a = _without_activity_regularizer(a)
             self.steps.append(Step("dense", prefix + tn.node.name, tuple(ins), pnames, (out,), step_attrs("Dense", a)))
             self.set_masks(tn.node, ins, [out], prefix)
             return [out]
@@ -220,7 +221,7 @@ class _Lowering:
             from ..layerdefs.base import normalize_attrs
 
             idef = REGISTRY[inner["type"]]
-            iattrs = normalize_attrs(idef, {k: v for k, v in inner.items() if k != "type"})
+            iattrs = _without_activity_regularizer(normalize_attrs(idef, {k: v for k, v in inner.items() if k != "type"}))
             if "lower_as" in idef.extra:
                 lowered, iattrs = idef.extra["lower_as"](iattrs)
                 idef = REGISTRY[lowered]
@@ -238,6 +239,13 @@ class _Lowering:
             outs.append(out)
         self.set_masks(tn.node, ins, outs, prefix)
         return outs
+
+
+def _without_activity_regularizer(attrs: dict) -> dict:
+    """A layer wrapped in TimeDistributed has no activity penalty: Keras's TimeDistributed runs
+    the layer's ``call`` per time step, not the layer itself, so its activity regularizer is
+    never applied (a sub-model's layers are called, so theirs are)."""
+    return {**attrs, "activity_regularizer": None} if "activity_regularizer" in attrs else attrs
 
 
 # Plan-level steps that compute masks: no kernel of a layer's own, and no gradient.
@@ -340,7 +348,7 @@ def lower(typed: TypedGraph, outputs: list | None = None, training: bool = False
     out_ids = [(str(r), env[(r.node, r.port)]) for r in refs]
     if activity:
         out_ids += [(f"activity:{st.node}:{k}", o) for st in low.steps
-                    if activity_regularizer_of(st.op, st.attrs) is not None for k, o in enumerate(st.outputs)]  # fmt: skip
+                    if activity_regularizer_of(st.op, st.attrs, st.node) is not None for k, o in enumerate(st.outputs)]  # fmt: skip
     _prune(low, {v for _, v in out_ids})
     inputs, out_ids = _renumber(low, inputs, out_ids)
     buffers = _assign_buffers(low, {v for _, v in inputs}, {v for _, v in out_ids}, reuse=not training)

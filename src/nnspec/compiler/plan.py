@@ -81,11 +81,32 @@ class Param:
         return math.prod(self.shape)
 
 
-def activity_regularizer_of(op: str, attrs: dict):
-    """The activity regularizer (a regularizer spec, or None) of a plan step: its
-    ``activity_regularizer`` attribute, or the ActivityRegularization layer's l1/l2."""
+def activity_regularizer_of(op: str, attrs: dict, node: str = ""):
+    """The activity regularizer (a regularizer spec, or None) of a plan step, applied to each of
+    its outputs: its ``activity_regularizer`` attribute, or the ActivityRegularization layer's
+    l1/l2.
+
+    A Bidirectional step's comes from its recurrent layers: Keras calls each direction's layer,
+    which adds its penalty of its own outputs (and states). With ``merge_mode`` concat or None
+    that is the penalty of the step's outputs (L1 and L2 add over concatenated parts); the other
+    merges mix the directions, so their penalties cannot be read from the step's outputs."""
     if op == "activity_regularization":
         return {"type": "l1_l2", "l1": attrs.get("l1", 0.0), "l2": attrs.get("l2", 0.0)}
+    if op == "bidirectional":
+        forward = (attrs.get("layer") or {}).get("activity_regularizer")
+        backward = (attrs.get("backward_layer") or attrs.get("layer") or {}).get("activity_regularizer")
+        if forward is None and backward is None:
+            return None
+        if forward == backward and attrs.get("merge_mode") in ("concat", None):
+            return forward
+        from ..specs.errors import NnspecError
+
+        raise NnspecError(
+            f"layer '{node}': nnspec trains an activity_regularizer in a Bidirectional layer only "
+            f"with merge_mode concat or null and the same regularizer in both directions "
+            f"(here merge_mode {attrs.get('merge_mode')!r}): with other merges Keras's penalties are "
+            "of each direction's own outputs, which this layer does not keep"
+        )
     return attrs.get("activity_regularizer")
 
 

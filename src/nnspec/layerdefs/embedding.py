@@ -149,6 +149,7 @@ EMBEDDING = LayerDef(
         Attr(
             "embeddings_constraint", "constraint", None, "Constraint on the embedding matrix.", nullable=True
         ),
+        Attr("activity_regularizer", "regularizer", None, "Penalty on the output.", nullable=True),
         Attr(
             "mask_zero",
             "bool",

@@ -156,7 +156,7 @@ class _TrainGenerator(_Generator):
                 f"total += _R.l1_l2_penalty({pvar[name]}.ravel(), {gvar[name]}.ravel(), {r.l1!r}, {r.l2!r}, share)"
             )
         for s in self.plan.steps:
-            spec = activity_regularizer_of(s.op, s.attrs)
+            spec = activity_regularizer_of(s.op, s.attrs, s.node)
             if spec is None:
                 continue
             r = get_regularizer(spec)

@@ -27,11 +27,28 @@ LOSSES = (
     "sparse_categorical_crossentropy", "hinge", "squared_hinge", "categorical_hinge", "huber",
     "log_cosh", "kl_divergence", "poisson", "cosine_similarity",
     "mse", "mae", "mape", "msle", "kld", "kullback_leibler_divergence", "logcosh", "huber_loss",
+    "MSE", "MAE", "MAPE", "MSLE", "KLD", "bce", "BCE",
+    "crossentropy", "ce",  # resolved from the label and output shapes, as Keras's compile does
+    # Keras's class names, which Keras's compile accepts as strings too
+    "MeanSquaredError", "MeanAbsoluteError", "MeanAbsolutePercentageError", "MeanSquaredLogarithmicError",
+    "BinaryCrossentropy", "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "Hinge",
+    "SquaredHinge", "CategoricalHinge", "Huber", "LogCosh", "KLDivergence", "Poisson", "CosineSimilarity",
 )  # fmt: skip
 METRICS = (
     "accuracy", "acc", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
     "top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy", "mse", "mae",
-    "mean_squared_error", "mean_absolute_error", "precision", "recall", "auc",
+    "mean_squared_error", "mean_absolute_error", "precision", "recall", "auc", "mean",
+    "MSE", "MAE", "mape", "MAPE", "msle", "MSLE", "bce", "BCE",
+    # a loss is also a metric (the mean of its values)
+    "mean_absolute_percentage_error", "mean_squared_logarithmic_error", "binary_crossentropy",
+    "categorical_crossentropy", "sparse_categorical_crossentropy", "hinge", "squared_hinge",
+    "categorical_hinge", "kl_divergence", "poisson",
+    # Keras's class names, which Keras's compile accepts as strings too
+    "Accuracy", "BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy",
+    "TopKCategoricalAccuracy", "SparseTopKCategoricalAccuracy", "MeanSquaredError", "MeanAbsoluteError",
+    "Precision", "Recall", "AUC", "Mean", "MeanAbsolutePercentageError", "MeanSquaredLogarithmicError",
+    "BinaryCrossentropy", "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "Hinge",
+    "SquaredHinge", "CategoricalHinge", "KLDivergence", "Poisson",
 )  # fmt: skip
 
 
