@@ -308,6 +308,35 @@ def test_evaluate_with_loss_option_sample_weights_and_xy_names(tmp_path):
     assert got["loss"] != pytest.approx(unweighted["loss"], rel=1e-6)  # the weights were used
 
 
+def test_evaluate_reports_the_sections_weighted_metrics_and_metric_arguments(tmp_path):
+    """``weighted_metrics`` and metrics with arguments (``{type: auc, num_thresholds: 50}``) in
+    the training section are what ``nnspec evaluate`` reports, as ``compile()`` reads them."""
+    weights = tmp_path / "w.safetensors"
+    mlp_weights(weights)
+    x, y = learnable(40, 3)
+    sw = np.linspace(0.1, 2.0, 40).astype(np.float32)
+    data = tmp_path / "test.npz"
+    np.savez(data, x=x, y=y, sample_weight=sw)
+    model_file = tmp_path / "m.yaml"
+    model_file.write_text(MLP.read_text() + """
+training:
+  optimizer: sgd
+  loss: binary_crossentropy
+  metrics: [{type: auc, num_thresholds: 50, name: auc50}]
+  weighted_metrics: [accuracy]
+""")
+    m = nnspec.load(str(model_file))
+    m.load_weights(weights)
+    m.compile()
+    expected = m.evaluate(x, y, sample_weight=sw, return_dict=True)
+    assert set(expected) == {"loss", "auc50", "accuracy"}  # "weighted_" only beside a plain accuracy
+    assert expected["accuracy"] != pytest.approx(m.evaluate(x, y, return_dict=True)["accuracy"])
+
+    r = invoke("evaluate", model_file, "--data", data, "--weights", weights, "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == pytest.approx(expected, rel=1e-9)
+
+
 # ---------------------------------------------------------------------------------- errors: the user's files
 
 

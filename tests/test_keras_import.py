@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -493,15 +494,50 @@ def test_losses_keyed_by_kerass_output_keys_follow_the_outputs(tmp_path):
     m.compile()  # the names resolve
 
 
+def test_metrics_with_arguments_and_weighted_metrics_train_as_in_keras(tmp_path):
+    """Metric objects with arguments (and a name of their own) and ``weighted_metrics`` become
+    ``{type: name, ...}`` entries of the training section, which a model file holds; ``fit``
+    then logs what Keras logs, with the same values."""
+    L = keras.layers
+    x = keras.Input((4,))
+    km = keras.Model(x, L.Dense(3, activation="softmax")(L.Dense(5, activation="relu")(x)))
+    km.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy",
+               metrics=[keras.metrics.AUC(num_thresholds=50), keras.metrics.TopKCategoricalAccuracy(k=2, name="top2"),
+                        "accuracy"],
+               weighted_metrics=["accuracy", keras.metrics.CategoricalCrossentropy(label_smoothing=0.1)])  # fmt: skip
+    m = nnspec.model_from_json(km.to_json())
+    training = m.get_config()["training"]
+    assert training["metrics"] == [{"type": "auc", "num_thresholds": 50},
+                                   {"type": "top_k_categorical_accuracy", "k": 2, "name": "top2"}, "accuracy"]  # fmt: skip
+    assert training["weighted_metrics"] == ["accuracy", {"type": "categorical_crossentropy", "label_smoothing": 0.1}]
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(m.get_config(), sort_keys=False))
+    m = nnspec.load(tmp_path / "m.yaml")  # the file holds them
+    m.set_weights(km.get_weights())
+    m.compile()
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(20, 4)).astype(np.float32)
+    ys = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 20)]
+    sw = rng.uniform(0.2, 2, 20).astype(np.float32)
+    want = km.fit(xs, ys, sample_weight=sw, batch_size=8, epochs=2, shuffle=False, verbose=0).history
+    got = m.fit(xs, ys, sample_weight=sw, batch_size=8, epochs=2, shuffle=False, verbose=0).history
+    assert sorted(got) == sorted(want) == ["accuracy", "auc", "categorical_crossentropy", "loss", "top2",
+                                           "weighted_accuracy"]  # fmt: skip
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, err_msg=key)
+
+
 def test_training_setups_a_file_cannot_hold_are_refused():
     from nnspec.api.keras_config import training_from_compile_config
 
-    auc = {"module": "keras.metrics", "class_name": "AUC", "config": {"name": "auc", "num_thresholds": 50}}
-    with pytest.raises(KerasConfigError, match="metric AUC with {'num_thresholds': 50}"):
+    auc = {"module": "keras.metrics", "class_name": "AUC", "config": {"name": "auc", "thresholds_x": 50}}
+    with pytest.raises(KerasConfigError, match="metric AUC argument 'thresholds_x' has no nnspec equivalent"):
         training_from_compile_config({"optimizer": "adam", "loss": "mse", "metrics": [auc]})
     custom = {"module": "my_losses", "class_name": "FocalLoss", "config": {}}
     with pytest.raises(KerasConfigError, match="'FocalLoss' is custom code"):
         training_from_compile_config({"optimizer": "adam", "loss": custom})
+    custom = {"module": "my_metrics", "class_name": "F2", "config": {}}
+    with pytest.raises(KerasConfigError, match="'F2' is custom code"):
+        training_from_compile_config({"optimizer": "adam", "loss": "mse", "metrics": [custom]})
     assert training_from_compile_config({"optimizer": "rmsprop", "loss": "mse", "metrics": [
         {"module": "keras.metrics", "class_name": "AUC", "config": {"name": "auc", "num_thresholds": 200}}]}) == {
         "optimizer": "rmsprop", "loss": "mse", "metrics": ["auc"]}  # fmt: skip

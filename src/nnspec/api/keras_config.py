@@ -133,7 +133,8 @@ _OPTIMIZER_OFF = {"weight_decay": None, "clipnorm": None, "clipvalue": None, "gl
 # Arguments of Keras's metric classes, at the defaults a model file's metric names stand for.
 _METRIC_DEFAULTS = {"threshold": 0.5, "k": 5, "thresholds": None, "top_k": None, "class_id": None,
                     "num_thresholds": 200, "curve": "ROC", "summation_method": "interpolation",
-                    "multi_label": False, "num_labels": None, "label_weights": None, "from_logits": False}  # fmt: skip
+                    "multi_label": False, "num_labels": None, "label_weights": None, "from_logits": False,
+                    "label_smoothing": 0, "axis": -1, "ignore_class": None}  # fmt: skip
 
 
 def training_from_compile_config(cc: dict) -> dict:
@@ -161,11 +162,9 @@ def training_from_compile_config(cc: dict) -> dict:
         out["loss"] = _per_output(loss, lambda v: _loss(v, where))
     if cc.get("loss_weights") is not None:
         out["loss_weights"] = cc["loss_weights"]
-    if cc.get("metrics") is not None:
-        out["metrics"] = _per_output(cc["metrics"], lambda v: _metric(v, where))
-    if cc.get("weighted_metrics"):
-        raise _err(where, "weighted_metrics have no place in a model file's training section; pass them to "
-                   "compile() in Python")  # fmt: skip
+    for part in ("metrics", "weighted_metrics"):
+        if cc.get(part):
+            out[part] = _per_output(cc[part], lambda v: _metric(v, where))
     return out
 
 
@@ -213,11 +212,17 @@ def _metric(v, where):
 
     cls = v["class_name"]
     config = v.get("config") or {}
-    changed = {k: x for k, x in config.items() if k in _METRIC_DEFAULTS and _METRIC_DEFAULTS[k] != x}
-    if changed:
-        raise _err(where, f"metric {cls} with {changed}: a model file's metrics are names with Keras's "
-                   "defaults; pass the metric object to compile() in Python")  # fmt: skip
-    return {"AUC": "auc"}.get(cls, snake_case(cls))
+    module = str(v.get("module") or "")
+    if module and not module.startswith(("keras.metrics", "keras.src.metrics")):
+        raise _err(where, f"the metric '{cls}' is custom code; declare it under custom_losses")
+    unknown = [k for k in config if k not in _METRIC_DEFAULTS and k not in ("name", "dtype")]
+    if unknown:
+        raise _err(where, f"metric {cls} argument '{unknown[0]}' has no nnspec equivalent")
+    name = {"AUC": "auc"}.get(cls, snake_case(cls))
+    args = {k: x for k, x in config.items() if k in _METRIC_DEFAULTS and _METRIC_DEFAULTS[k] != x}
+    if config.get("name") not in (None, name):
+        args["name"] = config["name"]  # logged under it, as Keras logs a metric object
+    return {"type": name, **args} if args else name
 
 
 def layer_arguments(type_name: str, config: dict) -> dict:

@@ -58,11 +58,14 @@ class TrainMixin:
         from ..runtime.optimizers import get_optimizer
 
         section = self._typed.graph.training or {}
-        if optimizer is None and loss is None and metrics is None and loss_weights is None:
+        if optimizer is None and loss is None and metrics is None and loss_weights is None and (
+            weighted_metrics is None
+        ):
             optimizer = section.get("optimizer")
             loss = section.get("loss")
             loss_weights = section.get("loss_weights")
             metrics = section.get("metrics")
+            weighted_metrics = section.get("weighted_metrics")
         if loss is None:
             raise ValueError(
                 f"compile(): no loss given, and model '{self.name}' has no training section with one"

@@ -175,6 +175,7 @@ def _training_config(
         mets = list(metrics)
 
     return {"optimizer": opt, "loss": loss, "metrics": mets, "loss_weights": section.get("loss_weights"),
+            "weighted_metrics": section.get("weighted_metrics"),
             "batch_size": section.get("batch_size"), "epochs": section.get("epochs")}  # fmt: skip
 
 
@@ -203,7 +204,8 @@ def _loss_per_output(loss, outputs: list[str]) -> dict:
 def _compile(model, file: str, cfg: dict, with_optimizer: bool = True) -> None:
     try:
         model.compile(optimizer=cfg["optimizer"] if with_optimizer else None, loss=cfg["loss"],
-                      metrics=cfg["metrics"], loss_weights=cfg["loss_weights"])  # fmt: skip
+                      metrics=cfg["metrics"], loss_weights=cfg["loss_weights"],
+                      weighted_metrics=cfg["weighted_metrics"])  # fmt: skip
     except (ValueError, TypeError) as e:
         raise _Problem(f"{file}: training: {e}") from None
 

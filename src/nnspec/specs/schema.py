@@ -271,6 +271,7 @@ def _builtin_names_only() -> dict:
     loss = {"enum": list(LOSSES)}
     item = {"anyOf": [loss, {"type": "object", "properties": {"type": loss}}]}
     metric = {"enum": list(METRICS)}
+    metric = {"anyOf": [metric, {"type": "object", "properties": {"type": metric}}]}
     metrics = {"anyOf": [metric, {"type": "array", "items": metric}]}
 
     def per_output(x):
@@ -283,7 +284,8 @@ def _builtin_names_only() -> dict:
                                                "models": {"additionalProperties": layers}}}},
             {"if": {"not": {"required": ["custom_losses"]}},
              "then": {"properties": {"training": {"properties": {"loss": per_output(item),
-                                                                  "metrics": per_output(metrics)}}}}},
+                                                                  "metrics": per_output(metrics),
+                                                                  "weighted_metrics": per_output(metrics)}}}}},
         ]
     }  # fmt: skip
 
@@ -298,6 +300,9 @@ def _training_schema(strict: bool) -> dict:
     loss = _names(LOSSES, strict)
     metric = _names(METRICS, strict)  # a custom loss is also a metric
     per_output = lambda item: {"anyOf": [item, {"type": "array", "items": item}, {"type": "object", "additionalProperties": item}]}  # noqa: E731
+    # a name, or {type: name, ...arguments} (AUC's num_thresholds, top-k's k, a metric's name)
+    metric = {"anyOf": [metric, {"type": "object", "required": ["type"], "properties": {"type": metric}}]}
+    metrics = per_output({"anyOf": [metric, {"type": "array", "items": metric}]})
     return {
         "type": "object",
         "additionalProperties": False,
@@ -307,7 +312,8 @@ def _training_schema(strict: bool) -> dict:
                                                  "properties": {"type": loss}}]}),  # fmt: skip
             "loss_weights": {"anyOf": [{"type": "array", "items": {"type": "number"}},
                                        {"type": "object", "additionalProperties": {"type": "number"}}]},  # fmt: skip
-            "metrics": per_output({"anyOf": [metric, {"type": "array", "items": metric}]}),
+            "metrics": metrics,
+            "weighted_metrics": metrics,
             "batch_size": {"type": "integer", "minimum": 1},
             "epochs": {"type": "integer", "minimum": 1},
         },

@@ -228,9 +228,10 @@ def _vocabulary_name(err, path) -> str | None:
     """'layer type', 'activation', ... when an enum is a vocabulary of names."""
     path = list(path)
     ref_path = list(err.absolute_schema_path)
+    metrics = "metrics" in path or "weighted_metrics" in path
     if path and path[-1] == "type":
         if "training" in path or "loss" in path:
-            return "loss" if "loss" in path else "optimizer"
+            return "loss" if "loss" in path else "metric" if metrics else "optimizer"
         if any(p in _NAME_VOCABULARIES for p in ref_path):
             return next(p for p in ref_path if p in _NAME_VOCABULARIES)
         is_layer = (len(path) >= 3 and path[-3] in ("layers", "cell", "cells")) or (len(path) >= 2 and path[-2] in ("layer", "backward_layer", "cell"))
@@ -252,7 +253,7 @@ def _vocabulary_name(err, path) -> str | None:
     if "training" in path:
         if "loss" in path:
             return "loss"
-        if "metrics" in path:
+        if metrics:
             return "metric"
         if "optimizer" in path:
             return "optimizer"
@@ -452,7 +453,7 @@ def _with_builtin_losses(data: dict, declared: dict) -> dict:
         return builtin(v)
 
     # a custom loss is also a metric (the mean of its values), as a loss function is in Keras
-    return {**data, "training": {**training, **{k: per_output(training[k]) for k in ("loss", "metrics")
+    return {**data, "training": {**training, **{k: per_output(training[k]) for k in ("loss", "metrics", "weighted_metrics")
                                                 if k in training}}}  # fmt: skip
 
 
@@ -489,7 +490,7 @@ def _hint_custom_losses(d: Diagnostic, declared: dict) -> Diagnostic:
 
     if d.path.startswith("training.loss"):
         known = LOSSES
-    elif d.path.startswith("training.metrics"):
+    elif d.path.startswith(("training.metrics", "training.weighted_metrics")):
         known = METRICS
     else:
         return d
