@@ -214,7 +214,9 @@ def test_loss_options_merge_with_the_training_section():
     assert cfg["optimizer"] == {"type": "rmsprop", "learning_rate": 0.5}
     assert cfg["loss_weights"] == {"main_output": 1.0, "aux_output": 0.2} and cfg["metrics"] == ["accuracy"]
     cfg = _training_config(m, "headline.yaml", "adam", None, ("mse",), ("auc",))
-    assert (cfg["optimizer"], cfg["loss"], cfg["metrics"]) == ("adam", "mse", ["auc"])
+    # every --metric for every output (a list of two would mean one per output, as in Keras 3)
+    assert (cfg["optimizer"], cfg["loss"], cfg["metrics"]) == ("adam", "mse", {"main_output": ["auc"],
+                                                                               "aux_output": ["auc"]})  # fmt: skip
     cfg = _training_config(nnspec.load(str(MLP)), "mlp.yaml", None, None, ("output=mse",), ())
     assert (cfg["optimizer"], cfg["loss"], cfg["epochs"], cfg["batch_size"]) == (
         "rmsprop",

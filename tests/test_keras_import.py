@@ -526,6 +526,32 @@ def test_metrics_with_arguments_and_weighted_metrics_train_as_in_keras(tmp_path)
         np.testing.assert_allclose(got[key], want[key], rtol=1e-5, err_msg=key)
 
 
+@pytest.mark.parametrize("metrics", [["accuracy", "mae"], [["accuracy"], ["mae", "mse"]], ["mae", None], {"b": ["mae"]}],
+                         ids=["one-each", "lists", "none", "dict"])  # fmt: skip
+def test_metrics_of_several_outputs_are_read_as_keras_3_reads_them(metrics):
+    """For a model with two outputs Keras 3 takes a list of two entries as one entry per output
+    (``["accuracy", "mae"]``: accuracy of the first output, mae of the second), not as metrics
+    of every output; an entry may be a list or None."""
+    L = keras.layers
+    x = keras.Input((4,))
+    km = keras.Model(x, [L.Dense(2, activation="softmax", name="a")(x), L.Dense(1, name="b")(x)])
+    km.compile(optimizer="sgd", loss=["categorical_crossentropy", "mse"], metrics=metrics, weighted_metrics=metrics)
+    m = nnspec.model_from_json(km.to_json())
+    m.set_weights(km.get_weights())
+    m.compile()
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(8, 4)).astype(np.float32)
+    ys = [np.eye(2, dtype=np.float32)[rng.integers(0, 2, 8)], rng.normal(size=(8, 1)).astype(np.float32)]
+    sw = rng.uniform(size=8).astype(np.float32)
+    want = km.evaluate(xs, ys, sample_weight=sw, verbose=0, return_dict=True)
+    got = m.evaluate(xs, ys, sample_weight=sw, verbose=0, return_dict=True)
+    assert sorted(got) == sorted(want)
+    for key in want:
+        assert got[key] == pytest.approx(want[key], rel=1e-5), key
+    m.compile(optimizer="sgd", loss=["categorical_crossentropy", "mse"], metrics=metrics)  # from Python too
+    assert sorted(m.evaluate(xs, ys, verbose=0, return_dict=True)) == sorted(k for k in want if "weighted" not in k)
+
+
 def test_training_setups_a_file_cannot_hold_are_refused():
     from nnspec.api.keras_config import training_from_compile_config
 

@@ -204,7 +204,7 @@ def _loss(v, where):
 
 
 def _metric(v, where):
-    if isinstance(v, str):
+    if isinstance(v, str) or v is None:  # None: no metric for that output
         return v
     if not isinstance(v, dict) or "class_name" not in v:
         raise _err(where, f"cannot read the metric {v!r}")

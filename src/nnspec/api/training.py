@@ -82,16 +82,8 @@ class TrainMixin:
             else [1.0] * len(names)
         )
         self._loss_weights = [1.0 if w is None else float(w) for w in lw]
-        if isinstance(metrics, dict):
-            self._metric_ids = [_as_list(m) for m in _per_output(metrics, names, "metrics", [])]
-        else:
-            self._metric_ids = [_as_list(metrics)] * len(names)
-        if isinstance(weighted_metrics, dict):
-            self._weighted_metric_ids = [
-                _as_list(m) for m in _per_output(weighted_metrics, names, "weighted_metrics", [])
-            ]
-        else:
-            self._weighted_metric_ids = [_as_list(weighted_metrics)] * len(names)
+        self._metric_ids = _metrics_per_output(metrics, names, "metrics")
+        self._weighted_metric_ids = _metrics_per_output(weighted_metrics, names, "weighted_metrics")
         self.optimizer = get_optimizer(optimizer if optimizer is not None else "rmsprop")
         self._trainers = {}
         self._specs_memo = {}
@@ -595,6 +587,24 @@ class TrainMixin:
                 break
         cbs.on_train_end(logs)
         return self.history
+
+
+def _metrics_per_output(metrics, names: list[str], what: str) -> list[list]:
+    """The metrics of each output, as Keras 3's ``compile`` reads them: a dict keyed by output
+    name; for several outputs, a list with one entry (a metric, a list of them, or None) per
+    output; for one output, every metric of a list, nested lists flattened. Any other list
+    applies to every output (Keras 3 refuses it; Keras 2 did this)."""
+    if isinstance(metrics, dict) and not (("type" in metrics or "class_name" in metrics)
+                                          and not any(k in names for k in metrics)):  # fmt: skip
+        return [_as_list(m) for m in _per_output(metrics, names, what, [])]
+    if isinstance(metrics, (list, tuple)) and len(names) > 1 and len(metrics) == len(names):
+        return [_as_list(m) for m in metrics]
+    if isinstance(metrics, (list, tuple)) and len(names) == 1:
+        flat: list = []
+        for m in metrics:
+            flat.extend(_as_list(m))
+        return [flat]
+    return [_as_list(metrics)] * len(names)
 
 
 def _as_list(v) -> list:

@@ -172,7 +172,7 @@ def _training_config(
                     get_metric(name, custom=model._custom_losses())
                 except (ValueError, TypeError) as e:
                     raise click.BadParameter(str(e), param_hint="--metric") from None
-        mets = list(metrics)
+        mets = {o: list(metrics) for o in outputs}  # every --metric for every output
 
     return {"optimizer": opt, "loss": loss, "metrics": mets, "loss_weights": section.get("loss_weights"),
             "weighted_metrics": section.get("weighted_metrics"),

@@ -272,7 +272,7 @@ def _builtin_names_only() -> dict:
     item = {"anyOf": [loss, {"type": "object", "properties": {"type": loss}}]}
     metric = {"enum": list(METRICS)}
     metric = {"anyOf": [metric, {"type": "object", "properties": {"type": metric}}]}
-    metrics = {"anyOf": [metric, {"type": "array", "items": metric}]}
+    metrics = {"anyOf": [metric, {"type": "array", "items": metric}, {"type": "null"}]}
 
     def per_output(x):
         return {"anyOf": [x, {"type": "array", "items": x}, {"type": "object", "additionalProperties": x}]}
@@ -302,7 +302,8 @@ def _training_schema(strict: bool) -> dict:
     per_output = lambda item: {"anyOf": [item, {"type": "array", "items": item}, {"type": "object", "additionalProperties": item}]}  # noqa: E731
     # a name, or {type: name, ...arguments} (AUC's num_thresholds, top-k's k, a metric's name)
     metric = {"anyOf": [metric, {"type": "object", "required": ["type"], "properties": {"type": metric}}]}
-    metrics = per_output({"anyOf": [metric, {"type": "array", "items": metric}]})
+    # per output: a metric, a list of them, or null (none for that output)
+    metrics = per_output({"anyOf": [metric, {"type": "array", "items": metric}, {"type": "null"}]})
     return {
         "type": "object",
         "additionalProperties": False,
