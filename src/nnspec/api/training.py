@@ -594,8 +594,7 @@ def _metrics_per_output(metrics, names: list[str], what: str) -> list[list]:
     name; for several outputs, a list with one entry (a metric, a list of them, or None) per
     output; for one output, every metric of a list, nested lists flattened. Any other list
     applies to every output (Keras 3 refuses it; Keras 2 did this)."""
-    if isinstance(metrics, dict) and not (("type" in metrics or "class_name" in metrics)
-                                          and not any(k in names for k in metrics)):  # fmt: skip
+    if isinstance(metrics, dict):  # keyed by output, or one metric mapping (``_per_output``)
         return [_as_list(m) for m in _per_output(metrics, names, what, [])]
     if isinstance(metrics, (list, tuple)) and len(names) > 1 and len(metrics) == len(names):
         return [_as_list(m) for m in metrics]
