@@ -636,6 +636,14 @@ OPTIMIZERS = {
     "Adadelta": lambda r: {"rho": r.choice([0.95, 0.9])},
     "Adamax": lambda r: {},
     "Nadam": lambda r: {},
+    "Lion": lambda r: {"beta_1": r.choice([0.9, 0.95])},
+    "Ftrl": lambda r: {
+        "l1_regularization_strength": r.choice([0.0, 0.01]),
+        "l2_regularization_strength": r.choice([0.0, 0.01]),
+        "beta": r.choice([0.0, 0.1]),
+    },
+    "Lamb": lambda r: {"beta_2": r.choice([0.999, 0.99])},
+    "Adafactor": lambda r: {"clip_threshold": r.choice([1.0, 0.5])},
 }
 
 LOSSES_BY_ACT = {
@@ -648,6 +656,7 @@ LOSSES_BY_ACT = {
         ("Poisson", {}, "prob"),
         ("MeanSquaredError", {}, "prob"),
         ("CosineSimilarity", {}, "prob"),
+        ("CategoricalFocalCrossentropy", {"gamma": 1.5}, "onehot"),
     ],
     "sigmoid": [
         ("BinaryCrossentropy", {}, "binary"),
@@ -656,6 +665,7 @@ LOSSES_BY_ACT = {
         ("Hinge", {}, "binary"),
         ("SquaredHinge", {}, "binary"),
         ("MeanSquaredLogarithmicError", {}, "prob"),
+        ("BinaryFocalCrossentropy", {"apply_class_balancing": True, "alpha": 0.4}, "binary"),
     ],
     "linear": [
         ("CategoricalCrossentropy", {"from_logits": True}, "onehot"),
@@ -665,6 +675,8 @@ LOSSES_BY_ACT = {
         ("LogCosh", {}, "real"),
         ("MeanAbsolutePercentageError", {}, "away"),
         ("MeanSquaredError", {}, "real"),
+        ("BinaryFocalCrossentropy", {"from_logits": True}, "binary"),
+        ("CategoricalFocalCrossentropy", {"from_logits": True, "label_smoothing": 0.1}, "onehot"),
     ],
 }
 
@@ -677,11 +689,14 @@ METRICS = {
         "AUC",
         "Precision",
         "Recall",
+        "f1_score",
+        "cosine_similarity",
+        "RootMeanSquaredError",
     ],
     "sparse": ["accuracy", "sparse_categorical_accuracy", "sparse_top_k_categorical_accuracy"],
-    "binary": ["accuracy", "binary_accuracy", "mae", "AUC", "Precision", "Recall"],
-    "prob": ["mse", "mae", "kl_divergence", "poisson"],
-    "real": ["mse", "mae", "mape"],
+    "binary": ["accuracy", "binary_accuracy", "mae", "AUC", "Precision", "Recall", "F1Score"],
+    "prob": ["mse", "mae", "kl_divergence", "poisson", "log_cosh_error", "r2_score", "pearson_correlation"],
+    "real": ["mse", "mae", "mape", "root_mean_squared_error", "R2Score", "concordance_correlation"],
     "away": ["mse", "mae"],
 }
 
@@ -715,6 +730,9 @@ def training_setup(r):
                 ("ExponentialDecay", {"initial_learning_rate": 0.05, "decay_steps": 2, "decay_rate": 0.5}),
                 ("CosineDecay", {"initial_learning_rate": 0.05, "decay_steps": 5}),
                 ("PiecewiseConstantDecay", {"boundaries": [2], "values": [0.05, 0.01]}),
+                ("PolynomialDecay", {"initial_learning_rate": 0.05, "decay_steps": 3, "power": 2.0, "cycle": True}),
+                ("InverseTimeDecay", {"initial_learning_rate": 0.05, "decay_steps": 2, "decay_rate": 0.5}),
+                ("CosineDecayRestarts", {"initial_learning_rate": 0.05, "first_decay_steps": 2}),
             ]
         )
     return name, kw, sched
@@ -728,6 +746,12 @@ def make_training(seed):
     loss, lkw, lab = r.choice(LOSSES_BY_ACT[act])
     mets = r.sample(METRICS[lab], r.randint(0, 2))
     return km, x, kind, r, rng, (loss, lkw, lab), mets
+
+
+def _rel(a, b) -> float:
+    """The largest difference relative to Keras's value ``a`` (a metric may give one per class)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b) / (np.abs(a) + 1e-3)))
 
 
 def train_run(seed):
@@ -770,7 +794,7 @@ def train_run(seed):
         if key not in hn:
             diffs[key] = "missing"
             continue
-        diffs[key] = max(abs(a - b) / (abs(a) + 1e-3) for a, b in zip(vals, hn[key]))
+        diffs[key] = max(_rel(a, b) for a, b in zip(vals, hn[key]))
     extra = sorted(set(hn) - set(hk))
     # 1e-2 in the denominator: an adaptive optimizer turns gradients at rounding level into
     # updates of ~1e-6 that differ. Attention's key bias is left out: its true gradient is 0
@@ -787,7 +811,7 @@ def train_run(seed):
     ek = km.evaluate(x, y, verbose=0, return_dict=True)
     en = m.evaluate(x, y, verbose=0, return_dict=True)
     for key, v in ek.items():
-        diffs["eval_" + key] = abs(v - en.get(key, np.nan)) / (abs(v) + 1e-3)
+        diffs["eval_" + key] = _rel(v, en.get(key, np.nan))
     desc = f"{oname}{okw}{'+' + sched[0] if sched else ''} {loss}{lkw} {mets} {w} bs{fit['batch_size']}{' section' if from_section else ''}"
     return kind, diffs, extra, wd, desc, known_difference(km, kind)
 

@@ -498,6 +498,7 @@ def test_metrics_with_arguments_and_weighted_metrics_train_as_in_keras(tmp_path)
     """Metric objects with arguments (and a name of their own) and ``weighted_metrics`` become
     ``{type: name, ...}`` entries of the training section, which a model file holds; ``fit``
     then logs what Keras logs, with the same values."""
+    keras.utils.clear_session()  # metric objects get Keras's default names (auc, not auc_3)
     L = keras.layers
     x = keras.Input((4,))
     km = keras.Model(x, L.Dense(3, activation="softmax")(L.Dense(5, activation="relu")(x)))
@@ -524,6 +525,51 @@ def test_metrics_with_arguments_and_weighted_metrics_train_as_in_keras(tmp_path)
                                            "weighted_accuracy"]  # fmt: skip
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-5, err_msg=key)
+
+
+def test_keras_metric_catalog_imports_and_trains_as_in_keras(tmp_path):
+    """Keras 3's other metrics (F-scores, IoU, counts, rate-at-rate, correlations, R2) read from a
+    compile config, kept in a model file, and logged by ``fit`` as Keras logs them: a metric with
+    one value per class is an array in the History, as in Keras's; ``mode="auto"`` callbacks
+    know which way each improves. (The counts, TruePositives and kin, are left out here: in Keras
+    3.15 their ``result()`` is the count variable itself, which the validation pass then resets
+    and refills, so Keras logs the validation counts as the training ones too.)"""
+    keras.utils.clear_session()  # metric objects get Keras's default names (auc, not auc_3)
+    L = keras.layers
+    M = keras.metrics
+    x = keras.Input((4,))
+    km = keras.Model(x, L.Dense(3, activation="softmax")(L.Dense(5, activation="relu")(x)))
+    km.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy",
+               metrics=[M.F1Score(), M.FBetaScore(average="macro", beta=2.0, threshold=0.4),
+                        M.OneHotMeanIoU(num_classes=3), M.PrecisionAtRecall(0.5, num_thresholds=50),
+                        M.RootMeanSquaredError(), M.R2Score(),
+                        M.PearsonCorrelation(), M.LogCoshError(), "cosine_similarity"],
+               weighted_metrics=[M.ConcordanceCorrelation()])  # fmt: skip
+    m = nnspec.model_from_json(km.to_json())
+    training = m.get_config()["training"]
+    assert training["metrics"][:3] == ["f1_score", {"type": "f_beta_score", "average": "macro", "beta": 2.0,
+                                                    "threshold": 0.4, "name": "fbeta_score"},
+                                       {"type": "one_hot_mean_io_u", "num_classes": 3, "sparse_y_pred": False}]  # fmt: skip
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(m.get_config(), sort_keys=False))
+    m = nnspec.load(tmp_path / "m.yaml")
+    m.set_weights(km.get_weights())
+    m.compile()
+    rng = np.random.default_rng(3)
+    xs = rng.normal(size=(30, 4)).astype(np.float32)
+    ys = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 30)]
+    sw = rng.uniform(0.2, 2, 30).astype(np.float32)
+    fit = {"sample_weight": sw, "batch_size": 8, "epochs": 2, "shuffle": False, "verbose": 0, "validation_split": 0.2}
+    want = km.fit(xs, ys, **fit).history
+    es = nnspec.callbacks.EarlyStopping(monitor="val_one_hot_mean_io_u", patience=5)
+    got = m.fit(xs, ys, callbacks=[es], **fit).history
+    assert sorted(got) == sorted(want)
+    for key in want:
+        np.testing.assert_allclose(np.asarray(got[key]), np.asarray(want[key]), rtol=1e-5, atol=1e-6, err_msg=key)
+    assert np.shape(got["f1_score"]) == (2, 3)  # one value per class, each epoch
+    assert es.monitor_op is np.greater
+    rmse = nnspec.callbacks.EarlyStopping(monitor="val_root_mean_squared_error")
+    m.fit(xs, ys, callbacks=[rmse], **{**fit, "epochs": 1})
+    assert rmse.monitor_op is np.less
 
 
 @pytest.mark.parametrize("metrics", [["accuracy", "mae"], [["accuracy"], ["mae", "mse"]], ["mae", None], {"b": ["mae"]}],

@@ -59,15 +59,18 @@ def test_every_registered_layer_type_has_a_definition(schema):
     assert public == set(REGISTRY) - {"CustomLayer"}
     defs = schema["definitions"]["layers"]
     assert set(defs) == public, f"missing: {sorted(public - set(defs))}, unknown: {sorted(set(defs) - public)}"
-    assert sorted(schema["definitions"]["layer"]["properties"]["type"]["anyOf"][0]["enum"]) == sorted(public)
-    dispatched = {
-        branch["if"]["properties"]["type"]["const"] for branch in schema["definitions"]["layer"]["allOf"]
-    }
-    assert dispatched == public
+    from nnspec.layerdefs import ALIASES
+
+    enum = schema["definitions"]["layer"]["properties"]["type"]["anyOf"][0]["enum"]
+    assert sorted(enum) == sorted([*public, *ALIASES])
+    dispatched = [branch["if"]["properties"]["type"]["enum"] for branch in schema["definitions"]["layer"]["allOf"]]
+    assert {names[0] for names in dispatched} == public
+    assert {a: names[0] for names in dispatched for a in names[1:]} == ALIASES
     for defn in PUBLIC_LIST:
         name = defn.name
         d = defs[name]
-        assert d["properties"]["type"] == {"const": name}
+        aliases = [a for a, t in ALIASES.items() if t == name]
+        assert d["properties"]["type"] == ({"enum": [name, *aliases]} if aliases else {"const": name})
         assert set(d["properties"]) == {"type", *defn.attr_names}, name
         assert d["additionalProperties"] is False
         required = {a.name for a in defn.attrs if a.required}
@@ -134,3 +137,52 @@ def test_training_names_are_the_names_training_resolves():
     assert set(schema_mod.LOSSES) == {*losses.LOSSES, *losses.ALIASES, "crossentropy", "ce"}
     runtime_metrics = {*metrics._CLASSES, *metrics._LOSS_METRICS, *metrics._ALIASES, "accuracy", "acc"}
     assert set(schema_mod.METRICS) == runtime_metrics
+
+
+@pytest.mark.keras
+def test_keras_layer_aliases_load_as_their_class(validator):
+    """Keras exports some classes under a second name (``keras.layers.MaxPool2D`` is
+    ``MaxPooling2D``). A model file and ``nnspec.layers`` take every such name; loading writes
+    the class name, as Keras's ``get_config`` and summary name the class."""
+    import inspect
+
+    import keras
+
+    import nnspec
+    from nnspec.layerdefs import ALIASES
+
+    exported = {n: c.__name__ for n, c in vars(keras.layers).items()
+                if inspect.isclass(c) and c.__name__ != n and c.__name__ in REGISTRY}  # fmt: skip
+    assert ALIASES == exported
+    for alias, cls in ALIASES.items():
+        assert getattr(nnspec.layers, alias) is getattr(nnspec.layers, cls)
+
+    doc = {
+        "format": "nnspec/1",
+        "inputs": {"x": {"shape": [6, 8, 8, 3]}},
+        "layers": {
+            "c": {"type": "TimeDistributed", "layer": {"type": "Convolution2D", "filters": 4, "kernel_size": 3}},
+            "p": {"type": "TimeDistributed", "layer": {"type": "MaxPool2D"}},
+            "g": {"type": "TimeDistributed", "layer": {"type": "GlobalAvgPool2D"}},
+            "s": {"type": "SeparableConvolution1D", "filters": 2, "kernel_size": 2},
+            "m": {"type": "GlobalMaxPool1D"},
+        },
+        "edges": ["x -> c -> p -> g -> s -> m"],
+        "outputs": ["m"],
+    }
+    assert list(validator.iter_errors(doc)) == []  # the published schema, for editors
+    m = nnspec.load(json.dumps(doc))
+    types = {n: spec["type"] for n, spec in json.loads(m.to_json())["layers"].items()}
+    assert types == {"c": "TimeDistributed", "p": "TimeDistributed", "g": "TimeDistributed",
+                     "s": "SeparableConv1D", "m": "GlobalMaxPooling1D"}  # fmt: skip
+    assert json.loads(m.to_json())["layers"]["c"]["layer"]["type"] == "Conv2D"
+    x = keras.Input((6, 8, 8, 3))
+    h = keras.layers.TimeDistributed(keras.layers.Convolution2D(4, 3))(x)
+    h = keras.layers.TimeDistributed(keras.layers.GlobalAvgPool2D())(keras.layers.TimeDistributed(keras.layers.MaxPool2D())(h))
+    km = keras.Model(x, keras.layers.GlobalMaxPool1D()(keras.layers.SeparableConvolution1D(2, 2)(h)))
+    assert m.count_params() == km.count_params()
+    assert m.outputs[0].shape == km.outputs[0].shape
+
+    bad = {**doc, "custom_layers": {"MaxPool2D": {"call": "x"}}}
+    with pytest.raises(nnspec.SpecError, match="name of a built-in layer type"):
+        nnspec.load(json.dumps(bad))

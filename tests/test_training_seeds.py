@@ -315,6 +315,47 @@ def test_keras_class_names_and_a_loss_mapping_train_as_in_keras():
     assert want != pytest.approx(sum(float(nnspec.losses.get("huber")(t, p)) for t, p in zip(ys, two.predict(xs))))
 
 
+@pytest.mark.keras
+@pytest.mark.parametrize("loss", [
+    {"type": "BinaryFocalCrossentropy", "apply_class_balancing": True, "gamma": 1.5},
+    {"type": "categorical_focal_crossentropy", "alpha": 0.5, "from_logits": True},
+    {"type": "CategoricalGeneralizedCrossEntropy", "q": 0.7},
+], ids=lambda c: c["type"])  # fmt: skip
+def test_focal_and_generalized_crossentropies_train_as_in_keras(loss):
+    """Keras's focal crossentropies and generalized crossentropy as a training loss: two epochs of
+    ``fit`` (losses, metrics) and the weights after, against Keras's loss objects."""
+    import keras
+    from keras_from_spec import keras_model_from_spec
+
+    path = Path(__file__).resolve().parents[1] / "specs" / "mlp.yaml"
+    spec = yaml.safe_load(path.read_text())
+    binary = loss["type"].startswith("Binary")
+    out = {"units": 1, "activation": "sigmoid"} if binary else {"units": 4, "activation": (
+        "linear" if loss.get("from_logits") else "softmax")}  # fmt: skip
+    spec["layers"]["output"].update(out)
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(40, 32)).astype(np.float32)
+    labels = (x[:, :4] @ rng.normal(size=(4, 4))).argmax(1)
+    y = (labels[:, None] > 1).astype(np.float32) if binary else (
+        labels if "Generalized" in loss["type"] else np.eye(4, dtype=np.float32)[labels])  # fmt: skip
+    m = nnspec.load(yaml.safe_dump(spec), seed=2)
+    km = keras_model_from_spec(yaml.safe_dump(spec))
+    km.set_weights(m.get_weights())
+    config = {k: v for k, v in loss.items() if k != "type"}
+    cls = {"BinaryFocalCrossentropy": keras.losses.BinaryFocalCrossentropy,
+           "categorical_focal_crossentropy": keras.losses.CategoricalFocalCrossentropy,
+           "CategoricalGeneralizedCrossEntropy": keras.losses.CategoricalGeneralizedCrossEntropy}[loss["type"]]  # fmt: skip
+    m.compile(optimizer=nnspec.optimizers.SGD(learning_rate=0.5), loss=loss, metrics=["accuracy"])
+    km.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), loss=cls(**config), metrics=["accuracy"])
+    ours = m.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history
+    theirs = km.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history
+    assert set(ours) == set(theirs), (sorted(ours), sorted(theirs))
+    for key in theirs:
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    for a, b in zip(m.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
 def test_fit_from_a_generator_and_an_iterable():
     """``fit`` on a generator with ``steps_per_epoch`` takes exactly those batches, epoch after
     epoch continuing the generator, and trains as ``train_on_batch`` on the same batches; a

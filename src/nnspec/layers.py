@@ -14,7 +14,7 @@ Keras's functional shortcuts ``concatenate``, ``add``, ``subtract``, ``multiply`
 from __future__ import annotations
 
 from .api.layer import Input, InputLayer, Layer, layer_class
-from .layerdefs import PUBLIC_LIST
+from .layerdefs import ALIASES, PUBLIC_LIST
 
 _TYPES = {d.name for d in PUBLIC_LIST}
 
@@ -22,11 +22,13 @@ _TYPES = {d.name for d in PUBLIC_LIST}
 def __getattr__(name: str):
     if name in _TYPES:
         return layer_class(name)
+    if name in ALIASES:  # Keras's other names of the same class (MaxPool2D is MaxPooling2D)
+        return layer_class(ALIASES[name])
     raise AttributeError(f"nnspec.layers has no layer {name!r}")
 
 
 def __dir__():
-    return sorted([*_TYPES, *_FUNCTIONS, "Input", "InputLayer", "Layer"])
+    return sorted([*_TYPES, *ALIASES, *_FUNCTIONS, "Input", "InputLayer", "Layer"])
 
 
 def _merge_function(type_name: str):

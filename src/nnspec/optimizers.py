@@ -17,10 +17,14 @@ from .runtime import schedules
 from .runtime.optimizers import (
     SGD,
     Adadelta,
+    Adafactor,
     Adagrad,
     Adam,
     Adamax,
     AdamW,
+    Ftrl,
+    Lamb,
+    Lion,
     Nadam,
     Optimizer,
     RMSprop,
@@ -29,5 +33,5 @@ from .runtime.optimizers import (
 
 get = get_optimizer
 
-__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Nadam", "Optimizer", "RMSprop", "get",
-           "get_optimizer", "schedules"]  # fmt: skip
+__all__ = ["SGD", "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "Ftrl", "Lamb", "Lion", "Nadam",
+           "Optimizer", "RMSprop", "get", "get_optimizer", "schedules"]  # fmt: skip

@@ -131,10 +131,16 @@ _OPTIMIZER_OFF = {"weight_decay": None, "clipnorm": None, "clipvalue": None, "gl
                   "use_ema": False, "ema_overwrite_frequency": None, "loss_scale_factor": None,
                   "gradient_accumulation_steps": None}  # fmt: skip
 # Arguments of Keras's metric classes, at the defaults a model file's metric names stand for.
+# Keras's defaults of metric arguments, left out of the training section when a config holds them
+# (the classes whose default differs are in _METRIC_DEFAULTS_OF); other arguments are kept as given
 _METRIC_DEFAULTS = {"threshold": 0.5, "k": 5, "thresholds": None, "top_k": None, "class_id": None,
                     "num_thresholds": 200, "curve": "ROC", "summation_method": "interpolation",
                     "multi_label": False, "num_labels": None, "label_weights": None, "from_logits": False,
-                    "label_smoothing": 0, "axis": -1, "ignore_class": None}  # fmt: skip
+                    "label_smoothing": 0, "axis": -1, "ignore_class": None, "average": None, "beta": 1.0,
+                    "sparse_y_true": True, "sparse_y_pred": True, "class_aggregation": "uniform_average",
+                    "num_regressors": 0}  # fmt: skip
+_METRIC_DEFAULTS_OF = {"F1Score": {"threshold": None}, "FBetaScore": {"threshold": None}}
+_METRIC_REQUIRED = ("num_classes", "target_class_ids", "recall", "precision", "specificity", "sensitivity")
 
 
 def training_from_compile_config(cc: dict) -> dict:
@@ -208,21 +214,29 @@ def _metric(v, where):
         return v
     if not isinstance(v, dict) or "class_name" not in v:
         raise _err(where, f"cannot read the metric {v!r}")
-    from ..layerdefs.base import snake_case
-
     cls = v["class_name"]
     config = v.get("config") or {}
     module = str(v.get("module") or "")
     if module and not module.startswith(("keras.metrics", "keras.src.metrics")):
         raise _err(where, f"the metric '{cls}' is custom code; declare it under custom_losses")
-    unknown = [k for k in config if k not in _METRIC_DEFAULTS and k not in ("name", "dtype")]
+    unknown = [k for k in config if k not in _METRIC_DEFAULTS and k not in (*_METRIC_REQUIRED, "name", "dtype")]
     if unknown:
         raise _err(where, f"metric {cls} argument '{unknown[0]}' has no nnspec equivalent")
-    name = {"AUC": "auc"}.get(cls, snake_case(cls))
-    args = {k: x for k, x in config.items() if k in _METRIC_DEFAULTS and _METRIC_DEFAULTS[k] != x}
+    name = _keras_snake_case(cls)
+    defaults = {**_METRIC_DEFAULTS, **_METRIC_DEFAULTS_OF.get(cls, {})}
+    args = {k: x for k, x in config.items() if k not in ("name", "dtype") and (k not in defaults or defaults[k] != x)}
     if config.get("name") not in (None, name):
         args["name"] = config["name"]  # logged under it, as Keras logs a metric object
     return {"type": name, **args} if args else name
+
+
+def _keras_snake_case(name: str) -> str:
+    """A metric class's snake_case name as Keras registers it: ``F1Score`` -> ``f1_score``,
+    ``MeanIoU`` -> ``mean_io_u``, ``AUC`` -> ``auc``."""
+    import re
+
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def layer_arguments(type_name: str, config: dict) -> dict:

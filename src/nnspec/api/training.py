@@ -264,13 +264,13 @@ class TrainMixin:
         return tr
 
     def _segments(self):
-        import numpy as np
+        from ..runtime.optimizers import variable_segments
 
         store = self._weights()
         key = id(store)
         if getattr(self, "_segments_key", None) != key:
             params = [p for p in store.params.values() if p.trainable]
-            self._segments_cache = np.array([[p.offset, p.size, 1] for p in params], np.int64).reshape(-1, 3)
+            self._segments_cache = variable_segments([p.shape for p in params], [p.offset for p in params])
             self._segment_names = [p.name for p in params]
             self._segments_key = key
         return self._segments_cache
@@ -346,7 +346,7 @@ class TrainMixin:
             m.update_state(ys[k], outputs[k], sample_weight=sws[k] if weighted else None)
         logs = {k: (s / c if c else 0.0) for k, (s, c) in trackers.items()}
         for _, label, m, _ in self._metrics:
-            logs[label] = float(m.result())
+            logs[label] = _log_value(m.result())
         return logs
 
     # ------------------------------------------------------------------ public API
@@ -479,7 +479,7 @@ class TrainMixin:
                     m.update_state(ys[k], outputs[k], sample_weight=sws[k] if weighted else None)
         logs = {k: (s / c if c else 0.0) for k, (s, c) in trackers.items()}
         for _, label, m, _ in self._metrics:
-            logs[label] = float(m.result())
+            logs[label] = _log_value(m.result())
         return logs
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
@@ -604,6 +604,14 @@ def _metrics_per_output(metrics, names: list[str], what: str) -> list[list]:
             flat.extend(_as_list(m))
         return [flat]
     return [_as_list(metrics)] * len(names)
+
+
+def _log_value(result):
+    """A metric's result as the logs hold it: a float, or an array for a metric with one value
+    per class or threshold (``F1Score()``, ``Precision(thresholds=[...])``), as Keras's logs do."""
+    import numpy as np
+
+    return float(result) if np.ndim(result) == 0 else np.asarray(result, np.float32)
 
 
 def _as_list(v) -> list:

@@ -383,8 +383,8 @@ def _json_value(v):
     "--optimizer",
     default=None,
     metavar="NAME",
-    help="sgd, rmsprop, adam, adamw, adagrad, adadelta, adamax or nadam, with its defaults; "
-    "overrides the training section's optimizer.",
+    help="sgd, rmsprop, adam, adamw, adagrad, adadelta, adamax, nadam, lion, ftrl, lamb or adafactor, with its "
+    "defaults; overrides the training section's optimizer.",
 )
 @click.option(
     "--learning-rate",

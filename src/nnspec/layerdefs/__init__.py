@@ -155,4 +155,18 @@ REGISTRY: dict[str, LayerDef] = {d.name: d for d in REGISTRY_LIST}
 PUBLIC_LIST: tuple[LayerDef, ...] = tuple(d for d in REGISTRY_LIST if not d.extra.get("internal"))
 assert len(REGISTRY) == len(REGISTRY_LIST), "duplicate layer type names in REGISTRY_LIST"
 
-__all__ = ["REGISTRY", "REGISTRY_LIST", "PUBLIC_LIST", "LayerDef"]
+# Keras's other export names of the same classes (``keras.layers.MaxPool2D is MaxPooling2D``): a
+# model file and ``nnspec.layers`` take them; loading writes the class name (Keras's
+# ``get_config`` and summary name the class too).
+ALIASES: dict[str, str] = {
+    **{f"MaxPool{n}D": f"MaxPooling{n}D" for n in (1, 2, 3)},
+    **{f"AvgPool{n}D": f"AveragePooling{n}D" for n in (1, 2, 3)},
+    **{f"GlobalMaxPool{n}D": f"GlobalMaxPooling{n}D" for n in (1, 2, 3)},
+    **{f"GlobalAvgPool{n}D": f"GlobalAveragePooling{n}D" for n in (1, 2, 3)},
+    **{f"Convolution{n}D": f"Conv{n}D" for n in (1, 2, 3)},
+    **{f"Convolution{n}DTranspose": f"Conv{n}DTranspose" for n in (1, 2, 3)},
+    **{f"SeparableConvolution{n}D": f"SeparableConv{n}D" for n in (1, 2)},
+}
+assert all(t in REGISTRY and a not in REGISTRY for a, t in ALIASES.items())
+
+__all__ = ["REGISTRY", "REGISTRY_LIST", "PUBLIC_LIST", "ALIASES", "LayerDef"]

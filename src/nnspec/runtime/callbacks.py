@@ -222,8 +222,11 @@ _UP_WORDS = ("acc", "auc", "precision", "recall", "f1", "iou")
 
 
 def _metric_direction(model, name: str) -> str | None:
-    for m in getattr(model, "metrics", None) or []:
-        if getattr(m, "name", None) == name:
+    """Whether the metric logged as ``name`` improves up or down: the model's own metric object of
+    that log name (as Keras looks it up among ``model.metrics``), else the metric that name resolves to."""
+    built = [(label, m) for _, label, m, _ in getattr(model, "_metrics", None) or []]
+    for label, m in built + [(getattr(m, "name", None), m) for m in getattr(model, "metrics", None) or []]:
+        if label == name:
             d = getattr(m, "direction", None) or getattr(m, "_direction", None)
             if d in ("up", "down"):
                 return d

@@ -35,7 +35,17 @@ Numerics: the kernels compute in float64 from float32 data, but clip exactly whe
 Keras's formula: zero where a value was clipped (``torch.clamp`` passes the gradient at the
 bounds themselves), ``sign(0) = 0`` for absolute values, an even split between tied maxima.
 Crossentropy on probabilities first renormalizes ``y_pred`` by its sum over the last axis, as
-Keras does, and its gradient goes through that division.
+Keras does, and its gradient goes through that division. The focal crossentropies round the
+probabilities they raise to ``gamma`` to float32 first (a logit's sigmoid or softmax, the
+renormalized ``y_pred``), as Keras's float32 arithmetic does: ``(1 - p) ** gamma`` near ``p = 1``
+depends on that rounding (4e-5 of a batch's loss in a test); their NumPy reference does the
+same unless asked for the smooth float64 function (finite differences).
+
+Besides the issue's losses, Keras 3's ``binary_focal_crossentropy``,
+``categorical_focal_crossentropy`` and ``CategoricalGeneralizedCrossEntropy`` (integer labels;
+Keras gives it no string name, nnspec's files call it ``categorical_generalized_cross_entropy``)
+are here. Keras's ``dice``, ``tversky`` (one value over the whole batch by default), ``circle``
+(pairs within the batch) and ``ctc`` are not.
 
 Names and aliases are Keras's (``mse``, ``mae``, ``mape``, ``msle``, ``kld``, ``bce``, class
 names such as ``MeanSquaredError``), plus Keras 2's ``logcosh``, ``huber_loss`` and
@@ -527,6 +537,120 @@ def poisson(y_true, y_pred, w, dy, scale):
     return total
 
 
+@jit
+def _focal_power(base, gamma):
+    """``base ** gamma`` and its derivative by ``base``, as autograd gives them (``0 ** 0 = 1``)."""
+    if base == 0.0:
+        return (1.0 if gamma == 0.0 else 0.0), (1.0 if gamma == 1.0 else 0.0 if gamma > 1.0 else math.inf)
+    v = base**gamma
+    return v, gamma * v / base
+
+
+@jit
+def binary_focal_crossentropy(
+    y_true, y_pred, w, dy, scale, apply_class_balancing, alpha, gamma, from_logits, label_smoothing
+):
+    """``mean(weight * (1 - p_t) ** gamma * bce)`` with ``p_t = t p + (1 - t)(1 - p)``; ``p`` is
+    ``sigmoid(y_pred)`` with logits, and the crossentropy clips ``p`` (the focal factor does not)."""
+    rows, k = y_pred.shape
+    total = 0.0
+    for r in range(rows):
+        if w[r] == 0:
+            dy[r, :] = 0.0
+            continue
+        c = scale * w[r] / k
+        acc = 0.0
+        for j in range(k):
+            t = float(y_true[r, j])
+            if label_smoothing != 0:
+                t = t * (1.0 - label_smoothing) + 0.5 * label_smoothing
+            p = float(y_pred[r, j])
+            dp = 1.0  # d p / d y_pred
+            if from_logits:  # the probability as Keras's float32 sigmoid gives it: 1 - p near 1 depends on it
+                p = float(np.float32(1.0 / (1.0 + math.exp(-p))))
+                dp = p * (1.0 - p)
+            o, passes = _clip_grad(p, 1.0)
+            bce = -(t * math.log(o) + (1.0 - t) * math.log(1.0 - o))
+            dbce = passes * (o - t) / (o * (1.0 - o))
+            ff, dff = _focal_power(1.0 - (t * p + (1.0 - t) * (1.0 - p)), gamma)
+            bal = t * alpha + (1.0 - t) * (1.0 - alpha) if apply_class_balancing else 1.0
+            acc += bal * ff * bce
+            dy[r, j] = bal * (ff * dbce - dff * (2.0 * t - 1.0) * bce) * dp * c
+        total += w[r] * (acc / k)
+    return total
+
+
+@jit
+def categorical_focal_crossentropy(y_true, y_pred, w, dy, scale, alpha, gamma, from_logits, label_smoothing):
+    """``sum(alpha * (1 - o) ** gamma * -t log o)`` with ``o = clip(p / sum(p))``; ``p`` is
+    ``softmax(y_pred)`` with logits."""
+    rows, k = y_pred.shape
+    p = np.empty(k)
+    g = np.empty(k)
+    total = 0.0
+    for r in range(rows):
+        if w[r] == 0:
+            dy[r, :] = 0.0
+            continue
+        if from_logits:
+            mx = -math.inf
+            for j in range(k):
+                mx = max(mx, float(y_pred[r, j]))
+            se = 0.0
+            for j in range(k):
+                p[j] = math.exp(float(y_pred[r, j]) - mx)
+                se += p[j]
+            for j in range(k):
+                p[j] = float(np.float32(p[j] / se))  # float32, as Keras's softmax: (1 - o) ** gamma near o = 1
+        else:
+            for j in range(k):
+                p[j] = float(y_pred[r, j])
+        s = 0.0
+        for j in range(k):
+            s += p[j]
+        loss = 0.0
+        go = 0.0  # sum_j g_j * o_j, for the gradient through o = p / sum(p)
+        for j in range(k):
+            t = float(y_true[r, j])
+            if label_smoothing != 0:
+                t = t * (1.0 - label_smoothing) + label_smoothing / k
+            o = float(np.float32(p[j] / s))
+            oc, passes = _clip_grad(o, 1.0)
+            ff, dff = _focal_power(1.0 - oc, gamma)
+            loss -= alpha * ff * t * math.log(oc)
+            g[j] = passes * alpha * t * (dff * math.log(oc) - ff / oc)  # d loss / d o_j
+            go += g[j] * o
+        gp = 0.0  # sum_j (d loss / d p_j) * p_j, for the softmax
+        for j in range(k):
+            g[j] = (g[j] - go) / s
+            gp += g[j] * p[j]
+        c = scale * w[r]
+        for j in range(k):
+            dy[r, j] = (p[j] * (g[j] - gp) if from_logits else g[j]) * c
+        total += w[r] * loss
+    return total
+
+
+@jit
+def categorical_generalized_cross_entropy(labels, y_pred, w, dy, scale, q):
+    """``(1 - p ** q) / q`` with ``p`` the prediction of the labelled class (integer labels)."""
+    rows, k = y_pred.shape
+    labels = labels.reshape(labels.size)
+    total = 0.0
+    for r in range(rows):
+        dy[r, :] = 0.0
+        if w[r] == 0:
+            continue
+        lab = int(labels[r])
+        if lab < 0 or lab >= k:
+            raise ValueError("categorical_generalized_cross_entropy: a label is outside [0, num_classes)")
+        p = float(y_pred[r, lab])
+        pq = p**q
+        total += w[r] * (1.0 - pq) / q
+        dy[r, lab] = -(pq / p if p != 0.0 else (1.0 if q == 1.0 else math.inf)) * scale * w[r]
+    return total
+
+
 # ------------------------------------------------------------------------------------ references
 # Plain NumPy (float64), written from Keras's formulas: (per-row loss, d loss_row / d y_pred).
 
@@ -535,7 +659,11 @@ def _ref_clip(o):
     return np.clip(o, EPS, ONE_MINUS_EPS), ((o >= EPS) & (o <= ONE_MINUS_EPS)).astype(np.float64)
 
 
-def _reference(name, yt, yp, *args):
+def _reference(name, yt, yp, *args, float32_steps=True):
+    """``float32_steps``: round the intermediate values the kernels round to float32 as Keras computes
+    them (the focal losses' probabilities); False gives the smooth float64 function, for finite
+    differences."""
+    f32 = (lambda a: a.astype(np.float32).astype(np.float64)) if float32_steps else (lambda a: a)
     yt = np.asarray(yt, np.float64)
     yp = np.asarray(yp, np.float64)
     k = yp.shape[-1]
@@ -618,6 +746,39 @@ def _reference(name, yt, yp, *args):
         return (t * np.log(t / pc)).sum(-1), np.where((yp >= EPS) & (yp <= 1), -t / pc, 0.0)
     if name == "poisson":
         return (yp - yt * np.log(yp + EPS)).mean(-1), (1 - yt / (yp + EPS)) / k
+    if name == "binary_focal_crossentropy":
+        balance, alpha, gamma, from_logits, ls = args
+        t = yt * (1 - ls) + 0.5 * ls if ls else yt
+        p = f32(1 / (1 + np.exp(-yp))) if from_logits else yp
+        o, passes = _ref_clip(p)
+        bce = -(t * np.log(o) + (1 - t) * np.log(1 - o))
+        base = 1 - (t * p + (1 - t) * (1 - p))
+        bal = t * alpha + (1 - t) * (1 - alpha) if balance else 1.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dff = np.where(base > 0, gamma * base ** (gamma - 1), 0.0)
+        g = bal * (base**gamma * passes * (o - t) / (o * (1 - o)) - dff * (2 * t - 1) * bce)
+        return (bal * base**gamma * bce).mean(-1), g * (p * (1 - p) if from_logits else 1.0) / k
+    if name == "categorical_focal_crossentropy":
+        alpha, gamma, from_logits, ls = args
+        t = yt * (1 - ls) + ls / k if ls else yt
+        p = np.exp(yp - np.logaddexp.reduce(yp, axis=-1, keepdims=True)) if from_logits else yp
+        p = f32(p)
+        s = p.sum(-1, keepdims=True)
+        o = f32(p / s)
+        oc, passes = _ref_clip(o)
+        base = 1 - oc
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dff = np.where(base > 0, gamma * base ** (gamma - 1), 0.0)
+        go = passes * alpha * t * (dff * np.log(oc) - base**gamma / oc)
+        gp = (go - (go * o).sum(-1, keepdims=True)) / s
+        if from_logits:
+            gp = p * (gp - (gp * p).sum(-1, keepdims=True))
+        return -(alpha * base**gamma * t * np.log(oc)).sum(-1), gp
+    if name == "categorical_generalized_cross_entropy":
+        (q,) = args
+        onehot = np.eye(k)[np.asarray(yt, np.int64).reshape(-1)]
+        p = (yp * onehot).sum(-1)
+        return (1 - p**q) / q, -onehot * (p ** (q - 1))[:, None]
     raise KeyError(name)
 
 
@@ -675,6 +836,26 @@ _DEFS = (
     LossDef("kl_divergence", kl_divergence, classes=("KLDivergence",)),
     LossDef("poisson", poisson, classes=("Poisson",)),
     LossDef("cosine_similarity", cosine_similarity, (("axis", -1),), classes=("CosineSimilarity",)),
+    LossDef(
+        "binary_focal_crossentropy",
+        binary_focal_crossentropy,
+        (("apply_class_balancing", False), ("alpha", 0.25), ("gamma", 2.0), ("from_logits", False),
+         ("label_smoothing", 0.0), ("axis", -1)),
+        classes=("BinaryFocalCrossentropy",),
+    ),  # fmt: skip
+    LossDef(
+        "categorical_focal_crossentropy",
+        categorical_focal_crossentropy,
+        (("alpha", 0.25), ("gamma", 2.0), ("from_logits", False), ("label_smoothing", 0.0), ("axis", -1)),
+        classes=("CategoricalFocalCrossentropy",),
+    ),
+    LossDef(
+        "categorical_generalized_cross_entropy",
+        categorical_generalized_cross_entropy,
+        (("q", 0.5),),
+        sparse=True,
+        classes=("CategoricalGeneralizedCrossEntropy",),
+    ),
 )
 LOSSES = {d.name: d for d in _DEFS}
 
@@ -713,9 +894,10 @@ class LossSpec:
     def reduction_code(self) -> int:
         return REDUCTIONS[self.reduction]
 
-    def reference(self, y_true, y_pred):
-        """NumPy reference of a built-in loss on 2-D data: (per-row loss, d loss_row / d y_pred), float64."""
-        return _reference(self.type, y_true, y_pred, *self.args)
+    def reference(self, y_true, y_pred, float32_steps=True):
+        """NumPy reference of a built-in loss on 2-D data: (per-row loss, d loss_row / d y_pred), float64.
+        ``float32_steps=False``: without the float32 roundings Keras's arithmetic has (see ``_reference``)."""
+        return _reference(self.type, y_true, y_pred, *self.args, float32_steps=float32_steps)
 
     def values(self, y_true, y_pred):
         """Each row's loss on 2-D data (float64), the NumPy reference of any loss."""
@@ -846,8 +1028,13 @@ def get_loss(identifier, y_true_shape=None, y_pred_shape=None, custom=None) -> L
         values["label_smoothing"] = ls
     if "from_logits" in values:
         values["from_logits"] = bool(values["from_logits"])
-    if "delta" in values:
-        values["delta"] = float(values["delta"])
+    for key in ("delta", "alpha", "gamma", "q"):
+        if key in values:
+            values[key] = float(values[key])
+    if "apply_class_balancing" in values:
+        values["apply_class_balancing"] = bool(values["apply_class_balancing"])
+    if "q" in values and not 0.0 < values["q"] < 1.0:
+        raise ValueError(f"loss '{d.name}': q must be in the interval (0, 1); got {values['q']}")
     return LossSpec(name=display or d.name, type=d.name, kernel=d.kernel, args=tuple(values.values()),
                     config=values, reduction=reduction, sparse=d.sparse)  # fmt: skip
 

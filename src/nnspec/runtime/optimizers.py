@@ -8,7 +8,14 @@ in float32 so that several steps agree with Keras to float32 rounding:
   ``momentum``, ``epsilon=1e-7``, ``centered``), Adam (0.001, 0.9, 0.999, 1e-7, ``amsgrad``),
   AdamW (Adam with ``weight_decay=0.004``), Adagrad (0.001, ``initial_accumulator_value=0.1``,
   1e-7), Adadelta (0.001, ``rho=0.95``, 1e-7), Adamax (0.001, 0.9, 0.999, 1e-7), Nadam (0.001,
-  0.9, 0.999, 1e-7, with its ``u_product`` scalar state).
+  0.9, 0.999, 1e-7, with its ``u_product`` scalar state), Lion (0.001, 0.9, 0.99: sign steps),
+  Ftrl (0.001, ``learning_rate_power=-0.5``, ``initial_accumulator_value=0.1``, L1, L2 and
+  L2-shrinkage strengths and ``beta``, all 0), Lamb (0.001, 0.9, 0.999, 1e-7, with its
+  per-variable trust ratio ``||w|| / ||update||``), Adafactor (0.001, ``beta_2_decay=-0.8``,
+  ``epsilon_1=1e-30``, ``epsilon_2=1e-3``, ``clip_threshold=1.0``, ``relative_step``; the second
+  moment of a variable of rank >= 2 factored over its last two axes). Keras's PyTorch backend
+  runs Lion as a parallel (``torch._foreach``) update and the last three per variable through
+  their ``update_step``; each kernel follows that order.
 - One step, as Keras's ``apply``: clip the gradients (``clipnorm`` per variable:
   ``g * c / max(||g||, c)``; ``global_clipnorm``: ``g * c * min(1/||G||, 1/c)``; ``clipvalue``:
   ``clip(g, -v, v)``; at most one of them), then weight decay for *any* optimizer given
@@ -25,8 +32,11 @@ layout). An optimizer holds:
 
 - ``slots``: float32 ``(n_slots, size)``, one row per Keras slot variable, concatenated over
   variables in ``tp``'s layout (``slot_names`` gives the Keras names, e.g. momentum, velocity);
-- ``segments``: int64 ``(n_variables, 3)``: offset, size, and 1 if weight decay applies; needed
-  for per-variable ``clipnorm``; elements of ``tp`` outside every segment are never touched;
+- ``segments``: int64 ``(n_variables, 5)``: offset, size, 1 if weight decay applies, and the
+  variable's last two dimensions if its rank is >= 2 (else 0, 0); needed for per-variable
+  ``clipnorm``, Lamb's norms and Adafactor's factoring (:func:`variable_segments` builds them from
+  shapes; ``(offset, size)`` pairs do for every optimizer but Adafactor, which refuses them);
+  elements of ``tp`` outside every segment are never touched;
 - ``hparams``: float64, the hyper-parameters (clip mode and value, weight decay, then the
   optimizer's own); ``scalars``: float64 ``[iterations, learning_rate, extra state...]``;
   ``schedule_array``: the encoded learning-rate schedule.
@@ -55,8 +65,11 @@ import numpy as np
 from .numba_config import JIT_OPTIONS
 from .schedules import (
     KIND_CONSTANT,
+    KIND_COSINE_RESTARTS,
     KIND_EXPONENTIAL,
+    KIND_INVERSE_TIME,
     KIND_PIECEWISE,
+    KIND_POLYNOMIAL,
     SCHEDULES,
     LearningRateSchedule,
     get_schedule,
@@ -74,6 +87,9 @@ HP_CLIP_MODE, HP_CLIP, HP_WD, HP_OWN = 0, 1, 2, 3
 CLIP_NONE, CLIP_NORM, CLIP_GLOBAL, CLIP_VALUE = 0, 1, 2, 3
 # scalars layout
 SC_ITER, SC_LR, SC_EXTRA = 0, 1, 2
+# segments columns: offset, size, weight decay flag, and a variable's last two dimensions when its
+# rank is >= 2 (0, 0 otherwise), which Adafactor factors its second moment over
+SEG_OFFSET, SEG_SIZE, SEG_DECAY, SEG_ROWS, SEG_COLS = 0, 1, 2, 3, 4
 
 
 # ------------------------------------------------------------------------------------ kernels
@@ -92,11 +108,13 @@ def schedule_lr(schedule, base_lr, step):
     if kind == KIND_CONSTANT:
         return np.float32(base_lr)
     s = np.float32(step)
-    if kind == KIND_EXPONENTIAL:
+    if kind == KIND_EXPONENTIAL or kind == KIND_INVERSE_TIME:
         initial = np.float32(schedule[1])
         p = s / np.float32(schedule[2])
         if schedule[4] != 0.0:
             p = np.floor(p)
+        if kind == KIND_INVERSE_TIME:
+            return initial / (F1 + np.float32(schedule[3]) * p)
         return initial * np.power(np.float32(schedule[3]), p)
     if kind == KIND_PIECEWISE:
         # Boundaries are compared with the integer step (Keras casts them to the step's dtype).
@@ -106,6 +124,26 @@ def schedule_lr(schedule, base_lr, step):
             if istep <= int(schedule[2 + i]):
                 return np.float32(schedule[2 + n + i])
         return np.float32(schedule[2 + 2 * n])
+    if kind == KIND_POLYNOMIAL:
+        decay_steps = np.float32(schedule[2])
+        end = np.float32(schedule[3])
+        if schedule[5] != 0.0:  # cycle: the first multiple of decay_steps not below step (1 at step 0)
+            decay_steps = decay_steps * (F1 if s == 0 else np.ceil(s / decay_steps))
+        else:
+            s = min(s, decay_steps)
+        return (np.float32(schedule[1]) - end) * np.power(F1 - s / decay_steps, np.float32(schedule[4])) + end
+    if kind == KIND_COSINE_RESTARTS:
+        t_mul = np.float32(schedule[3])
+        floor_ = np.float32(schedule[5])  # alpha, cast to float32 first as Keras does here
+        fraction = s / np.float32(schedule[2])
+        if t_mul == F1:
+            restart = np.floor(fraction)
+            fraction = fraction - restart
+        else:  # period i starts after sum(t_mul ** k, k < i) = (1 - t_mul ** i) / (1 - t_mul) periods
+            restart = np.floor(np.log(F1 - fraction * (F1 - t_mul)) / np.log(t_mul))
+            fraction = (fraction - (F1 - np.power(t_mul, restart)) / (F1 - t_mul)) / np.power(t_mul, restart)
+        decayed = HALF * np.power(np.float32(schedule[4]), restart) * (F1 + np.cos(PI32 * fraction))
+        return np.float32(schedule[1]) * ((F1 - floor_) * decayed + floor_)
     # cosine, with or without warm-up
     initial = np.float32(schedule[1])
     decay_steps = np.float32(schedule[2])
@@ -168,6 +206,14 @@ def _prologue(tp, grads, segments, hp, sc, sched):
                 for i in range(x.shape[0]):
                     x[i] = x[i] * decay
     return lr
+
+
+@jit
+def _moment_params(hp):
+    """``beta_1, beta_2, 1 - beta_1, 1 - beta_2, epsilon`` in float32 (the differences taken in
+    float64 first, as Keras's ``1 - beta`` of a Python float)."""
+    return (np.float32(hp[HP_OWN]), np.float32(hp[HP_OWN + 1]), np.float32(1.0 - hp[HP_OWN]),
+            np.float32(1.0 - hp[HP_OWN + 1]), np.float32(hp[HP_OWN + 2]))  # fmt: skip
 
 
 @jit
@@ -247,11 +293,7 @@ def rmsprop_step(tp, grads, slots, segments, hp, sc, sched):
 @jit
 def adam_step(tp, grads, slots, segments, hp, sc, sched):
     lr = _prologue(tp, grads, segments, hp, sc, sched)
-    b1 = np.float32(hp[HP_OWN])
-    b2 = np.float32(hp[HP_OWN + 1])
-    one_m_b1 = np.float32(1.0 - hp[HP_OWN])
-    one_m_b2 = np.float32(1.0 - hp[HP_OWN + 1])
-    eps = np.float32(hp[HP_OWN + 2])
+    b1, b2, one_m_b1, one_m_b2, eps = _moment_params(hp)
     amsgrad = hp[HP_OWN + 3] != 0
     t = np.float32(sc[SC_ITER] + 1.0)
     alpha = lr * np.sqrt(F1 - np.power(b2, t)) / (F1 - np.power(b1, t))
@@ -333,11 +375,7 @@ def adamax_step(tp, grads, slots, segments, hp, sc, sched):
 @jit
 def nadam_step(tp, grads, slots, segments, hp, sc, sched):
     lr = _prologue(tp, grads, segments, hp, sc, sched)
-    b1 = np.float32(hp[HP_OWN])
-    b2 = np.float32(hp[HP_OWN + 1])
-    one_m_b1 = np.float32(1.0 - hp[HP_OWN])
-    one_m_b2 = np.float32(1.0 - hp[HP_OWN + 1])
-    eps = np.float32(hp[HP_OWN + 2])
+    b1, b2, one_m_b1, one_m_b2, eps = _moment_params(hp)
     t = np.float32(sc[SC_ITER] + 1.0)
     u_t = b1 * (F1 - HALF * np.power(DECAY_096, t))
     u_t_1 = b1 * (F1 - HALF * np.power(DECAY_096, np.float32(sc[SC_ITER] + 2.0)))
@@ -360,7 +398,151 @@ def nadam_step(tp, grads, slots, segments, hp, sc, sched):
     sc[SC_ITER] += 1.0
 
 
+@jit
+def lion_step(tp, grads, slots, segments, hp, sc, sched):
+    lr = _prologue(tp, grads, segments, hp, sc, sched)
+    b1 = np.float32(hp[HP_OWN])
+    b2 = np.float32(hp[HP_OWN + 1])
+    one_m_b1 = np.float32(1.0 - hp[HP_OWN])
+    one_m_b2 = np.float32(1.0 - hp[HP_OWN + 1])
+    for s in range(segments.shape[0]):
+        lo, hi = segments[s, 0], segments[s, 0] + segments[s, 1]
+        x, g, m_ = tp[lo:hi], grads[lo:hi], slots[0, lo:hi]
+        for i in range(x.shape[0]):
+            x[i] = x[i] - np.sign(m_[i] * b1 + g[i] * one_m_b1) * lr
+            m_[i] = m_[i] * b2 + g[i] * one_m_b2
+    sc[SC_ITER] += 1.0
+
+
+@jit
+def ftrl_step(tp, grads, slots, segments, hp, sc, sched):
+    lr = _prologue(tp, grads, segments, hp, sc, sched)
+    power = np.float32(-hp[HP_OWN])
+    l1 = np.float32(hp[HP_OWN + 2])
+    # l2 + beta / (2 lr), with torch's scalar / tensor: reciprocal, then the product
+    l2_reg = np.float32(hp[HP_OWN + 3]) + (F1 / (np.float32(2.0) * lr)) * np.float32(hp[HP_OWN + 5])
+    two_l2 = np.float32(2.0) * l2_reg
+    shrink = np.float32(2.0 * hp[HP_OWN + 4])
+    for s in range(segments.shape[0]):
+        lo, hi = segments[s, 0], segments[s, 0] + segments[s, 1]
+        x, g, acc, lin = tp[lo:hi], grads[lo:hi], slots[0, lo:hi], slots[1, lo:hi]
+        for i in range(x.shape[0]):
+            a = acc[i] + g[i] * g[i]
+            pa = np.power(a, power)
+            ln = lin[i] + ((g[i] + shrink * x[i]) - ((pa - np.power(acc[i], power)) / lr) * x[i])
+            lin[i] = ln
+            acc[i] = a
+            x[i] = (np.minimum(np.maximum(ln, -l1), l1) - ln) / (pa / lr + two_l2)
+    sc[SC_ITER] += 1.0
+
+
+@jit
+def lamb_step(tp, grads, slots, segments, hp, sc, sched):
+    lr = _prologue(tp, grads, segments, hp, sc, sched)
+    b1, b2, one_m_b1, one_m_b2, eps = _moment_params(hp)
+    t = np.float32(sc[SC_ITER] + 1.0)
+    corr_1 = F1 - np.power(b1, t)
+    corr_2 = F1 - np.power(b2, t)
+    for s in range(segments.shape[0]):
+        lo, hi = segments[s, 0], segments[s, 0] + segments[s, 1]
+        x, g, m_, v_ = tp[lo:hi], grads[lo:hi], slots[0, lo:hi], slots[1, lo:hi]
+        w_sq = 0.0
+        u_sq = 0.0
+        for i in range(x.shape[0]):
+            m = m_[i] + (g[i] - m_[i]) * one_m_b1
+            v = v_[i] + (g[i] * g[i] - v_[i]) * one_m_b2
+            m_[i] = m
+            v_[i] = v
+            u = (m / corr_1) / (np.sqrt(v / corr_2) + eps)
+            w_sq += float(x[i]) * float(x[i])
+            u_sq += float(u) * float(u)
+        # the trust ratio ||w|| / ||update|| (1 when either is 0), from float32 norms as Keras's
+        w_norm = np.sqrt(np.float32(w_sq))
+        u_norm = np.sqrt(np.float32(u_sq))
+        ratio = w_norm / u_norm if w_norm > 0 and u_norm > 0 else F1
+        step = ratio * lr
+        for i in range(x.shape[0]):
+            x[i] = x[i] - step * ((m_[i] / corr_1) / (np.sqrt(v_[i] / corr_2) + eps))
+    sc[SC_ITER] += 1.0
+
+
+@jit
+def _rms(x):
+    acc = 0.0
+    for i in range(x.shape[0]):
+        acc += float(x[i]) * float(x[i])
+    return np.sqrt(np.float32(acc / x.shape[0]))
+
+
+@jit
+def adafactor_step(tp, grads, slots, segments, hp, sc, sched):
+    lr = _prologue(tp, grads, segments, hp, sc, sched)
+    eps_1 = np.float32(hp[HP_OWN + 1])
+    eps_2 = np.float32(hp[HP_OWN + 2])
+    clip = np.float32(hp[HP_OWN + 3])
+    t = np.float32(sc[SC_ITER] + 1.0)
+    rho = min(lr, F1 / np.sqrt(t))  # also what relative_step computes: it changes nothing more
+    b2 = F1 - np.power(t, np.float32(hp[HP_OWN]))
+    one_m_b2 = F1 - b2
+    for s in range(segments.shape[0]):
+        lo, hi = segments[s, 0], segments[s, 0] + segments[s, 1]
+        if hi == lo:
+            continue
+        x, g, v_ = tp[lo:hi], grads[lo:hi], slots[2, lo:hi]
+        alpha = max(eps_2, _rms(x)) * rho
+        rows, cols = segments[s, SEG_ROWS], segments[s, SEG_COLS]
+        if rows > 0:  # rank >= 2: r (..., rows) and c (..., cols) at the start of the segment's rows
+            r_, c_ = slots[0, lo:hi], slots[1, lo:hi]
+            n = rows * cols
+            for b in range(x.shape[0] // n):
+                gb, vb = g[b * n : (b + 1) * n], v_[b * n : (b + 1) * n]
+                rb, cb = r_[b * rows : (b + 1) * rows], c_[b * cols : (b + 1) * cols]
+                for i in range(rows):
+                    acc = 0.0
+                    for j in range(cols):
+                        acc += float(gb[i * cols + j] * gb[i * cols + j] + eps_1)
+                    rb[i] = b2 * rb[i] + one_m_b2 * np.float32(acc / cols)
+                for j in range(cols):
+                    acc = 0.0
+                    for i in range(rows):
+                        acc += float(gb[i * cols + j] * gb[i * cols + j] + eps_1)
+                    cb[j] = b2 * cb[j] + one_m_b2 * np.float32(acc / rows)
+                acc = 0.0
+                for i in range(rows):
+                    acc += float(rb[i])
+                r_mean = np.float32(acc / rows)
+                for i in range(rows):
+                    ri = rb[i] / r_mean
+                    for j in range(cols):
+                        vb[i * cols + j] = ri * cb[j]
+        else:
+            for i in range(x.shape[0]):
+                v_[i] = b2 * v_[i] + one_m_b2 * (g[i] * g[i] + eps_1)
+        # u = g / sqrt(v), scaled down to an RMS of at most clip_threshold
+        acc = 0.0
+        for i in range(x.shape[0]):
+            u = g[i] / np.sqrt(v_[i])
+            acc += float(u) * float(u)
+        denom = max(F1, np.sqrt(np.float32(acc / x.shape[0])) / clip)
+        for i in range(x.shape[0]):
+            x[i] = x[i] - alpha * ((g[i] / np.sqrt(v_[i])) / denom)
+    sc[SC_ITER] += 1.0
+
+
 # ------------------------------------------------------------------------------------ objects
+
+
+def variable_segments(shapes, offsets=None) -> np.ndarray:
+    """Segments (int64, one row per variable) for variables of these shapes: offset, size, 1
+    (weight decay applies), and the last two dimensions of a variable of rank >= 2 (0, 0 otherwise).
+    The variables follow each other in the flat array unless ``offsets`` are given."""
+    shapes = [tuple(int(d) for d in shape) for shape in shapes]
+    sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
+    if offsets is None:
+        offsets = np.cumsum([0, *sizes[:-1]]) if sizes else []
+    rows = [[int(o), n, 1, *(shape[-2:] if len(shape) >= 2 else (0, 0))]
+            for o, n, shape in zip(offsets, sizes, shapes)]  # fmt: skip
+    return np.array(rows, np.int64).reshape(-1, 5)
 
 
 class Optimizer:
@@ -437,7 +619,7 @@ class Optimizer:
             return
         if callable(value):
             raise TypeError(f"{self.class_name}: a callable learning rate cannot run inside compiled code; "
-                            "use a schedule (ExponentialDecay, PiecewiseConstantDecay, CosineDecay)")  # fmt: skip
+                            f"use a schedule ({', '.join(SCHEDULES)})")  # fmt: skip
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
             raise TypeError(f"{self.class_name}: learning_rate must be a float or a schedule; got {value!r}")
         self._schedule = None
@@ -514,7 +696,8 @@ class Optimizer:
     def build(self, size_or_tp, segments=None, names=None) -> None:
         """Allocate the slots for a flat array of ``size`` floats (or for ``tp`` itself).
 
-        ``segments``: (offset, size) per variable, as a sequence or an int array; default one
+        ``segments``: (offset, size) per variable, as a sequence or an int array, or rows of
+        :func:`variable_segments` (which add each variable's shape for Adafactor); default one
         segment over everything. ``names``: one name per segment (``layer/weight``), for
         :meth:`exclude_from_weight_decay`.
         """
@@ -526,22 +709,35 @@ class Optimizer:
         self.set_segments(size, segments, names)
 
     def set_segments(self, size: int, segments=None, names=None) -> None:
+        """Set the variables' places in the flat array (see :meth:`build`)."""
         if segments is None:
-            seg = np.array([[0, size, 1]], np.int64)
+            seg = np.array([[0, size, 1, 0, 0]], np.int64)  # one rank-1 variable
         else:
             arr = np.asarray(segments, dtype=np.int64)
-            if arr.ndim != 2 or arr.shape[1] not in (2, 3):
-                raise ValueError(f"segments must be (offset, size) pairs; got an array of shape {arr.shape}")
-            seg = np.ones((arr.shape[0], 3), np.int64)
+            if arr.ndim != 2 or arr.shape[1] not in (2, 3, 5):
+                raise ValueError(f"segments must be (offset, size) pairs, or rows of 5 (see variable_segments); got "
+                                 f"an array of shape {arr.shape}")  # fmt: skip
+            seg = np.zeros((arr.shape[0], 5), np.int64)
             seg[:, :2] = arr[:, :2]
+            seg[:, SEG_DECAY] = 1
+            if arr.shape[1] == 5:
+                seg[:, SEG_ROWS:] = arr[:, SEG_ROWS:]
+                m = seg[:, SEG_ROWS] * seg[:, SEG_COLS]
+                uneven = (m > 0) & (seg[:, SEG_SIZE] % np.maximum(m, 1) != 0)
+                if np.any(seg[:, SEG_ROWS:] < 0) or np.any(uneven):
+                    raise ValueError("segments: a variable's last two dimensions must divide its size")
             if np.any(seg[:, 0] < 0) or np.any(seg[:, 1] < 0) or np.any(seg[:, 0] + seg[:, 1] > size):
                 raise ValueError(f"segments do not fit a flat array of {size} floats")
+            self._check_shapes_known(arr.shape[1] == 5)
         if names is not None and len(names) != seg.shape[0]:
             raise ValueError(f"{len(names)} names for {seg.shape[0]} segments")
         self.segments = seg
         self.segment_names = list(names) if names is not None else None
         self._segments_source = segments
         self.prepare()
+
+    def _check_shapes_known(self, known: bool) -> None:
+        """Hook for an optimizer that needs the variables' shapes (Adafactor)."""
 
     @property
     def built(self) -> bool:
@@ -553,10 +749,13 @@ class Optimizer:
         is a schedule), the slots (one per trainable weight value each) and extra scalars
         (Nadam's ``u_product``); 4 bytes each."""
         lr = 0 if self._schedule is not None else 1
-        slots = 0 if self.slots is None else int(self.slots.size)
+        slots = 0 if self.slots is None else self._slot_values()
         extra = int(getattr(self, "_n_extra", 0))
         n = 1 + lr + slots + extra
         return n, 4 * n
+
+    def _slot_values(self) -> int:
+        return int(self.slots.size)
 
     def exclude_from_weight_decay(self, var_list=None, var_names=None) -> None:
         """Exclude variables whose name matches one of ``var_names`` (regular expressions, searched
@@ -616,9 +815,8 @@ class Optimizer:
         the same, in the same order, at every call).
         """
         pairs = list(grads_and_vars)
-        sizes = [np.asarray(v).size for _, v in pairs]
-        offsets = np.cumsum([0, *sizes[:-1]])
-        segments = np.stack([offsets, sizes], axis=1) if pairs else np.zeros((0, 2))
+        segments = variable_segments([np.shape(v) for _, v in pairs])
+        offsets, sizes = segments[:, 0], segments[:, 1]
         tp = np.concatenate([np.asarray(v, np.float32).ravel() for _, v in pairs])
         grads = np.concatenate([np.asarray(g, np.float32).ravel() for g, _ in pairs])
         if self.slots is None:
@@ -761,32 +959,32 @@ class Adadelta(Optimizer):
         return ("accumulated_grad", "accumulated_delta_var")
 
 
-class Adamax(Optimizer):
-    """Adamax: Adam with the infinity norm."""
+class _Moments(Optimizer):
+    """The arguments Adamax, Nadam and Lamb share: ``beta_1``, ``beta_2``, ``epsilon`` (Keras defaults)."""
 
-    class_name = "Adamax"
-    kernel = adamax_step
     _own = ("beta_1", "beta_2", "epsilon")
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **kwargs):
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         super().__init__(learning_rate=learning_rate, **kwargs)
+
+
+class Adamax(_Moments):
+    """Adamax: Adam with the infinity norm."""
+
+    class_name = "Adamax"
+    kernel = adamax_step
 
     def slot_names(self) -> tuple:
         return ("momentum", "norm")
 
 
-class Nadam(Optimizer):
+class Nadam(_Moments):
     """Nadam: Adam with Nesterov momentum and Keras's momentum schedule (``0.96 ** t``)."""
 
     class_name = "Nadam"
     kernel = nadam_step
-    _own = ("beta_1", "beta_2", "epsilon")
     _n_extra = 1  # u_product, the running product of the momentum schedule
-
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **kwargs):
-        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
-        super().__init__(learning_rate=learning_rate, **kwargs)
 
     def _init_extra(self) -> None:
         self.scalars[SC_EXTRA] = 1.0
@@ -795,7 +993,104 @@ class Nadam(Optimizer):
         return ("momentum", "velocity")
 
 
-OPTIMIZERS = {c.class_name.lower(): c for c in (SGD, RMSprop, Adam, AdamW, Adagrad, Adadelta, Adamax, Nadam)}
+class Lion(Optimizer):
+    """Lion: steps of ``learning_rate`` times the sign of a mix of momentum and gradient."""
+
+    class_name = "Lion"
+    kernel = lion_step
+    _own = ("beta_1", "beta_2")
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.99, **kwargs):
+        if beta_1 <= 0 or beta_1 > 1:
+            raise ValueError(f"Lion: beta_1 must be in (0, 1] (otherwise Lion is SignSGD); got {beta_1}")
+        self.beta_1, self.beta_2 = beta_1, beta_2
+        super().__init__(learning_rate=learning_rate, **kwargs)
+
+    def slot_names(self) -> tuple:
+        return ("momentum",)
+
+
+class Ftrl(Optimizer):
+    """FTRL-proximal, with L1, L2 and L2-shrinkage regularization and ``beta`` (Keras defaults)."""
+
+    class_name = "Ftrl"
+    kernel = ftrl_step
+    _own = ("learning_rate_power", "initial_accumulator_value", "l1_regularization_strength",
+            "l2_regularization_strength", "l2_shrinkage_regularization_strength", "beta")  # fmt: skip
+
+    def __init__(self, learning_rate=0.001, learning_rate_power=-0.5, initial_accumulator_value=0.1,
+                 l1_regularization_strength=0.0, l2_regularization_strength=0.0,
+                 l2_shrinkage_regularization_strength=0.0, beta=0.0, **kwargs):  # fmt: skip
+        self.learning_rate_power = learning_rate_power
+        self.initial_accumulator_value = initial_accumulator_value
+        self.l1_regularization_strength = l1_regularization_strength
+        self.l2_regularization_strength = l2_regularization_strength
+        self.l2_shrinkage_regularization_strength = l2_shrinkage_regularization_strength
+        self.beta = beta
+        if learning_rate_power > 0.0:
+            raise ValueError(f"Ftrl: learning_rate_power must be <= 0; got {learning_rate_power}")
+        for n in self._own[1:5]:  # the accumulator's initial value and the three strengths
+            if getattr(self, n) < 0.0:
+                raise ValueError(f"Ftrl: {n} must be >= 0; got {getattr(self, n)}")
+        super().__init__(learning_rate=learning_rate, **kwargs)
+
+    def slot_names(self) -> tuple:
+        return ("accumulator", "linear")
+
+    def _slot_init(self, name: str) -> float:
+        return float(self.initial_accumulator_value) if name == "accumulator" else 0.0
+
+
+class Lamb(_Moments):
+    """LAMB: Adam's bias-corrected step scaled per variable by the trust ratio ``||w|| / ||step||``."""
+
+    class_name = "Lamb"
+    kernel = lamb_step
+
+    def slot_names(self) -> tuple:
+        return ("momentum", "velocity")
+
+
+class Adafactor(Optimizer):
+    """Adafactor: a second moment factored over the last two axes of variables of rank >= 2.
+
+    It needs the variables' shapes: build it with :func:`variable_segments` rows (the list form
+    ``apply_gradients`` does). Slots: ``r`` and ``c`` (Keras's per-variable ``_r`` and ``_c``:
+    the row and column statistics of a factored variable, stored at the start of its segment,
+    the rest of the segment unused; Keras's dummy scalars for other variables are not stored)
+    and ``velocity``. ``relative_step`` is kept for the configuration; as in Keras, the step
+    size is ``min(learning_rate, 1 / sqrt(t))`` either way.
+    """
+
+    class_name = "Adafactor"
+    kernel = adafactor_step
+    _own = ("beta_2_decay", "epsilon_1", "epsilon_2", "clip_threshold", "relative_step")
+
+    def __init__(self, learning_rate=0.001, beta_2_decay=-0.8, epsilon_1=1e-30, epsilon_2=1e-3, clip_threshold=1.0,
+                 relative_step=True, **kwargs):  # fmt: skip
+        self.beta_2_decay, self.epsilon_1, self.epsilon_2 = beta_2_decay, epsilon_1, epsilon_2
+        self.clip_threshold, self.relative_step = clip_threshold, relative_step
+        super().__init__(learning_rate=learning_rate, **kwargs)
+
+    def slot_names(self) -> tuple:
+        return ("r", "c", "velocity")
+
+    def _check_shapes_known(self, known: bool) -> None:
+        if not known:
+            raise ValueError("Adafactor needs each variable's shape to factor its second moment: give segments as "
+                             "rows of 5 (offset, size, 1, the last two dimensions; see variable_segments)")  # fmt: skip
+
+    def _slot_values(self) -> int:
+        # Keras: r and c of a factored variable [..., m, n] hold size / n and size / m values, two
+        # dummy scalars otherwise; velocity one value per weight
+        rows, cols, size = self.segments[:, SEG_ROWS], self.segments[:, SEG_COLS], self.segments[:, SEG_SIZE]
+        factored = rows > 0
+        rc = np.where(factored, size // np.maximum(cols, 1) + size // np.maximum(rows, 1), 2)
+        return int(np.sum(size + rc))
+
+
+OPTIMIZERS = {c.class_name.lower(): c for c in (SGD, RMSprop, Adam, AdamW, Adagrad, Adadelta, Adamax, Nadam, Lion,
+                                                Ftrl, Lamb, Adafactor)}  # fmt: skip
 
 
 def get_optimizer(identifier) -> Optimizer:

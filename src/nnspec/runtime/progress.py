@@ -20,6 +20,8 @@ import math
 import sys
 import time
 
+import numpy as np
+
 from .callbacks import Callback
 
 
@@ -31,6 +33,8 @@ def _is_tty(stream) -> bool:
 
 
 def format_value(v) -> str:
+    if np.ndim(v) > 0:  # a metric with one value per class or threshold: its mean, as Keras's bar shows it
+        v = np.mean(v)
     try:
         f = float(v)
     except (TypeError, ValueError):

@@ -1,14 +1,18 @@
 """Learning-rate schedules with Keras 3 semantics: Python objects, encoded for the optimizer kernels.
 
-Mirrors ``keras.optimizers.schedules``: :class:`ExponentialDecay`, :class:`PiecewiseConstantDecay`
-and :class:`CosineDecay` (with its optional linear warm-up). As in Keras, a schedule is called
+Mirrors ``keras.optimizers.schedules``: :class:`ExponentialDecay` (``staircase``),
+:class:`PiecewiseConstantDecay`, :class:`PolynomialDecay` (``end_learning_rate``, ``power``,
+``cycle``), :class:`InverseTimeDecay` (``staircase``), :class:`CosineDecay` (with its optional
+linear warm-up to ``warmup_target`` over ``warmup_steps``) and :class:`CosineDecayRestarts`
+(SGDR: ``t_mul``, ``m_mul``, ``alpha``). As in Keras, a schedule is called
 with the optimizer's ``iterations`` counter *before* the step is counted: the first update uses
 ``schedule(0)``, the second ``schedule(1)``; and the arithmetic is float32 (Keras converts the
 initial rate to a float32 tensor and computes in that dtype), which we reproduce so that the
 rates agree bit for bit or within one float32 rounding.
 
 A schedule is encoded for the kernels as a float64 array (``schedule.encode()``): element 0 is
-the kind (0 constant, 1 exponential, 2 piecewise, 3 cosine), the rest its parameters. The
+the kind (0 constant, 1 exponential, 2 piecewise, 3 cosine, 4 polynomial, 5 inverse time, 6 cosine
+with restarts), the rest its parameters. The
 optimizer kernels call ``schedule_lr(array, base_rate, step)`` (in :mod:`.optimizers`, beside the
 kernels that call it: Numba's disk cache does not notice a change to a function in another file),
 so a whole training step, the rate included, runs in one compiled call.
@@ -28,6 +32,7 @@ F32 = np.float32
 _PI32 = np.float32(math.pi)
 
 KIND_CONSTANT, KIND_EXPONENTIAL, KIND_PIECEWISE, KIND_COSINE = 0, 1, 2, 3
+KIND_POLYNOMIAL, KIND_INVERSE_TIME, KIND_COSINE_RESTARTS = 4, 5, 6
 
 
 class LearningRateSchedule:
@@ -60,36 +65,54 @@ class LearningRateSchedule:
         return f"{type(self).__name__}({args})"
 
 
-class ExponentialDecay(LearningRateSchedule):
-    """``initial_learning_rate * decay_rate ** (step / decay_steps)`` (floored when ``staircase``)."""
+def _check_steps(owner: str, arg: str, value) -> None:
+    if value <= 0:
+        raise ValueError(f"{owner}: {arg} must be > 0; got {value}")
 
-    class_name = "ExponentialDecay"
 
-    def __init__(
-        self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="ExponentialDecay"
-    ):
-        if decay_steps <= 0:
-            raise ValueError(f"ExponentialDecay: decay_steps must be > 0; got {decay_steps}")
+class _RateDecay(LearningRateSchedule):
+    """The arguments ExponentialDecay and InverseTimeDecay share (Keras's names and order)."""
+
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name=None):
+        _check_steps(self.class_name, "decay_steps", decay_steps)
         self.initial_learning_rate = initial_learning_rate
         self.decay_steps = decay_steps
         self.decay_rate = decay_rate
         self.staircase = staircase
-        self.name = name
+        self.name = self.class_name if name is None else name
 
     def encode(self) -> np.ndarray:
-        return np.array([KIND_EXPONENTIAL, self.initial_learning_rate, self.decay_steps, self.decay_rate,
+        return np.array([self.kind, self.initial_learning_rate, self.decay_steps, self.decay_rate,
                          1.0 if self.staircase else 0.0], np.float64)  # fmt: skip
 
-    def reference(self, step) -> float:
-        """NumPy float32 reference of the same formula."""
+    def _p(self, step):
         p = F32(step) / F32(self.decay_steps)
-        if self.staircase:
-            p = np.floor(p)
-        return float(F32(self.initial_learning_rate) * np.power(F32(self.decay_rate), p))
+        return np.floor(p) if self.staircase else p
 
     def get_config(self) -> dict:
         return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
                 "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}  # fmt: skip
+
+
+class ExponentialDecay(_RateDecay):
+    """``initial_learning_rate * decay_rate ** (step / decay_steps)`` (floored when ``staircase``)."""
+
+    class_name = "ExponentialDecay"
+    kind = KIND_EXPONENTIAL
+
+    def reference(self, step) -> float:
+        """NumPy float32 reference of the same formula."""
+        return float(F32(self.initial_learning_rate) * np.power(F32(self.decay_rate), self._p(step)))
+
+
+class InverseTimeDecay(_RateDecay):
+    """``initial_learning_rate / (1 + decay_rate * step / decay_steps)`` (floored when ``staircase``)."""
+
+    class_name = "InverseTimeDecay"
+    kind = KIND_INVERSE_TIME
+
+    def reference(self, step) -> float:
+        return float(F32(self.initial_learning_rate) / (F32(1.0) + F32(self.decay_rate) * self._p(step)))
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
@@ -122,6 +145,42 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         return {"boundaries": self.boundaries, "values": self.values, "name": self.name}
 
 
+class PolynomialDecay(LearningRateSchedule):
+    """``(initial - end) * (1 - step / decay_steps) ** power + end``, then ``end_learning_rate``; with
+    ``cycle``, ``decay_steps`` grows to the first multiple of itself not below ``step``."""
+
+    class_name = "PolynomialDecay"
+
+    def __init__(self, initial_learning_rate, decay_steps, end_learning_rate=0.0001, power=1.0, cycle=False,
+                 name="PolynomialDecay"):  # fmt: skip
+        _check_steps(self.class_name, "decay_steps", decay_steps)
+        self.initial_learning_rate = initial_learning_rate
+        self.decay_steps = decay_steps
+        self.end_learning_rate = end_learning_rate
+        self.power = power
+        self.cycle = cycle
+        self.name = name
+
+    def encode(self) -> np.ndarray:
+        return np.array([KIND_POLYNOMIAL, self.initial_learning_rate, self.decay_steps, self.end_learning_rate,
+                         self.power, 1.0 if self.cycle else 0.0], np.float64)  # fmt: skip
+
+    def reference(self, step) -> float:
+        s, steps = F32(step), F32(self.decay_steps)
+        if self.cycle:
+            steps = steps * (F32(1.0) if s == 0 else np.ceil(s / steps))
+        else:
+            s = min(s, steps)
+        end = F32(self.end_learning_rate)
+        decayed = np.power(F32(1.0) - s / steps, F32(self.power))
+        return float((F32(self.initial_learning_rate) - end) * decayed + end)
+
+    def get_config(self) -> dict:
+        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
+                "end_learning_rate": self.end_learning_rate, "power": self.power, "cycle": self.cycle,
+                "name": self.name}  # fmt: skip
+
+
 class CosineDecay(LearningRateSchedule):
     """Cosine decay from ``initial_learning_rate`` (or, after a linear warm-up of ``warmup_steps``,
     from ``warmup_target``) to ``alpha`` times that rate over ``decay_steps``; constant after."""
@@ -130,8 +189,7 @@ class CosineDecay(LearningRateSchedule):
 
     def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay", warmup_target=None,
                  warmup_steps=0):  # fmt: skip
-        if decay_steps <= 0:
-            raise ValueError(f"CosineDecay: decay_steps must be > 0; got {decay_steps}")
+        _check_steps(self.class_name, "decay_steps", decay_steps)
         self.initial_learning_rate = initial_learning_rate
         self.decay_steps = decay_steps
         self.alpha = alpha
@@ -168,9 +226,48 @@ class CosineDecay(LearningRateSchedule):
                 "warmup_steps": self.warmup_steps}  # fmt: skip
 
 
-SCHEDULES = {c.class_name: c for c in (ExponentialDecay, PiecewiseConstantDecay, CosineDecay)}
+class CosineDecayRestarts(LearningRateSchedule):
+    """Cosine decay with warm restarts (SGDR): period ``i`` lasts ``first_decay_steps * t_mul ** i``
+    steps and starts from ``initial_learning_rate * m_mul ** i``; each decays to ``alpha`` times that."""
+
+    class_name = "CosineDecayRestarts"
+
+    def __init__(self, initial_learning_rate, first_decay_steps, t_mul=2.0, m_mul=1.0, alpha=0.0,
+                 name="SGDRDecay"):  # fmt: skip
+        _check_steps(self.class_name, "first_decay_steps", first_decay_steps)
+        self.initial_learning_rate = initial_learning_rate
+        self.first_decay_steps = first_decay_steps
+        self.t_mul = t_mul
+        self.m_mul = m_mul
+        self.alpha = alpha
+        self.name = name
+
+    def encode(self) -> np.ndarray:
+        return np.array([KIND_COSINE_RESTARTS, self.initial_learning_rate, self.first_decay_steps, self.t_mul,
+                         self.m_mul, self.alpha], np.float64)  # fmt: skip
+
+    def reference(self, step) -> float:
+        one, t_mul, alpha = F32(1.0), F32(self.t_mul), F32(self.alpha)
+        fraction = F32(step) / F32(self.first_decay_steps)
+        if t_mul == one:
+            i = np.floor(fraction)
+            fraction = fraction - i
+        else:
+            i = np.floor(np.log(one - fraction * (one - t_mul)) / np.log(t_mul))
+            fraction = (fraction - (one - np.power(t_mul, i)) / (one - t_mul)) / np.power(t_mul, i)
+        decayed = F32(0.5) * np.power(F32(self.m_mul), i) * (one + np.cos(_PI32 * fraction))
+        return float(F32(self.initial_learning_rate) * ((one - alpha) * decayed + alpha))
+
+    def get_config(self) -> dict:
+        return {"initial_learning_rate": self.initial_learning_rate, "first_decay_steps": self.first_decay_steps,
+                "t_mul": self.t_mul, "m_mul": self.m_mul, "alpha": self.alpha, "name": self.name}  # fmt: skip
+
+
+SCHEDULES = {c.class_name: c for c in (ExponentialDecay, PiecewiseConstantDecay, PolynomialDecay, InverseTimeDecay,
+                                       CosineDecay, CosineDecayRestarts)}  # fmt: skip
 _SNAKE = {"exponential_decay": "ExponentialDecay", "piecewise_constant_decay": "PiecewiseConstantDecay",
-          "cosine_decay": "CosineDecay"}  # fmt: skip
+          "polynomial_decay": "PolynomialDecay", "inverse_time_decay": "InverseTimeDecay",
+          "cosine_decay": "CosineDecay", "cosine_decay_restarts": "CosineDecayRestarts"}  # fmt: skip
 
 
 def get_schedule(identifier) -> LearningRateSchedule:

@@ -11,21 +11,24 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
+from ..layerdefs import ALIASES as LAYER_ALIASES
 from ..layerdefs import PUBLIC_LIST as REGISTRY_LIST
 from ..layerdefs.base import ACTIVATIONS, CONSTRAINTS, DTYPES, INITIALIZERS, REGULARIZERS, Attr
 from .versions import CURRENT, KNOWN
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
 CLASS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"  # a custom layer type: a Python class name
-BUILTIN_TYPES = tuple(d.name for d in REGISTRY_LIST)
+BUILTIN_TYPES = tuple(d.name for d in REGISTRY_LIST) + tuple(LAYER_ALIASES)  # Keras's export aliases too
 SCHEMA_ID = "https://nnspec.dev/schema/nnspec-1.json"
 
-OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "adagrad", "adadelta", "adamax", "nadam")
+OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "adagrad", "adadelta", "adamax", "nadam", "lion", "ftrl", "lamb",
+              "adafactor")  # fmt: skip
 LOSSES = (
     "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
     "mean_squared_logarithmic_error", "binary_crossentropy", "categorical_crossentropy",
     "sparse_categorical_crossentropy", "hinge", "squared_hinge", "categorical_hinge", "huber",
-    "log_cosh", "kl_divergence", "poisson", "cosine_similarity",
+    "log_cosh", "kl_divergence", "poisson", "cosine_similarity", "binary_focal_crossentropy",
+    "categorical_focal_crossentropy", "categorical_generalized_cross_entropy",
     "mse", "mae", "mape", "msle", "kld", "kullback_leibler_divergence", "logcosh", "huber_loss",
     "MSE", "MAE", "MAPE", "MSLE", "KLD", "bce", "BCE",
     "crossentropy", "ce",  # resolved from the label and output shapes, as Keras's compile does
@@ -33,6 +36,7 @@ LOSSES = (
     "MeanSquaredError", "MeanAbsoluteError", "MeanAbsolutePercentageError", "MeanSquaredLogarithmicError",
     "BinaryCrossentropy", "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "Hinge",
     "SquaredHinge", "CategoricalHinge", "Huber", "LogCosh", "KLDivergence", "Poisson", "CosineSimilarity",
+    "BinaryFocalCrossentropy", "CategoricalFocalCrossentropy", "CategoricalGeneralizedCrossEntropy",
 )  # fmt: skip
 METRICS = (
     "accuracy", "acc", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
@@ -49,7 +53,21 @@ METRICS = (
     "Precision", "Recall", "AUC", "Mean", "MeanAbsolutePercentageError", "MeanSquaredLogarithmicError",
     "BinaryCrossentropy", "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "Hinge",
     "SquaredHinge", "CategoricalHinge", "KLDivergence", "Poisson",
+    # the rest of Keras 3's metric catalog (keras.metrics), by snake_case and class name
+    "sum", "root_mean_squared_error", "log_cosh_error", "cosine_similarity", "r2_score", "true_positives",
+    "false_positives", "true_negatives", "false_negatives", "precision_at_recall", "recall_at_precision",
+    "sensitivity_at_specificity", "specificity_at_sensitivity", "f1_score", "f_beta_score", "io_u", "binary_io_u",
+    "mean_io_u", "one_hot_io_u", "one_hot_mean_io_u", "pearson_correlation", "concordance_correlation",
+    "Sum", "RootMeanSquaredError", "LogCoshError", "CosineSimilarity", "R2Score", "TruePositives", "FalsePositives",
+    "TrueNegatives", "FalseNegatives", "PrecisionAtRecall", "RecallAtPrecision", "SensitivityAtSpecificity",
+    "SpecificityAtSensitivity", "F1Score", "FBetaScore", "IoU", "BinaryIoU", "MeanIoU", "OneHotIoU", "OneHotMeanIoU",
+    "PearsonCorrelation", "ConcordanceCorrelation",
 )  # fmt: skip
+
+
+def _type_names(name: str) -> list[str]:
+    """A layer type's class name and Keras's aliases of it."""
+    return [name, *(a for a, t in LAYER_ALIASES.items() if t == name)]
 
 
 def _named_object(vocabulary: dict[str, tuple[str, ...]], what: str) -> dict:
@@ -139,7 +157,8 @@ def attr_schema(a: Attr) -> dict:
 
 
 def layer_schema(defn) -> dict:
-    props = {"type": {"const": defn.name}}
+    names = _type_names(defn.name)
+    props = {"type": {"const": defn.name} if len(names) == 1 else {"enum": names}}
     for a in defn.attrs:
         props[a.name] = attr_schema(a)
     return {
@@ -361,7 +380,7 @@ def build_schema(strict: bool = False) -> dict:
             "properties": {"type": {**_names(BUILTIN_TYPES, strict), "description": "The layer class, or a type "
                                     "declared under custom_layers."}},
             "allOf": [
-                {"if": {"required": ["type"], "properties": {"type": {"const": d.name}}},
+                {"if": {"required": ["type"], "properties": {"type": {"enum": _type_names(d.name)}}},
                  "then": {"$ref": f"#/definitions/layers/{d.name}"}}
                 for d in REGISTRY_LIST
             ],

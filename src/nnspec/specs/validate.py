@@ -352,6 +352,17 @@ def _layer_definitions(data) -> list[tuple[tuple, dict]]:
     return out
 
 
+def _canonical_types(data, custom: dict) -> None:
+    """Write the class name where a layer definition names it by one of Keras's aliases
+    (``MaxPool2D`` -> ``MaxPooling2D``), in place, as Keras's ``get_config`` would name it."""
+    from ..layerdefs import ALIASES
+
+    for _, node in _layer_definitions(data):
+        t = node.get("type")
+        if isinstance(t, str) and t in ALIASES and t not in custom:
+            node["type"] = ALIASES[t]
+
+
 def _custom_nodes(data, custom: dict) -> list[tuple[tuple, dict]]:
     """(path, definition) of every layer definition of a custom type, nested ones included."""
     return [(p, n) for p, n in _layer_definitions(data) if n.get("type") in custom]
@@ -381,13 +392,13 @@ def expression_diag(doc: Document, path: tuple, err: ValueError) -> Diagnostic:
 def _custom_problems(doc: Document, custom: dict) -> list[Diagnostic]:
     """Problems of the custom layer declarations (their ``call`` and names) and of the nodes that
     use them (unknown arguments)."""
-    from ..layerdefs import REGISTRY
+    from ..layerdefs import ALIASES, REGISTRY
     from ..layerdefs import expressions as ex
 
     out = []
     for cname, decl in custom.items():
         path = ("custom_layers", cname)
-        if cname in REGISTRY:
+        if cname in REGISTRY or cname in ALIASES:
             out.append(doc.diag("E105", f"custom layer '{cname}' has the name of a built-in layer type", path,
                                 key=True))  # fmt: skip
         if not isinstance(decl, dict) or not isinstance(decl.get("call"), str):
@@ -504,6 +515,7 @@ def validate_document(doc: Document) -> None:
     diags: list[Diagnostic] = []
     seen = set()
     custom = custom_types(doc.data)
+    _canonical_types(doc.data, custom)
     losses = declared_losses(doc.data)
     data = _without_custom_nodes(doc.data, custom)  # custom nodes: checked by _custom_problems
     errors = [((), e) for e in structure.iter_errors(_with_builtin_losses(data, losses))]
