@@ -37,7 +37,9 @@ def _data(kind):
     if kind == "real":
         return RNG.normal(size=(6, 3)).astype(np.float32), RNG.normal(size=(6, 3)).astype(np.float32)
     if kind == "binary":
-        return RNG.integers(0, 2, (6, 3)).astype(np.float32), RNG.uniform(0.05, 0.95, (6, 3)).astype(np.float32)
+        return RNG.integers(0, 2, (6, 3)).astype(np.float32), RNG.uniform(0.05, 0.95, (6, 3)).astype(
+            np.float32
+        )
     if kind == "sparse":
         return RNG.integers(0, 4, 6), RNG.normal(size=(6, 4)).astype(np.float32)
     return np.eye(4, dtype=np.float32)[RNG.integers(0, 4, 6)], _probs(6, 4)
@@ -81,6 +83,7 @@ def test_every_keras_metric_class_is_in_nnspec_metrics_and_compiles():
     import keras
     from keras.src.metrics import ALL_OBJECTS
 
+    keras.utils.clear_session()  # Keras's default metric names, without the _1 of a name seen before
     base = {"Metric", "MeanMetricWrapper"}
     names = {c.__name__ for c in ALL_OBJECTS} - base
     missing = sorted(n for n in names if not hasattr(metrics, n))

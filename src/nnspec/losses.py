@@ -26,7 +26,9 @@ from .runtime.losses import _DEFS, ALIASES, Expression, LossSpec, get_loss, loss
 get = get_loss
 
 
-_DEFAULT_NAMES = {"Huber": "huber_loss"}  # Keras's default name of a loss class, where it is not the function's
+_DEFAULT_NAMES = {
+    "Huber": "huber_loss"
+}  # Keras's default name of a loss class, where it is not the function's
 
 
 def _loss_class(d, class_name: str):
@@ -35,7 +37,9 @@ def _loss_class(d, class_name: str):
 
     def make(*args, reduction="sum_over_batch_size", name=None, dtype=None, **kwargs):
         if len(args) > len(params):
-            raise TypeError(f"{class_name} takes at most {len(params)} positional arguments ({', '.join(params)})")
+            raise TypeError(
+                f"{class_name} takes at most {len(params)} positional arguments ({', '.join(params)})"
+            )
         for p, v in zip(params, args):
             if p in kwargs:
                 raise TypeError(f"{class_name} got two values for argument '{p}'")
@@ -44,7 +48,9 @@ def _loss_class(d, class_name: str):
         return get_loss({"type": d.name, **kwargs, "reduction": reduction, "name": name})
 
     make.__name__ = make.__qualname__ = class_name
-    make.__doc__ = f"Keras's ``{class_name}({', '.join([*params, 'reduction', 'name'])})``: the resolved loss."
+    make.__doc__ = (
+        f"Keras's ``{class_name}({', '.join([*params, 'reduction', 'name'])})``: the resolved loss."
+    )
     return make
 
 
@@ -67,4 +73,4 @@ _FUNCTIONS = {
 globals().update(_CLASSES)
 globals().update(_FUNCTIONS)
 
-__all__ = ["Expression", "LossSpec", "get", "get_loss", "traced", *_CLASSES, *_FUNCTIONS]
+__all__ = ["Expression", "LossSpec", "get", "get_loss", "traced"] + list(_CLASSES) + list(_FUNCTIONS)

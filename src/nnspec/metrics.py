@@ -36,4 +36,4 @@ _OBJECTS = {
 }  # fmt: skip
 globals().update(_OBJECTS)
 
-__all__ = ["Metric", "MeanMetricWrapper", "get", "get_metric", *_OBJECTS]
+__all__ = ["Metric", "MeanMetricWrapper", "get", "get_metric"] + list(_OBJECTS)

@@ -9,6 +9,7 @@ from . import (
     activation_layers,
     attention,
     augmentation,
+    augmentation_color,
     conv,
     conv_recurrent,
     core,
@@ -65,6 +66,11 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     augmentation.RANDOM_TRANSLATION,
     augmentation.RANDOM_CONTRAST,
     augmentation.RANDOM_BRIGHTNESS,
+    # augmentation_color.py
+    augmentation_color.AUTO_CONTRAST,
+    augmentation_color.SOLARIZATION,
+    augmentation_color.RANDOM_GRAYSCALE,
+    augmentation_color.RANDOM_INVERT,
     # conv.py
     conv.CONV1D,
     conv.CONV2D,
