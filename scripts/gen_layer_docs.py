@@ -23,6 +23,7 @@ from nnspec.layerdefs import (
     attention,
     augmentation,
     augmentation_color,
+    augmentation_geometry,
     conv,
     conv_recurrent,
     core,
@@ -49,8 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "docs" / "layers.md"
 
 # Family modules in the order REGISTRY_LIST lists them.
-FAMILIES = (core, einsum, activation_layers, preprocessing, augmentation, augmentation_color, conv, pooling, embedding,
-            recurrent, conv_recurrent, merge, attention, normalization, wrappers)  # fmt: skip
+FAMILIES = (core, einsum, activation_layers, preprocessing, augmentation, augmentation_color, augmentation_geometry,
+            conv, pooling, embedding, recurrent, conv_recurrent, merge, attention, normalization, wrappers)  # fmt: skip
 
 
 def family_of(defn) -> str:

@@ -72,6 +72,7 @@ def test_layer_can_run_at_inference(name):
 # ``fd`` is False and against Keras-on-torch autograd unless its ``keras`` names a reason.
 GRADIENT_SUITES = (
     "test_augmentation_color",
+    "test_augmentation_geometry",
     "test_backward_core",
     "test_backward_conv",
     "test_backward_pooling",
