@@ -342,6 +342,36 @@ training:
 # ---------------------------------------------------------------------------------- errors: the user's files
 
 
+def test_metrics_with_a_value_per_class_in_history_files_and_evaluate(files, tmp_path):
+    """A metric with one value per class (F1Score; the MLP has one) is a list in the history files
+    and in ``evaluate``'s output, with the values the Python API logs."""
+    d, model_file = files
+    hist_csv, hist_json, weights = tmp_path / "h.csv", tmp_path / "h.json", tmp_path / "w.safetensors"
+    metric = "F1Score"
+    for hist in (hist_csv, hist_json):
+        r = invoke("fit", model_file, "--data", d / "train.npz", "--epochs", 2, "--metric", metric,
+                   "--weights-out", weights, "--history-out", hist)  # fmt: skip
+        assert r.exit_code == 0, r.output
+    m = nnspec.load(str(model_file), seed=0)
+    m.compile(optimizer={"type": "adam", "learning_rate": 0.01}, loss="binary_crossentropy", metrics=[metric])
+    with np.load(d / "train.npz") as f:  # the section's batch size, and the CLI's default seed
+        want = m.fit(f["x"], f["output"], epochs=2, batch_size=16, verbose=0).history[metric]
+    assert np.shape(want) == (2, 1)
+    got = json.loads(hist_json.read_text())[metric]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    lines = hist_csv.read_text().splitlines()
+    col = lines[0].split(",").index(metric)
+    assert [json.loads(line.split(",")[col].strip('"')) for line in lines[1:]] == pytest.approx(np.asarray(got))
+    assert col > 0
+    r = invoke("evaluate", model_file, "--data", d / "train.npz", "--weights", weights, "--metric", metric,
+               "--format", "json")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)[metric]) == 1
+    r = invoke("evaluate", model_file, "--data", d / "train.npz", "--weights", weights, "--metric", metric)
+    assert r.exit_code == 0, r.output
+    assert any(line.startswith("F1Score: [") for line in r.output.splitlines())
+
+
 def test_no_training_section_and_no_loss(files, tmp_path):
     d, _ = files
     for cmd in (("fit", MLP, "--data", d / "train.npz", "--weights-out", tmp_path / "w.safetensors"),

@@ -331,11 +331,24 @@ def _check_data(model, path: str, x, y, sw):
     return n, logs + metric_names
 
 
+def _plain(v):
+    """A logged value as JSON and CSV hold it: a float, or a list of floats for a metric with one
+    value per class or threshold (``F1Score``)."""
+    import numpy as np
+
+    a = np.asarray(v, dtype=np.float64)
+    return float(a) if a.ndim == 0 else a.tolist()
+
+
 def _format_value(v) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(_format_value(x) for x in v) + "]"
     return "nan" if v is None else f"{v:.6g}"
 
 
 def _json_value(v):
+    if isinstance(v, list):
+        return [_json_value(x) for x in v]
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
@@ -676,7 +689,7 @@ def _write_history(path: str, rows: list) -> None:
         keys += [k for k in logs if k not in keys]
     if path.lower().endswith(".json"):
         doc = {"epoch": [e for e, _ in rows]}
-        doc.update({k: [_json_value(logs.get(k)) for _, logs in rows] for k in keys})
+        doc.update({k: [_json_value(_plain(logs[k]) if k in logs else None) for _, logs in rows] for k in keys})
         body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in doc.items())
         write_text_atomic(path, "{\n" + body + "\n}\n")
         return
@@ -685,8 +698,12 @@ def _write_history(path: str, rows: list) -> None:
     keys = sorted(keys)
     w.writerow(["epoch", *keys])
     for epoch, logs in rows:
-        w.writerow([epoch, *(repr(float(logs[k])) if k in logs else "" for k in keys)])
+        w.writerow([epoch, *(_csv_value(_plain(logs[k])) if k in logs else "" for k in keys)])
     write_text_atomic(path, buf.getvalue())
+
+
+def _csv_value(v) -> str:
+    return repr(v) if not isinstance(v, list) else "[" + ", ".join(_csv_value(x) for x in v) + "]"
 
 
 def _run_fit(model, weights_out, progress, **kwargs):
@@ -773,7 +790,7 @@ def evaluate(file, data, weights, batch_size, seed, losses, metrics, fmt) -> Non
     except Exception as e:  # noqa: BLE001 (a bug in nnspec: still one line, never a traceback)
         _fail(f"internal error while evaluating (please report it): {type(e).__name__}: {e}")
     if fmt == "json":
-        click.echo(json.dumps({k: _json_value(float(v)) for k, v in logs.items()}, indent=2))
+        click.echo(json.dumps({k: _json_value(_plain(v)) for k, v in logs.items()}, indent=2))
     else:
         for k, v in logs.items():
-            click.echo(f"{k}: {_format_value(_json_value(float(v)))}")
+            click.echo(f"{k}: {_format_value(_json_value(_plain(v)))}")
