@@ -130,7 +130,6 @@ def model_from_keras_config(obj):
 _OPTIMIZER_OFF = {"weight_decay": None, "clipnorm": None, "clipvalue": None, "global_clipnorm": None,
                   "use_ema": False, "ema_overwrite_frequency": None, "loss_scale_factor": None,
                   "gradient_accumulation_steps": None}  # fmt: skip
-# Arguments of Keras's metric classes, at the defaults a model file's metric names stand for.
 # Keras's defaults of metric arguments, left out of the training section when a config holds them
 # (the classes whose default differs are in _METRIC_DEFAULTS_OF); other arguments are kept as given
 _METRIC_DEFAULTS = {"threshold": 0.5, "k": 5, "thresholds": None, "top_k": None, "class_id": None,
