@@ -392,13 +392,6 @@ def test_what_nnspec_cannot_read_is_one_clear_error(entry, kwargs, message):
         nnspec.model_from_json(_functional(entry, kwargs))
 
 
-def test_a_keras_op_in_the_graph_is_refused():
-    x = keras.Input((4,))
-    km = keras.Model(x, keras.layers.Dense(2)(keras.ops.exp(x)))
-    with pytest.raises(KerasConfigError, match="Keras op 'Exp'"):
-        nnspec.model_from_json(km.to_json())
-
-
 # ----------------------------------------------------------------------------- the CLI
 
 

@@ -24,7 +24,12 @@ __all__ = list(FUNCTIONS)
 
 def _function(fn: str):
     def f(*args, **kwargs):
+        from .api.layer import KerasTensor
 
+        if any(isinstance(a, KerasTensor) for a in (*args, *kwargs.values())):  # between layers of a model
+            from .api.keras_ops import tensor_op
+
+            return tensor_op(fn, args, kwargs)
         if not any(isinstance(a, Sym) for a in (*args, *kwargs.values())):
             raise TypeError(f"nnspec.ops.{fn} builds the expression of a custom layer or loss: call it on the "
                             "tensors nnspec passes to call(), not on arrays")  # fmt: skip

@@ -249,6 +249,11 @@ def _err(where: str, message: str) -> KerasConfigError:
 
 
 class _Reader:
+    def __init__(self) -> None:
+        from .keras_ops import OpReader
+
+        self.op_reader = OpReader()
+
     # ------------------------------------------------------------------ models
 
     def model(self, cls: str, cfg: dict, where: str):
@@ -301,13 +306,17 @@ class _Reader:
         objects: dict = {}
         pending = []
         ops = {_name_of(e): e["class_name"] for e in entries if _is_op(e)}
+        data_ops = _data_ops(entries, ops, cfg)
         for entry in entries:
             name = _name_of(entry)
             lwhere = f"{where}, layer '{name}'"
-            if name in ops:
+            if name in ops and name not in data_ops:
                 if entry["class_name"] not in MASK_OPS:
                     raise _err(lwhere, f"the Keras op '{entry['class_name']}' (a keras.ops call in the model's "
                                "code) is not a layer; nnspec has no equivalent")  # fmt: skip
+                continue
+            if name in data_ops:
+                pending += self._op_calls(entry, lwhere)
                 continue
             if entry.get("class_name") == "InputLayer":
                 shape, dtype = self._input_decl(entry.get("config") or {}, lwhere)
@@ -316,11 +325,6 @@ class _Reader:
             nodes = [_node_parts(n, lwhere) for n in entry.get("inbound_nodes") or []]
             objects[name] = self.layer(entry, lwhere, kwargs_of=[kwargs for _, kwargs, _ in nodes])
             for i, (refs, kwargs, mask) in enumerate(nodes):
-                for r in refs:
-                    if r[0] in ops:
-                        raise _err(lwhere, f"call {i} reads the Keras op '{r[0]}' ({ops[r[0]]}), which "
-                                   "computes a mask; nnspec passes masks along the graph itself and takes them "
-                                   "from no layer's input")  # fmt: skip
                 if any(r[0] not in ops for r in mask):
                     raise _err(lwhere, f"call {i} is given a mask made by '{mask[0][0]}': nnspec derives masks "
                                "along the graph as Keras does by default (Embedding's mask_zero, Masking), and "
@@ -335,7 +339,10 @@ class _Reader:
                     rest.append((name, i, refs, kwargs, lwhere))
                     continue
                 ins = [tensors[_key(r)] for r in refs]
-                out = self.call(objects[name], ins, kwargs, lwhere)
+                if isinstance(kwargs, _OpCall):
+                    out = self._op_layer(name, kwargs, ins, lwhere)
+                else:
+                    out = self.call(objects[name], ins, kwargs, lwhere)
                 for t, tensor in enumerate(out if isinstance(out, (list, tuple)) else [out]):
                     tensors[(name, i, t)] = tensor
             if len(rest) == len(pending):
@@ -348,6 +355,33 @@ class _Reader:
         if not ins or not outs:
             raise _err(where, "a functional model config needs input_layers and output_layers")
         return Model(inputs=ins, outputs=outs, name=cfg.get("name"))
+
+    def _op_calls(self, entry: dict, where: str) -> list:
+        """The pending calls of a Keras op node on the data path (keras_ops.py)."""
+        from .keras_ops import OpError
+
+        out = []
+        for i, node in enumerate(entry.get("inbound_nodes") or []):
+            if not isinstance(node, dict):
+                raise _err(where, f"cannot read the inbound node {node!r}")
+            try:
+                spec, args = self.op_reader.layer(entry["class_name"], entry.get("config") or {}, node)
+            except OpError as e:
+                raise _err(where, f"the Keras op '{entry['class_name']}' (a keras.ops call in the model's code) "
+                           f"{e}") from None  # fmt: skip
+            refs = [a["config"]["keras_history"] for a in args]
+            out.append((_name_of(entry), i, refs, _OpCall(spec), where))
+        return out
+
+    @staticmethod
+    def _op_layer(name: str, call: _OpCall, ins: list, where: str):
+        from .keras_ops import make_layer
+
+        try:
+            layer = make_layer(call.spec, name)
+            return layer(ins if len(ins) > 1 else ins[0])
+        except (TypeError, ValueError) as e:
+            raise _err(where, str(e)) from None
 
     @staticmethod
     def _tensor(tensors, ref, where, what):
@@ -580,6 +614,40 @@ def _node_parts(node, where) -> tuple[list, dict, list]:
 
 def _all_none(v) -> bool:
     return v is None or (isinstance(v, list) and all(_all_none(x) for x in v))
+
+
+class _OpCall:
+    """A pending call of a Keras op node: the nnspec layer definition that computes it."""
+
+    def __init__(self, spec: dict) -> None:
+        self.spec = spec
+
+
+def _data_ops(entries: list, ops: dict, cfg: dict) -> set:
+    """The op nodes whose values reach a layer's input or a model output (not only masks)."""
+    reads: dict = {}
+    wanted: list = [r[0] for r in _ref_list(cfg.get("output_layers"))]
+    for entry in entries:
+        name = _name_of(entry)
+        for node in entry.get("inbound_nodes") or []:
+            found: list = []
+            if isinstance(node, dict):
+                _collect(node.get("args", []), found)
+                for k, v in (node.get("kwargs") or {}).items():
+                    if k != "mask":
+                        _collect(v, found)
+            elif isinstance(node, list):
+                found = [item[:3] for item in node if isinstance(item, list)]
+            reads.setdefault(name, []).extend(r[0] for r in found)
+            if name not in ops:
+                wanted += [r[0] for r in found]
+    out: set = set()
+    while wanted:
+        name = wanted.pop()
+        if name in ops and name not in out:
+            out.add(name)
+            wanted += reads.get(name, [])
+    return out
 
 
 def _is_op(entry: dict) -> bool:

@@ -76,6 +76,33 @@ class KerasTensor:
     def __repr__(self) -> str:
         return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
 
+    # Operators make op layers, as Keras records ``x + 3.0`` in a functional graph (keras_ops.py).
+    def _op(self, fn: str, other, reflected: bool = False) -> KerasTensor:
+        from .keras_ops import tensor_op
+
+        return tensor_op(fn, (other, self) if reflected else (self, other), {})
+
+    __add__ = lambda self, o: self._op("add", o)
+    __radd__ = lambda self, o: self._op("add", o, True)
+    __sub__ = lambda self, o: self._op("subtract", o)
+    __rsub__ = lambda self, o: self._op("subtract", o, True)
+    __mul__ = lambda self, o: self._op("multiply", o)
+    __rmul__ = lambda self, o: self._op("multiply", o, True)
+    __truediv__ = lambda self, o: self._op("true_divide", o)
+    __rtruediv__ = lambda self, o: self._op("true_divide", o, True)
+    __pow__ = lambda self, o: self._op("power", o)
+    __rpow__ = lambda self, o: self._op("power", o, True)
+    __matmul__ = lambda self, o: self._op("matmul", o)
+    __rmatmul__ = lambda self, o: self._op("matmul", o, True)
+
+    def _op1(self, fn: str) -> KerasTensor:
+        from .keras_ops import tensor_op
+
+        return tensor_op(fn, (self,), {})
+
+    __neg__ = lambda self: self._op1("negative")
+    __abs__ = lambda self: self._op1("absolute")
+
 
 class Call:
     """One call of a layer: its input tensors and output tensors (a node of the model file)."""
