@@ -21,9 +21,11 @@ from nnspec.layerdefs import PUBLIC_LIST as REGISTRY_LIST  # custom layers are d
 from nnspec.layerdefs import (
     activation_layers,
     attention,
+    audio,
     augmentation,
     augmentation_color,
     augmentation_geometry,
+    augmentation_mix,
     conv,
     conv_recurrent,
     core,
@@ -51,7 +53,8 @@ DEFAULT_OUT = ROOT / "docs" / "layers.md"
 
 # Family modules in the order REGISTRY_LIST lists them.
 FAMILIES = (core, einsum, activation_layers, preprocessing, augmentation, augmentation_color, augmentation_geometry,
-            conv, pooling, embedding, recurrent, conv_recurrent, merge, attention, normalization, wrappers)  # fmt: skip
+            augmentation_mix, conv, pooling, embedding, recurrent, conv_recurrent, merge,
+            attention, normalization, wrappers, audio)  # fmt: skip
 
 
 def family_of(defn) -> str:

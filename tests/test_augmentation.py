@@ -400,23 +400,36 @@ RANDOM_CASES = [
 SUITE = GradSuite(RANDOM_CASES)
 
 
-def _saved(case_id):
-    """What the train step saved for case ``case_id``'s layer (its transforms, or its factor or
-    delta per image), read from the saved-for-backward workspace at the offset the generated
-    code gives it."""
-    key = SUITE.group_of[case_id]
-    group = SUITE.run_group(key)
-    m = group["model"][0]
+def saved_rows(suite, case_id, batch):
+    """What the train step saved for case ``case_id``'s layer (its transforms, or its draws per
+    image: the first array it saves, a row per image), read from the saved-for-backward
+    workspace at the offset the generated code gives it. Shared by the augmentation tests."""
+    key = suite.group_of[case_id]
+    m = suite.run_group(key)["model"][0]
     (tr,) = m._trainers.values()
-    k = [c.id for c in SUITE.members(key)].index(case_id)
-    op = REGISTRY[SUITE.by_id[case_id].type].op
+    k = [c.id for c in suite.members(key)].index(case_id)
+    op = REGISTRY[suite.by_id[case_id].type].op
     lines = tr.source.splitlines()
     at = next(i for i, line in enumerate(lines) if line.strip() == f"# {op} c{k}")
     line = next(line for line in lines[at + 1 :] if "sws[" in line)  # after the output's binding
     found = re.search(r"sws\[(\d+) \* n:.*\.reshape\(\(n, (\d+),?\)\)", line)
     off, size = int(found.group(1)), int(found.group(2))
-    sws = tr.buffers(B)[2]
-    return sws[off * B : off * B + B * size].reshape(B, size).astype(np.float64)
+    sws = tr.buffers(batch)[2]
+    return sws[off * batch : off * batch + batch * size].reshape(batch, size).astype(np.float64)
+
+
+def seeded_result(suite, case_id):
+    """The case's train-step result, its group run once after seeding the kernels' generator
+    (so statistics of the draws are reproducible)."""
+    from nnspec.runtime.kernels import seed_kernels
+
+    if suite.group_of[case_id] not in suite._runs:
+        seed_kernels(1234)
+    return suite.result(case_id)
+
+
+def _saved(case_id):
+    return saved_rows(SUITE, case_id, B)
 
 
 def _attrs(case):

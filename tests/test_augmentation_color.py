@@ -48,7 +48,7 @@ from nnspec.specs.errors import SpecError
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kernel_harness as kh
 from grad_harness import Case, GradSuite, check_keras, close, fd_grads
-from test_augmentation import _fd, _spec, _uniform_stats  # finite differences, draws' statistics, a file
+from test_augmentation import _fd, _spec, _uniform_stats, seeded_result  # shared helpers
 
 bind_numpy([AC])
 
@@ -583,13 +583,7 @@ RANDOM = GradSuite(RANDOM_CASES)
 
 
 def _random_result(case_id):
-    """The case's train-step result, its group run once after seeding the kernels' generator
-    (so the statistics below are reproducible)."""
-    from nnspec.runtime.kernels import seed_kernels
-
-    if RANDOM.group_of[case_id] not in RANDOM._runs:
-        seed_kernels(1234)
-    return RANDOM.result(case_id)
+    return seeded_result(RANDOM, case_id)
 
 
 def _saved(case_id):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import re
 import sys
 from functools import cache
 from pathlib import Path
@@ -37,7 +36,7 @@ from nnspec.specs.errors import KerasConfigError, SpecError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grad_harness import Case, GradSuite, check_keras, close
-from test_augmentation import _fd, _spec, _uniform_stats  # finite differences, draws' statistics, a file
+from test_augmentation import _fd, _spec, _uniform_stats, saved_rows, seeded_result  # shared helpers
 from test_augmentation import test_identity_at_inference_as_keras as identity_at_inference_as_keras
 from test_augmentation_color import (  # pixels, images, Keras's transform_images, statistics, a data set
     PIXELS,
@@ -456,30 +455,12 @@ RANDOM = GradSuite(RANDOM_CASES)
 
 
 def _random_result(case_id):
-    """The case's train-step result, its group run once after seeding the kernels' generator."""
-    from nnspec.runtime.kernels import seed_kernels
-
-    if RANDOM.group_of[case_id] not in RANDOM._runs:
-        seed_kernels(1234)
-    return RANDOM.result(case_id)
+    return seeded_result(RANDOM, case_id)
 
 
 def _saved(case_id):
-    """What the train step saved for the case's layer (rows of its draws), read from the
-    saved-for-backward workspace at the offset the generated code gives it."""
     _random_result(case_id)
-    key = RANDOM.group_of[case_id]
-    m = RANDOM.run_group(key)["model"][0]
-    (tr,) = m._trainers.values()
-    k = [c.id for c in RANDOM.members(key)].index(case_id)
-    op = REGISTRY[RANDOM.by_id[case_id].type].op
-    lines = tr.source.splitlines()
-    at = next(i for i, line in enumerate(lines) if line.strip() == f"# {op} c{k}")
-    line = next(line for line in lines[at + 1 :] if "sws[" in line)
-    found = re.search(r"sws\[(\d+) \* n:.*\.reshape\(\(n, (\d+),?\)\)", line)
-    off, size = int(found.group(1)), int(found.group(2))
-    sws = tr.buffers(B)[2]
-    return sws[off * B : off * B + B * size].reshape(B, size).astype(np.float64)
+    return saved_rows(RANDOM, case_id, B)
 
 
 def _keras_probability(k):

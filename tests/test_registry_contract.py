@@ -73,11 +73,13 @@ def test_layer_can_run_at_inference(name):
 GRADIENT_SUITES = (
     "test_augmentation_color",
     "test_augmentation_geometry",
+    "test_augmentation_mix",
     "test_backward_core",
     "test_backward_conv",
     "test_backward_pooling",
     "test_backward_recurrent",
     "test_attention",
+    "test_audio",
     "test_einsum_dense",
     "test_rnn_cell",
     "test_preprocessing",
@@ -98,6 +100,9 @@ CHECKED_OTHERWISE = {
        "affine_transform/transform_images and autograd, and the train step's saved draws, in "
        "test_augmentation.py" for name in ("RandomFlip", "RandomRotation", "RandomZoom",
                                           "RandomTranslation", "RandomContrast", "RandomBrightness")},
+    **{name: "random in every configuration (a Beta draw and a permutation of the batch): the kernels with given "
+       "draws against Keras's transform_images, autograd and finite differences, and the train step's saved draws, "
+       "in test_augmentation_mix.py" for name in ("MixUp", "CutMix")},
     "SimpleRNNCell": "inside RNN: test_rnn_cell.py's RNN cases",
     "LSTMCell": "inside RNN: test_rnn_cell.py's RNN cases",
     "GRUCell": "inside RNN: test_rnn_cell.py's RNN cases",

@@ -8,9 +8,11 @@ from __future__ import annotations
 from . import (
     activation_layers,
     attention,
+    audio,
     augmentation,
     augmentation_color,
     augmentation_geometry,
+    augmentation_mix,
     conv,
     conv_recurrent,
     core,
@@ -84,6 +86,12 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     augmentation_geometry.RANDOM_ERASING,
     augmentation_geometry.RANDOM_GAUSSIAN_BLUR,
     augmentation_geometry.RANDOM_PERSPECTIVE,
+    # augmentation_mix.py
+    augmentation_mix.RANDOM_CROP,
+    augmentation_mix.MIX_UP,
+    augmentation_mix.CUT_MIX,
+    augmentation_mix.RANDOM_ELASTIC_TRANSFORM,
+    augmentation_mix.CLAHE,
     # conv.py
     conv.CONV1D,
     conv.CONV2D,
@@ -165,6 +173,9 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     wrappers.MODEL,
     # custom.py: the types a model file declares under custom_layers
     custom.CUSTOM_LAYER,
+    # audio.py
+    audio.STFT_SPECTROGRAM,
+    audio.MEL_SPECTROGRAM,
 )
 # fmt: on
 

@@ -18,9 +18,8 @@ on its own, as ``keras.ops.image.affine_transform`` reads them. The training for
 transforms into the step's saved array, and the backward pass adds each output's gradient to
 the input pixels it was read from, with the same weights.
 
-RandomCrop is not defined: Keras 3.15 declares the cropped shape but returns the uncropped
-image at inference (so its own models fail to predict when a Flatten or Dense follows), which a
-plan with static shapes cannot follow.
+RandomCrop, MixUp, CutMix, RandomElasticTransform and CLAHE are in augmentation_mix.py (where
+RandomCrop's inference, which Keras 3.15 gets wrong, is discussed).
 """
 
 from __future__ import annotations

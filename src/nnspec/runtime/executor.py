@@ -190,7 +190,11 @@ class Executor:
         self._ws: dict[tuple, np.ndarray] = {}
         self.input_dtypes = [np.dtype(plan.values[vid].dtype) for _, vid in plan.inputs]
         self.work_per_sample = work_per_sample(plan)
-        self.threads = worker_threads()
+        # a step whose result for one sample depends on the whole batch at inference too
+        # (MelSpectrogram's decibel floor) keeps a batch in one piece
+        coupled = any(getattr(codegen._OP_TO_DEF.get(s.op), "extra", {}).get("couples_batch_at_inference")
+                      for s in plan.steps)  # fmt: skip
+        self.threads = 1 if coupled else worker_threads()
         vals = {v.id: v for v in plan.values}
         self._out_specs = [
             (max(1, vals[vid].fold or 1), tuple(vals[vid].shape[1:]), np.dtype(vals[vid].dtype))

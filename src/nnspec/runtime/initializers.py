@@ -109,6 +109,10 @@ def initialize(init, shape: tuple, rng: np.random.Generator) -> np.ndarray:
         if len(shape) != 2:
             raise ValueError(f"the identity initializer needs a 2-D weight; got shape {shape}")
         out = args.get("gain", 1.0) * np.eye(*shape)
+    elif kind == "stft":  # STFTSpectrogram's kernels (Keras's initializers.STFT): computed, not drawn
+        from ..layerdefs.audio import stft_kernel
+
+        out = stft_kernel(shape, **args)
     else:
         raise ValueError(f"unknown initializer {kind!r}")
     return np.asarray(out, dtype=np.float32)
