@@ -402,6 +402,8 @@ def keras_grads(case: Case, r: Result):
     dw = []
     for v in layer.weights:
         g = v.value.grad
+        if g is None and v.trainable:  # a weight this call does not use (ReversibleEmbedding's table
+            g = torch.zeros(tuple(v.shape))  # in an untied reverse call): its gradient is zero
         dw.append(None if (g is None or not v.trainable) else g.numpy())
     return y.detach().numpy(), dx, dw, [np.asarray(v.numpy()) for v in layer.weights]
 

@@ -80,6 +80,7 @@ GRADIENT_SUITES = (
     "test_backward_recurrent",
     "test_attention",
     "test_audio",
+    "test_reversible_embedding",
     "test_einsum_dense",
     "test_rnn_cell",
     "test_preprocessing",

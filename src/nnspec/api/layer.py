@@ -109,6 +109,7 @@ class Call:
 
     def __init__(self, layer: "Layer", inputs: list[KerasTensor], out_types: list[TensorType]) -> None:
         self.layer = layer
+        self.call_args: dict = {}  # call arguments this call gives that differ from the layer's
         self.inputs = inputs
         self.outputs = [KerasTensor(t, self, i) for i, t in enumerate(out_types)]
         self.uid = next(_uid)
@@ -322,13 +323,13 @@ class Layer:
                 out[inner["model"]] = sub
         return out
 
-    def _infer(self, in_types: list[TensorType]) -> list[TensorType]:
+    def _infer(self, in_types: list[TensorType], call_args: dict | None = None) -> list[TensorType]:
         defn = self._def
         lo, hi = defn.arity
         if len(in_types) < lo or (hi is not None and len(in_types) > hi):
             raise ValueError(f"{self.type} '{self.name}' takes {lo}{'+' if hi is None else ''} input(s); "
                              f"got {len(in_types)}")  # fmt: skip
-        attrs = normalize_attrs(defn, _strip(self.layer_spec()))
+        attrs = normalize_attrs(defn, {**_strip(self.layer_spec()), **(call_args or {})})
         try:
             return defn.infer(attrs, in_types, _CallContext(self._called_models()))
         except ShapeError as e:
@@ -339,21 +340,22 @@ class Layer:
         """Call the layer on one tensor or a list of them, as Keras does; MultiHeadAttention also
         takes its inputs as separate arguments (``mha(query, value[, key])``). Keras's call
         arguments that describe the network (``use_causal_mask``, ``return_attention_scores``)
-        become attributes of the layer, the same for every call of it."""
+        become attributes of the layer, given by its first call; a later call that gives other
+        values keeps them for itself (a ``shares`` entry with them in the file)."""
         call_names = self._def.extra.get("call_attrs", ()) if self._def is not None else ()
         unknown = sorted(k for k in kwargs if k not in call_names)
         if unknown:
             raise TypeError(f"{self.type}.__call__ got unexpected arguments {unknown}")
         if more and not (self._def is not None and self._def.extra.get("call_positional")):
             raise TypeError(f"{self.type}.__call__ takes its inputs as one list; got {1 + len(more)} arguments")
+        call_args: dict = {}
         if kwargs:
-            changed = {k: v for k, v in kwargs.items() if self.attrs.get(k) != v}
+            changed = {k: _jsonable(v) for k, v in kwargs.items() if self.attrs.get(k) != v}
             if changed and self.calls:
-                raise ValueError(f"{self.type} '{self.name}': {sorted(changed)} are attributes of the layer in a "
-                                 "model file, the same for every call; this layer was called before with other "
-                                 "values")  # fmt: skip
-            self._attrs.update(changed)
-            self._check_attrs()
+                call_args = changed  # this call's own: the layer keeps what its first call gave
+            else:
+                self._attrs.update(changed)
+                self._check_attrs()
         xs = [inputs, *more] if more else list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         for x in xs:
             if not isinstance(x, KerasTensor):
@@ -365,7 +367,8 @@ class Layer:
         if self.calls:
             first = self.calls[0]
             self._check_shared_params([x._type for x in first.inputs], in_types)
-        call = Call(self, xs, self._infer(in_types))
+        call = Call(self, xs, self._infer(in_types, call_args))
+        call.call_args = call_args
         self.calls.append(call)
         outs = call.outputs
         return outs[0] if len(outs) == 1 else outs

@@ -89,6 +89,10 @@ class Model(TrainMixin, RunMixin, Layer):
             call = layer_objects.get(("call", name))
             if call is None:
                 call = Call(obj, [env[(r.node, r.port)] for r in node.inputs], tn.out_types)
+                if node.shared and not isinstance(obj, Model) and obj._def is not None:
+                    own = typed.nodes[node.layer].node.attrs
+                    call.call_args = {k: node.attrs[k] for k in obj._def.extra.get("call_attrs", ())
+                                      if node.attrs.get(k) != own.get(k)}  # fmt: skip
                 obj.calls.append(call)
             for port, t in enumerate(call.outputs):
                 env[(name, port)] = t
@@ -178,7 +182,7 @@ class Model(TrainMixin, RunMixin, Layer):
             types[iname] = TensorType(tuple(b if b is not None else a for a, b in zip(want, t.shape)), decl.dtype, t.masked)
         return infer_types(g, input_types=types).output_types
 
-    def _infer(self, in_types):
+    def _infer(self, in_types, call_args=None):  # a model takes no call arguments
         return self._infer_call(in_types)
 
     def _param_specs(self, in_types):
@@ -381,7 +385,7 @@ def _spec_from_tensors(inputs, outputs, name: str) -> tuple[dict, dict]:
             while f"{c.layer.name}.{k}" in layers or f"{c.layer.name}.{k}" in used_names:
                 k += 1
             nn = f"{c.layer.name}.{k}"
-            layers[nn] = {"shares": layer_first[lid]}
+            layers[nn] = {"shares": layer_first[lid], **c.call_args}
         node_name[c.uid] = nn
         objects[("call", nn)] = c
         for mname, m in c.layer._called_models().items():

@@ -156,6 +156,17 @@ class _Builder:
                            path + ("shares",), hint=did_you_mean(target, others), found=str(target))  # fmt: skip
                 return None
             owner = all_specs[target]
+            given = {k: v for k, v in spec.items() if k != "shares"}  # this call's own call arguments
+            if given:
+                allowed = REGISTRY[owner["type"]].extra.get("call_attrs", ()) if owner.get("type") in REGISTRY else ()
+                bad = sorted(k for k in given if k not in allowed)
+                if bad:
+                    what = f"{owner.get('type')} takes " + (", ".join(allowed) if allowed else "none")
+                    self.error("E101", f"'{bad[0]}' is not a call argument of the shared layer ({what}); an entry "
+                               "with 'shares' takes the layer as it is", path + (bad[0],),
+                               hint=did_you_mean(bad[0], allowed), found=bad[0])  # fmt: skip
+                    return None
+                owner = {**owner, **given}
             return Node(name, target, *self._typed(owner, path, submodels), path=path)
         return Node(name, name, *self._typed(spec, path, submodels), path=path)
 

@@ -91,9 +91,11 @@ def minimal_spec(spec: dict) -> dict:
     return out
 
 
-def _node_spec(node: Node) -> dict:
+def _node_spec(node: Node, nodes: dict) -> dict:
     if node.shared:
-        return {"shares": node.layer}
+        owner = nodes[node.layer].attrs
+        call_names = REGISTRY[node.type].extra.get("call_attrs", ()) if node.type in REGISTRY else ()
+        return {"shares": node.layer, **{k: node.attrs[k] for k in call_names if node.attrs.get(k) != owner.get(k)}}
     return normalize_layer({"type": node.type, **node.attrs})
 
 
@@ -138,7 +140,7 @@ def model_spec(graph: Graph, *, top: bool = True) -> dict:
     if top and graph.submodels:
         out["models"] = {k: model_spec(sub, top=False) for k, sub in graph.submodels.items()}
     out["inputs"] = {k: {"shape": list(d.shape), "dtype": d.dtype} for k, d in graph.inputs.items()}
-    out["layers"] = {k: _node_spec(n) for k, n in graph.nodes.items()}
+    out["layers"] = {k: _node_spec(n, graph.nodes) for k, n in graph.nodes.items()}
     if not graph.sequential:
         out["edges"] = edge_chains(graph)
     out["outputs"] = [str(r) for r in graph.outputs]

@@ -133,6 +133,7 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     pooling.UP_SAMPLING3D,
     # embedding.py
     embedding.EMBEDDING,
+    embedding.REVERSIBLE_EMBEDDING,
     # recurrent.py
     recurrent.SIMPLE_RNN,
     recurrent.LSTM,

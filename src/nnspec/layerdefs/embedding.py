@@ -172,4 +172,160 @@ EMBEDDING = LayerDef(
     "carries no mask, whatever the input had.",
 )
 
-LAYERS = (EMBEDDING,)
+# ----------------------------------------------------------------------------- ReversibleEmbedding
+#
+# Keras 3's ReversibleEmbedding (keras/src/layers/core/reversible_embedding.py): an Embedding
+# that can also be called "in reverse" (call argument ``reverse=True``) to project vectors back
+# onto the vocabulary: ``logits = x @ embeddings.T`` (``tie_weights``, the default) or ``x @
+# reverse_embeddings`` (an own (output_dim, input_dim) weight, made with the embeddings'
+# initializer, no regularizer or constraint), then, with ``logit_soft_cap`` c, ``tanh(logits /
+# c) * c``. A language model calls one layer both ways; in a model file the second call is a
+# ``shares`` entry with ``reverse: true``. The forward call is Embedding's (its kernels, its
+# mask with ``mask_zero``); the reverse call passes no mask on (Keras's compute_mask gives None).
+# ``reverse_dtype`` is accepted as null or float32 (nnspec computes in float32; Keras's other
+# dtypes change the numbers). Keras's int8/int4 quantized variants are not model structure.
+
+
+def _reversible_infer(attrs, inputs, ctx):
+    if not attrs["reverse"]:
+        return _embedding_infer(attrs, inputs, ctx)
+    (x,) = inputs
+    if x.rank < 2 or x.shape[-1] != attrs["output_dim"]:
+        raise ShapeError(f"ReversibleEmbedding(reverse=True) expects vectors of output_dim = {attrs['output_dim']} "
+                         f"on the last axis; got {fmt_shape(x.shape)}")  # fmt: skip
+    return [TensorType((*x.shape[:-1], attrs["input_dim"]), "float32", False)]
+
+
+def _reversible_params(attrs, inputs, ctx):
+    out = _embedding_params(attrs, inputs, ctx)
+    if not attrs["tie_weights"]:
+        out.append(ParamSpec("reverse_embeddings", (attrs["output_dim"], attrs["input_dim"]),
+                             attrs["embeddings_initializer"]))  # fmt: skip
+    return out
+
+
+def reverse_forward(x, table, rev, tie, cap, y):
+    """``y = x @ table.T`` (``tie``) or ``x @ rev``, then ``tanh(y / cap) * cap`` when ``cap``
+    is positive; 2-D ``x`` (rows, output_dim) and ``y`` (rows, input_dim)."""
+    if tie:
+        np.dot(x, table.T, y)
+    else:
+        np.dot(x, rev, y)
+    if cap > 0.0:
+        rows, cols = y.shape
+        for i in range(rows):
+            for j in range(cols):
+                y[i, j] = np.tanh(y[i, j] / cap) * cap
+
+
+def reverse_backward(x, y, dy, table, rev, tie, cap, dtable, drev, dx, want_w, want_x):
+    """The reverse call's gradients, ADDED: the soft cap's ``1 - tanh^2`` (from ``y``), then
+    ``dtable += dz.T @ x`` (``tie``) or ``drev += x.T @ dz``, and ``dx += dz @ table`` or
+    ``dz @ rev.T`` (BLAS products)."""
+    rows, cols = dy.shape
+    dz = np.empty((rows, cols), np.float32)
+    for i in range(rows):
+        for j in range(cols):
+            g = dy[i, j]
+            if cap > 0.0:
+                t = y[i, j] / cap
+                g = g * (1.0 - t * t)
+            dz[i, j] = g
+    if want_w:
+        if tie:
+            dtable += np.dot(dz.T, x)
+        else:
+            drev += np.dot(x.T, dz)
+    if want_x:
+        if tie:
+            dx += np.dot(dz, table)
+        else:
+            dx += np.dot(dz, rev.T)
+
+
+def _cap(attrs) -> float:
+    return float(attrs["logit_soft_cap"] or 0.0)
+
+
+def _reversible_emit(e):
+    a = e.attrs
+    if not a["reverse"]:
+        return _embedding_emit(e)
+    (xs,) = e.x_shapes
+    (ys,) = e.y_shapes
+    x2 = e.flat2(e.x[0], xs, e.rows())
+    y2 = e.flat2(e.y[0], ys, e.rows(output=True))
+    rev = e.p[0] if a["tie_weights"] else e.p[1]
+    return [e.call(reverse_forward, x2, e.p[0], rev, bool(a["tie_weights"]), _cap(a), y2)]
+
+
+def _reversible_backward(e):
+    a = e.attrs
+    if not a["reverse"]:
+        return _embedding_backward(e)
+    tie = bool(a["tie_weights"])
+    dw = e.dp[0] if tie else e.dp[1]
+    if dw is None and e.dx[0] is None:
+        return []
+    (xs,) = e.x_shapes
+    (ys,) = e.y_shapes
+    rows = e.rows(output=True)
+    x2 = e.flat2(e.x[0], xs, e.rows())
+    rev = e.p[0] if tie else e.p[1]
+    none = "np.zeros((1, 1), np.float32)"
+    dtable = (dw if tie else none) if dw is not None else none
+    drev = (dw if not tie else none) if dw is not None else none
+    dx = e.flat2(e.dx[0], xs, e.rows()) if e.dx[0] is not None else none
+    return [e.call(reverse_backward, x2, e.flat2(e.y[0], ys, rows), e.flat2(e.dy[0], ys, rows), e.p[0], rev, tie,
+                   _cap(a), dtable, drev, dx, dw is not None, e.dx[0] is not None)]  # fmt: skip
+
+
+def _reversible_reference(attrs, inputs, params, masks=None):
+    if not attrs["reverse"]:
+        return _embedding_reference(attrs, inputs, params[:1], masks)
+    (x,) = inputs
+    kernel = params[0].T if attrs["tie_weights"] else params[1]
+    logits = x @ kernel  # in the operands' dtype (float64 for finite differences)
+    cap = _cap(attrs)
+    if cap > 0:
+        logits = np.tanh(logits / cap) * cap
+    return [logits]
+
+
+_EMBEDDING_ATTRS = {a.name: a for a in EMBEDDING.attrs}
+
+REVERSIBLE_EMBEDDING = LayerDef(
+    name="ReversibleEmbedding",
+    attrs=(
+        _EMBEDDING_ATTRS["input_dim"],
+        _EMBEDDING_ATTRS["output_dim"],
+        Attr("tie_weights", "bool", True, "The reverse projection uses the transposed embeddings (true) or an own "
+             "(output_dim, input_dim) weight, reverse_embeddings (false)."),
+        _EMBEDDING_ATTRS["embeddings_initializer"],
+        _EMBEDDING_ATTRS["embeddings_regularizer"],
+        _EMBEDDING_ATTRS["embeddings_constraint"],
+        _EMBEDDING_ATTRS["activity_regularizer"],
+        _EMBEDDING_ATTRS["mask_zero"],
+        Attr("reverse_dtype", "enum", None, "The dtype of the reverse projection: nnspec computes in float32.",
+             choices=("float32",), nullable=True),
+        Attr("logit_soft_cap", "float", None, "With reverse: the logits become tanh(logits / c) * c.",
+             nullable=True, minimum=0.0, exclusive_minimum=True),
+        Attr("reverse", "bool", False, "Keras's call argument: project vectors of output_dim onto the vocabulary "
+             "(logits of input_dim) instead of looking ids up. A shares entry may give its own."),
+        *COMMON_ATTRS,
+    ),
+    infer=_reversible_infer,
+    params=_reversible_params,
+    emit=_reversible_emit,
+    reference=_reversible_reference,
+    emit_backward=_reversible_backward,
+    positional=("input_dim", "output_dim"),
+    extra={"call_attrs": ("reverse",)},
+    doc="An Embedding that can also be called in reverse (Keras's call argument reverse=True, in a file "
+    "`reverse: true`, usually on a `shares` entry): vectors of output_dim become logits over the "
+    "vocabulary, `x @ embeddings.T` (tie_weights) or `x @ reverse_embeddings`, soft-capped by "
+    "`tanh(logits / c) * c` with logit_soft_cap. Called forward it is an Embedding (mask_zero included); "
+    "the reverse call passes no mask on.",
+)
+
+LAYERS = (EMBEDDING, REVERSIBLE_EMBEDDING)

@@ -156,6 +156,17 @@ def attr_schema(a: Attr) -> dict:
     return s
 
 
+def _call_attr_schemas() -> dict:
+    """Keras's call arguments (``LayerDef.extra["call_attrs"]``), which a ``shares`` entry may
+    give for its own call (which layer type takes which is checked when the graph is built)."""
+    out: dict = {}
+    for d in REGISTRY_LIST:
+        for a in d.attrs:
+            if a.name in d.extra.get("call_attrs", ()) and a.name not in out:
+                out[a.name] = {k: v for k, v in attr_schema(a).items() if k != "default"}
+    return dict(sorted(out.items()))
+
+
 def layer_schema(defn) -> dict:
     names = _type_names(defn.name)
     props = {"type": {"const": defn.name} if len(names) == 1 else {"enum": names}}
@@ -372,7 +383,8 @@ def build_schema(strict: bool = False) -> dict:
             "type": "object",
             "required": ["shares"],
             "additionalProperties": False,
-            "properties": {"shares": {"type": "string", "description": "Call the layer of this node again (same weights)."}},
+            "properties": {"shares": {"type": "string", "description": "Call the layer of this node again (same weights)."},
+                           **_call_attr_schemas()},
         },
         "layer": {
             "type": "object",
