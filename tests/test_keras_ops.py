@@ -175,3 +175,22 @@ def test_masks_keras_records_as_ops_still_come_from_the_graph():
     m.set_weights(km.get_weights())
     ids = np.array([[1, 2, 0, 0, 0], [3, 4, 5, 6, 7]], dtype="int32")
     np.testing.assert_allclose(m.predict(ids), km.predict(ids, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_convnexts_layer_scale_is_read_as_a_custom_layer():
+    """keras.applications.convnext's own LayerScale (x * gamma): ConvNeXt's blocks end with it."""
+    from keras.src.applications.convnext import LayerScale
+
+    i = keras.Input((4, 4, 6))
+    x = KL.Dense(6, name="pointwise")(i)
+    km = keras.Model(i, i + LayerScale(1e-2, 6, name="scale")(x))  # ConvNeXt's residual branch
+    m = nnspec.model_from_json(km.to_json())
+    assert m.count_params() == km.count_params() == 42 + 6
+    spec = m.get_config()
+    assert spec["layers"]["scale"] == {"type": "LayerScale", "projection_dim": 6, "trainable": True, "dtype": "float32"}
+    # Keras's initial gamma, from the declaration's constant initializer
+    np.testing.assert_array_equal(m.get_layer("scale").get_weights()[0], np.full(6, 1e-2, np.float32))
+    km.get_layer("scale").set_weights([np.linspace(-1, 1, 6).astype("float32")])
+    m.set_weights(km.get_weights())
+    v = np.random.default_rng(6).normal(size=(2, 4, 4, 6)).astype("float32")
+    np.testing.assert_allclose(m.predict(v), km.predict(v, verbose=0), rtol=1e-5, atol=1e-6)

@@ -433,6 +433,13 @@ class _Reader:
                            "computation as a custom layer (custom_layers, docs/format.md)")  # fmt: skip
             if type_name not in REGISTRY or REGISTRY[type_name].extra.get("internal") or type_name == "Model":
                 module = str(entry.get("module") or "")
+                from .keras_ops import application_layer, make_layer
+
+                spec = application_layer(self.op_reader, cls, module, cfg)
+                if spec is not None:
+                    if cfg.get("trainable") is False:
+                        spec["trainable"] = False
+                    return make_layer(spec, cfg.get("name"))
                 custom_hint = ("a custom layer class is Python code, which a model file never runs: declare what it "
                                "computes under custom_layers (docs/format.md)")  # fmt: skip
                 if (module and not module.startswith(("keras.layers", "keras.src.layers"))) or entry.get(

@@ -186,6 +186,31 @@ class OpReader:
         return {"type": "Reshape", "target_shape": kept}
 
 
+# Layers that Keras's applications define for themselves (keras.applications.convnext's
+# LayerScale): not in keras.layers, but plain enough to be custom layer declarations.
+APPLICATION_MODULES = ("keras.src.applications.", "keras.applications.")
+
+
+def application_layer(reader: OpReader, cls: str, module: str, cfg: dict) -> dict | None:
+    """The custom layer computing a Keras application's own layer class, or None."""
+    if not module.startswith(APPLICATION_MODULES):
+        return None
+    if cls == "LayerScale":  # ConvNeXt: x * gamma, gamma (projection_dim,) starting at init_values
+        init, dim = cfg.get("init_values"), cfg.get("projection_dim")
+        if not isinstance(dim, int) or isinstance(init, bool) or not isinstance(init, (int, float)):
+            return None
+        weights = {"gamma": {"shape": ["projection_dim"], "initializer": {"type": "constant", "value": float(init)}}}
+        definition = {"arguments": {"projection_dim": dim}, "weights": weights, "call": "inputs * self.gamma"}
+        key = repr(definition)
+        type_name = reader.types.get(key)
+        if type_name is None:
+            n = reader.count[cls] = reader.count.get(cls, 0) + 1
+            type_name = reader.types[key] = cls + (str(n) if n > 1 else "")
+        return {"type": "CustomLayer", "class_name": type_name, "definition": definition,
+                "arguments": {"projection_dim": dim}}  # fmt: skip
+    return None
+
+
 def make_layer(spec: dict, name: str):
     """The layer object of ``spec`` (from :meth:`OpReader.layer`) named as Keras named the op."""
     return layer_from_spec(spec, name=name)
