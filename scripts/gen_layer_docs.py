@@ -26,6 +26,7 @@ from nnspec.layerdefs import (
     augmentation_color,
     augmentation_geometry,
     augmentation_mix,
+    augmentation_policy,
     conv,
     conv_recurrent,
     core,
@@ -53,7 +54,7 @@ DEFAULT_OUT = ROOT / "docs" / "layers.md"
 
 # Family modules in the order REGISTRY_LIST lists them.
 FAMILIES = (core, einsum, activation_layers, preprocessing, augmentation, augmentation_color, augmentation_geometry,
-            augmentation_mix, conv, pooling, embedding, recurrent, conv_recurrent, merge,
+            augmentation_mix, augmentation_policy, conv, pooling, embedding, recurrent, conv_recurrent, merge,
             attention, normalization, wrappers, audio)  # fmt: skip
 
 

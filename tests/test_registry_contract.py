@@ -74,6 +74,7 @@ GRADIENT_SUITES = (
     "test_augmentation_color",
     "test_augmentation_geometry",
     "test_augmentation_mix",
+    "test_augmentation_policy",
     "test_backward_core",
     "test_backward_conv",
     "test_backward_pooling",

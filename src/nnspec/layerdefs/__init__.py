@@ -13,6 +13,7 @@ from . import (
     augmentation_color,
     augmentation_geometry,
     augmentation_mix,
+    augmentation_policy,
     conv,
     conv_recurrent,
     core,
@@ -92,6 +93,9 @@ REGISTRY_LIST: tuple[LayerDef, ...] = (
     augmentation_mix.CUT_MIX,
     augmentation_mix.RANDOM_ELASTIC_TRANSFORM,
     augmentation_mix.CLAHE,
+    # augmentation_policy.py
+    augmentation_policy.RAND_AUGMENT,
+    augmentation_policy.AUG_MIX,
     # conv.py
     conv.CONV1D,
     conv.CONV2D,

@@ -19,7 +19,8 @@ transforms into the step's saved array, and the backward pass adds each output's
 the input pixels it was read from, with the same weights.
 
 RandomCrop, MixUp, CutMix, RandomElasticTransform and CLAHE are in augmentation_mix.py (where
-RandomCrop's inference, which Keras 3.15 gets wrong, is discussed).
+RandomCrop's inference, which Keras 3.15 gets wrong, is discussed); RandAugment and AugMix,
+which chain this module's and the color family's operations, in augmentation_policy.py.
 """
 
 from __future__ import annotations
