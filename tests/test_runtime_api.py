@@ -304,3 +304,31 @@ def test_predict_from_a_generator(mlp):
     assert mlp.predict((x[i : i + 4] for i in range(0, 10, 4)), steps=2).shape == (8, 1)
     with pytest.raises(InputError, match="no batches"):
         mlp.predict(iter([]))
+
+
+def test_a_long_plan_runs_as_several_compiled_parts(monkeypatch):
+    """Plans longer than CHUNK_STEPS steps become parts a Python function calls in turn (Numba's
+    compile time grows faster than a function's length); each part re-binds what it reads from
+    earlier ones, including a value made several parts before (the skip connection) and the
+    input, and the result is the plan's, batch size after batch size."""
+    from nnspec.runtime import codegen
+
+    monkeypatch.setattr(codegen, "CHUNK_STEPS", 3)
+    i = nnspec.Input((6,))
+    h = first = nnspec.layers.Dense(6, activation="relu")(i)
+    for _ in range(7):
+        h = nnspec.layers.Dense(6, activation="relu")(h)
+    out = nnspec.layers.Dense(2, activation="sigmoid")(nnspec.layers.Add()([h, first, i]))
+    m = nnspec.Model(i, out)
+    x = np.random.default_rng(3).normal(size=(5, 6)).astype(np.float32)
+    w = m.get_weights()
+    hs = [x.astype(np.float64)]
+    for k in range(8):
+        hs.append(np.maximum(hs[-1] @ w[2 * k] + w[2 * k + 1], 0))
+    z = hs[-1] + hs[1] + hs[0]
+    want = 1 / (1 + np.exp(-(z @ w[16] + w[17])))
+    np.testing.assert_allclose(m.predict_on_batch(x), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m.predict_on_batch(x[:1]), want[:1], rtol=1e-5, atol=1e-6)
+    (ex,) = m._executors.values()
+    assert "def nnspec_run_3(" in ex.source and "def nnspec_run_4(" not in ex.source  # 10 steps, 4 parts
+    assert not hasattr(ex.run, "signatures")  # the driver is plain Python; its parts are compiled

@@ -97,6 +97,7 @@ def set_threads() -> None:
 
 # The generated plan functions. Their names are what Numba calls their code libraries.
 PLAN_FUNCTIONS = frozenset({"nnspec_run", "nnspec_train_step"})
+PLAN_PART_PREFIX = "nnspec_run_"  # the parts of a long plan (runtime/codegen.py, CHUNK_STEPS)
 _LINK_POLICY = False
 
 
@@ -128,7 +129,7 @@ def link_plans_without_reoptimizing() -> None:
         return
 
     def _optimize_final_module(self):
-        if self.name in PLAN_FUNCTIONS:
+        if self.name in PLAN_FUNCTIONS or self.name.startswith(PLAN_PART_PREFIX):
             return None
         return original(self)
 
