@@ -332,3 +332,33 @@ def test_a_long_plan_runs_as_several_compiled_parts(monkeypatch):
     (ex,) = m._executors.values()
     assert "def nnspec_run_3(" in ex.source and "def nnspec_run_4(" not in ex.source  # 10 steps, 4 parts
     assert not hasattr(ex.run, "signatures")  # the driver is plain Python; its parts are compiled
+
+
+def test_a_long_training_plan_runs_as_several_compiled_parts(monkeypatch):
+    """The training step of a long plan is parts too (forward steps, the losses with the last
+    forward part, backward steps): the same loss and weights after a step as the one function."""
+    from nnspec.runtime import codegen
+
+    def model():
+        i = nnspec.Input((4,))
+        h = first = nnspec.layers.Dense(4, activation="tanh", kernel_regularizer="l2")(i)
+        for _ in range(4):
+            h = nnspec.layers.BatchNormalization()(nnspec.layers.Dense(4, activation="tanh")(h))
+        m = nnspec.Model(i, nnspec.layers.Dense(2)(nnspec.layers.Add()([h, first])), name=f"m{codegen.CHUNK_STEPS}")
+        m.compile(optimizer="sgd", loss="mse")
+        return m
+
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(6, 4)).astype(np.float32), rng.normal(size=(6, 2)).astype(np.float32)
+    whole = model()
+    w0 = whole.get_weights()
+    want = [whole.train_on_batch(x, y) for _ in range(2)]
+    monkeypatch.setattr(codegen, "CHUNK_STEPS", 3)
+    parts = model()
+    parts.set_weights(w0)
+    got = [parts.train_on_batch(x, y) for _ in range(2)]
+    (tr,) = parts._trainers.values()
+    assert "def nnspec_train_step_7(" in tr.source  # 11 steps forward and 11 backward, 3 per part
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    for a, b in zip(parts.get_weights(), whole.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

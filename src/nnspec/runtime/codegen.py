@@ -122,8 +122,10 @@ def _shape_expr(v: Value) -> str:
 
 # Plans longer than this run as several compiled functions (see _Generator._chunks).
 CHUNK_STEPS = 32
-_DEF = re.compile(r"^([vp]\d+) = ")
-_VAR = re.compile(r"\b([vp]\d+)\b")
+# variables bound once and read by later steps: values, parameters, and in training plans
+# gradients of values (g), of parameters (dp) and saved arrays (s)
+_DEF = re.compile(r"^([vpgs]\d+|dp\d+) = ")
+_VAR = re.compile(r"\b([vpgs]\d+|dp\d+)\b")
 
 
 class _Generator:
@@ -205,7 +207,7 @@ class _Generator:
         signature = ", ".join(in_names + ["tp", "ntp", "ws"] + out_names)
         decorator = "@njit(cache=True, nogil=True, error_model='numpy')"
         if len(plan.steps) > CHUNK_STEPS:
-            body = self._chunks(signature, decorator)
+            body = self.chunks("nnspec_run", signature, decorator)
         else:
             body = [decorator, f"def nnspec_run({signature}):", *self.lines]
         header = [
@@ -223,15 +225,16 @@ class _Generator:
         header.append("")
         return "\n".join(header + body) + "\n"
 
-    def _chunks(self, signature: str, decorator: str) -> list[str]:
+    def chunks(self, fname: str, signature: str, decorator: str) -> list[str]:
         """A large plan as several compiled functions of CHUNK_STEPS steps each, which a Python
-        ``nnspec_run`` calls in turn: each re-binds the values and parameters it reads from
-        earlier parts (views of ``ws``, ``tp``, ``ntp``, the inputs and outputs; cheap), so no
-        state passes between them but the arrays. Numba compiles a function in time that grows
-        faster than its length (measured: 40 steps 10 s, 160 steps 88 s in one function), so
-        many short functions compile in far less time; the Python calls between them cost a
-        few microseconds, against a plan that long runs for milliseconds."""
-        bounds = [*self.step_starts[::CHUNK_STEPS], len(self.lines)]
+        ``fname`` calls in turn: the first holds the lines before the first step, and each
+        re-binds the values and parameters it reads from earlier parts (views of ``ws``,
+        ``tp``, ``ntp``, the inputs and outputs; cheap), so no state passes between them but
+        the arrays. Numba compiles a function in time that grows faster than its length
+        (measured: 40 steps 10 s, 160 steps 88 s in one function), so many short functions
+        compile in far less time; the Python calls between them cost a few microseconds,
+        against a plan that long runs for milliseconds."""
+        bounds = [0, *self.step_starts[CHUNK_STEPS::CHUNK_STEPS], len(self.lines)]
         out: list[str] = []
         names = []
         for k in range(len(bounds) - 1):
@@ -246,15 +249,15 @@ class _Generator:
                     continue
                 needed.add(at)
                 todo += _VAR.findall(self.lines[at])
-            first = [self.lines[0]] if 0 not in needed else []  # n = ...
+            first = [self.lines[0]] if lo > 0 else []  # n = ...
             rebound = first + [self.lines[i] for i in sorted(needed)]
-            name = f"nnspec_run_{k}"
+            name = f"{fname}_{k}"
             names.append(name)
             body = rebound + lines
             if not body[-1].strip().startswith("return"):
                 body.append("    return")
             out += [decorator, f"def {name}({signature}):", *body, "", ""]
-        out.append(f"def nnspec_run({signature}):")
+        out.append(f"def {fname}({signature}):")
         out += [f"    {name}({signature})" for name in names]
         return out
 

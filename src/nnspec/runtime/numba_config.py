@@ -97,7 +97,7 @@ def set_threads() -> None:
 
 # The generated plan functions. Their names are what Numba calls their code libraries.
 PLAN_FUNCTIONS = frozenset({"nnspec_run", "nnspec_train_step"})
-PLAN_PART_PREFIX = "nnspec_run_"  # the parts of a long plan (runtime/codegen.py, CHUNK_STEPS)
+PLAN_PART_PREFIX = ("nnspec_run_", "nnspec_train_step_")  # a long plan's parts (codegen.CHUNK_STEPS)
 _LINK_POLICY = False
 
 

@@ -1,4 +1,5 @@
-"""Write a training plan as one Numba function: forward, losses, backward.
+"""Write a training plan as one Numba function: forward, losses, backward (a long plan: a few,
+see codegen.CHUNK_STEPS).
 
 ``nnspec_train_step(in_..., tgt_..., sw_..., tp, ntp, g, ws, gws, sws, iws, lw, out)`` runs the
 forward pass in training mode (Dropout active, batch statistics, every value kept), computes
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from ..compiler.lower import MASK_OPS
 from ..compiler.plan import Plan, Step
+from . import codegen
 from .codegen import _OP_TO_DEF, CodegenError, Emit, _Generator, _rows, _shape_expr
 
 
@@ -131,15 +133,14 @@ class _TrainGenerator(_Generator):
             header.append(f"import {mod} as {alias}")
         for fn, (kname, alias, attr) in self.imports.items():
             header.append(f"{kname} = jit({alias}.{attr})")
-        header += [
-            "EMPTY = np.zeros(0, np.float32)",
-            "",
-            "",
-            "@njit(cache=True, nogil=True, error_model='numpy')",
-        ]
-        args = ins + tgts + sws + ["tp", "ntp", "g", "ws", "gws", "sws", "iws", "lw", "out"]
-        header.append(f"def nnspec_train_step({', '.join(args)}):")
-        return "\n".join(header + self.lines) + "\n"
+        header += ["EMPTY = np.zeros(0, np.float32)", "", ""]
+        args = ", ".join(ins + tgts + sws + ["tp", "ntp", "g", "ws", "gws", "sws", "iws", "lw", "out"])
+        decorator = "@njit(cache=True, nogil=True, error_model='numpy')"
+        if len(plan.steps) > codegen.CHUNK_STEPS:  # forward steps, the losses (with the last part's), backward
+            body = self.chunks("nnspec_train_step", args, decorator)
+        else:
+            body = [decorator, f"def nnspec_train_step({args}):", *self.lines]
+        return "\n".join(header + body) + "\n"
 
     def emit_penalties(self, params: dict, pvar: dict, gvar: dict) -> None:
         """Weight penalties (as they are) and activity penalties (over the batch size), added to the
@@ -195,6 +196,7 @@ class _TrainGenerator(_Generator):
         return names
 
     def emit_train_step(self, s: Step, pvar: dict) -> None:
+        self.step_starts.append(len(self.lines))
         self.line(f"# {s.op} {s.node}")
         defn = _OP_TO_DEF.get(s.op)
         if s.view:
@@ -203,6 +205,7 @@ class _TrainGenerator(_Generator):
                 self.line(f"{self.value_var(o)} = {src}.reshape({_shape_expr(self.vals[o])})")
             return
         if defn is None:
+            self.step_starts.pop()  # emit_step records the step itself
             self.emit_step(s, pvar)  # plan-level ops (masks)
             return
         emit = defn.emit_train or defn.emit
@@ -231,6 +234,7 @@ class _TrainGenerator(_Generator):
             raise CodegenError(
                 f"no backward kernel for op '{s.op}' (node '{s.node}') in this version of nnspec"
             )
+        self.step_starts.append(len(self.lines))
         self.line(f"# backward {s.op} {s.node}")
         e = self._emit(s, pvar, [self.value_var(o) for o in s.outputs])
         e.s = self.saved_vars.get(id(s), [])
