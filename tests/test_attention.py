@@ -398,8 +398,12 @@ def test_builder_takes_keras_call_forms():
     assert mha.get_config()["use_causal_mask"] is True
     with pytest.raises(TypeError, match="one list"):
         att(q, v)
-    with pytest.raises(ValueError, match="same for every call"):
-        mha(q, v, use_causal_mask=False)
+    # a second call with other call arguments keeps them for itself: a shares entry with them
+    y2 = mha(q, v, use_causal_mask=False)
+    m2 = Model([q, v], [y, y2])
+    shared = [d for d in m2.get_config()["layers"].values() if "shares" in d]
+    assert shared == [{"shares": mha.name, "use_causal_mask": False}]
+    assert mha.get_config()["use_causal_mask"] is True  # the layer keeps its first call's
     with pytest.raises(TypeError, match="unexpected"):
         layers.Dense(3)(q, use_causal_mask=True)
 

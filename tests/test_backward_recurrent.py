@@ -198,7 +198,7 @@ def _python_module(source: str):
     import types
 
     decorator = "@njit(cache=True, nogil=True, error_model='numpy')\n"
-    assert source.count(decorator) == 1
+    assert decorator in source  # one per part of a long plan (codegen.CHUNK_STEPS)
     mod = types.ModuleType("nnspec_train_step_interpreted")
     exec(compile(source.replace(decorator, ""), "<train_step>", "exec"), mod.__dict__)  # noqa: S102 (our own source)
     return mod

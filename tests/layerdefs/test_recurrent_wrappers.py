@@ -171,8 +171,9 @@ def test_attrs_and_defaults_match_keras_signature(defn):
     sig = inspect.signature(getattr(keras.layers, defn.name).__init__).parameters
     unsupported = {"self", "kwargs", "use_cudnn", "weights", "lora_rank", "lora_alpha", "quantization_config"}
     ours = {a.name: a for a in defn.attrs}
-    # base Layer / base RNN keyword arguments (Embedding's get_config holds activity_regularizer)
-    extra = {"trainable", "dtype", "zero_output_for_mask", "activity_regularizer"}
+    # base Layer / base RNN keyword arguments (Embedding's get_config holds activity_regularizer),
+    # and Keras's call arguments, which are attributes in a file (ReversibleEmbedding's reverse)
+    extra = {"trainable", "dtype", "zero_output_for_mask", "activity_regularizer", *defn.extra.get("call_attrs", ())}
     assert set(ours) - (extra - set(sig)) == set(sig) - unsupported
     for name, p in sig.items():
         if name in unsupported:
