@@ -394,7 +394,9 @@ class _Reader:
         from .model import Model
 
         call_names = () if isinstance(layer, Model) or layer._def is None else layer._def.extra.get("call_attrs", ())
-        attrs = {}
+        # a call argument a call leaves out has Keras's default for that call, whatever an
+        # earlier call of the layer gave (the builder keeps the layer's own value otherwise)
+        attrs = {a.name: a.default for a in layer._def.attrs if a.name in call_names} if call_names else {}
         for k, v in kwargs.items():
             if k in _CALL_KWARGS_IGNORED:
                 continue
