@@ -198,3 +198,39 @@ def test_convnexts_layer_scale_is_read_as_a_custom_layer():
     m.set_weights(km.get_weights())
     v = np.random.default_rng(6).normal(size=(2, 4, 4, 6)).astype("float32")
     np.testing.assert_allclose(m.predict(v), km.predict(v, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_indexing_reads_and_trains_as_keras():
+    """x[..., 0], x[:, 1:3], x[:, -1]...: Keras's GetItem becomes Reshape and Cropping2D layers
+    (a Reshape to (before, axis, after), a crop of that axis, a Reshape dropping picked axes)."""
+    i = keras.Input((5, 6, 7))
+    x = KL.Dense(7, name="d")(i)
+    outs = [x[..., 0], x[:, :4, -2:], x[:, 2, :, 3], KL.Dense(2, name="e")(KL.Flatten()(x[:, 1:3, :, :2]))]
+    km = keras.Model(i, outs)
+    m = nnspec.model_from_json(km.to_json())
+    assert m.count_params() == km.count_params()
+    m.set_weights(km.get_weights())
+    v = np.random.default_rng(8).normal(size=(3, 5, 6, 7)).astype("float32")
+    for k, (a, b) in enumerate(zip(m.predict(v), km.predict(v, verbose=0))):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-5, atol=1e-6, err_msg=f"output {k}")
+    ys = [np.random.default_rng(9).normal(size=(3, *o.shape[1:])).astype("float32") for o in km.outputs]
+    km.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    m.compile(optimizer=nnspec.optimizers.SGD(0.1), loss="mse")
+    np.testing.assert_allclose(m.train_on_batch(v, ys), km.train_on_batch(v, ys), rtol=1e-5)
+    for a, b in zip(m.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-5, atol=1e-7)
+    # the builder indexes the same way; a KerasTensor stays not iterable
+    t = nnspec.Input((5, 6, 7))
+    assert [tuple(u.shape) for u in (t[..., 0], t[:, 1:3], t[:, 2, :, 3])] == [(None, 5, 6), (None, 2, 6, 7), (None, 6)]
+    with pytest.raises(TypeError, match="not iterable"):
+        list(t)
+
+
+@pytest.mark.parametrize(
+    "key, message",
+    [((slice(None), slice(None, None, 2)), "step 2"), (0, "batch axis"), ((slice(None), None), "expand_dims"),
+     ((slice(None), 9), "indexes 9 on an axis of size 5"), ((slice(None), 0, 0, 0), "one value per sample")],
+)
+def test_indexing_nnspec_cannot_read_is_one_clear_error(key, message):
+    with pytest.raises(ValueError, match=message):
+        nnspec.Input((5, 6, 7))[key]

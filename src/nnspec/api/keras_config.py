@@ -375,11 +375,10 @@ class _Reader:
 
     @staticmethod
     def _op_layer(name: str, call: _OpCall, ins: list, where: str):
-        from .keras_ops import make_layer
+        from .keras_ops import apply_op
 
         try:
-            layer = make_layer(call.spec, name)
-            return layer(ins if len(ins) > 1 else ins[0])
+            return apply_op(call.spec, name, ins)
         except (TypeError, ValueError) as e:
             raise _err(where, str(e)) from None
 

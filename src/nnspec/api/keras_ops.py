@@ -14,7 +14,9 @@ nnspec layer that computes the same:
 - structural ops become built-in layers: ``concatenate`` a ``Concatenate``, ``reshape``,
   ``expand_dims`` and ``squeeze`` a ``Reshape`` (the batch axis kept), ``transpose`` with the
   batch axis first a ``Permute``, ``softmax`` along an axis a ``Softmax``, exact ``gelu`` an
-  ``Activation``, ``cast`` to float32 an ``Identity``.
+  ``Activation``, ``cast`` to float32 an ``Identity``, and indexing (``GetItem``: integers,
+  slices of step 1, ``...``) a chain of ``Reshape`` and ``Cropping2D`` layers
+  (:func:`get_item_chain`).
 
 Ops Keras records only to compute masks are left out by the reader (``keras_config.MASK_OPS``);
 an op on the data path that has no equivalent here is an error naming it.
@@ -40,7 +42,7 @@ BINARY = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Divide"
           "TrueDivide": "divide", "Power": "power", "Maximum": "maximum", "Minimum": "minimum",
           "Matmul": "matmul", "Dot": "matmul"}  # fmt: skip
 REDUCTIONS = {"Sum": "sum", "Mean": "mean", "Max": "max", "Min": "min", "Amax": "max", "Amin": "min"}
-STRUCTURAL = ("Concatenate", "Reshape", "ExpandDims", "Squeeze", "Transpose", "Softmax", "Gelu", "Cast")
+STRUCTURAL = ("Concatenate", "Reshape", "ExpandDims", "Squeeze", "Transpose", "Softmax", "Gelu", "Cast", "GetItem")
 SUPPORTED = (*UNARY, *DEFAULTED, *BINARY, *REDUCTIONS, "Clip", "LogSoftmax", *STRUCTURAL)
 
 
@@ -133,9 +135,11 @@ class OpReader:
         definition = {"arguments": {}, "weights": {}, "call": expr}
         return {"type": "CustomLayer", "class_name": type_name, "definition": definition, "arguments": {}}
 
-    def _structural(self, cls: str, cfg: dict, args: list) -> dict:
+    def _structural(self, cls: str, cfg: dict, args: list) -> dict | list:
         x = args[0]
         shape = list((x.get("config") or {}).get("shape") or [])
+        if cls == "GetItem":
+            return get_item_chain(shape, [_index_item(v) for v in _as_list(args[1] if len(args) > 1 else None)])
         if cls == "Softmax":
             return {"type": "Softmax", "axis": cfg.get("axis", -1)}
         if cls == "Gelu":
@@ -211,9 +215,95 @@ def application_layer(reader: OpReader, cls: str, module: str, cfg: dict) -> dic
     return None
 
 
+def _as_list(v) -> list:
+    if isinstance(v, dict) and v.get("class_name") == "__tuple__":
+        v = (v.get("config") or {}).get("value")
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def _index_item(v):
+    """One entry of a Keras GetItem index: an int, a ``slice``, ``Ellipsis`` or None (new axis)."""
+    if isinstance(v, dict) and v.get("class_name") == "__slice__":
+        c = v.get("config") or {}
+        return slice(c.get("start"), c.get("stop"), c.get("step"))
+    if isinstance(v, dict) and v.get("class_name") == "__ellipsis__":
+        return Ellipsis
+    if v is None or (isinstance(v, int) and not isinstance(v, bool)):
+        return v
+    raise OpError(f"indexes with {v!r}; nnspec reads integers, slices and ...")
+
+
+def get_item_chain(shape: list, index: list) -> list:
+    """``x[index]`` (the batch axis kept whole) as layers: for each axis a slice narrows, a
+    Reshape to (before, axis, after) and a Cropping2D of that axis; then a Reshape to the
+    result's shape, which drops the axes an integer picks. Slices take step 1 only."""
+    rank = len(shape)
+    if Ellipsis in index:
+        at = index.index(Ellipsis)
+        if Ellipsis in index[at + 1:]:
+            raise OpError("indexes with two ellipses")
+        index = index[:at] + [slice(None)] * (rank - len(index) + 1) + index[at + 1:]
+    if None in index:
+        raise OpError("adds an axis with None in an index; use ops.expand_dims")
+    if len(index) > rank:
+        raise OpError(f"indexes {len(index)} axes of a tensor of rank {rank}")
+    index = index + [slice(None)] * (rank - len(index))
+    if index[0] != slice(None):
+        raise OpError("indexes the batch axis; nnspec keeps the batch axis whole")
+    dims, keep, ranges = list(shape[1:]), [], []
+    for a, (item, d) in enumerate(zip(index[1:], dims)):
+        if item == slice(None):
+            keep.append(True)
+            ranges.append(None)
+            continue
+        if d is None:
+            raise OpError(f"indexes axis {a + 1}, whose size is not known")
+        if isinstance(item, int):
+            k = item + d if item < 0 else item
+            if not 0 <= k < d:
+                raise OpError(f"indexes {item} on an axis of size {d}")
+            keep.append(False)
+            ranges.append((k, k + 1))
+            continue
+        if item.step not in (None, 1):
+            raise OpError(f"slices with step {item.step}; nnspec reads slices of step 1")
+        lo, hi, _ = item.indices(d)
+        if hi <= lo:
+            raise OpError(f"slices {lo}:{hi} of an axis of size {d}: an empty tensor")
+        keep.append(True)
+        ranges.append((lo, hi))
+    if any(d is None for d in dims) and any(r is not None for r in ranges):
+        raise OpError(f"slices a tensor of shape {shape!r}; nnspec needs every axis but the batch known")
+    chain, cur = [], list(dims)
+    for a, r in enumerate(ranges):
+        if r is None or r == (0, cur[a]):
+            continue
+        before, after = math.prod(cur[:a]), math.prod(cur[a + 1:])
+        chain.append({"type": "Reshape", "target_shape": [before, cur[a], after]})
+        chain.append({"type": "Cropping2D", "cropping": [[0, 0], [r[0], cur[a] - r[1]]],
+                      "data_format": "channels_last"})  # fmt: skip
+        cur[a] = r[1] - r[0]
+    out = [d for d, k in zip(cur, keep) if k]
+    if not out:
+        raise OpError("picks one value per sample (an index on every axis); nnspec keeps a feature axis")
+    chain.append({"type": "Reshape", "target_shape": out})
+    return chain
+
+
 def make_layer(spec: dict, name: str):
     """The layer object of ``spec`` (from :meth:`OpReader.layer`) named as Keras named the op."""
     return layer_from_spec(spec, name=name)
+
+
+def apply_op(spec: dict | list, name: str, ins: list):
+    """Call the layer(s) of an op node on its input tensors: a chain (GetItem) is named
+    ``<name>_part1``, ``<name>_part2``... up to its last layer, which has the op's name."""
+    if isinstance(spec, dict):
+        return make_layer(spec, name)(ins if len(ins) > 1 else ins[0])
+    x = ins[0]
+    for k, one in enumerate(spec):
+        x = make_layer(one, name if k == len(spec) - 1 else f"{name}_part{k + 1}")(x)
+    return x
 
 
 _BUILDER = OpReader()  # the Op<Class> declarations of ops applied to KerasTensors in this process
@@ -235,3 +325,15 @@ def tensor_op(fn: str, args, kwargs):
     cls = "".join(p.capitalize() for p in fn.split("_"))
     layer = make_layer(_BUILDER._custom(cls, expr), unique_name(fn))
     return layer(tensors if len(tensors) > 1 else tensors[0])
+
+
+def tensor_get_item(x, key):
+    """``x[key]`` on a KerasTensor of the builder, as Keras's GetItem (see get_item_chain)."""
+    from .layer import unique_name
+
+    items = list(key) if isinstance(key, tuple) else [key]
+    try:
+        chain = get_item_chain([None, *x.shape[1:]], items)
+    except OpError as e:
+        raise ValueError(f"{x.name}[...] {e}") from None
+    return apply_op(chain, unique_name("get_item"), [x])

@@ -103,6 +103,13 @@ class KerasTensor:
     __neg__ = lambda self: self._op1("negative")
     __abs__ = lambda self: self._op1("absolute")
 
+    __iter__ = None  # indexing does not make a KerasTensor iterable (iter() raises TypeError)
+
+    def __getitem__(self, key) -> KerasTensor:
+        from .keras_ops import tensor_get_item
+
+        return tensor_get_item(self, key)
+
 
 class Call:
     """One call of a layer: its input tensors and output tensors (a node of the model file)."""
