@@ -92,11 +92,15 @@ def _as_written(name, default):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_attributes_follow_keras_constructor(name):
+    keras_constructor_matches(name)
+
+
+def keras_constructor_matches(name):
     """Keras's arguments in its order with its defaults (those it takes through ``**kwargs``
-    after them), and its positional order."""
+    after them), and its positional order. Shared by the augmentation tests."""
     keras = _keras()
     cls = getattr(keras.layers, name)
-    kparams = [p for n, p in inspect.signature(cls.__init__).parameters.items() if n not in ("self", "kwargs")]
+    kparams = [p for n, p in inspect.signature(cls.__init__).parameters.items() if n not in ("self", "name", "kwargs")]
     defn = REGISTRY[name]
     keras_defaults = {p.name: _as_written(p.name, p.default) for p in kparams}
     keras_defaults.update({extra: "channels_last" for extra in THROUGH_KWARGS.get(name, ())})

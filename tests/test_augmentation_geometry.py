@@ -18,7 +18,6 @@ RandomGaussianBlur, RandomPerspective) against Keras 3 (PyTorch backend).
 
 from __future__ import annotations
 
-import inspect
 import math
 import sys
 from functools import cache
@@ -39,14 +38,20 @@ from grad_harness import Case, GradSuite, check_keras, close
 from test_augmentation import _fd, _spec, _uniform_stats, saved_rows, seeded_result  # shared helpers
 from test_augmentation import test_identity_at_inference_as_keras as identity_at_inference_as_keras
 from test_augmentation_color import (  # pixels, images, Keras's transform_images, statistics, a data set
+    FD_TOL,
+    FWD_TOL,
     PIXELS,
+    TORCH_TOL,
     UNIT,
     _fd_through,
     _images,
+    _keras,
     _keras_run,
     _model_file,
     _share_matches,
+    _torch,
     _uniform_pixels,
+    keras_constructor_matches,
 )
 from test_augmentation_color import (
     test_attributes_keras_refuses_are_schema_errors as schema_error_as_keras,
@@ -58,43 +63,14 @@ from test_augmentation_color import (
 bind_numpy([A, AG])
 
 NAMES = [d.name for d in AG.LAYERS]
-FD_TOL = 1e-3  # float32 kernels against float64 finite differences
-TORCH_TOL = 1e-4  # against Keras's autograd
-FWD_TOL = 1e-5  # float32 kernels against float64 references and Keras's float32 results
-
-
-def _keras():
-    import keras
-
-    return keras
-
-
-def _torch():
-    import torch
-
-    return torch
 
 
 # ----------------------------------------------------------------------------- attributes
 
 
-def _as_written(name, default):
-    """A Keras constructor default as a model file writes it."""
-    if name == "data_format" and default is None:
-        return _keras().config.image_data_format()
-    return [float(v) for v in default] if isinstance(default, tuple) else default
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_attributes_follow_keras_constructor(name):
-    """Keras's arguments in its order with its defaults, and its positional order."""
-    cls = getattr(_keras().layers, name)
-    kparams = [p for n, p in inspect.signature(cls.__init__).parameters.items() if n not in ("self", "kwargs")]
-    defn = REGISTRY[name]
-    keras_defaults = {p.name: _as_written(p.name, p.default) for p in kparams}
-    assert list(defn.attr_names[:-2]) == list(keras_defaults)  # trainable and dtype last
-    assert {a: defn.attr(a).default for a in keras_defaults} == keras_defaults
-    assert list(defn.positional) == [p.name for p in kparams[: len(defn.positional)]]
+    keras_constructor_matches(name)
 
 
 def test_keras_reads_of_factors_are_ours():

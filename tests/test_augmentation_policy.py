@@ -48,7 +48,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grad_harness import Case, GradSuite, check_fd, check_keras, close, value_reader
 from test_augmentation import _fd, _spec, _uniform_stats  # shared helpers
 from test_augmentation import test_identity_at_inference_as_keras as identity_at_inference_as_keras
-from test_augmentation_color import PIXELS, UNIT, _images, _keras_run, _model_file, _share_matches
+from test_augmentation_color import (  # shared tolerances, imports
+    FD_TOL,
+    FWD_TOL,
+    PIXELS,
+    TORCH_TOL,
+    UNIT,
+    _images,
+    _keras,
+    _keras_run,
+    _model_file,
+    _share_matches,
+    _torch,
+)
 from test_augmentation_color import (
     test_model_file_summary_and_predictions_match_keras as summary_and_predictions_match_keras,
 )
@@ -60,21 +72,6 @@ from test_augmentation_mix import (
 bind_numpy([AP, augmentation, augmentation_color, augmentation_geometry, augmentation_mix])
 
 NAMES = [d.name for d in AP.LAYERS]
-FD_TOL = 1e-3  # float32 kernels against float64 finite differences
-TORCH_TOL = 1e-4  # against Keras's autograd
-FWD_TOL = 1e-5  # float32 kernels against float64 references and Keras's float32 results
-
-
-def _keras():
-    import keras
-
-    return keras
-
-
-def _torch():
-    import torch
-
-    return torch
 
 
 # ----------------------------------------------------------------------------- attributes

@@ -38,6 +38,7 @@ KERNEL_HELPERS = ("_fix_index", "_taps", "_affine", "_channel_means", "rotation_
 # fill_mode and interpolation codes of the kernels
 FILL_MODES = ("constant", "nearest", "reflect", "wrap")
 CONSTANT, NEAREST, REFLECT, WRAP = range(4)
+MIRROR = 4  # map_coordinates' mirror (c d c b | a b c d | c b a b), RandomElasticTransform's only
 INTERPOLATIONS = ("nearest", "bilinear")
 INTERP_NEAREST, INTERP_BILINEAR = range(2)
 
@@ -53,6 +54,9 @@ def _fix_index(i, size, fill):
     ``fill_value`` there instead)."""
     if fill == WRAP:
         return i % size
+    if fill == MIRROR:  # period 2 (size - 1)
+        p = size - 1
+        return abs((i + p) % (2 * p) - p)
     if fill == REFLECT:  # period 2 * size: a b c d d c b a
         m = i % (2 * size)
         return 2 * size - 1 - m if m >= size else m

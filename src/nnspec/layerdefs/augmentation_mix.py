@@ -97,13 +97,12 @@ from __future__ import annotations
 
 from .augmentation import (
     CONSTANT,
-    INTERP_NEAREST,
     INTERPOLATIONS,
     SEED_ATTR,
     _cf,
-    _fix_index,
     _hw,
     _image_infer,
+    _taps,
     _value_range_attr,
     factor_range,
 )
@@ -116,16 +115,14 @@ from .pooling import RESIZE_MODES, _static, image_views, resize2d, resize2d_back
 from .preprocessing import _resize_emit, _resize_reference
 
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
-KERNEL_HELPERS = ("_crop_bounds", "_in_box", "_fix_index", "_gauss_kernel", "_blurred", "_elastic_index",
-                  "_elastic_taps", "_elastic_read", "elastic_coords", "_to_255", "_from_255", "_range32",
-                  "_to_int32", "_clahe_tables", "_clahe_pixel", "_beta")  # fmt: skip
+KERNEL_HELPERS = ("_crop_bounds", "_in_box", "_taps", "_gauss_kernel", "_blurred", "_elastic_read", "elastic_coords",
+                  "_to_255", "_from_255", "_range32", "_to_int32", "_clahe_tables", "_clahe_pixel", "_beta")  # fmt: skip
 
 CROP_SIZE = 2  # row start, column start (the same for every image of a call)
 MIXUP_SIZE = 2  # weight, partner image
 CUTMIX_SIZE = 5  # x0, x1, y0, y1, partner image
 # RandomElasticTransform's fill modes (Keras's map_coordinates): augmentation.py's four, then mirror
-ELASTIC_FILL_MODES = ("constant", "nearest", "reflect", "wrap", "mirror")
-MIRROR = 4
+ELASTIC_FILL_MODES = ("constant", "nearest", "reflect", "wrap", "mirror")  # index: augmentation.py's codes
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -257,43 +254,6 @@ def cutmix_backward(dy, dx, v, cf):
                         dx[s, a, b, q] += dy[s, a, b, q]
 
 
-def _elastic_index(i, size, fill):
-    """The input index Keras's ``map_coordinates`` reads for index ``i`` under ``fill``: mirror
-    (period 2 (size - 1): c d c b | a b c d | c b a b), else augmentation.py's rule (reflect is
-    torch's d c b a | a b c d | d c b a; constant clips, the caller uses the fill there)."""
-    if fill == MIRROR:
-        p = size - 1
-        return abs((i + p) % (2 * p) - p)
-    return _fix_index(i, size, fill)
-
-
-def _elastic_taps(ys, xs, h, w, fill, interp, rows, cols, wts, inside):
-    """The interpolation nodes of input point (``ys``, ``xs``), as augmentation.py's ``_taps``
-    with the mirror mode: up to 4 (row, column, weight, inside); returns how many."""
-    if interp == INTERP_NEAREST:
-        r = int(np.rint(ys))
-        c = int(np.rint(xs))
-        rows[0] = _elastic_index(r, h, fill)
-        cols[0] = _elastic_index(c, w, fill)
-        wts[0] = 1.0
-        inside[0] = 0 <= r < h and 0 <= c < w
-        return 1
-    fy = np.floor(ys)
-    fx = np.floor(xs)
-    r0 = int(fy)
-    c0 = int(fx)
-    k = 0
-    for dr in range(2):
-        wr = ys - fy if dr else 1.0 - (ys - fy)
-        for dc in range(2):
-            rows[k] = _elastic_index(r0 + dr, h, fill)
-            cols[k] = _elastic_index(c0 + dc, w, fill)
-            wts[k] = wr * (xs - fx if dc else 1.0 - (xs - fx))
-            inside[k] = 0 <= r0 + dr < h and 0 <= c0 + dc < w
-            k += 1
-    return 4
-
-
 def elastic_coords(v, noise, d, h, w):
     """Row ``s`` of ``v`` from ``noise[s]`` (2, h, w: standard normals for x, then y) and the
     distortion ``d``: ``v[s, 1] = d`` and the input points (y at ``2 + i w + j``, x at
@@ -342,7 +302,7 @@ def _elastic_read(x, s, i, j, c, cf, v, h, w, fill, interp, fill_value, rows, co
     number of taps) with the taps left in ``rows``, ``cols``, ``wts``, ``inside``."""
     ys = np.float64(np.float32(v[s, 2 + i * w + j]))
     xs = np.float64(np.float32(v[s, 2 + h * w + i * w + j]))
-    k = _elastic_taps(ys, xs, h, w, fill, interp, rows, cols, wts, inside)
+    k = _taps(ys, xs, h, w, fill, interp, rows, cols, wts, inside)
     acc = 0.0
     for t in range(k):
         if fill == CONSTANT and not inside[t]:
