@@ -257,3 +257,29 @@ print(before, blas())
     if before == 1:
         pytest.skip("one core: OpenBLAS starts with one thread, there is nothing to limit")
     assert after == 1, (before, after)
+
+
+def test_scipys_blas_is_loaded_without_the_rest_of_scipy_linalg():
+    """numba_config.preload_blas: the first prediction loads only SciPy's cython_blas (all of
+    scipy.linalg took 170-260 ms of a warm start), with its OpenBLAS on one thread (NumPy's own
+    OpenBLAS, loaded before nnspec, is not the one Numba calls), and a later import of
+    scipy.linalg by the user works as usual, with the same cython_blas module."""
+    code = """
+import sys
+import numpy as np, nnspec
+m = nnspec.load(%r)
+y = m.predict(np.zeros((1, 32), np.float32))
+assert "scipy.linalg.cython_blas" in sys.modules
+print("linalg-before", "scipy.linalg" in sys.modules)
+from threadpoolctl import threadpool_info
+print("threads", [i["num_threads"] for i in threadpool_info() if "scipy.libs" in i["filepath"]])
+import scipy.linalg
+print("same", scipy.linalg.cython_blas is sys.modules["scipy.linalg.cython_blas"])
+print("sgemm", scipy.linalg.blas.sgemm(1.0, np.eye(2, dtype=np.float32), np.full((2, 2), 3, np.float32)).sum())
+print("again", np.array_equal(m.predict(np.zeros((1, 32), np.float32)), y))
+""" % str(Path(__file__).resolve().parents[1] / "specs" / "mlp.yaml")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "NNSPEC_THREADS")}
+    r = subprocess.run([sys.executable, "-c", code], env=env, check=False, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = dict(line.split(" ", 1) for line in r.stdout.split("\n") if line)
+    assert got == {"linalg-before": "False", "threads": "[1]", "same": "True", "sgemm": "12.0", "again": "True"}

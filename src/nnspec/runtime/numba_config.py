@@ -80,6 +80,71 @@ if not _SCIPY_FIRST:
     os.environ["OPENBLAS_NUM_THREADS"] = _blas_threads()
 _LIMITED = False
 
+_BLAS_MODULE = "scipy.linalg.cython_blas"
+
+
+class _LinkBlasIntoLinalg:
+    """A one-shot import hook: when ``scipy.linalg`` is imported after :func:`preload_blas`
+    put its ``cython_blas`` in ``sys.modules``, set the package attribute as a normal import
+    would have (``scipy.linalg.cython_blas`` then works in user code)."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "scipy.linalg":
+            return None
+        sys.meta_path.remove(self)
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_link(module):
+            exec_module(module)
+            if _BLAS_MODULE in sys.modules:
+                module.cython_blas = sys.modules[_BLAS_MODULE]
+
+        spec.loader.exec_module = exec_and_link
+        return spec
+
+
+def preload_blas() -> None:
+    """Load SciPy's ``cython_blas`` (the BLAS that ``np.dot`` calls inside Numba) by itself.
+
+    Numba's first call of any compiled function, cached or not, runs ``import
+    scipy.linalg.cython_blas``, which executes all of ``scipy.linalg`` first: measured here
+    170-260 ms of a warm process's ~1 s to its first prediction (SciPy's array-API layer, its
+    docstring parser, NumPy's f2py). Numba needs only the extension module, which depends on
+    nothing else in SciPy, so it is loaded from its file under its own name; a later ``import
+    scipy.linalg`` still runs normally (:class:`_LinkBlasIntoLinalg`). Anything unexpected
+    (SciPy missing, another layout) leaves the normal import to Numba.
+    """
+    if _BLAS_MODULE in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    try:
+        import glob
+        import importlib.machinery
+        import importlib.util
+
+        import scipy
+
+        found = glob.glob(os.path.join(os.path.dirname(scipy.__file__), "linalg", "cython_blas.*"))
+        suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+        found = [f for f in found if f.endswith(suffixes)]
+        if len(found) != 1:
+            return
+        loader = importlib.machinery.ExtensionFileLoader(_BLAS_MODULE, found[0])
+        spec = importlib.util.spec_from_file_location(_BLAS_MODULE, found[0], loader=loader)
+        module = importlib.util.module_from_spec(spec)
+        loader.exec_module(module)
+    except Exception:  # noqa: BLE001 - any failure: Numba imports SciPy's BLAS the usual way
+        return
+    sys.modules[_BLAS_MODULE] = module
+    sys.meta_path.insert(0, _LinkBlasIntoLinalg())
+
+
+preload_blas()
+
 
 def set_threads() -> None:
     """Apply the BLAS thread policy (see the module docstring) once, when SciPy was loaded

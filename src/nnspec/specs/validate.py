@@ -265,14 +265,12 @@ def _split_validators():
     """The document's structure with layers checked only for a known ``type``, and one validator
     per layer type. Same schema, same errors; each layer is checked against its own type's
     definition instead of trying the conditions of every type (10x faster on the seeds)."""
-    import copy
-
     import jsonschema
 
     schema = _validator()[1]
-    light = copy.deepcopy(schema)
-    full_layer = light["definitions"]["layer"]
-    light["definitions"]["layer"] = {k: v for k, v in full_layer.items() if k != "allOf"}
+    # a copy of the two levels that change (a deep copy of the whole schema took 10-28 ms)
+    light_layer = {k: v for k, v in schema["definitions"]["layer"].items() if k != "allOf"}
+    light = {**schema, "definitions": {**schema["definitions"], "layer": light_layer}}
     per_type = {
         name: jsonschema.Draft7Validator({"$ref": f"#/definitions/layers/{name}", "definitions": schema["definitions"]})
         for name in schema["definitions"]["layers"]
