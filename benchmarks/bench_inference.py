@@ -90,7 +90,8 @@ STARTUP_MODELS = ("mlp", "cnn")
 # ----------------------------------------------------------------------------- timing
 
 
-def interleaved(contenders: dict, rounds: int, block_s: float, budget_s: float, min_rounds: int = 3) -> dict:
+def interleaved(contenders: dict, rounds: int, block_s: float, budget_s: float, min_rounds: int = 3,
+                settle_s: float = 0.0) -> dict:  # fmt: skip
     """Per-call seconds of each contender, one entry per round.
 
     ``contenders``: name -> (fn, args). Each round runs, for every contender in an order shuffled
@@ -98,7 +99,13 @@ def interleaved(contenders: dict, rounds: int, block_s: float, budget_s: float, 
     contender whose threads spin after its calls, as torch's and ORT's do, would slow the same
     follower every round), a block of ``k`` back-to-back calls (``k`` chosen so a block lasts about
     ``block_s``) and records the mean call time of the block. Stops after ``rounds`` rounds, or
-    once ``budget_s`` is spent and ``min_rounds`` are done.
+    once ``budget_s`` is spent and ``min_rounds`` are done. With ``settle_s``, each block starts
+    after a pause that long (not counted in the budget): torch's and ORT's pool threads keep
+    spinning for a while after a call, and a block started at once shared the cores with them
+    (measured on the 2-core machine: nnspec's batch-256 throughput, which splits a batch over
+    both cores, fell to its one-thread value right after ORT). Used for the batch-256 blocks
+    only: a batch-1 block is many calls, and a pause would make ORT's and torch's first call of
+    each block pay for waking their threads.
     """
     names = list(contenders)
     k = {}
@@ -115,6 +122,7 @@ def interleaved(contenders: dict, rounds: int, block_s: float, budget_s: float, 
     out = {n: [] for n in names}
     shuffle = random.Random(0)
     start = time.perf_counter()
+    slept = 0.0  # the pauses do not count against the budget
     gc_was = gc.isenabled()
     gc.disable()
     try:
@@ -124,11 +132,14 @@ def interleaved(contenders: dict, rounds: int, block_s: float, budget_s: float, 
             for name in order:
                 fn, args = contenders[name]
                 kk = k[name]
+                if settle_s > 0:
+                    time.sleep(settle_s)
+                    slept += settle_s
                 t0 = time.perf_counter()
                 for _ in range(kk):
                     fn(*args)
                 out[name].append((time.perf_counter() - t0) / kk)
-            if r + 1 >= min_rounds and time.perf_counter() - start > budget_s:
+            if r + 1 >= min_rounds and time.perf_counter() - start - slept > budget_s:
                 break
     finally:
         if gc_was:
@@ -250,7 +261,7 @@ def _measure(res, m, tm, ex, st, x1, args, ort, ort_dir) -> dict:
     if sess is not None:
         cb["ORT"] = (sess.run, (None, dict(zip(ins, xb))))
     with torch.inference_mode():
-        res["bB"] = interleaved(cb, args.repeats, 0.0, args.budgetB)
+        res["bB"] = interleaved(cb, args.repeats, 0.0, args.budgetB, settle_s=args.settle)
     res["ex"] = ex
     res["x1"] = x1
     return res
@@ -657,6 +668,9 @@ def main(argv=None) -> None:
     )
     ap.add_argument("--startup-models", nargs="*", default=list(STARTUP_MODELS))
     ap.add_argument("--profile", nargs="*", default=["mlp"], help="models to break the batch-1 call down for")
+    ap.add_argument("--settle", type=float, default=0.02,
+                    help="seconds of pause before each batch-B block, for the other contenders' threads to stop "
+                         "spinning (default 0.02; 0: none, as before 2026-11-27)")  # fmt: skip
     args = ap.parse_args(argv)
     if args.repeats is None:
         args.repeats = 15 if args.quick else 61
