@@ -147,7 +147,7 @@ def _kernels():
     fns = (AP.policy_forward, AP.policy_backward, AP.draw_rand_augment, AP.draw_aug_mix, AP.aug_mix_accumulate,
            AP.aug_mix_output, AP.aug_mix_output_backward, AP.aug_mix_chain_grad)  # fmt: skip
     out = {f.__name__: jit(f) for f in fns}
-    out["_draw_op"] = AP._draw_op  # compiled in place by bind()
+    out["_draw_op"] = AP._draw_op  # compiled in place by the first jit() of this module's kernels
     return out
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import sys
+import types
 from functools import lru_cache
 
 import numba
@@ -29,22 +31,68 @@ def family_modules() -> tuple:
 
 
 _BOUND = False
+_HELPERS_BOUND: set = set()
 
 
 def bind() -> None:
-    """Give family modules NumPy, and compile the helpers their kernels call, once."""
+    """Give family modules NumPy, and compile the helpers of the modules any kernel may call
+    (activations, base, expressions), once. The other family modules' helpers are compiled when
+    a kernel of theirs is first asked for (:func:`jit`): wrapping all 190-odd helpers took
+    ~28 ms of every process's first prediction, and a plan uses a few modules."""
     global _BOUND
     if _BOUND:
         return
     link_plans_without_reoptimizing()
-    mods = family_modules()
-    bind_numpy(mods)
-    for m in mods:
+    bind_numpy(family_modules())
+    from ..layerdefs import activations, base, expressions
+
+    for m in (activations, base, expressions):
+        bind_helpers(m)
+    _BOUND = True
+
+
+def _defining_module(fn):
+    return sys.modules.get(getattr(getattr(fn, "py_func", fn), "__module__", None) or "")
+
+
+def helper_modules(module) -> list:
+    """``module`` and the family modules whose helpers its kernels may call, dependencies first:
+    those it reaches by module name (``conv_recurrent``'s ``conv.fill_patches``), and those that
+    define the helpers it imports by name (a helper compiles against its own module's globals:
+    ``augmentation_policy`` lists ``draw_shears``, which calls
+    ``augmentation_geometry.shear_transform``), transitively."""
+    family = family_modules()
+    out: list = []
+    seen: set = set()
+
+    def visit(m) -> None:
+        if m is None or m in seen:
+            return
+        seen.add(m)
+        for v in list(vars(m).values()):
+            if isinstance(v, types.ModuleType) and v in family:
+                visit(v)
+        for name in getattr(m, "KERNEL_HELPERS", ()):
+            visit(_defining_module(getattr(m, name)))
+        out.append(m)
+
+    visit(module)
+    return out
+
+
+def bind_helpers(module) -> None:
+    """Compile the ``KERNEL_HELPERS`` of ``module`` and of the modules it needs
+    (:func:`helper_modules`) in place, once each."""
+    if module is None or module in _HELPERS_BOUND:
+        return
+    for m in helper_modules(module):
+        if m in _HELPERS_BOUND:
+            continue
+        _HELPERS_BOUND.add(m)
         for name in getattr(m, "KERNEL_HELPERS", ()):
             fn = getattr(m, name)
             if not isinstance(fn, numba.core.registry.CPUDispatcher):
                 setattr(m, name, numba.njit(**JIT_OPTIONS)(fn))
-    _BOUND = True
 
 
 _JITTED: dict = {}
@@ -55,6 +103,7 @@ def jit(fn):
     d = _JITTED.get(fn)
     if d is None:
         bind()
+        bind_helpers(_defining_module(fn))
         d = fn if isinstance(fn, numba.core.registry.CPUDispatcher) else numba.njit(**JIT_OPTIONS)(fn)
         _JITTED[fn] = d
     return d
