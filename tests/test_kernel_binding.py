@@ -71,3 +71,21 @@ def test_jit_binds_the_kernels_module_and_what_it_needs():
         for m in kernels.helper_modules(augmentation_policy)
         for n in getattr(m, "KERNEL_HELPERS", ())
     )
+
+
+def test_kernels_cache_under_the_source_hash():
+    """Numba keys a function's cache on its own file only: a kernel compiled against another
+    module's helper was reused after the helper changed. nnspec's kernels and helpers cache under
+    NNSPEC_CACHE_DIR/kernels/<hash of every family module>, so any change compiles afresh; the
+    user's Numba setting is left as it was."""
+    import numba
+
+    from nnspec.layerdefs import activations, core
+
+    before = numba.config.CACHE_DIR
+    d = kernels.jit(core.dense_forward)
+    where = kernels.kernel_cache_dir()
+    assert where is not None and where.endswith(kernels.kernel_source_hash())
+    assert d._cache._cache_path.startswith(where)
+    assert activations._softmax_row._cache._cache_path.startswith(where)  # a helper, bound by bind()
+    assert numba.config.CACHE_DIR == before

@@ -34,7 +34,7 @@ import math
 np = None  # NumPy, bound by nnspec.layerdefs.base.bind_numpy when kernels are needed
 # Called by kernels: compiled in place by the runtime.
 KERNEL_HELPERS = (
-    "_softplus", "_sigmoid", "_tanh", "_act_scalar", "_softmax_row", "_sparsemax_row", "activation_forward",
+    "_softplus", "_sigmoid", "_tanh", "_act_scalar", "_exp_nonpositive", "_softmax_row", "_sparsemax_row", "activation_forward",
     "apply_activation", "_act_grad_scalar", "_sparsemax_backward_row", "activation_backward",
 )  # fmt: skip
 
@@ -158,24 +158,42 @@ def _act_scalar(v, code):
     return v
 
 
+def _exp_nonpositive(v):
+    """``exp(v)`` for ``v <= 0`` (a softmax's ``x - max``) as a float64 within ~1e-13 relative,
+    so correctly rounded once stored in float32 (measured: within 0.5 ulp over [-30, 0], where
+    libm's expf is within 0.5015), NaN for NaN. Branch-free arithmetic: exp(v / 1024) by its
+    Taylor series to degree 9 (error < 3e-17 for |v / 1024| <= 0.1), squared 10 times (x 1024
+    relative error), so a loop over a row vectorizes; libm's expf is a call per element (2.3 ns
+    here against 1 ns). Below -104 a float32 result is 0 either way."""
+    z = np.float64(v)
+    z = z if not (z < -104.0) else -104.0  # written so that NaN passes through
+    y = z * (1.0 / 1024.0)
+    p = 1.0 + y * (1.0 + y * (0.5 + y * (1.0 / 6.0 + y * (1.0 / 24.0 + y * (1.0 / 120.0 + y * (
+        1.0 / 720.0 + y * (1.0 / 5040.0 + y * (1.0 / 40320.0 + y * (1.0 / 362880.0)))))))))
+    for _ in range(10):
+        p = p * p
+    return p
+
+
 def _softmax_row(x, y, r, cols, log):
     # One exp per element: y holds exp(x - max) until it is scaled. x[r, c] is read before
-    # y[r, c] is written, so y may be x.
+    # y[r, c] is written, so y may be x. The exponentials are one loop (it vectorizes) and
+    # their sum, in float64 and in order, another.
     mx = x[r, 0]
     for c in range(1, cols):
         mx = max(mx, x[r, c])
     s = 0.0
     if log:
         for c in range(cols):
-            s += math.exp(x[r, c] - mx)
+            s += _exp_nonpositive(x[r, c] - mx)
         sub = mx + math.log(s)
         for c in range(cols):
             y[r, c] = x[r, c] - sub
     else:
         for c in range(cols):
-            e = math.exp(x[r, c] - mx)
-            y[r, c] = e
-            s += e
+            y[r, c] = _exp_nonpositive(x[r, c] - mx)
+        for c in range(cols):
+            s += y[r, c]
         inv = 1.0 / s
         for c in range(cols):
             y[r, c] = y[r, c] * inv

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import sys
 import types
 from functools import lru_cache
@@ -18,7 +19,7 @@ import numpy as np
 
 from .. import layerdefs
 from ..layerdefs.base import bind_numpy
-from .numba_config import JIT_OPTIONS, link_plans_without_reoptimizing
+from .numba_config import JIT_OPTIONS, cache_dir, link_plans_without_reoptimizing
 
 
 @lru_cache(maxsize=1)
@@ -92,7 +93,37 @@ def bind_helpers(module) -> None:
         for name in getattr(m, "KERNEL_HELPERS", ()):
             fn = getattr(m, name)
             if not isinstance(fn, numba.core.registry.CPUDispatcher):
-                setattr(m, name, numba.njit(**JIT_OPTIONS)(fn))
+                setattr(m, name, _njit(fn))
+
+
+@lru_cache(maxsize=1)
+def kernel_cache_dir() -> str | None:
+    """Where the kernels' and helpers' compiled code is cached: ``NNSPEC_CACHE_DIR/kernels/<kernel
+    source hash>`` (None if it cannot be made: Numba's own place then).
+
+    Numba keys a function's cache on its own source file only, so a kernel compiled against a
+    helper of another module was reused after that helper changed (an edited checkout, or a
+    ``git pull`` that rewrites some files), and a new plan then linked the stale code. Keyed on
+    every family module's bytes instead, a change anywhere compiles afresh."""
+    d = os.path.join(cache_dir(), "kernels", kernel_source_hash())
+    try:
+        os.makedirs(d, exist_ok=True)
+    except OSError:
+        return None
+    return d
+
+
+def _njit(fn):
+    """``numba.njit(**JIT_OPTIONS)(fn)``, its cache in :func:`kernel_cache_dir` (Numba reads
+    ``config.CACHE_DIR`` when the dispatcher is made; the user's setting is restored after)."""
+    d = kernel_cache_dir()
+    old = numba.config.CACHE_DIR
+    if d:
+        numba.config.CACHE_DIR = d
+    try:
+        return numba.njit(**JIT_OPTIONS)(fn)
+    finally:
+        numba.config.CACHE_DIR = old
 
 
 _JITTED: dict = {}
@@ -104,7 +135,7 @@ def jit(fn):
     if d is None:
         bind()
         bind_helpers(_defining_module(fn))
-        d = fn if isinstance(fn, numba.core.registry.CPUDispatcher) else numba.njit(**JIT_OPTIONS)(fn)
+        d = fn if isinstance(fn, numba.core.registry.CPUDispatcher) else _njit(fn)
         _JITTED[fn] = d
     return d
 
@@ -118,8 +149,10 @@ def kernel_source_hash() -> str:
     from . import codegen, losses, optimizers, regularizers, train_codegen
 
     # generated modules call into the last five too; Numba's cache would not notice their changes.
+    # This module decides how kernels are compiled and cached, so it is part of the key as well.
     # The files' bytes, read directly (inspect.getsource took ~20 ms of a warm start for the same).
-    for m in (*family_modules(), codegen, train_codegen, losses, optimizers, regularizers):
+    this = sys.modules[__name__]
+    for m in (*family_modules(), codegen, train_codegen, losses, optimizers, regularizers, this):
         h.update(m.__name__.encode())
         try:
             with open(m.__file__, "rb") as f:
