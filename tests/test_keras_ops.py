@@ -50,6 +50,17 @@ def _inputs(n=3, seed=0):
     return [rng.uniform(-1, 1, (n, 6, 4)).astype("float32") for _ in range(2)]
 
 
+def _weights_after_step_match(ours, keras_weights):
+    """Weights after one training step, against Keras's: 1e-5 relative, and an absolute floor of
+    1e-6 of each tensor's largest value. An element where the step nearly cancels the weight
+    (w close to lr * g) differs by float32 rounding at the operands' scale, not the result's:
+    seen in CI, 1.7e-7 at an element of 0.0019 in a tensor whose largest value is 0.64 (3 ulp of
+    that scale), which a fixed 1e-7 floor rejected."""
+    for a, b in zip(ours, keras_weights):
+        b = np.asarray(b)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * max(float(np.abs(b).max()), 1e-30))
+
+
 def test_every_op_nnspec_reads_predicts_as_keras():
     km = _every_op_model()
     m = nnspec.model_from_json(km.to_json())
@@ -72,6 +83,7 @@ def test_every_op_nnspec_reads_predicts_as_keras():
 
 
 def test_a_model_with_ops_trains_as_keras():
+    keras.utils.set_random_seed(3)
     i = keras.Input((8,))
     x = KL.Dense(6, name="d1")(i)
     x = KL.ReLU(6.0)(x + 3.0) * (1.0 / 6.0) * x  # MobileNetV3's hard_swish, as it writes it
@@ -86,8 +98,7 @@ def test_a_model_with_ops_trains_as_keras():
     m.compile(optimizer=nnspec.optimizers.SGD(0.1), loss=["mse", "mae"])
     want, got = km.train_on_batch(xb, yb), m.train_on_batch(xb, yb)
     np.testing.assert_allclose(got, want, rtol=1e-5)
-    for a, b in zip(m.get_weights(), km.get_weights()):
-        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-5, atol=1e-7)
+    _weights_after_step_match(m.get_weights(), km.get_weights())
 
 
 def test_ops_inside_a_sub_model_called_twice():
@@ -203,6 +214,7 @@ def test_convnexts_layer_scale_is_read_as_a_custom_layer():
 def test_indexing_reads_and_trains_as_keras():
     """x[..., 0], x[:, 1:3], x[:, -1]...: Keras's GetItem becomes Reshape and Cropping2D layers
     (a Reshape to (before, axis, after), a crop of that axis, a Reshape dropping picked axes)."""
+    keras.utils.set_random_seed(4)
     i = keras.Input((5, 6, 7))
     x = KL.Dense(7, name="d")(i)
     outs = [x[..., 0], x[:, :4, -2:], x[:, 2, :, 3], KL.Dense(2, name="e")(KL.Flatten()(x[:, 1:3, :, :2]))]
@@ -217,8 +229,7 @@ def test_indexing_reads_and_trains_as_keras():
     km.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     m.compile(optimizer=nnspec.optimizers.SGD(0.1), loss="mse")
     np.testing.assert_allclose(m.train_on_batch(v, ys), km.train_on_batch(v, ys), rtol=1e-5)
-    for a, b in zip(m.get_weights(), km.get_weights()):
-        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-5, atol=1e-7)
+    _weights_after_step_match(m.get_weights(), km.get_weights())
     # the builder indexes the same way; a KerasTensor stays not iterable
     t = nnspec.Input((5, 6, 7))
     assert [tuple(u.shape) for u in (t[..., 0], t[:, 1:3], t[:, 2, :, 3])] == [(None, 5, 6), (None, 2, 6, 7), (None, 6)]
