@@ -28,9 +28,9 @@ What it measures, per seed (seeds whose kernels nnspec lacks are skipped with th
   functions with the same number of array arguments, and the cost of ``np.dot`` for each Dense.
 - time to first prediction in a fresh process (``--startup-models``, default mlp and cnn;
   ``--no-startup`` to skip): cold (``NNSPEC_CACHE_DIR`` a new empty folder), warm (the same
-  folder, a second process), and cold including the kernels' own Numba cache (``NUMBA_CACHE_DIR``
-  new too: by default Numba caches the family modules' kernels in ``src/nnspec/layerdefs/
-  __pycache__``, which "cold" leaves warm); target warm <= 0.5 s. Broken down into Python
+  folder, a second process; the kernels cache there too since 2026-11-27), and cold with
+  ``NUMBA_CACHE_DIR`` new as well (only the runtime's few own jitted functions use it now);
+  target warm <= 0.5 s. Broken down into Python
   start-up, imports, loading, ``import numba``, making the executor and the first call.
 
 Inputs are floats in [-1, 1) and token ids in 1..9999: no id is 0, so the ``mask_zero``

@@ -17,7 +17,8 @@
   dependency) when SciPy was imported first: without it, a user who imports SciPy before
   running a model would keep OpenBLAS's own threads under nnspec's parts, two threads per core.
 - Compiled plan modules live in ``NNSPEC_CACHE_DIR`` (default: ``~/.cache/nnspec``, or a
-  temporary folder when the home folder is not writable).
+  temporary folder when the home folder is not writable), and the kernels' compiled code in
+  its ``kernels/<source hash>`` (``kernels.kernel_cache_dir``).
 """
 
 from __future__ import annotations
