@@ -48,6 +48,7 @@ from grad_harness import (
     close,
     fd_grads,
     keras_grads,
+    kinks,
     positive_ids,
     reference,
     ties,
@@ -88,6 +89,20 @@ CASES = [
     Case("prelu-shared", "PReLU", {"alpha_initializer": "glorot_uniform",
                                    "shared_axes": [1]}, ((3, 4),)),
     Case("elu", "ELU", {"alpha": 0.7}, ((3, 4),)),
+    # At the kinks (0, +-3, 6, ...: grad_harness.KINKS) the derivative is whatever PyTorch's autograd
+    # gives for Keras's composition of each layer: leaky_relu (slope at 0) for LeakyReLU and for a
+    # ReLU with only a slope, relu6 (0 at 0 and 6) for max_value 6, a clip (1 at its bounds) for
+    # other maxima, relu(x) - alpha * relu(-x) (0 at 0) for PReLU. Found by fuzzing (seed 20121).
+    Case("relu-layer-kinks", "ReLU", {}, ((10,),), data=kinks, fd=False),
+    Case("relu-slope-kinks", "ReLU", {"negative_slope": 0.2}, ((10,),), data=kinks, fd=False),
+    Case("relu6-kinks", "ReLU", {"max_value": 6.0}, ((10,),), data=kinks, fd=False),
+    Case("relu6-slope-kinks", "ReLU", {"max_value": 6.0, "negative_slope": 0.1}, ((10,),), data=kinks, fd=False),
+    Case("relu-max3-kinks", "ReLU", {"max_value": 3.0}, ((10,),), data=kinks, fd=False),
+    Case("relu-threshold-kinks", "ReLU", {"threshold": 1.0, "negative_slope": 0.3}, ((10,),), data=kinks,
+         fd=False),
+    Case("leaky-relu-kinks", "LeakyReLU", {"negative_slope": 0.1}, ((10,),), data=kinks, fd=False),
+    Case("prelu-kinks", "PReLU", {"alpha_initializer": "glorot_uniform"}, ((10,),), data=kinks, fd=False),
+    Case("elu-kinks", "ELU", {"alpha": 0.7}, ((10,),), data=kinks, fd=False),
     Case("softmax-layer", "Softmax", {}, ((3, 5),)),
     Case("softmax-axis1", "Softmax", {"axis": 1}, ((4, 3),)),
     Case("dense-relu", "Dense", {"units": 5, "activation": "relu"}, ((6,),)),

@@ -37,9 +37,20 @@ def _relu_value(v, max_value, has_max, slope, threshold):
 
 
 def _relu_grad(v, max_value, has_max, slope, threshold):
+    """The derivative PyTorch's autograd gives for Keras's composition (keras.activations.relu),
+    kinks included: with only a slope it is leaky_relu (the slope at 0); otherwise relu or
+    ``where(x > threshold, x, 0)``, then relu6 for max_value 6 without threshold (0 at 6) or a
+    clip (1 at its bounds), minus ``slope * relu(threshold - x)`` (0 at the threshold)."""
+    if slope != 0.0 and not has_max and threshold == 0.0:
+        return 1.0 if v > 0.0 else slope
     g = 0.0
-    if v > threshold and (not has_max or (v >= 0.0 and v <= max_value)):
-        g = 1.0
+    if v > threshold:
+        if not has_max:
+            g = 1.0
+        elif threshold == 0.0 and max_value == 6.0:
+            g = 1.0 if v < 6.0 else 0.0
+        elif v <= max_value:
+            g = 1.0
     if slope != 0.0 and threshold - v > 0.0:
         g += slope
     return g
@@ -238,7 +249,7 @@ def prelu_backward(x, alpha, dims, astr, dy, dx, dalpha, need_dx, need_dalpha):
             if v > 0.0:
                 if need_dx:
                     dx[r, f] += dy[r, f]
-            else:
+            elif v < 0.0:  # at 0 no gradient: Keras computes relu(x) - alpha * relu(-x)
                 if need_dx:
                     dx[r, f] += a * dy[r, f]
                 acc += v * dy[r, f]
