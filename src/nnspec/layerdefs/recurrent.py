@@ -31,11 +31,12 @@ from .core import ACTIVATION_ATTR, kernel_and_bias, kernel_bias_attrs
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
 # Called by kernels: compiled in place by the runtime.
 KERNEL_HELPERS = (
-    "_tanh", "_activate", "_rnn_setup", "_gate_sums", "_put", "_rnn_output", "_rnn_outputs",
+    "_tanh", "_activate", "_rnn_setup", "_add_rows", "_copy_row", "_add_bias", "_mul2", "_mul3", "_add_into",
+    "_add_mul", "_mul_add", "_reset_candidate", "_gate_sums", "_put_row", "_rnn_output", "_rnn_outputs",
     # training
     "_draw", "_drop_seq", "_copy_cols", "_gate_blocks", "_train_setup", "_rec_forward", "_save_block", "_dact",
-    "_sparsemax_back_row", "_act_back", "_dy_add", "_dy_step", "_init_grad", "_finish_step", "_rec_backward",
-    "_input_backward", "_recurrent_weights", "_backward_setup",
+    "_sparsemax_back_row", "_act_back", "_act_back_saved", "_lstm_gate_grads", "_gru_gate_grads", "_dy_add", "_dy_step", "_init_grad",
+    "_finish_step", "_transpose_into", "_rec_backward", "_input_backward", "_recurrent_weights", "_backward_setup",
 )  # fmt: skip
 
 # Gate blocks along the last axis of kernel, recurrent_kernel and bias, in Keras's order.
@@ -200,7 +201,7 @@ def lstm_bias(attrs, bias: list[ParamSpec], units: int) -> list[ParamSpec]:
 # without bias; ``mask`` (rows, T), 1 = valid step, or empty; ``act``/``ract`` activation codes;
 # ``y`` (rows, T or 1, W): the output of processing step s goes to ``y[:, s]`` (``y[:, T-1-s]``
 # with ``flip_output``), or the last output to ``y[:, 0]``, at columns ``col0:col0+u``,
-# combined with what is there by ``merge`` (see ``_put``); ``h_out``/``c_out`` (rows, u)
+# combined with what is there by ``merge`` (see ``_put_row``); ``h_out``/``c_out`` (rows, u)
 # receive the final states, or are empty (the states then live in the scratch).
 
 GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
@@ -301,21 +302,91 @@ def _gate_sums(g, n, hv, xp, t, steps):
     for r in range(g.shape[1]):
         xr = r * steps + t
         for k in range(n):
-            off = k * units
-            for j in range(units):
+            off = np.uint64(k * units)
+            for j in range(np.uint64(units)):
                 g[k, r, j] = hv[r, off + j] + xp[xr, off + j]
 
 
-def _put(y, r, pos, col, v, merge):
-    """Write one output value: store (0), add (1), multiply (2) or average (3) with what is there."""
+def _add_rows(dst, a, b):
+    """``dst = a + b`` over 1-D views.
+
+    Kernels index rows through views (``a[r, off:off + n]``, then ``[j]``) or with unsigned
+    offsets (``a[r, np.uint64(off) + j]``, j unsigned), never as ``a[r, off + j]``: with a
+    signed offset the index may be negative as far as Numba knows, and its wraparound check on
+    every element keeps LLVM from vectorizing the loop (the training saves of an LSTM step ran
+    4x slower). Views cost a few ns each: loops reading many arrays per row use offsets."""
+    for j in range(dst.shape[0]):
+        dst[j] = a[j] + b[j]
+
+
+def _copy_row(dst, src):
+    """``dst[:] = src`` over 1-D views (see ``_add_rows``)."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+def _add_bias(a, b):
+    """``a[r] += b`` for every row of 2-D ``a``."""
+    n = b.shape[0]
+    for r in range(a.shape[0]):
+        ar = a[r]
+        for j in range(n):
+            ar[j] += b[j]
+
+
+def _mul2(dst, a, b):
+    """``dst = a * b`` over 1-D views."""
+    for j in range(dst.shape[0]):
+        dst[j] = a[j] * b[j]
+
+
+def _mul3(dst, a, b, c):
+    """``dst = a * b * c`` over 1-D views."""
+    for j in range(dst.shape[0]):
+        dst[j] = a[j] * b[j] * c[j]
+
+
+def _add_into(dst, a):
+    """``dst += a`` over 1-D views."""
+    for j in range(dst.shape[0]):
+        dst[j] += a[j]
+
+
+def _add_mul(dst, a, b):
+    """``dst += a * b`` over 1-D views."""
+    for j in range(dst.shape[0]):
+        dst[j] += a[j] * b[j]
+
+
+def _mul_add(dst, a, b, c):
+    """``dst = a * b + c`` over 1-D views."""
+    for j in range(dst.shape[0]):
+        dst[j] = a[j] * b[j] + c[j]
+
+
+def _reset_candidate(dst, xh, rg, hh):
+    """A GRU's candidate pre-activation with reset_after: ``dst = xh + rg * hh`` (1-D views)."""
+    for j in range(dst.shape[0]):
+        dst[j] = xh[j] + rg[j] * hh[j]
+
+
+def _put_row(yr, hr, zero, merge):
+    """Write one row of output (``hr``, or zeros): store (0), add (1), multiply (2) or average
+    (3) with what ``yr`` holds."""
+    n = yr.shape[0]
     if merge == 0:
-        y[r, pos, col] = v
+        for j in range(n):
+            yr[j] = 0.0 if zero else hr[j]
     elif merge == 1:
-        y[r, pos, col] += v
+        if not zero:
+            for j in range(n):
+                yr[j] += hr[j]
     elif merge == 2:
-        y[r, pos, col] *= v
+        for j in range(n):
+            yr[j] *= 0.0 if zero else hr[j]
     else:
-        y[r, pos, col] = (y[r, pos, col] + v) * 0.5
+        for j in range(n):
+            yr[j] = (yr[j] + (0.0 if zero else hr[j])) * 0.5
 
 
 def _rnn_output(y, h, mask, t, pos, zero_output_for_mask, merge, col0):
@@ -324,8 +395,7 @@ def _rnn_output(y, h, mask, t, pos, zero_output_for_mask, merge, col0):
     has_mask = mask.shape[0] > 0
     for r in range(rows):
         zero = zero_output_for_mask and has_mask and mask[r, t] == 0
-        for j in range(units):
-            _put(y, r, pos, col0 + j, 0.0 if zero else h[r, j], merge)
+        _put_row(y[r, pos, col0 : col0 + units], h[r], zero, merge)
 
 
 def _rnn_outputs(y, h, mask, s, steps, go_backwards, return_sequences, flip_output, zofm, merge, col0):
@@ -429,16 +499,12 @@ def gru_forward(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards
         if reset_after:
             np.dot(h, u, hv)
             if use_bias:
-                for r in range(rows):
-                    for j in range(width):
-                        hv[r, j] += b[width + j]
+                _add_bias(hv, b[width:])
             _gate_sums(g, 2, hv, xp, t, steps)
             _activate(g0, ract)
             _activate(g1, ract)
             for r in range(rows):
-                xr = r * steps + t
-                for j in range(units):
-                    g2[r, j] = xp[xr, u2 + j] + g1[r, j] * hv[r, u2 + j]
+                _reset_candidate(g2[r], xp[r * steps + t, u2:width], g1[r], hv[r, u2:width])
         else:
             np.dot(h, uzr, hzr)
             _gate_sums(g, 2, hzr, xp, t, steps)
@@ -449,9 +515,7 @@ def gru_forward(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards
                     g2[r, j] = g1[r, j] * h[r, j]
             np.dot(g2, uh, hh)
             for r in range(rows):
-                xr = r * steps + t
-                for j in range(units):
-                    g2[r, j] = xp[xr, u2 + j] + hh[r, j]
+                _add_rows(g2[r], xp[r * steps + t, u2:width], hh[r])
         _activate(g2, act)
         for r in range(rows):
             if has_mask and mask[r, t] == 0:
@@ -604,7 +668,7 @@ def rnn_backward_scratch_parts(type_name: str, a, steps: int, features: int) -> 
     """(floats per row, fixed floats) of a backward kernel's scratch (``_backward_setup``)."""
     u, k, d = a["units"], GATES[type_name], features
     per_row = steps * (2 * k * u + 2 * d + 2 * u) + 2 * k * u + 9 * u
-    return per_row, (d + u) * k * u + k * u * u + 3 * u * u + 2 * d * u
+    return per_row, (d + u) * k * u + k * u * u + u * u + 2 * d * u
 
 
 def _draw(m, rate):
@@ -621,17 +685,18 @@ def _drop_seq(dst, x2, m, off, steps):
     """``dst[i, j] = x2[i, j] * m[i // steps, off + j]``: a per-sequence mask over all its steps."""
     n, cols = dst.shape
     for i in range(n):
-        r = i // steps
+        d = dst[i]
+        xi = x2[i]
+        mr = m[i // steps, off : off + cols]
         for j in range(cols):
-            dst[i, j] = x2[i, j] * m[r, off + j]
+            d[j] = xi[j] * mr[j]
 
 
 def _copy_cols(dst, src, off):
     """``dst = src[:, off:off + dst.shape[1]]``, into a contiguous array (for BLAS)."""
     n, cols = dst.shape
     for i in range(n):
-        for j in range(cols):
-            dst[i, j] = src[i, off + j]
+        _copy_row(dst[i], src[i, off : off + cols])
 
 
 def _gate_blocks(ub, u, q0):
@@ -700,8 +765,7 @@ def _train_setup(x, w, b, use_bias, units, h_out, c_out, rate, rec_rate, dmx, dm
             _copy_cols(wg, w, q * units)
             np.dot(xd, wg, pxg)
             for i in range(n):
-                for j in range(units):
-                    xp[i, q * units + j] = pxg[i, j]
+                _copy_row(xp[i, q * units : (q + 1) * units], pxg[i])
     if use_bias:
         for i in range(n):
             for j in range(width):
@@ -728,16 +792,14 @@ def _rec_forward(h, u, dmh, nblk, hv, hd, ub, pg):
             _drop_seq(hd, h, dmh, q * units, 1)
             np.dot(hd, ub[q], pg)
             for r in range(rows):
-                for j in range(units):
-                    hv[r, q * units + j] = pg[r, j]
+                _copy_row(hv[r, q * units : (q + 1) * units], pg[r])
 
 
 def _save_block(dst, t, off, src):
     """``dst[:, t, off:off + cols] = src``."""
     rows, cols = src.shape
     for r in range(rows):
-        for j in range(cols):
-            dst[r, t, off + j] = src[r, j]
+        _copy_row(dst[r, t, off : off + cols], src[r])
 
 
 def simple_rnn_train(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards, return_sequences,
@@ -850,9 +912,7 @@ def gru_train(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards, 
         if reset_after:
             _rec_forward(h, u, dmh, 3, hv, hd, ub, pg)
             if use_bias:
-                for r in range(rows):
-                    for j in range(width):
-                        hv[r, j] += b[width + j]
+                _add_bias(hv, b[width:])
             _gate_sums(g, 2, hv, xp, t, steps)
             if has_pre:
                 _save_block(sp, t, 0, g0)
@@ -860,10 +920,8 @@ def gru_train(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards, 
             _activate(g0, ract)
             _activate(g1, ract)
             for r in range(rows):
-                xr = r * steps + t
-                for j in range(units):
-                    sx[r, t, j] = hv[r, u2 + j]
-                    g2[r, j] = xp[xr, u2 + j] + g1[r, j] * hv[r, u2 + j]
+                _copy_row(sx[r, t], hv[r, u2:width])
+                _reset_candidate(g2[r], xp[r * steps + t, u2:width], g1[r], hv[r, u2:width])
         else:
             _rec_forward(h, uzr, dmh, 2, hzr, hd, ub, pg)
             _gate_sums(g, 2, hzr, xp, t, steps)
@@ -873,14 +931,13 @@ def gru_train(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards, 
             _activate(g0, ract)
             _activate(g1, ract)
             for r in range(rows):
-                for j in range(units):
-                    m = dmh[r, 2 * units + j] if ndh > 0 else 1.0
-                    g2[r, j] = g1[r, j] * h[r, j] * m
+                if ndh > 0:
+                    _mul3(g2[r], g1[r], h[r], dmh[r, u2:width])
+                else:
+                    _mul2(g2[r], g1[r], h[r])
             np.dot(g2, ub[2], hh)
             for r in range(rows):
-                xr = r * steps + t
-                for j in range(units):
-                    g2[r, j] = xp[xr, u2 + j] + hh[r, j]
+                _add_rows(g2[r], xp[r * steps + t, u2:width], hh[r])
         if has_pre:
             _save_block(sp, t, u2, g2)
         _activate(g2, act)
@@ -1038,6 +1095,62 @@ def _act_back(dz, pre, out, code):
                 dz[r, c] *= _dact(pre[r, c], out[r, c], code)
 
 
+def _act_back_saved(dz, zoff, n, out, soff, pre, poff, t, code):
+    """``_act_back`` on ``dz[:, zoff:zoff + n]``, the activation's output saved at
+    ``out[:, t, soff:soff + n]`` and its input at ``pre[:, t, poff:poff + n]`` (``pre`` empty:
+    not saved). Sigmoid and tanh, the gates' usual pair, index with unsigned offsets: on the
+    strided views ``_act_back`` takes they ran 3x slower."""
+    rows = dz.shape[0]
+    a = np.uint64(zoff)
+    b = np.uint64(soff)
+    if code == 2:
+        for r in range(rows):
+            for j in range(np.uint64(n)):
+                y = out[r, t, b + j]
+                dz[r, a + j] *= y * (1.0 - y)
+    elif code == 3:
+        for r in range(rows):
+            for j in range(np.uint64(n)):
+                y = out[r, t, b + j]
+                dz[r, a + j] *= 1.0 - y * y
+    else:
+        post = out[:, t, soff : soff + n]
+        _act_back(dz[:, zoff : zoff + n], pre[:, t, poff : poff + n] if pre.shape[0] > 0 else post, post, code)
+
+
+def _lstm_gate_grads(dgs, dcf, dc, dca, dh, sa, sx, t):
+    """An LSTM step's gate gradients ``dgs`` (rows, 4u: i, f, c, o) at input step ``t``, from
+    ``dct = dc + dca`` (dca: through h = o * act(c)) and the saved gates ``sa`` (i, f, c, o)
+    and ``sx`` (the previous cell, act(c)); ``dcf = dct * f`` for the previous cell.
+
+    Column offsets are unsigned: 13 views per row (``_add_rows``'s way) cost more than the
+    arithmetic here (6.7 against 1.5 us per step at 32 rows of 64 units)."""
+    rows, units = dc.shape
+    u1 = np.uint64(units)
+    u2 = np.uint64(2 * units)
+    u3 = np.uint64(3 * units)
+    for r in range(rows):
+        for j in range(u1):
+            dct = dc[r, j] + dca[r, j]
+            dgs[r, j] = dct * sa[r, t, u2 + j]
+            dgs[r, u1 + j] = dct * sx[r, t, j]
+            dgs[r, u2 + j] = dct * sa[r, t, j]
+            dgs[r, u3 + j] = dh[r, j] * sx[r, t, u1 + j]
+            dcf[r, j] = dct * sa[r, t, u1 + j]
+
+
+def _gru_gate_grads(dgs, dh, sh, sa, t):
+    """A GRU step's gradients of z and of the candidate (``dgs`` blocks 0 and 2) at input step
+    ``t``, from ``dh`` and ``h = z * hprev + (1 - z) * cand`` (``sh``, ``sa``; unsigned column
+    offsets, see ``_lstm_gate_grads``)."""
+    rows, units = dh.shape
+    u2 = np.uint64(2 * units)
+    for r in range(rows):
+        for j in range(np.uint64(units)):
+            dgs[r, j] = dh[r, j] * (sh[r, t, j] - sa[r, t, u2 + j])
+            dgs[r, u2 + j] = dh[r, j] * (1.0 - sa[r, t, j])
+
+
 def _dy_add(dh, dy, mask, t, pos, zofm, col0, scale):
     """``dh += scale * dy[:, pos, col0:]``, except on masked rows whose output was zeros."""
     rows, units = dh.shape
@@ -1045,8 +1158,10 @@ def _dy_add(dh, dy, mask, t, pos, zofm, col0, scale):
     for r in range(rows):
         if zofm and has_mask and mask[r, t] == 0:
             continue
+        d = dh[r]
+        dyr = dy[r, pos, col0 : col0 + units]
         for j in range(units):
-            dh[r, j] += scale * dy[r, pos, col0 + j]
+            d[j] += scale * dyr[j]
 
 
 def _dy_step(dh, dy, mask, s, steps, go_backwards, return_sequences, flip, zofm, col0, scale):
@@ -1083,22 +1198,33 @@ def _finish_step(dgs, dg, t, mask, dh):
             dg[r, t, j] = dgs[r, j]
 
 
-def _rec_backward(dgs, u, dmh, nblk, dh, tmp, gq, ub):
-    """``dh += (dgs @ u.T) * mask``: the inverse of ``_rec_forward``."""
+def _transpose_into(dst, src):
+    """``dst = src.T``, a contiguous copy."""
+    rows, cols = src.shape
+    for i in range(rows):
+        for j in range(cols):
+            dst[j, i] = src[i, j]
+
+
+def _rec_backward(dgs, ut, dmh, nblk, dh, tmp, gq):
+    """``dh += (dgs @ u.T) * mask``: the inverse of ``_rec_forward``. ``ut`` is ``u.T`` made
+    contiguous (``_transpose_into``): BLAS took twice as long on the transposed view (19 against
+    10 us per LSTM(64) step at 32 rows)."""
     rows, units = dh.shape
     ndh = dmh.shape[1] // units
     if ndh <= 1:
-        np.dot(dgs, u.T, tmp)
+        np.dot(dgs, ut[: nblk * units], tmp)
         for r in range(rows):
-            for j in range(units):
-                dh[r, j] += tmp[r, j] * (dmh[r, j] if ndh == 1 else 1.0)
+            if ndh == 1:
+                _add_mul(dh[r], tmp[r], dmh[r])
+            else:
+                _add_into(dh[r], tmp[r])
     else:
         for q in range(nblk):
             _copy_cols(gq, dgs, q * units)
-            np.dot(gq, ub[q].T, tmp)
+            np.dot(gq, ut[q * units : (q + 1) * units], tmp)
             for r in range(rows):
-                for j in range(units):
-                    dh[r, j] += tmp[r, j] * dmh[r, q * units + j]
+                _add_mul(dh[r], tmp[r], dmh[r, q * units : (q + 1) * units])
 
 
 def _input_backward(x, w, dmx, dg2, dx, dw, db, tmpx, tmpw, xd, gq, wg, pq):
@@ -1147,14 +1273,11 @@ def _input_backward(x, w, dmx, dg2, dx, dw, db, tmpx, tmpw, xd, gq, wg, pq):
             _drop_seq(xd, x2, dmx, q * d, steps)
             np.dot(xd.T, src, pw)
             for i in range(d):
-                for j in range(width_q):
-                    dw[i, q * units + j] += pw[i, j]
+                _add_into(dw[i, q * units : q * units + width_q], pw[i])
         if has_dx:
             np.dot(src, wq.T, tmpx)
             for i in range(n):
-                r = i // steps
-                for j in range(d):
-                    dx2[i, j] += tmpx[i, j] * dmx[r, q * d + j]
+                _add_mul(dx2[i], tmpx[i], dmx[i // steps, q * d : (q + 1) * d])
 
 
 def _recurrent_weights(sh, dg2, dmh, nblk, du, tmpu, hin, gq, pq):
@@ -1211,16 +1334,14 @@ def _backward_setup(rows, steps, d, units, k, scratch):
     o += d * kw
     tmpu = scratch[o : o + units * kw].reshape((units, kw))
     o += units * kw
-    ub = scratch[o : o + k * units * units].reshape((k, units, units))
+    ut = scratch[o : o + k * units * units].reshape((k * units, units))
     o += k * units * units
-    uzr = scratch[o : o + 2 * units * units].reshape((units, 2 * units))
-    o += 2 * units * units
     wg = scratch[o : o + d * units].reshape((d, units))
     o += d * units
     pqd = scratch[o : o + d * units]
     o += d * units
     pqu = scratch[o : o + units * units].reshape((units, units))
-    return dg, dgh, tmpx, xd, hin, gqn, dgs, dghs, dgzr, st, tmpw, tmpu, ub, uzr, wg, pqd, pqu
+    return dg, dgh, tmpx, xd, hin, gqn, dgs, dghs, dgzr, st, tmpw, tmpu, ut, wg, pqd, pqu
 
 
 def simple_rnn_backward(x, w, u, mask, act, ract, reset_after, go_backwards, return_sequences, flip, zofm, dy,
@@ -1233,21 +1354,20 @@ def simple_rnn_backward(x, w, u, mask, act, ract, reset_after, go_backwards, ret
     of the returned states, or empty."""
     rows, steps, d = x.shape
     units = u.shape[0]
-    dg, _dgh, tmpx, xd, hin, gqn, dgs, _dghs, _dgzr, st, tmpw, tmpu, ub, _uzr, wg, pqd, pqu = _backward_setup(
+    dg, _dgh, tmpx, xd, hin, gqn, dgs, _dghs, _dgzr, st, tmpw, tmpu, ut, wg, pqd, pqu = _backward_setup(
         rows, steps, d, units, 1, scratch)  # fmt: skip
+    _transpose_into(ut, u)
     dh = st[0]
     _init_grad(dh, dh_out)
-    has_pre = sp.shape[0] > 0
     for s in range(steps - 1, -1, -1):
         t = steps - 1 - s if go_backwards else s
         _dy_step(dh, dy, mask, s, steps, go_backwards, return_sequences, flip, zofm, col0, scale)
         for r in range(rows):
             for j in range(units):
                 dgs[r, j] = dh[r, j]
-        post = sa[:, t, :units]
-        _act_back(dgs[:, :units], sp[:, t, :units] if has_pre else post, post, act)
+        _act_back_saved(dgs, 0, units, sa, 0, sp, 0, t, act)
         _finish_step(dgs, dg, t, mask, dh)
-        _rec_backward(dgs, u, dmh, 1, dh, st[1], st[2], ub)
+        _rec_backward(dgs, ut, dmh, 1, dh, st[1], st[2])
     dg2 = dg.reshape((rows * steps, units))
     _input_backward(x, w, dmx, dg2, dx, dw, db, tmpx, tmpw, xd, gqn, wg, pqd)
     if du.shape[0] > 0:
@@ -1259,45 +1379,32 @@ def lstm_backward(x, w, u, mask, act, ract, reset_after, go_backwards, return_se
     """Backpropagation through ``lstm_train`` (arguments as ``simple_rnn_backward``)."""
     rows, steps, d = x.shape
     units = u.shape[0]
-    dg, _dgh, tmpx, xd, hin, gqn, dgs, _dghs, _dgzr, st, tmpw, tmpu, ub, _uzr, wg, pqd, pqu = _backward_setup(
+    dg, _dgh, tmpx, xd, hin, gqn, dgs, _dghs, _dgzr, st, tmpw, tmpu, ut, wg, pqd, pqu = _backward_setup(
         rows, steps, d, units, 4, scratch)  # fmt: skip
+    _transpose_into(ut, u)
     dh = st[0]
     dc = st[1]
     t1 = st[2]
     t2 = st[3]
     _init_grad(dh, dh_out)
     _init_grad(dc, dc_out)
-    if dmh.shape[1] > units:
-        _gate_blocks(ub, u, 0)
     has_mask = mask.shape[0] > 0
-    has_pre = sp.shape[0] > 0
     u1 = units
     for s in range(steps - 1, -1, -1):
         t = steps - 1 - s if go_backwards else s
         _dy_step(dh, dy, mask, s, steps, go_backwards, return_sequences, flip, zofm, col0, scale)
         for r in range(rows):
-            for j in range(units):
-                t1[r, j] = dh[r, j] * sa[r, t, 3 * u1 + j]
-        ac = sx[:, t, u1 : 2 * u1]
-        _act_back(t1[:, :u1], sp[:, t, 4 * u1 : 5 * u1] if has_pre else ac, ac, act)
-        for r in range(rows):
-            for j in range(units):
-                dct = dc[r, j] + t1[r, j]
-                dgs[r, j] = dct * sa[r, t, 2 * u1 + j]
-                dgs[r, u1 + j] = dct * sx[r, t, j]
-                dgs[r, 2 * u1 + j] = dct * sa[r, t, j]
-                dgs[r, 3 * u1 + j] = dh[r, j] * sx[r, t, u1 + j]
-                t2[r, j] = dct * sa[r, t, u1 + j]
+            _mul2(t1[r], dh[r], sa[r, t, 3 * u1 :])
+        _act_back_saved(t1, 0, u1, sx, u1, sp, 4 * u1, t, act)
+        _lstm_gate_grads(dgs, t2, dc, t1, dh, sa, sx, t)
         for q in range(4):
-            post = sa[:, t, q * u1 : (q + 1) * u1]
-            pre = sp[:, t, q * u1 : (q + 1) * u1] if has_pre else post
-            _act_back(dgs[:, q * u1 : (q + 1) * u1], pre, post, act if q == 2 else ract)
+            _act_back_saved(dgs, q * u1, u1, sa, q * u1, sp, q * u1, t, act if q == 2 else ract)
         for r in range(rows):
             if not (has_mask and mask[r, t] == 0):
                 for j in range(units):
                     dc[r, j] = t2[r, j]
         _finish_step(dgs, dg, t, mask, dh)
-        _rec_backward(dgs, u, dmh, 4, dh, st[4], st[5], ub)
+        _rec_backward(dgs, ut, dmh, 4, dh, st[4], st[5])
     dg2 = dg.reshape((rows * steps, 4 * units))
     _input_backward(x, w, dmx, dg2, dx, dw, db, tmpx, tmpw, xd, gqn, wg, pqd)
     if du.shape[0] > 0:
@@ -1311,50 +1418,43 @@ def gru_backward(x, w, u, mask, act, ract, reset_after, go_backwards, return_seq
     units = u.shape[0]
     u1 = units
     u2 = 2 * units
-    dg, dgh, tmpx, xd, hin, gqn, dgs, dghs, dgzr, st, tmpw, tmpu, ub, uzr, wg, pqd, pqu = _backward_setup(
+    dg, dgh, tmpx, xd, hin, gqn, dgs, dghs, dgzr, st, tmpw, tmpu, ut, wg, pqd, pqu = _backward_setup(
         rows, steps, d, units, 3, scratch)  # fmt: skip
+    _transpose_into(ut, u)
     dh = st[0]
     t1 = st[1]
     t2 = st[2]
     _init_grad(dh, dh_out)
     ndh = dmh.shape[1] // units
-    if ndh > 0 or not reset_after:
-        _gate_blocks(ub, u, 0)
-    if not reset_after:
-        _copy_cols(uzr, u, 0)
     has_mask = mask.shape[0] > 0
-    has_pre = sp.shape[0] > 0
     for s in range(steps - 1, -1, -1):
         t = steps - 1 - s if go_backwards else s
         _dy_step(dh, dy, mask, s, steps, go_backwards, return_sequences, flip, zofm, col0, scale)
-        for r in range(rows):
-            for j in range(units):
-                dgs[r, j] = dh[r, j] * (sh[r, t, j] - sa[r, t, u2 + j])
-                dgs[r, u2 + j] = dh[r, j] * (1.0 - sa[r, t, j])
-        cand = sa[:, t, u2 : 3 * u1]
-        _act_back(dgs[:, u2 : 3 * u1], sp[:, t, u2 : 3 * u1] if has_pre else cand, cand, act)
+        _gru_gate_grads(dgs, dh, sh, sa, t)
+        _act_back_saved(dgs, u2, u1, sa, u2, sp, u2, t, act)
         if reset_after:
             for r in range(rows):
-                for j in range(units):
-                    dgs[r, u1 + j] = dgs[r, u2 + j] * sx[r, t, j]
-                    dghs[r, u2 + j] = dgs[r, u2 + j] * sa[r, t, u1 + j]
+                _mul2(dgs[r, u1:u2], dgs[r, u2:], sx[r, t])
+                _mul2(dghs[r, u2:], dgs[r, u2:], sa[r, t, u1:u2])
         else:
             _copy_cols(st[3], dgs, u2)
-            np.dot(st[3], ub[2].T, t1)  # the gradient of r * h (dropped)
+            np.dot(st[3], ut[u2:], t1)  # the gradient of r * h (dropped)
             for r in range(rows):
-                for j in range(units):
-                    m = dmh[r, u2 + j] if ndh > 0 else 1.0
-                    dgs[r, u1 + j] = t1[r, j] * sh[r, t, j] * m
-                    t2[r, j] = t1[r, j] * sa[r, t, u1 + j] * m
+                if ndh > 0:
+                    _mul3(dgs[r, u1:u2], t1[r], sh[r, t], dmh[r, u2:])
+                    _mul3(t2[r], t1[r], sa[r, t, u1:u2], dmh[r, u2:])
+                else:
+                    _mul2(dgs[r, u1:u2], t1[r], sh[r, t])
+                    _mul2(t2[r], t1[r], sa[r, t, u1:u2])
         for q in range(2):
-            post = sa[:, t, q * u1 : (q + 1) * u1]
-            pre = sp[:, t, q * u1 : (q + 1) * u1] if has_pre else post
-            _act_back(dgs[:, q * u1 : (q + 1) * u1], pre, post, ract)
+            _act_back_saved(dgs, q * u1, u1, sa, q * u1, sp, q * u1, t, ract)
         for r in range(rows):  # the direct paths to h before the step: z * h, and r * h
             if has_mask and mask[r, t] == 0:
                 continue
-            for j in range(units):
-                t1[r, j] = dh[r, j] * sa[r, t, j] + (0.0 if reset_after else t2[r, j])
+            if reset_after:
+                _mul2(t1[r], dh[r], sa[r, t, :u1])
+            else:
+                _mul_add(t1[r], dh[r], sa[r, t, :u1], t2[r])
         _finish_step(dgs, dg, t, mask, dh)
         for r in range(rows):
             if has_mask and mask[r, t] == 0:
@@ -1366,14 +1466,13 @@ def gru_backward(x, w, u, mask, act, ract, reset_after, go_backwards, return_seq
                 for j in range(u2):
                     dghs[r, j] = dgs[r, j]
                 if has_mask and mask[r, t] == 0:
-                    for j in range(units):
-                        dghs[r, u2 + j] = 0.0
+                    dghs[r, u2:] = 0.0
                 for j in range(3 * units):
                     dgh[r, t, j] = dghs[r, j]
-            _rec_backward(dghs, u, dmh, 3, dh, st[4], st[5], ub)
+            _rec_backward(dghs, ut, dmh, 3, dh, st[4], st[5])
         else:
             _copy_cols(dgzr, dgs, 0)
-            _rec_backward(dgzr, uzr, dmh, 2, dh, st[4], st[5], ub)
+            _rec_backward(dgzr, ut, dmh, 2, dh, st[4], st[5])
     n = rows * steps
     dg2 = dg.reshape((n, 3 * units))
     _input_backward(x, w, dmx, dg2, dx, dw, db, tmpx, tmpw, xd, gqn, wg, pqd)
@@ -1381,8 +1480,7 @@ def gru_backward(x, w, u, mask, act, ract, reset_after, go_backwards, return_seq
         dgh2 = dgh.reshape((n, 3 * units))
         if db.shape[0] > 0:
             for i in range(n):
-                for j in range(3 * units):
-                    db[3 * units + j] += dgh2[i, j]
+                _add_into(db[3 * units :], dgh2[i])
         if du.shape[0] > 0:
             _recurrent_weights(sh, dgh2, dmh, 3, du, tmpu, hin, gqn, pqu)
     elif du.shape[0] > 0:
@@ -1390,15 +1488,14 @@ def gru_backward(x, w, u, mask, act, ract, reset_after, go_backwards, return_seq
         sh2 = sh.reshape((n, units))
         sa2 = sa.reshape((n, 3 * units))
         for i in range(n):  # the candidate block saw r * h (dropped)
-            r = i // steps
-            for j in range(units):
-                m = dmh[r, u2 + j] if ndh > 0 else 1.0
-                hin[i, j] = sa2[i, u1 + j] * sh2[i, j] * m
+            if ndh > 0:
+                _mul3(hin[i], sa2[i, u1:u2], sh2[i], dmh[i // steps, u2:])
+            else:
+                _mul2(hin[i], sa2[i, u1:u2], sh2[i])
         _copy_cols(gqn, dg2, u2)
         np.dot(hin.T, gqn, pqu)
         for i in range(units):
-            for j in range(units):
-                du[i, u2 + j] += pqu[i, j]
+            _add_into(du[i, u2:], pqu[i])
 
 
 BACKWARD_KERNELS = {"SimpleRNN": simple_rnn_backward, "LSTM": lstm_backward, "GRU": gru_backward}
