@@ -94,9 +94,10 @@ def _softmax_grad(w, dw, ds):
 def _head(x, r, h, width, out):
     """``out = x[r, :, h * width:(h + 1) * width]``: one head's slice of a projected value,
     contiguous for BLAS."""
+    o = np.uint64(h * width)  # unsigned: no wraparound check per element (recurrent._add_rows)
     for i in range(out.shape[0]):
-        for c in range(width):
-            out[i, c] = x[r, i, h * width + c]
+        for c in range(np.uint64(width)):
+            out[i, c] = x[r, i, o + c]
 
 
 def _drop_into(w, wd, keep, rate):
@@ -588,9 +589,10 @@ def mha_attend(Q, K, V, qm, vm, km, causal, window, heads, kv_heads, kd, vd, rat
             if rate > 0.0:
                 _drop_into(w_pre[wr, h], w_out[wr, h], keep[wr, h], rate)
             np.dot(w_out[wr, h], vh, oh)
+            o = np.uint64(h * vd)
             for i in range(tq):
-                for c in range(vd):
-                    O[r, i, h * vd + c] = oh[i, c]
+                for c in range(np.uint64(vd)):
+                    O[r, i, o + c] = oh[i, c]
 
 
 def mha_attend_backward(Q, K, V, w_pre, keep, rate, dO, dscores, heads, kv_heads, kd, vd, inv, dQ, dK, dV):
@@ -641,14 +643,17 @@ def mha_attend_backward(Q, K, V, w_pre, keep, rate, dO, dscores, heads, kv_heads
             _softmax_grad(w, dw, ds)
             np.dot(ds, kh, dqh)
             np.dot(ds.T, qh, dkh)
+            oq = np.uint64(h * kd)
+            ok = np.uint64(g * kd)
+            ov = np.uint64(g * vd)
             for i in range(tq):
-                for c in range(kd):
-                    dQ[r, i, h * kd + c] = dqh[i, c] * inv
+                for c in range(np.uint64(kd)):
+                    dQ[r, i, oq + c] = dqh[i, c] * inv
             for j in range(tv):
-                for c in range(kd):
-                    dK[r, j, g * kd + c] += dkh[j, c]
-                for c in range(vd):
-                    dV[r, j, g * vd + c] += dvh[j, c]
+                for c in range(np.uint64(kd)):
+                    dK[r, j, ok + c] += dkh[j, c]
+                for c in range(np.uint64(vd)):
+                    dV[r, j, ov + c] += dvh[j, c]
 
 
 def _mha_dims(attrs, inputs) -> tuple:

@@ -722,9 +722,10 @@ def _concat_infer(attrs, inputs, ctx):
 def concat_part(x, y, offset):
     """``y[:, offset:offset + width] = x`` for 2-D ``x`` (rows, width) and ``y`` (rows, total)."""
     rows, width = x.shape
+    o = np.uint64(offset)  # unsigned: no wraparound check per element (recurrent._add_rows)
     for r in range(rows):
-        for j in range(width):
-            y[r, offset + j] = x[r, j]
+        for j in range(np.uint64(width)):
+            y[r, o + j] = x[r, j]
 
 
 def _concat_emit(e):
@@ -746,9 +747,10 @@ def _concat_emit(e):
 def concat_part_backward(dy, dx, offset):
     """``dx += dy[:, offset:offset + width]`` for 2-D ``dx`` (rows, width), ``dy`` (rows, total)."""
     rows, width = dx.shape
+    o = np.uint64(offset)
     for r in range(rows):
-        for j in range(width):
-            dx[r, j] += dy[r, offset + j]
+        for j in range(np.uint64(width)):
+            dx[r, j] += dy[r, o + j]
 
 
 def _concat_backward(e):
