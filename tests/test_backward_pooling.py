@@ -190,6 +190,30 @@ def test_ties_route_as_pytorch_does():
     np.testing.assert_allclose(r.dx[0].reshape(x.shape), want, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_max_pooling_routes_nan_windows_as_pytorch_does(stride):
+    """A window holding NaN sends its gradient to its last NaN (PyTorch's max_pool2d), others
+    to their first maximum; the kernel, called directly, against torch's autograd."""
+    import torch
+
+    from nnspec.runtime.kernels import jit
+
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 3, size=(2, 1, 5, 6, 3)).astype(np.float32)  # ties as well
+    x[0, 0, 1, 1, 0] = x[0, 0, 1, 2, 0] = x[1, 0, 3, 4, 2] = x[1, 0, 0, 0, 1] = np.nan
+    oh, ow = (5 - 2) // stride + 1, (6 - 2) // stride + 1
+    dy = rng.normal(size=(2, 1, oh, ow, 3)).astype(np.float32)
+    dx = np.zeros_like(x)
+    s = np.int64(stride)
+    jit(pooling.pool_backward)(x, dy, dx, True, (np.int64(1), np.int64(2), np.int64(2)), (np.int64(1), s, s),
+                               (np.int64(0),) * 3, False)  # fmt: skip
+    tx = torch.tensor(x[:, 0].transpose(0, 3, 1, 2), requires_grad=True)
+    torch.nn.functional.max_pool2d(tx, 2, stride).backward(torch.tensor(dy[:, 0].transpose(0, 3, 1, 2)))
+    want = tx.grad.numpy().transpose(0, 2, 3, 1)
+    assert np.isnan(x).any() and want[np.isnan(x[:, 0])].any()
+    np.testing.assert_allclose(dx[:, 0], want, rtol=1e-6, atol=1e-7)
+
+
 # ----------------------------------------------------------------------------- kernels directly
 
 

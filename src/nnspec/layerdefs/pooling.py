@@ -402,7 +402,12 @@ def pool_backward(x, dy, dx, is_max, pool, strides, pads, adaptive):
     pd, ph, pw = pads
     x0s, x1s = _width_windows(ow, w, kw, sw, pw, adaptive)
     best = np.empty(ow * c, np.float64)
-    arg = np.empty(ow * c, np.int64)  # (z, y, x) of the maximum, as (iz * h + iy) * w + ix
+    # where each maximum is: its window row (in scan order) and column. The gradient then goes
+    # out in a second pass over the window, adding where an input is its window's maximum:
+    # scattering it through one decoded flat index per output cost four integer divisions
+    # each, and through (row, column) pairs still twice the streaming pass.
+    argr = np.empty(ow * c, np.int64)
+    argx = np.empty(ow * c, np.int64)
     for b in range(n):
         for z in range(od):
             z0, z1 = _window(z, d, kd, sd, pd, adaptive)
@@ -411,14 +416,14 @@ def pool_backward(x, dy, dx, is_max, pool, strides, pads, adaptive):
                 dyr = dy[b, z, yy]
                 if is_max:
                     for xx in range(ow):
-                        first = (z0 * h + y0) * w + x0s[xx]
                         for j in range(c):
                             best[xx * c + j] = -np.inf
-                            arg[xx * c + j] = first
+                            argr[xx * c + j] = 0
+                            argx[xx * c + j] = x0s[xx]
+                    t = 0
                     for iz in range(z0, z1):
                         for iy in range(y0, y1):
                             xr = x[b, iz, iy]
-                            row = (iz * h + iy) * w
                             for xx in range(ow):
                                 o = xx * c
                                 for ix in range(x0s[xx], x1s[xx]):
@@ -426,13 +431,20 @@ def pool_backward(x, dy, dx, is_max, pool, strides, pads, adaptive):
                                         v = xr[ix, j]
                                         if v > best[o + j] or math.isnan(v):
                                             best[o + j] = v
-                                            arg[o + j] = row + ix
-                    for xx in range(ow):
-                        for j in range(c):
-                            q = arg[xx * c + j]
-                            ix = q % w
-                            q //= w
-                            dx[b, q // h, q % h, ix, j] += dyr[xx, j]
+                                            argr[o + j] = t
+                                            argx[o + j] = ix
+                            t += 1
+                    t = 0
+                    for iz in range(z0, z1):
+                        for iy in range(y0, y1):
+                            dxr = dx[b, iz, iy]
+                            for xx in range(ow):
+                                o = xx * c
+                                for ix in range(x0s[xx], x1s[xx]):
+                                    for j in range(c):
+                                        if argr[o + j] == t and argx[o + j] == ix:
+                                            dxr[ix, j] += dyr[xx, j]
+                            t += 1
                 else:
                     for iz in range(z0, z1):
                         for iy in range(y0, y1):
