@@ -214,6 +214,30 @@ def test_kernel_matches_numpy_reference_and_finite_differences(case):
         np.testing.assert_allclose(spec.reference(yt2, ypd, False)[1][r, j], fd, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.keras
+@pytest.mark.parametrize(
+    "name, yt, yp",
+    [
+        # tanh outputs saturate to exactly +-1: margins of exactly 0 with +-1 labels
+        ("hinge", [[1.0, -1.0, 1.0], [-1.0, 1.0, 1.0]], [[1.0, -1.0, 0.5], [-1.0, 2.0, -1.0]]),
+        ("hinge", [[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]], [[1.0, -1.0, 0.5], [-0.25, 1.0, 1.0]]),  # {0, 1} labels
+        ("squared_hinge", [[1.0, -1.0, 1.0]], [[1.0, -1.0, 0.5]]),
+        ("categorical_hinge", [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]], [[0.5, 1.5, 0.2], [0.5, 1.0, 0.7]]),
+    ],
+)
+def test_hinge_losses_at_the_margin_match_keras(name, yt, yp):
+    """At a margin of exactly 0, torch.maximum(m, 0) gives half the gradient to each side of the
+    tie: Keras's hinge and categorical hinge have half their slope there."""
+    yt, yp = np.array(yt, np.float32), np.array(yp, np.float32)
+    spec = L.get_loss({"type": name})
+    value, dy = L.compute_loss(spec, yt, yp, None, None)
+    kv, kg = _keras_value_and_grad(name, {}, yt, yp, None, None)
+    np.testing.assert_allclose(value, kv, rtol=1e-6)
+    np.testing.assert_allclose(dy, kg, rtol=1e-6, atol=1e-8)
+    _, ref_grad = spec.reference(yt, yp)
+    np.testing.assert_allclose(dy, ref_grad / yt.shape[0], rtol=1e-6, atol=1e-8)
+
+
 def test_reductions():
     yt, yp = _data("mean_squared_error", (4,), k=3)
     per = ((yp.astype(np.float64) - yt) ** 2).mean(-1)

@@ -311,6 +311,8 @@ def hinge(y_true, y_pred, w, dy, scale):
             if m > 0:
                 acc += m
                 dy[r, j] = -t * c
+            elif m == 0:  # at the margin torch.maximum(m, 0) splits the gradient between its ties
+                dy[r, j] = -0.5 * t * c
             else:
                 dy[r, j] = 0.0
         total += w[r] * (acc / k)
@@ -344,7 +346,8 @@ def squared_hinge(y_true, y_pred, w, dy, scale):
 
 @jit
 def categorical_hinge(y_true, y_pred, w, dy, scale):
-    """``max(max((1 - t) * p) - sum(t * p) + 1, 0)``; tied maxima share the gradient (``amax``)."""
+    """``max(max((1 - t) * p) - sum(t * p) + 1, 0)``; tied maxima share the gradient (``amax``),
+    and a loss of exactly 0 gets half of it (``torch.maximum``'s gradient at a tie)."""
     rows, k = y_pred.shape
     total = 0.0
     for r in range(rows):
@@ -359,7 +362,7 @@ def categorical_hinge(y_true, y_pred, w, dy, scale):
             pos += t * p
             neg = max(neg, (1.0 - t) * p)
         loss = neg - pos + 1.0
-        if loss <= 0:
+        if loss < 0:
             dy[r, :] = 0.0
             continue
         total += w[r] * loss
@@ -367,7 +370,7 @@ def categorical_hinge(y_true, y_pred, w, dy, scale):
         for j in range(k):
             if (1.0 - float(y_true[r, j])) * float(y_pred[r, j]) == neg:
                 ties += 1
-        c = scale * w[r]
+        c = scale * w[r] * (0.5 if loss == 0 else 1.0)
         for j in range(k):
             t = float(y_true[r, j])
             g = -t
@@ -705,16 +708,16 @@ def _reference(name, yt, yp, *args, float32_steps=True):
         t = 2 * yt - 1 if np.all((yt == 0) | (yt == 1)) else yt
         m = np.maximum(1 - t * yp, 0)
         if name == "hinge":
-            return m.mean(-1), np.where(m > 0, -t, 0.0) / k
+            return m.mean(-1), np.where(1 - t * yp > 0, -t, np.where(1 - t * yp == 0, -0.5 * t, 0.0)) / k
         return (m * m).mean(-1), np.where(m > 0, -2 * m * t, 0.0) / k
     if name == "categorical_hinge":
         q = (1 - yt) * yp
         neg = q.max(-1, keepdims=True)
         pos = (yt * yp).sum(-1, keepdims=True)
-        loss = np.maximum(neg - pos + 1, 0)
+        raw = neg - pos + 1
         at = (q == neg).astype(np.float64)
         g = -yt + (1 - yt) * at / at.sum(-1, keepdims=True)
-        return loss[:, 0], np.where(loss > 0, g, 0.0)
+        return np.maximum(raw, 0)[:, 0], np.where(raw > 0, g, np.where(raw == 0, 0.5 * g, 0.0))
     if name == "binary_crossentropy":
         from_logits, ls = args
         t = yt * (1 - ls) + 0.5 * ls if ls else yt
