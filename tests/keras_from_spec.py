@@ -240,7 +240,9 @@ class _Builder:
                 call_kw = {}
                 if spec.get("type") != "Model":
                     call_kw = _split_call_kwargs(type(layers[node]), _kwargs(spec))
-                if len(args) > 1 and _takes_separate_inputs(layers[node]):
+                if len(args) > 1 and spec.get("type") in ("SimpleRNN", "LSTM", "GRU"):  # x, h[, c] -> rnn
+                    values[node] = layers[node](args[0], initial_state=args[1:], **call_kw)
+                elif len(args) > 1 and _takes_separate_inputs(layers[node]):
                     values[node] = layers[node](*args, **call_kw)
                 else:
                     values[node] = layers[node](args[0] if len(args) == 1 else args, **call_kw)

@@ -26,12 +26,15 @@ def call_attrs(type_name: str, attrs: dict) -> tuple[dict, dict]:
 
 
 def call_layer(layer, type_name: str, ins: list, call_kwargs: dict):
-    """Call a Keras layer on ``ins`` as Keras wants it: one tensor, a list, or (for
-    MultiHeadAttention) separate positional tensors."""
+    """Call a Keras layer on ``ins`` as Keras wants it: one tensor, a list, (for
+    MultiHeadAttention) separate positional tensors, or (for a recurrent layer) the sequence with
+    ``initial_state``."""
     from nnspec.layerdefs import REGISTRY
 
     if type_name in REGISTRY and REGISTRY[type_name].extra.get("call_positional"):
         return layer(*ins, **call_kwargs)
+    if type_name in REGISTRY and REGISTRY[type_name].extra.get("initial_state") and len(ins) > 1:
+        return layer(ins[0], initial_state=list(ins[1:]), **call_kwargs)  # a recurrent layer's states
     return layer(ins[0] if len(ins) == 1 else ins, **call_kwargs)
 
 

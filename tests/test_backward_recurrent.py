@@ -411,7 +411,7 @@ def kernel_train(type_name, a, x, params, mask=None):
         x, params[0], params[1], b, E2 if mask is None else mask, activations.code(a["activation"]),
         activations.code(a.get("recurrent_activation")), a["use_bias"], a.get("reset_after", False),
         a["go_backwards"], a["return_sequences"], False, a["zero_output_for_mask"], 0, y, 0, states[0],
-        states[1] if len(states) > 1 else E2, float(a["dropout"]), float(a["recurrent_dropout"]),
+        states[1] if len(states) > 1 else E2, E2, E2, float(a["dropout"]), float(a["recurrent_dropout"]),
         saved.get("dmx", E2), saved.get("dmh", E2), saved["sh"], saved["sa"], saved.get("sx", E3),
         saved.get("sp", E3), scratch,
     )  # fmt: skip
@@ -434,7 +434,7 @@ def kernel_backward(type_name, a, x, params, saved, dy, dstates, mask=None):
         a["return_sequences"], False, a["zero_output_for_mask"], dy3, 0, 1.0, dstates[0],
         dstates[1] if len(dstates) > 1 else E2, saved.get("dmx", E2), saved.get("dmh", E2), saved["sh"],
         saved["sa"], saved.get("sx", E3), saved.get("sp", E3), dx, grads[0], grads[1],
-        grads[2] if a["use_bias"] else E1, scratch,
+        grads[2] if a["use_bias"] else E1, E2, E2, scratch,
     )  # fmt: skip
     if a["use_bias"]:
         grads[2] = grads[2].reshape(params[2].shape)

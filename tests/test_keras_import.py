@@ -10,7 +10,8 @@ keras_model.to_json())``, ``Model.from_config(keras_model.get_config())`` and ``
   model called as a layer and under TimeDistributed, masks (Keras records their ops as nodes),
   call arguments; a Keras 2 config.
 - What nnspec cannot read is one clear error naming the layer: Lambda, custom classes, custom
-  objects, unknown arguments, explicit masks, initial states, unbuilt Sequential models.
+  objects, unknown arguments, explicit masks, initial states on a layer that has none, unbuilt
+  Sequential models.
 """
 
 from __future__ import annotations
@@ -375,10 +376,10 @@ def _functional(layer_entry: dict, kwargs: dict | None = None) -> str:
                                                                                "MyInit", "config": {}}}}, None,
          "argument 'kernel_initializer': 'MyInit'"),
         ({"class_name": "Dense", "config": {"units": 2, "lora_rank": 4}}, None, "'lora_rank' = 4"),
-        ({"class_name": "LSTM", "config": {"units": 2}}, {"initial_state": [{"class_name": "__keras_tensor__",
-                                                                               "config": {"keras_history":
-                                                                                          ["x", 0, 0]}}]},
-         "'initial_state' is not supported"),
+        ({"class_name": "Dense", "config": {"units": 2}}, {"initial_state": [{"class_name": "__keras_tensor__",
+                                                                                "config": {"keras_history":
+                                                                                           ["x", 0, 0]}}]},
+         "'initial_state' is read for SimpleRNN, LSTM and GRU only, not for Dense"),
         ({"class_name": "Dense", "config": {"units": 2}}, {"mask": {"class_name": "__keras_tensor__",
                                                                       "config": {"keras_history": ["x", 0, 0]}}},
          "given a mask made by 'x'"),

@@ -99,7 +99,8 @@ def run_kernel(type_name, a, x, params, mask=None, *, zofm=None, flip=False, mer
     kernel(x, params[0], params[1], b, none2 if mask is None else mask, activations.code(a["activation"]),
            activations.code(a.get("recurrent_activation")), a["use_bias"], a.get("reset_after", False),
            a["go_backwards"], a["return_sequences"], flip, a["zero_output_for_mask"] if zofm is None else zofm,
-           merge, y, col0, outs[0] if outs else none2, outs[1] if len(outs) > 1 else none2, scratch)  # fmt: skip
+           merge, y, col0, outs[0] if outs else none2, outs[1] if len(outs) > 1 else none2, none2, none2,
+           scratch)  # fmt: skip
     return [y, *outs]
 
 

@@ -403,10 +403,14 @@ class _Reader:
                 attrs[k] = v
             elif k == "mask" and v is None:  # a mask made by MASK_OPS: dropped by _node_parts
                 continue
+            elif k == "initial_state" and layer._def is not None and layer._def.extra.get("initial_state"):
+                continue  # the states follow the sequence in ins
+            elif k == "initial_state":
+                raise _err(where, "the call argument 'initial_state' is read for SimpleRNN, LSTM and GRU only, "
+                           f"not for {layer.type}")  # fmt: skip
             else:
-                hint = " (nnspec passes masks along the graph as Keras does by default, and has no initial states)"
-                raise _err(where, f"the call argument '{k}' is not supported" + (hint if k in ("mask", "initial_state")
-                                                                                  else ""))  # fmt: skip
+                hint = " (nnspec passes masks along the graph as Keras does by default)"
+                raise _err(where, f"the call argument '{k}' is not supported" + (hint if k == "mask" else ""))
         positional = not isinstance(layer, Model) and layer._def is not None and layer._def.extra.get("call_positional")
         try:
             if positional:
@@ -593,11 +597,14 @@ def _node_parts(node, where) -> tuple[list, dict, list]:
         mask: list = []
         _collect(node.get("args", []), refs)
         given = node.get("kwargs") or {}
-        for k in ("inputs", "query", "value", "key"):  # tensors given by name, in call order
+        named = ("inputs", "query", "value", "key", "initial_state")  # a recurrent layer's states follow its input
+        for k in named:  # tensors given by name, in call order
             if k in given:
                 _collect(given[k], refs)
+        if given.get("initial_state") is not None:
+            kwargs["initial_state"] = "given"  # its tensors are in refs; call() checks the layer takes them
         for k, v in given.items():
-            if k in ("inputs", "query", "value", "key"):
+            if k in named:
                 continue
             found: list = []
             _collect(v, found)

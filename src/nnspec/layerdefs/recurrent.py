@@ -8,8 +8,11 @@ other layer.
 
 Keras's ``use_cudnn`` argument is omitted on purpose: it only picks a backend implementation of
 the same computation. So is ``implementation`` (a keyword argument choosing how the gate
-products are batched). Passing initial states (Keras's ``initial_state`` call argument) is not
-part of these definitions: a layer here takes exactly one input, the sequence.
+products are batched). Initial states (Keras's ``initial_state`` call argument) are inputs after
+the sequence (``x, h, c -> lstm``; the builder's ``lstm(x, initial_state=[h, c])``); the
+backward pass adds the states' gradients into them. A call with initial states has two tensor
+arguments, and Keras 3 then passes the layer no mask: its steps ignore the input's mask (the
+sequence output still carries it), and nnspec does the same.
 
 Training has kernels of its own (the forward pass with dropout and saved arrays, and
 backpropagation through time: see the training section). At inference ``dropout`` and
@@ -31,12 +34,12 @@ from .core import ACTIVATION_ATTR, kernel_and_bias, kernel_bias_attrs
 np = None  # NumPy, bound by base.bind_numpy when kernels are needed
 # Called by kernels: compiled in place by the runtime.
 KERNEL_HELPERS = (
-    "_tanh", "_activate", "_rnn_setup", "_add_rows", "_copy_row", "_add_bias", "_mul2", "_mul3", "_add_into",
-    "_add_mul", "_mul_add", "_reset_candidate", "_gate_sums", "_put_row", "_rnn_output", "_rnn_outputs",
-    # training
-    "_draw", "_drop_seq", "_copy_cols", "_gate_blocks", "_train_setup", "_rec_forward", "_save_block", "_dact",
-    "_sparsemax_back_row", "_act_back", "_act_back_saved", "_lstm_gate_grads", "_gru_gate_grads", "_dy_add", "_dy_step", "_init_grad",
-    "_finish_step", "_transpose_into", "_rec_backward", "_input_backward", "_recurrent_weights", "_backward_setup",
+    "_tanh", "_activate", "_rnn_setup", "_init_states", "_add_rows", "_copy_row", "_add_bias", "_mul2", "_mul3",
+    "_add_into", "_add_mul", "_mul_add", "_reset_candidate", "_gate_sums", "_put_row", "_rnn_output",
+    "_rnn_outputs", "_draw", "_drop_seq", "_copy_cols", "_gate_blocks", "_train_setup", "_rec_forward",
+    "_save_block", "_dact", "_sparsemax_back_row", "_act_back", "_act_back_saved", "_lstm_gate_grads",
+    "_gru_gate_grads", "_dy_add", "_dy_step", "_init_grad", "_finish_step", "_add_state_grads", "_transpose_into",
+    "_rec_backward", "_input_backward", "_recurrent_weights", "_backward_setup",
 )  # fmt: skip
 
 # Gate blocks along the last axis of kernel, recurrent_kernel and bias, in Keras's order.
@@ -133,7 +136,16 @@ def _cell_attrs(*, gates: bool, unit_forget_bias: bool = False) -> tuple[Attr, .
 
 def _rnn_infer(name: str, n_states: int):
     def infer(attrs, inputs, ctx):
-        (x,) = inputs
+        x, *init = inputs
+        if init and len(init) != n_states:
+            raise ShapeError(
+                f"{name} takes the sequence, then {n_states} initial state{'s' * (n_states > 1)} "
+                f"({'h, c' if n_states > 1 else 'h'}); got {len(init)}"
+            )
+        for k, s in enumerate(init):
+            if s.rank != 2 or s.shape[1] != attrs["units"]:
+                units = attrs["units"]
+                raise ShapeError(f"{name}'s initial state {k + 1} must be (batch, {units}); got {fmt_shape(s.shape)}")
         if x.rank != 3:
             raise ShapeError(
                 f"{name} expects an input of rank 3 (batch, time, features); got {fmt_shape(x.shape)}"
@@ -220,12 +232,13 @@ def rnn_scratch_size(rows: str, steps: int, type_name: str, units: int) -> str:
     return f"{rows} * {per_row} + {fixed}"
 
 
-def _rnn_setup(x, w, b, use_bias, units, width, h_out, c_out, scratch):
+def _rnn_setup(x, w, b, use_bias, units, width, h_out, c_out, h0, c0, scratch):
     """Carve the scratch and project the inputs: ``xp = x @ w + b[:width]`` for every step.
 
     Scratch layout: input projection (rows*T, width), recurrent product (rows, 4u), five gate
     buffers (5, rows, u), room for a split recurrent kernel (3u*u), then h and c (rows, u) when
-    ``h_out``/``c_out`` are empty. States start at zero.
+    ``h_out``/``c_out`` are empty. States start at ``h0``/``c0`` (Keras's ``initial_state``),
+    or at zero where those are empty.
     """
     rows = x.shape[0]
     steps = x.shape[1]
@@ -251,11 +264,17 @@ def _rnn_setup(x, w, b, use_bias, units, width, h_out, c_out, scratch):
         for i in range(rows * steps):
             for j in range(width):
                 xp[i, j] += b[j]
+    _init_states(h, c, h0, c0)
+    return xp, hp, g, us, h, c
+
+
+def _init_states(h, c, h0, c0):
+    """``h = h0``, ``c = c0`` (initial states given), zeros where those are empty."""
+    rows, units = h.shape
     for r in range(rows):
         for j in range(units):
-            h[r, j] = 0.0
-            c[r, j] = 0.0
-    return xp, hp, g, us, h, c
+            h[r, j] = h0[r, j] if h0.shape[0] > 0 else 0.0
+            c[r, j] = c0[r, j] if c0.shape[0] > 0 else 0.0
 
 
 # tanh(x) ~ x * P(x^2) / Q(x^2) for |x| <= 9, +-1 beyond: a rational fit made for nnspec (weighted
@@ -409,11 +428,11 @@ def _rnn_outputs(y, h, mask, s, steps, go_backwards, return_sequences, flip_outp
 
 
 def simple_rnn_forward(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards, return_sequences,
-                       flip_output, zofm, merge, y, col0, h_out, c_out, scratch):  # fmt: skip
+                       flip_output, zofm, merge, y, col0, h_out, c_out, h0, c0, scratch):  # fmt: skip
     """SimpleRNN over ``x``: ``h = act(x_t @ w + b + h @ u)`` (see the section's comment)."""
     steps = x.shape[1]
     units = u.shape[0]
-    xp, hp, g, _us, h, _c = _rnn_setup(x, w, b, use_bias, units, units, h_out, c_out, scratch)
+    xp, hp, g, _us, h, _c = _rnn_setup(x, w, b, use_bias, units, units, h_out, c_out, h0, c0, scratch)
     rows = x.shape[0]
     hv = hp[: rows * units].reshape((rows, units))
     g0 = g[0]
@@ -432,12 +451,12 @@ def simple_rnn_forward(x, w, u, b, mask, act, ract, use_bias, reset_after, go_ba
 
 
 def lstm_forward(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards, return_sequences,
-                 flip_output, zofm, merge, y, col0, h_out, c_out, scratch):  # fmt: skip
+                 flip_output, zofm, merge, y, col0, h_out, c_out, h0, c0, scratch):  # fmt: skip
     """LSTM over ``x``, gates i, f, c, o: ``c = f*c + i*act(cand)``, ``h = o*act(c)``."""
     steps = x.shape[1]
     units = u.shape[0]
     width = 4 * units
-    xp, hp, g, _us, h, c = _rnn_setup(x, w, b, use_bias, units, width, h_out, c_out, scratch)
+    xp, hp, g, _us, h, c = _rnn_setup(x, w, b, use_bias, units, width, h_out, c_out, h0, c0, scratch)
     rows = x.shape[0]
     hv = hp[: rows * width].reshape((rows, width))
     g0 = g[0]
@@ -470,14 +489,14 @@ def lstm_forward(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backward
 
 
 def gru_forward(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards, return_sequences,
-                flip_output, zofm, merge, y, col0, h_out, c_out, scratch):  # fmt: skip
+                flip_output, zofm, merge, y, col0, h_out, c_out, h0, c0, scratch):  # fmt: skip
     """GRU over ``x``, gates z, r, h: ``h = z*h + (1-z)*act(x_h + r*(h @ u_h + b_h))`` with
     reset_after, ``act(x_h + (r*h) @ u_h)`` without."""
     steps = x.shape[1]
     units = u.shape[0]
     width = 3 * units
     u2 = 2 * units
-    xp, hp, g, us, h, _c = _rnn_setup(x, w, b, use_bias, units, width, h_out, c_out, scratch)
+    xp, hp, g, us, h, _c = _rnn_setup(x, w, b, use_bias, units, width, h_out, c_out, h0, c0, scratch)
     rows = x.shape[0]
     hv = hp[: rows * width].reshape((rows, width))
     hzr = hp[: rows * u2].reshape((rows, u2))
@@ -529,13 +548,13 @@ def gru_forward(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards
 KERNELS = {"SimpleRNN": simple_rnn_forward, "LSTM": lstm_forward, "GRU": gru_forward}
 
 
-def emit_rnn_call(e, type_name, a, x, p, mask, y, col0, merge, flip, zofm, states, scratch) -> str:
+def emit_rnn_call(e, type_name, a, x, p, mask, y, col0, merge, flip, zofm, states, scratch, init=()) -> str:
     """The plan-function line running one recurrent layer (also one direction of Bidirectional).
 
     ``a``: the layer's normalized attributes; ``p``: its parameter variables; ``mask``: the
     input's mask variable or None; ``y``: the output variable seen as (rows, T or 1, W);
     ``states``: the state output variables (h[, c]) or (); ``scratch``: a float32 array of at
-    least ``rnn_scratch_size`` elements.
+    least ``rnn_scratch_size`` elements; ``init``: the initial state variables (h[, c]) or ().
     """
     none2 = f"{scratch}[:0].reshape((0, 0))"  # an empty, writable (0, 0) array: "absent"
     b = f"{scratch}[:0]"  # empty, and of the same type as a bias: one compiled kernel
@@ -545,13 +564,26 @@ def emit_rnn_call(e, type_name, a, x, p, mask, y, col0, merge, flip, zofm, state
             b = f"{p[2]}.reshape(({6 * a['units']},))"
     h_out = states[0] if states else none2
     c_out = states[1] if len(states) > 1 else none2
+    h0, c0 = _init_vars(init, none2)
     return e.call(
         KERNELS[type_name], e.x[0] if x is None else x, p[0], p[1], b, mask or none2,
         _int(activations.code(a["activation"])), _int(activations.code(a.get("recurrent_activation"))),
         _bool(a["use_bias"]), _bool(a.get("reset_after", False)), _bool(a["go_backwards"]),
         _bool(a["return_sequences"]), _bool(flip), _bool(zofm), _int(merge), y, _int(col0), h_out, c_out,
-        scratch,
+        h0, c0, scratch,
     )  # fmt: skip
+
+
+def _step_mask(e):
+    """The mask the steps follow: the input's, except when initial states are given. Keras 3
+    passes a layer's input mask to its call only when the call has one tensor argument; with
+    ``initial_state`` the steps ignore the mask (its sequence output still carries it on)."""
+    return e.m[0] if len(e.x) == 1 else None
+
+
+def _init_vars(init, none2) -> tuple[str, str]:
+    """The initial-state (or initial-state gradient) arguments: given variables, else empties."""
+    return (init[0] if init and init[0] else none2), (init[1] if len(init) > 1 and init[1] else none2)
 
 
 # Numba types a constant argument of a call between compiled functions as a literal and
@@ -568,15 +600,15 @@ def _bool(v) -> str:
 def _rnn_emit(type_name):
     def emit(e):
         a = e.attrs
-        (xs,) = e.x_shapes
+        xs = e.x_shapes[0]
         steps = xs[0]
         units = a["units"]
         rows = e.rows()
         y = f"{e.y[0]}.reshape(({rows}, {steps if a['return_sequences'] else 1}, {units}))"
         scratch = e.tmp(rnn_scratch_size(rows, steps, type_name, units))
         states = e.y[1:] if a["return_state"] else ()
-        return [emit_rnn_call(e, type_name, a, None, e.p, e.m[0], y, 0, 0, False,
-                              a["zero_output_for_mask"], states, scratch)]  # fmt: skip
+        return [emit_rnn_call(e, type_name, a, None, e.p, _step_mask(e), y, 0, 0, False,
+                              a["zero_output_for_mask"], states, scratch, e.x[1:])]  # fmt: skip
 
     return emit
 
@@ -706,7 +738,7 @@ def _gate_blocks(ub, u, q0):
         _copy_cols(ub[q], u, (q0 + q) * units)
 
 
-def _train_setup(x, w, b, use_bias, units, h_out, c_out, rate, rec_rate, dmx, dmh, scratch):
+def _train_setup(x, w, b, use_bias, units, h_out, c_out, h0, c0, rate, rec_rate, dmx, dmh, scratch):
     """Carve a training kernel's scratch, draw the dropout masks, project the inputs.
 
     Layout: input projection (rows*T, width), recurrent product (rows, width), five gate
@@ -770,10 +802,7 @@ def _train_setup(x, w, b, use_bias, units, h_out, c_out, rate, rec_rate, dmx, dm
         for i in range(n):
             for j in range(width):
                 xp[i, j] += b[j]
-    for r in range(rows):
-        for j in range(units):
-            h[r, j] = 0.0
-            c[r, j] = 0.0
+    _init_states(h, c, h0, c0)
     return xp, hv, g, hd, pg, ub, us, h, c
 
 
@@ -803,12 +832,12 @@ def _save_block(dst, t, off, src):
 
 
 def simple_rnn_train(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards, return_sequences,
-                     flip_output, zofm, merge, y, col0, h_out, c_out, rate, rec_rate, dmx, dmh, sh, sa, sx, sp,
+                     flip_output, zofm, merge, y, col0, h_out, c_out, h0, c0, rate, rec_rate, dmx, dmh, sh, sa, sx, sp,
                      scratch):  # fmt: skip
     """``simple_rnn_forward`` in training: dropout, and the saved arrays (see the section)."""
     rows, steps, _ = x.shape
     units = u.shape[0]
-    xp, hp, g, hd, pg, ub, _us, h, _c = _train_setup(x, w, b, use_bias, units, h_out, c_out, rate, rec_rate,
+    xp, hp, g, hd, pg, ub, _us, h, _c = _train_setup(x, w, b, use_bias, units, h_out, c_out, h0, c0, rate, rec_rate,
                                                      dmx, dmh, scratch)  # fmt: skip
     hv = hp.reshape((rows, units))
     g0 = g[0]
@@ -831,13 +860,13 @@ def simple_rnn_train(x, w, u, b, mask, act, ract, use_bias, reset_after, go_back
 
 
 def lstm_train(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards, return_sequences,
-               flip_output, zofm, merge, y, col0, h_out, c_out, rate, rec_rate, dmx, dmh, sh, sa, sx, sp,
+               flip_output, zofm, merge, y, col0, h_out, c_out, h0, c0, rate, rec_rate, dmx, dmh, sh, sa, sx, sp,
                scratch):  # fmt: skip
     """``lstm_forward`` in training: dropout, and the saved arrays (see the section)."""
     rows, steps, _ = x.shape
     units = u.shape[0]
     width = 4 * units
-    xp, hp, g, hd, pg, ub, _us, h, c = _train_setup(x, w, b, use_bias, units, h_out, c_out, rate, rec_rate,
+    xp, hp, g, hd, pg, ub, _us, h, c = _train_setup(x, w, b, use_bias, units, h_out, c_out, h0, c0, rate, rec_rate,
                                                     dmx, dmh, scratch)  # fmt: skip
     if dmh.shape[1] > units:
         _gate_blocks(ub, u, 0)
@@ -883,14 +912,14 @@ def lstm_train(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards,
 
 
 def gru_train(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards, return_sequences,
-              flip_output, zofm, merge, y, col0, h_out, c_out, rate, rec_rate, dmx, dmh, sh, sa, sx, sp,
+              flip_output, zofm, merge, y, col0, h_out, c_out, h0, c0, rate, rec_rate, dmx, dmh, sh, sa, sx, sp,
               scratch):  # fmt: skip
     """``gru_forward`` in training: dropout, and the saved arrays (see the section)."""
     rows, steps, _ = x.shape
     units = u.shape[0]
     width = 3 * units
     u2 = 2 * units
-    xp, hp, g, hd, pg, ub, us, h, _c = _train_setup(x, w, b, use_bias, units, h_out, c_out, rate, rec_rate,
+    xp, hp, g, hd, pg, ub, us, h, _c = _train_setup(x, w, b, use_bias, units, h_out, c_out, h0, c0, rate, rec_rate,
                                                     dmx, dmh, scratch)  # fmt: skip
     hv = hp.reshape((rows, width))
     hzr = hp[: rows * u2].reshape((rows, u2))
@@ -1198,6 +1227,18 @@ def _finish_step(dgs, dg, t, mask, dh):
             dg[r, t, j] = dgs[r, j]
 
 
+def _add_state_grads(dh0, dh, dc0, dc):
+    """After the last backward step ``dh``/``dc`` are the gradients of the states entering the
+    first step: ADD them into those of the initial states (empty: none were given)."""
+    units = dh.shape[1]
+    for r in range(dh0.shape[0]):
+        for j in range(units):
+            dh0[r, j] += dh[r, j]
+    for r in range(dc0.shape[0]):
+        for j in range(units):
+            dc0[r, j] += dc[r, j]
+
+
 def _transpose_into(dst, src):
     """``dst = src.T``, a contiguous copy."""
     rows, cols = src.shape
@@ -1345,7 +1386,7 @@ def _backward_setup(rows, steps, d, units, k, scratch):
 
 
 def simple_rnn_backward(x, w, u, mask, act, ract, reset_after, go_backwards, return_sequences, flip, zofm, dy,
-                        col0, scale, dh_out, dc_out, dmx, dmh, sh, sa, sx, sp, dx, dw, du, db,
+                        col0, scale, dh_out, dc_out, dmx, dmh, sh, sa, sx, sp, dx, dw, du, db, dh0, dc0,
                         scratch):  # fmt: skip
     """Backpropagation through ``simple_rnn_train``: ADD into dx, dw, du, db (empty: not wanted).
 
@@ -1368,6 +1409,7 @@ def simple_rnn_backward(x, w, u, mask, act, ract, reset_after, go_backwards, ret
         _act_back_saved(dgs, 0, units, sa, 0, sp, 0, t, act)
         _finish_step(dgs, dg, t, mask, dh)
         _rec_backward(dgs, ut, dmh, 1, dh, st[1], st[2])
+    _add_state_grads(dh0, dh, dc0, dh)
     dg2 = dg.reshape((rows * steps, units))
     _input_backward(x, w, dmx, dg2, dx, dw, db, tmpx, tmpw, xd, gqn, wg, pqd)
     if du.shape[0] > 0:
@@ -1375,7 +1417,7 @@ def simple_rnn_backward(x, w, u, mask, act, ract, reset_after, go_backwards, ret
 
 
 def lstm_backward(x, w, u, mask, act, ract, reset_after, go_backwards, return_sequences, flip, zofm, dy,
-                  col0, scale, dh_out, dc_out, dmx, dmh, sh, sa, sx, sp, dx, dw, du, db, scratch):  # fmt: skip
+                  col0, scale, dh_out, dc_out, dmx, dmh, sh, sa, sx, sp, dx, dw, du, db, dh0, dc0, scratch):  # fmt: skip
     """Backpropagation through ``lstm_train`` (arguments as ``simple_rnn_backward``)."""
     rows, steps, d = x.shape
     units = u.shape[0]
@@ -1405,6 +1447,7 @@ def lstm_backward(x, w, u, mask, act, ract, reset_after, go_backwards, return_se
                     dc[r, j] = t2[r, j]
         _finish_step(dgs, dg, t, mask, dh)
         _rec_backward(dgs, ut, dmh, 4, dh, st[4], st[5])
+    _add_state_grads(dh0, dh, dc0, dc)
     dg2 = dg.reshape((rows * steps, 4 * units))
     _input_backward(x, w, dmx, dg2, dx, dw, db, tmpx, tmpw, xd, gqn, wg, pqd)
     if du.shape[0] > 0:
@@ -1412,7 +1455,7 @@ def lstm_backward(x, w, u, mask, act, ract, reset_after, go_backwards, return_se
 
 
 def gru_backward(x, w, u, mask, act, ract, reset_after, go_backwards, return_sequences, flip, zofm, dy,
-                 col0, scale, dh_out, dc_out, dmx, dmh, sh, sa, sx, sp, dx, dw, du, db, scratch):  # fmt: skip
+                 col0, scale, dh_out, dc_out, dmx, dmh, sh, sa, sx, sp, dx, dw, du, db, dh0, dc0, scratch):  # fmt: skip
     """Backpropagation through ``gru_train`` (arguments as ``simple_rnn_backward``)."""
     rows, steps, d = x.shape
     units = u.shape[0]
@@ -1473,6 +1516,7 @@ def gru_backward(x, w, u, mask, act, ract, reset_after, go_backwards, return_seq
         else:
             _copy_cols(dgzr, dgs, 0)
             _rec_backward(dgzr, ut, dmh, 2, dh, st[4], st[5])
+    _add_state_grads(dh0, dh, dc0, dh)
     n = rows * steps
     dg2 = dg.reshape((n, 3 * units))
     _input_backward(x, w, dmx, dg2, dx, dw, db, tmpx, tmpw, xd, gqn, wg, pqd)
@@ -1524,18 +1568,20 @@ def _bias_var(type_name, a, p):
     return p
 
 
-def emit_rnn_train_call(e, type_name, a, p, mask, y, col0, merge, flip, zofm, states, saved, scratch) -> str:
+def emit_rnn_train_call(e, type_name, a, p, mask, y, col0, merge, flip, zofm, states, saved, scratch,
+                        init=()) -> str:  # fmt: skip
     """The plan-function line of one recurrent layer's training forward pass (also one direction
     of Bidirectional): ``emit_rnn_call``'s arguments, and ``saved``, the saved array variables
     by their key in ``saved_layout``."""
     none1, none2, none3 = _empties(e, scratch)
     b = _bias_var(type_name, a, p[2]) if a["use_bias"] else none1
+    h0, c0 = _init_vars(init, none2)
     return e.call(
         TRAIN_KERNELS[type_name], e.x[0], p[0], p[1], b, mask or none2,
         _int(activations.code(a["activation"])), _int(activations.code(a.get("recurrent_activation"))),
         _bool(a["use_bias"]), _bool(a.get("reset_after", False)), _bool(a["go_backwards"]),
         _bool(a["return_sequences"]), _bool(flip), _bool(zofm), _int(merge), y, _int(col0),
-        states[0] if states else none2, states[1] if len(states) > 1 else none2,
+        states[0] if states else none2, states[1] if len(states) > 1 else none2, h0, c0,
         e.lit(float(a["dropout"])), e.lit(float(a["recurrent_dropout"])),
         saved.get("dmx", none2), saved.get("dmh", none2), saved["sh"], saved["sa"], saved.get("sx", none3),
         saved.get("sp", none3), scratch,
@@ -1543,12 +1589,14 @@ def emit_rnn_train_call(e, type_name, a, p, mask, y, col0, merge, flip, zofm, st
 
 
 def emit_rnn_backward_call(
-    e, type_name, a, p, dp, mask, dy, col0, scale, flip, zofm, dstates, saved, scratch
+    e, type_name, a, p, dp, mask, dy, col0, scale, flip, zofm, dstates, saved, scratch, dinit=()
 ):
     """The plan-function line of one recurrent layer's backward pass: ``dy`` the output's gradient
     seen as (rows, T or 1, W), read at ``col0`` times ``scale``; ``dp`` the weight gradient
-    variables (None: not trainable); ``dstates`` the gradients of the returned states or ()."""
+    variables (None: not trainable); ``dstates`` the gradients of the returned states or ();
+    ``dinit`` those of the initial states given as inputs (None where not wanted) or ()."""
     none1, none2, none3 = _empties(e, scratch)
+    dh0, dc0 = _init_vars(dinit, none2)
     db = none1
     if a["use_bias"] and dp[2] is not None:
         db = _bias_var(type_name, a, dp[2])
@@ -1559,7 +1607,7 @@ def emit_rnn_backward_call(
         _bool(zofm), dy, _int(col0), e.lit(float(scale)),
         dstates[0] if dstates else none2, dstates[1] if len(dstates) > 1 else none2,
         saved.get("dmx", none2), saved.get("dmh", none2), saved["sh"], saved["sa"], saved.get("sx", none3),
-        saved.get("sp", none3), e.dx[0] or none3, dp[0] or none2, dp[1] or none2, db, scratch,
+        saved.get("sp", none3), e.dx[0] or none3, dp[0] or none2, dp[1] or none2, db, dh0, dc0, scratch,
     )  # fmt: skip
 
 
@@ -1585,8 +1633,8 @@ def _rnn_emit_train(type_name):
         scratch = e.tmp(scratch_expr(rows, [rnn_train_scratch_parts(type_name, a, steps, d)]))
         saved = dict(zip([k for k, _ in saved_layout(type_name, a, steps, d)], e.s))
         states = e.y[1:] if a["return_state"] else ()
-        return [emit_rnn_train_call(e, type_name, a, e.p, e.m[0], y, 0, 0, False, a["zero_output_for_mask"],
-                                    states, saved, scratch)]  # fmt: skip
+        return [emit_rnn_train_call(e, type_name, a, e.p, _step_mask(e), y, 0, 0, False, a["zero_output_for_mask"],
+                                    states, saved, scratch, e.x[1:])]  # fmt: skip
 
     return emit
 
@@ -1600,8 +1648,8 @@ def _rnn_emit_backward(type_name):
         scratch = e.tmp(scratch_expr(rows, [rnn_backward_scratch_parts(type_name, a, steps, d)]))
         saved = dict(zip([k for k, _ in saved_layout(type_name, a, steps, d)], e.s))
         dstates = e.dy[1:] if a["return_state"] else ()
-        return [emit_rnn_backward_call(e, type_name, a, e.p, e.dp, e.m[0], dy, 0, 1.0, False,
-                                       a["zero_output_for_mask"], dstates, saved, scratch)]  # fmt: skip
+        return [emit_rnn_backward_call(e, type_name, a, e.p, e.dp, _step_mask(e), dy, 0, 1.0, False,
+                                       a["zero_output_for_mask"], dstates, saved, scratch, e.dx[1:])]  # fmt: skip
 
     return emit
 
@@ -1642,16 +1690,18 @@ def _cell_reference(type_name, a, x_t, states, params):
     return h, [h]
 
 
-def sequence_reference(type_name, a, x, params, mask=None, zero_output_for_mask=None):
+def sequence_reference(type_name, a, x, params, mask=None, zero_output_for_mask=None, initial=()):
     """A recurrent layer over ``x`` (batch, T, features) as Keras computes it: [output, states...].
 
     The output sequence is in processing order (reversed when go_backwards). On a masked step
     the states are kept and the output is the previous output (zeros at first), or zero with
-    zero_output_for_mask.
+    zero_output_for_mask. The states start at ``initial`` (h[, c]) when given, else at zero.
     """
     zofm = a["zero_output_for_mask"] if zero_output_for_mask is None else zero_output_for_mask
     batch, steps, _ = x.shape
-    states = [np.zeros((batch, a["units"])) for _ in range(STATES[type_name])]
+    states = [np.asarray(s, np.float64) for s in initial] or [
+        np.zeros((batch, a["units"])) for _ in range(STATES[type_name])
+    ]
     prev = np.zeros((batch, a["units"]))
     outs = []
     for t in reversed(range(steps)) if a["go_backwards"] else range(steps):
@@ -1668,8 +1718,8 @@ def sequence_reference(type_name, a, x, params, mask=None, zero_output_for_mask=
 
 def _rnn_reference(type_name):
     def reference(attrs, inputs, params, masks=None):
-        mask = masks[0] if masks else None
-        return sequence_reference(type_name, attrs, inputs[0], params, mask)
+        mask = masks[0] if masks and len(inputs) == 1 else None  # see _step_mask
+        return sequence_reference(type_name, attrs, inputs[0], params, mask, initial=inputs[1:])
 
     return reference
 
@@ -1692,6 +1742,8 @@ SIMPLE_RNN = LayerDef(
         *COMMON_ATTRS,
     ),
     infer=_rnn_infer("SimpleRNN", 1),
+    arity=(1, 2),  # the sequence, then optionally the initial states (Keras's initial_state)
+    extra={"initial_state": True},
     params=_rnn_params(1, lambda a: (a["units"],)),
     emit=_rnn_emit("SimpleRNN"),
     emit_train=_rnn_emit_train("SimpleRNN"),
@@ -1705,7 +1757,9 @@ SIMPLE_RNN = LayerDef(
     "`activation(x_t @ kernel + h_prev @ recurrent_kernel + bias)`, and the output is that state. "
     "Takes (batch, time, features); returns the last output (batch, units), or every output "
     "(batch, time, units) with return_sequences, followed by the final state with return_state. "
-    "The sequence output keeps the input's mask; the state is never masked.",
+    "The sequence output keeps the input's mask; the state is never masked. An initial state "
+    "(Keras's initial_state) is an input after the sequence: `x, h0 -> rnn` ((batch, units)); with "
+    "it the steps ignore the input's mask, as Keras 3 passes no mask to such a call.",
 )
 
 LSTM = LayerDef(
@@ -1718,6 +1772,7 @@ LSTM = LayerDef(
         *COMMON_ATTRS,
     ),
     infer=_rnn_infer("LSTM", 2),
+    arity=(1, 3),  # the sequence, then optionally the initial states (Keras's initial_state)
     params=_rnn_params(4, lambda a: (4 * a["units"],)),
     emit=_rnn_emit("LSTM"),
     emit_train=_rnn_emit_train("LSTM"),
@@ -1733,8 +1788,10 @@ LSTM = LayerDef(
     "unit_forget_bias the forget block of the bias starts at ones whatever bias_initializer says. "
     "Returns the last output (or all of them with return_sequences), then the final hidden state "
     "h and cell state c with return_state. The sequence output keeps the input's mask; states "
-    "are never masked.",
-    extra={"gates": LSTM_GATES},
+    "are never masked. Initial states (Keras's initial_state) are inputs after the sequence: "
+    "`x, h0, c0 -> lstm` (each (batch, units)); with them the steps ignore the input's mask, as "
+    "Keras 3 passes no mask to such a call.",
+    extra={"gates": LSTM_GATES, "initial_state": True},  # the builder's layer(x, initial_state=[h, c])
 )
 
 GRU = LayerDef(
@@ -1748,6 +1805,7 @@ GRU = LayerDef(
         *COMMON_ATTRS,
     ),
     infer=_rnn_infer("GRU", 1),
+    arity=(1, 2),  # the sequence, then optionally the initial states (Keras's initial_state)
     params=_rnn_params(3, lambda a: (2, 3 * a["units"]) if a["reset_after"] else (3 * a["units"],)),
     emit=_rnn_emit("GRU"),
     emit_train=_rnn_emit_train("GRU"),
@@ -1763,8 +1821,11 @@ GRU = LayerDef(
     "matrix multiply and the bias has shape (2, 3*units): row 0 for the input side, row 1 for the "
     "recurrent side; without it the reset gate scales the previous state first and the bias is "
     "(3*units,). Returns the last output (or all of them with return_sequences), then the final "
-    "state with return_state. The sequence output keeps the input's mask; the state is never masked.",
-    extra={"gates": GRU_GATES},
+    "state with return_state. The sequence output keeps the input's mask; the state is never masked. "
+    "An initial state (Keras's initial_state) is an input after the sequence: `x, h0 -> gru` "
+    "((batch, units)); with it the steps ignore the input's mask, as Keras 3 passes no mask to "
+    "such a call.",
+    extra={"gates": GRU_GATES, "initial_state": True},
 )
 
 

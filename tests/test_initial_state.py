@@ -1,0 +1,173 @@
+"""Recurrent layers started from given states (Keras's ``initial_state``): an encoder-decoder
+whose decoder starts from the encoder's final states, in a model file (``x, h, c -> decoder``),
+from the builder (``layer(x, initial_state=[h, c])``) and read from a Keras model's JSON.
+
+Checked three ways, as every layer: the gradients of the initial states (and so of whatever
+made them) against float64 finite differences of the NumPy reference and against Keras's
+autograd, layer by layer; whole models' predictions and one SGD step against Keras built from
+the same file. One Keras 3 corner is kept: a call with ``initial_state`` has two tensor
+arguments, and Keras then passes no mask to the layer, so its steps ignore the input's mask
+(the sequence output still carries it).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnspec
+from nnspec.specs.errors import SpecError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from grad_harness import Case, GradSuite, close, fd_grads, keras_grads, model_matches_keras, reference
+
+# fmt: off
+CASES = [
+    Case("lstm-init-seq", "LSTM", {"units": 4, "return_sequences": True}, ((5, 3), (4,), (4,))),
+    Case("lstm-init-bw", "LSTM", {"units": 3, "go_backwards": True}, ((4, 2), (3,), (3,))),
+    Case("gru-init-last", "GRU", {"units": 4}, ((5, 3), (4,))),
+    Case("gru-v1-init-seq", "GRU", {"units": 3, "reset_after": False, "return_sequences": True}, ((4, 2), (3,))),
+    Case("simple-init-seq", "SimpleRNN", {"units": 4, "return_sequences": True}, ((5, 3), (4,))),
+]
+# fmt: on
+SUITE = GradSuite(CASES)
+IDS = [c.id for c in CASES]
+
+
+@pytest.mark.parametrize("case_id", IDS)
+def test_initial_state_gradients_against_finite_differences(case_id):
+    case = SUITE.by_id[case_id]
+    r = SUITE.result(case_id)
+    ref_y = reference(case, [x.astype(np.float64) for x in r.inputs], [w.astype(np.float64) for w in r.weights],
+                      r.masks)  # fmt: skip
+    close(r.y, ref_y, 1e-5, "training forward")
+    dx, dw = fd_grads(case, r)
+    assert len(r.dx) == len(case.shapes) and all(g is not None and np.abs(g).max() > 0 for g in r.dx[1:])
+    for i, (got, ref) in enumerate(zip(r.dx, dx)):
+        close(got, ref, 1e-3, f"input {i}")
+    for i, (got, ref) in enumerate(zip(r.dw, dw)):
+        close(got, ref, 1e-3, f"weight {i}")
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("case_id", IDS)
+def test_initial_state_gradients_against_keras_autograd(case_id):
+    case = SUITE.by_id[case_id]
+    r = SUITE.result(case_id)
+    y, dx, dw, _ = keras_grads(case, r)
+    close(r.y, y, 1e-4, "training forward")
+    for i, (got, ref) in enumerate(zip(r.dx, dx)):
+        close(got, ref, 1e-4, f"input {i}")
+    for i, (got, ref) in enumerate(zip(r.dw, dw)):
+        close(got, ref, 1e-4, f"weight {i}")
+
+
+SEQ2SEQ = """
+format: nnspec/1
+name: seq2seq
+inputs:
+  source: {{shape: [6, 3]}}
+  target: {{shape: [5, 4]}}
+layers:
+  encoder: {{type: {cell}, units: 8, return_state: true}}
+  decoder: {{type: {cell}, units: 8, return_sequences: true}}
+  probs: {{type: Dense, units: 4, activation: softmax}}
+edges:
+  - source -> encoder
+  - target, {states} -> decoder -> probs
+outputs: [probs]
+"""
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "SimpleRNN"])
+def test_encoder_decoder_matches_keras(cell):
+    """Keras's sequence-to-sequence example: the decoder starts from the encoder's states, so
+    the encoder's weights learn only through the initial states' gradients."""
+    states = "encoder:1, encoder:2" if cell == "LSTM" else "encoder:1"
+    spec = SEQ2SEQ.format(cell=cell, states=states)
+    rng = np.random.default_rng(3)
+    x = [rng.normal(size=(6, 6, 3)).astype(np.float32), rng.normal(size=(6, 5, 4)).astype(np.float32)]
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, (6, 5))]
+    _, _, moved = model_matches_keras(spec, x, y, seed=5)
+    assert moved == 8  # every weight: the encoder's three through the initial states alone
+
+
+def test_encoder_decoder_from_the_builder_equals_the_file():
+    states_spec = SEQ2SEQ.format(cell="LSTM", states="encoder:1, encoder:2")
+    src = nnspec.Input(shape=(6, 3), name="source")
+    tgt = nnspec.Input(shape=(5, 4), name="target")
+    _, h, c = nnspec.layers.LSTM(8, return_state=True, name="encoder")(src)
+    seq = nnspec.layers.LSTM(8, return_sequences=True, name="decoder")(tgt, initial_state=[h, c])
+    out = nnspec.layers.Dense(4, activation="softmax", name="probs")(seq)
+    built = nnspec.Model(inputs=[src, tgt], outputs=out, name="seq2seq")
+    loaded = nnspec.load(states_spec, seed=0)
+    assert built.count_params() == loaded.count_params()
+    built.set_weights(loaded.get_weights())
+    rng = np.random.default_rng(0)
+    x = [rng.normal(size=(2, 6, 3)).astype(np.float32), rng.normal(size=(2, 5, 4)).astype(np.float32)]
+    np.testing.assert_array_equal(built.predict(x), loaded.predict(x))
+    with pytest.raises(TypeError, match="initial_state"):
+        nnspec.layers.Dense(3)(src, initial_state=[h])
+
+
+@pytest.mark.keras
+def test_keras_json_with_initial_state_and_a_mask_reads_as_keras_computes():
+    """Read from a Keras model's JSON (``initial_state`` in the call's kwargs). The decoder reads
+    a masked embedding: Keras passes no mask to a call with two tensor arguments, so the steps
+    run over the padding, and the mask still reaches the loss."""
+    import keras
+    from keras import layers as L
+
+    ids = keras.Input((6,), dtype="int32")
+    z = keras.Input((3,))
+    h0 = L.Dense(4, activation="tanh")(z)
+    c0 = L.Dense(4)(z)
+    seq = L.LSTM(4, return_sequences=True)(L.Embedding(10, 3, mask_zero=True)(ids), initial_state=[h0, c0])
+    km = keras.Model([ids, z], L.Dense(2)(seq))
+    m = nnspec.model_from_json(km.to_json())
+    m.set_weights(km.get_weights())
+    x = [np.array([[1, 2, 0, 0, 0, 0], [3, 4, 5, 6, 7, 8], [0] * 6, [2, 2, 2, 0, 0, 0]], np.int32),
+         np.random.default_rng(1).normal(size=(4, 3)).astype(np.float32)]  # fmt: skip
+    want = km.predict(x, verbose=0)
+    assert not np.allclose(want[0, 2], want[0, 3])  # the steps ran over the padding
+    close(m.predict(x), want, 1e-4, "predictions")
+    y = np.random.default_rng(2).normal(size=want.shape).astype(np.float32)
+    km.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    m.compile(optimizer=nnspec.optimizers.SGD(learning_rate=0.1), loss="mse")
+    theirs, ours = float(km.train_on_batch(x, y)), float(m.train_on_batch(x, y))
+    assert abs(ours - theirs) <= 1e-4 * abs(theirs)
+    for a, b in zip(m.get_weights(), km.get_weights()):
+        close(a, b, 1e-4, "weights after the step")
+
+
+@pytest.mark.parametrize(
+    "edge, message",
+    [
+        ("target, encoder:1 -> decoder", "takes the sequence, then 2 initial states"),
+        ("target, encoder:1, encoder:2, encoder:1 -> decoder", "takes 1 to 3 input"),
+        ("target, short, encoder:2 -> decoder", r"initial state 1 must be \(batch, 8\)"),
+    ],
+)
+def test_bad_initial_states_are_refused_when_loading(edge, message):
+    spec = f"""
+format: nnspec/1
+name: bad
+inputs:
+  source: {{shape: [6, 3]}}
+  target: {{shape: [5, 4]}}
+  short: {{shape: [5]}}
+layers:
+  encoder: {{type: LSTM, units: 8, return_state: true}}
+  decoder: {{type: LSTM, units: 8}}
+edges:
+  - source -> encoder
+  - {edge}
+outputs: [decoder]
+"""
+    with pytest.raises(SpecError, match=message):
+        nnspec.load(spec)
