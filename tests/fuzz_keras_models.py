@@ -750,9 +750,22 @@ def make_training(seed):
 
 
 def _rel(a, b) -> float:
-    """The largest difference relative to Keras's value ``a`` (a metric may give one per class)."""
+    """The largest difference relative to Keras's value ``a`` (a metric may give one per class);
+    NaN where both are NaN counts as equal (Ftrl with a cosine decay to 0 diverges in both, seed
+    50088), NaN on one side only as a difference."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b) / (np.abs(a) + 1e-3)))
+    both = np.isnan(a) & np.isnan(b)
+    return float(np.max(np.where(both, 0.0, np.abs(a - b) / (np.abs(a) + 1e-3)), initial=0.0))
+
+
+def _weight_rel(ours, keras_w) -> float:
+    """The largest difference of a weight relative to Keras's (1e-2 floor): equal NaNs count as
+    equal, a NaN on one side only as infinitely different (``max`` would pass a bare NaN)."""
+    a, b = np.asarray(ours, np.float64), np.asarray(keras_w, np.float64)
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    if (nan_a != nan_b).any():
+        return float("inf")
+    return float(np.max(np.where(nan_a, 0.0, np.abs(a - b) / (np.abs(b) + 1e-2)), initial=0.0))
 
 
 def train_run(seed):
@@ -803,7 +816,7 @@ def train_run(seed):
     # by rounding noise alone, differently in each framework.
     wd = max(
         (
-            float(np.max(np.abs(a - b) / (np.abs(b) + 1e-2)))
+            _weight_rel(a, b)
             for a, b, v in zip(m.get_weights(), km.get_weights(), km.weights)
             if a.size and not v.path.endswith("key/bias")
         ),
