@@ -412,18 +412,14 @@ def run(seed):
     m.set_weights(km.get_weights())
     want = np.asarray(km.predict(x, verbose=0))
     got = m.predict(x)
-    d1 = float(np.max(np.abs(want - got) / (np.abs(want) + 1e-3)))
+    d1 = _weight_rel(got, want, 1e-3)
     y = np.random.default_rng(seed + 1).uniform(size=want.shape).astype("f4")
     km.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     m.compile(optimizer=nnspec.optimizers.SGD(learning_rate=0.1), loss="mse")
     lk = float(np.ravel(km.train_on_batch(x, y))[0])
     ln = float(np.ravel(m.train_on_batch(x, y))[0])
     wd = max(
-        (
-            float(np.max(np.abs(a - b) / (np.abs(b) + 1e-3)))
-            for a, b in zip(m.get_weights(), km.get_weights())
-            if a.size
-        ),
+        (_weight_rel(a, b, 1e-3) for a, b in zip(m.get_weights(), km.get_weights()) if a.size),
         default=0,
     )
     return kind, d1, abs(lk - ln) / (abs(lk) + 1e-6), wd, [l.__class__.__name__ for l in km.layers]
@@ -731,7 +727,10 @@ def training_setup(r):
                 ("ExponentialDecay", {"initial_learning_rate": 0.05, "decay_steps": 2, "decay_rate": 0.5}),
                 ("CosineDecay", {"initial_learning_rate": 0.05, "decay_steps": 5}),
                 ("PiecewiseConstantDecay", {"boundaries": [2], "values": [0.05, 0.01]}),
-                ("PolynomialDecay", {"initial_learning_rate": 0.05, "decay_steps": 3, "power": 2.0, "cycle": True}),
+                (
+                    "PolynomialDecay",
+                    {"initial_learning_rate": 0.05, "decay_steps": 3, "power": 2.0, "cycle": True},
+                ),
                 ("InverseTimeDecay", {"initial_learning_rate": 0.05, "decay_steps": 2, "decay_rate": 0.5}),
                 ("CosineDecayRestarts", {"initial_learning_rate": 0.05, "first_decay_steps": 2}),
             ]
@@ -758,14 +757,15 @@ def _rel(a, b) -> float:
     return float(np.max(np.where(both, 0.0, np.abs(a - b) / (np.abs(a) + 1e-3)), initial=0.0))
 
 
-def _weight_rel(ours, keras_w) -> float:
-    """The largest difference of a weight relative to Keras's (1e-2 floor): equal NaNs count as
-    equal, a NaN on one side only as infinitely different (``max`` would pass a bare NaN)."""
+def _weight_rel(ours, keras_w, floor: float = 1e-2) -> float:
+    """The largest difference of an array relative to Keras's (``floor`` added to its size):
+    equal NaNs count as equal, a NaN on one side only as infinitely different (``max`` would pass
+    a bare NaN)."""
     a, b = np.asarray(ours, np.float64), np.asarray(keras_w, np.float64)
     nan_a, nan_b = np.isnan(a), np.isnan(b)
     if (nan_a != nan_b).any():
         return float("inf")
-    return float(np.max(np.where(nan_a, 0.0, np.abs(a - b) / (np.abs(b) + 1e-2)), initial=0.0))
+    return float(np.max(np.where(nan_a, 0.0, np.abs(a - b) / (np.abs(b) + floor)), initial=0.0))
 
 
 def train_run(seed):
