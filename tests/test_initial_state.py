@@ -171,3 +171,35 @@ outputs: [decoder]
 """
     with pytest.raises(SpecError, match=message):
         nnspec.load(spec)
+
+
+@pytest.mark.keras
+def test_bidirectional_encoder_states_start_a_decoder_as_in_keras():
+    """The translation-model pattern: a Bidirectional LSTM encoder over masked tokens returns
+    both directions' states, concatenated into the decoder's initial h and c."""
+    import keras
+    from keras import layers as L
+
+    src, tgt = keras.Input((7,), dtype="int32"), keras.Input((5,), dtype="int32")
+    _, fh, fc, bh, bc = L.Bidirectional(L.LSTM(4, return_state=True))(L.Embedding(20, 6, mask_zero=True)(src))
+    h, c = L.Concatenate()([fh, bh]), L.Concatenate()([fc, bc])
+    seq = L.LSTM(8, return_sequences=True)(L.Embedding(20, 6)(tgt), initial_state=[h, c])
+    km = keras.Model([src, tgt], L.TimeDistributed(L.Dense(20, activation="softmax"))(seq))
+    m = nnspec.model_from_json(km.to_json())
+    assert m.count_params() == km.count_params()
+    m.set_weights(km.get_weights())
+    rng = np.random.default_rng(4)
+    ids = np.array(
+        [[1, 2, 3, 0, 0, 0, 0], [4, 5, 6, 7, 8, 9, 1], [3, 1, 0, 0, 0, 0, 0], [5, 6, 2, 2, 0, 0, 0]]
+    )
+    x = [ids.astype(np.int32), rng.integers(1, 20, size=(4, 5)).astype(np.int32)]
+    close(m.predict(x), km.predict(x, verbose=0), 1e-4, "predictions")
+    y = np.eye(20, dtype=np.float32)[rng.integers(0, 20, (4, 5))]
+    km.compile(optimizer=keras.optimizers.SGD(0.5), loss="categorical_crossentropy")
+    m.compile(optimizer=nnspec.optimizers.SGD(learning_rate=0.5), loss="categorical_crossentropy")
+    before = m.get_weights()
+    theirs, ours = float(km.train_on_batch(x, y)), float(m.train_on_batch(x, y))
+    assert abs(ours - theirs) <= 1e-4 * abs(theirs)
+    for a, b, a0 in zip(m.get_weights(), km.get_weights(), before):
+        close(a, b, 1e-4, "weights after the step")
+        assert not np.array_equal(a, a0)  # the encoder's too, through the decoder's initial states
