@@ -23,7 +23,7 @@ from nnspec.specs.errors import SpecError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from grad_harness import Case, GradSuite, close, fd_grads, keras_grads, model_matches_keras, reference
+from grad_harness import Case, GradSuite, check_fd, check_keras, close, model_matches_keras, reference
 
 # fmt: off
 CASES = [
@@ -45,25 +45,14 @@ def test_initial_state_gradients_against_finite_differences(case_id):
     ref_y = reference(case, [x.astype(np.float64) for x in r.inputs], [w.astype(np.float64) for w in r.weights],
                       r.masks)  # fmt: skip
     close(r.y, ref_y, 1e-5, "training forward")
-    dx, dw = fd_grads(case, r)
     assert len(r.dx) == len(case.shapes) and all(g is not None and np.abs(g).max() > 0 for g in r.dx[1:])
-    for i, (got, ref) in enumerate(zip(r.dx, dx)):
-        close(got, ref, 1e-3, f"input {i}")
-    for i, (got, ref) in enumerate(zip(r.dw, dw)):
-        close(got, ref, 1e-3, f"weight {i}")
+    check_fd(case, r)
 
 
 @pytest.mark.keras
 @pytest.mark.parametrize("case_id", IDS)
 def test_initial_state_gradients_against_keras_autograd(case_id):
-    case = SUITE.by_id[case_id]
-    r = SUITE.result(case_id)
-    y, dx, dw, _ = keras_grads(case, r)
-    close(r.y, y, 1e-4, "training forward")
-    for i, (got, ref) in enumerate(zip(r.dx, dx)):
-        close(got, ref, 1e-4, f"input {i}")
-    for i, (got, ref) in enumerate(zip(r.dw, dw)):
-        close(got, ref, 1e-4, f"weight {i}")
+    check_keras(SUITE.by_id[case_id], SUITE.result(case_id))
 
 
 SEQ2SEQ = """
