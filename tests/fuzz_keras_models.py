@@ -153,7 +153,7 @@ def image_stack(r, x):
 
 def seq_stack(r, x, masked):
     for _ in range(r.randint(1, 3)):
-        k = r.choice(["lstm", "gru", "rnn", "bi", "conv1d", "td", "att", "mha", "ln", "dense"])
+        k = r.choice(["lstm", "gru", "rnn", "bi", "conv1d", "td", "att", "mha", "ln", "dense", "init"])
         rs = True
         if k == "lstm":
             x = L.LSTM(
@@ -177,6 +177,8 @@ def seq_stack(r, x, masked):
                 r.choice([L.LSTM, L.GRU])(r.randint(2, 4), return_sequences=rs),
                 merge_mode=r.choice(["concat", "sum", "mul", "ave"]),
             )(x)
+        elif k == "init":  # an encoder's final states start a decoder over the same sequence
+            x = _encoder_decoder(r, x)
         elif k == "conv1d" and not masked:
             x = L.Conv1D(
                 r.randint(2, 5),
@@ -195,6 +197,22 @@ def seq_stack(r, x, masked):
         elif k == "dense":
             x = L.Dense(r.randint(2, 6), activation=r.choice(ACTS))(x)
     return x
+
+
+def _encoder_decoder(r, x):
+    layer = r.choice([L.LSTM, L.GRU, L.SimpleRNN])
+    cell = {L.LSTM: L.LSTMCell, L.GRU: L.GRUCell, L.SimpleRNN: L.SimpleRNNCell}[layer]
+    u = r.randint(2, 4)
+    if r.random() < 0.4:  # Bidirectional: its states, the forward layer's then the backward's
+        _, *states = L.Bidirectional(layer(u, return_state=True), merge_mode=r.choice(["concat", "sum"]))(x)
+        inner = layer(u, return_sequences=True) if r.random() < 0.7 else L.RNN(cell(u), return_sequences=True)
+        return L.Bidirectional(inner, merge_mode=r.choice(["concat", "sum", "mul", "ave"]))(
+            x, initial_state=states
+        )
+    _, *states = layer(u, return_state=True, go_backwards=r.random() < 0.3)(x)
+    if r.random() < 0.3:
+        return L.RNN(cell(u), return_sequences=True, go_backwards=r.random() < 0.3)(x, initial_state=states)
+    return layer(u, return_sequences=True, go_backwards=r.random() < 0.3)(x, initial_state=states)
 
 
 def make_a(seed):

@@ -397,6 +397,8 @@ def keras_grads(case: Case, r: Result):
     layer.set_weights(r.weights)
     ts = tensors(True)
     y = call(ts, True)
+    if isinstance(y, (list, tuple)):  # return_state: the harness's model outputs port 0 only
+        y = y[0]
     y.backward(torch.tensor(r.dy))
     dx = [None if t.grad is None else t.grad.numpy() for t in ts]
     dw = []

@@ -240,7 +240,7 @@ class _Builder:
                 call_kw = {}
                 if spec.get("type") != "Model":
                     call_kw = _split_call_kwargs(type(layers[node]), _kwargs(spec))
-                if len(args) > 1 and spec.get("type") in ("SimpleRNN", "LSTM", "GRU"):  # x, h[, c] -> rnn
+                if len(args) > 1 and _takes_initial_state(spec.get("type")):  # x, h[, c] -> rnn
                     values[node] = layers[node](args[0], initial_state=args[1:], **call_kw)
                 elif len(args) > 1 and _takes_separate_inputs(layers[node]):
                     values[node] = layers[node](*args, **call_kw)
@@ -264,6 +264,14 @@ class _Builder:
 
 
 # ----------------------------------------------------------------------------- public
+
+
+def _takes_initial_state(type_name) -> bool:
+    """A layer whose inputs after the sequence are Keras's ``initial_state`` (the recurrent
+    layers, RNN and Bidirectional)."""
+    from nnspec.layerdefs import REGISTRY
+
+    return type_name in REGISTRY and bool(REGISTRY[type_name].extra.get("initial_state"))
 
 
 def keras_model_from_spec(path_or_text):

@@ -32,6 +32,26 @@ CASES = [
     Case("gru-init-last", "GRU", {"units": 4}, ((5, 3), (4,))),
     Case("gru-v1-init-seq", "GRU", {"units": 3, "reset_after": False, "return_sequences": True}, ((4, 2), (3,))),
     Case("simple-init-seq", "SimpleRNN", {"units": 4, "return_sequences": True}, ((5, 3), (4,))),
+    # Bidirectional: the forward layer's states, then the backward layer's (Keras halves the list)
+    Case("bi-lstm-init-concat-seq", "Bidirectional", {"layer": {"type": "LSTM", "units": 3, "return_sequences": True}},
+         ((5, 2), (3,), (3,), (3,), (3,))),
+    Case("bi-gru-init-sum-state", "Bidirectional",
+         {"layer": {"type": "GRU", "units": 3, "return_state": True}, "merge_mode": "sum"}, ((4, 3), (3,), (3,))),
+    Case("bi-simple-init-mul-seq", "Bidirectional",
+         {"layer": {"type": "SimpleRNN", "units": 3, "return_sequences": True}, "merge_mode": "mul"},
+         ((4, 2), (3,), (3,))),
+    Case("bi-lstm-init-last-state", "Bidirectional", {"layer": {"type": "LSTM", "units": 2, "return_state": True}},
+         ((4, 3), (2,), (2,), (2,), (2,))),
+    Case("bi-gru-v1-init-ave-backward-layer", "Bidirectional",
+         {"layer": {"type": "GRU", "units": 3, "reset_after": False, "return_sequences": True}, "merge_mode": "ave",
+          "backward_layer": {"type": "GRU", "units": 3, "reset_after": False, "return_sequences": True,
+                             "go_backwards": True, "activation": "relu"}},
+         ((4, 2), (3,), (3,))),
+    # RNN over a cell takes its cell's states; so does a Bidirectional around one
+    Case("rnn-lstm-cell-init-seq", "RNN", {"cell": {"type": "LSTMCell", "units": 3}, "return_sequences": True},
+         ((5, 2), (3,), (3,))),
+    Case("bi-rnn-gru-cell-init-last", "Bidirectional", {"layer": {"type": "RNN", "cell": {"type": "GRUCell", "units": 3}}},
+         ((4, 3), (3,), (3,))),
 ]
 # fmt: on
 SUITE = GradSuite(CASES)
@@ -134,34 +154,6 @@ def test_keras_json_with_initial_state_and_a_mask_reads_as_keras_computes():
         close(a, b, 1e-4, "weights after the step")
 
 
-@pytest.mark.parametrize(
-    "edge, message",
-    [
-        ("target, encoder:1 -> decoder", "takes the sequence, then 2 initial states"),
-        ("target, encoder:1, encoder:2, encoder:1 -> decoder", "takes 1 to 3 input"),
-        ("target, short, encoder:2 -> decoder", r"initial state 1 must be \(batch, 8\)"),
-    ],
-)
-def test_bad_initial_states_are_refused_when_loading(edge, message):
-    spec = f"""
-format: nnspec/1
-name: bad
-inputs:
-  source: {{shape: [6, 3]}}
-  target: {{shape: [5, 4]}}
-  short: {{shape: [5]}}
-layers:
-  encoder: {{type: LSTM, units: 8, return_state: true}}
-  decoder: {{type: LSTM, units: 8}}
-edges:
-  - source -> encoder
-  - {edge}
-outputs: [decoder]
-"""
-    with pytest.raises(SpecError, match=message):
-        nnspec.load(spec)
-
-
 @pytest.mark.keras
 def test_bidirectional_encoder_states_start_a_decoder_as_in_keras():
     """The translation-model pattern: a Bidirectional LSTM encoder over masked tokens returns
@@ -192,3 +184,112 @@ def test_bidirectional_encoder_states_start_a_decoder_as_in_keras():
     for a, b, a0 in zip(m.get_weights(), km.get_weights(), before):
         close(a, b, 1e-4, "weights after the step")
         assert not np.array_equal(a, a0)  # the encoder's too, through the decoder's initial states
+
+
+BI_SPEC = """
+format: nnspec/1
+name: bi_init
+inputs:
+  ids: {shape: [6], dtype: int32}
+  context: {shape: [5]}
+layers:
+  embed: {type: Embedding, input_dim: 12, output_dim: 4, mask_zero: true}
+  h: {type: Dense, units: 3, activation: tanh}
+  c: {type: Dense, units: 3}
+  bi: {type: Bidirectional, layer: {type: LSTM, units: 3, return_sequences: true}}
+  probs: {type: Dense, units: 4, activation: softmax}
+edges:
+  - ids -> embed
+  - context -> h
+  - context -> c
+  - embed, h, c, c, h -> bi -> probs
+outputs: [probs]
+"""
+
+
+@pytest.mark.keras
+def test_bidirectional_with_initial_states_matches_keras():
+    """A Bidirectional LSTM started from states made by Dense layers (the forward layer's h, c,
+    then the backward layer's), over masked tokens: predictions and one SGD step against Keras,
+    the Dense layers learning through both directions' initial states."""
+    rng = np.random.default_rng(6)
+    ids = np.array([[1, 2, 3, 0, 0, 0], [4, 5, 6, 7, 8, 9], [3, 1, 0, 0, 0, 0], [0] * 6, [5, 6, 2, 2, 11, 0]])
+    x = [ids.astype(np.int32), rng.normal(size=(5, 5)).astype(np.float32)]
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, (5, 6))]
+    _, _, moved = model_matches_keras(BI_SPEC, x, y, seed=2)
+    assert moved == 13  # every array: embed 1, h 2, c 2, bi 6, probs 2
+
+
+def test_bidirectional_initial_states_from_the_builder_equal_the_file():
+    ids = nnspec.Input(shape=(6,), dtype="int32", name="ids")
+    ctx = nnspec.Input(shape=(5,), name="context")
+    seq = nnspec.layers.Embedding(12, 4, mask_zero=True, name="embed")(ids)
+    h = nnspec.layers.Dense(3, activation="tanh", name="h")(ctx)
+    c = nnspec.layers.Dense(3, name="c")(ctx)
+    bi = nnspec.layers.Bidirectional(nnspec.layers.LSTM(3, return_sequences=True), name="bi")
+    out = nnspec.layers.Dense(4, activation="softmax", name="probs")(bi(seq, initial_state=[h, c, c, h]))
+    built = nnspec.Model(inputs=[ids, ctx], outputs=out, name="bi_init")
+    loaded = nnspec.load(BI_SPEC, seed=0)
+    assert built.count_params() == loaded.count_params()
+    built.set_weights(loaded.get_weights())
+    rng = np.random.default_rng(0)
+    x = [rng.integers(0, 12, size=(3, 6)).astype(np.int32), rng.normal(size=(3, 5)).astype(np.float32)]
+    np.testing.assert_array_equal(built.predict(x), loaded.predict(x))
+
+
+@pytest.mark.keras
+def test_keras_json_of_a_bidirectional_and_an_rnn_with_initial_states():
+    import keras
+    from keras import layers as L
+
+    seq, z = keras.Input((5, 3)), keras.Input((4,))
+    states = [L.Dense(2, activation="tanh")(z), L.Dense(2)(z)]
+    y = L.Bidirectional(L.GRU(2, return_sequences=True), merge_mode="sum")(seq, initial_state=states)
+    y = L.RNN(L.SimpleRNNCell(3), return_sequences=True)(y, initial_state=[L.Dense(3)(z)])
+    km = keras.Model([seq, z], y)
+    m = nnspec.model_from_json(km.to_json())
+    m.set_weights(km.get_weights())
+    rng = np.random.default_rng(8)
+    x = [rng.normal(size=(3, 5, 3)).astype(np.float32), rng.normal(size=(3, 4)).astype(np.float32)]
+    close(m.predict(x), km.predict(x, verbose=0), 1e-4, "predictions")
+
+
+@pytest.mark.parametrize(
+    "layer, edge, message",
+    [
+        ("{type: LSTM, units: 8}", "target, encoder:1 -> decoder", "takes the sequence, then 2 initial states"),
+        ("{type: LSTM, units: 8}", "target, encoder:1, encoder:2, encoder:1 -> decoder", "takes 1 to 3 input"),
+        ("{type: LSTM, units: 8}", "target, short, encoder:2 -> decoder", r"initial state 1 must be \(batch, 8\)"),
+        ("{type: Bidirectional, layer: {type: LSTM, units: 8}}", "target, encoder:1, encoder:2 -> decoder",
+         r"Bidirectional takes the sequence, then 4 initial states \(the forward layer's h, c, then"),
+        ("{type: Bidirectional, layer: {type: GRU, units: 8}}", "target, encoder:1, short -> decoder",
+         r"GRU's initial state 1 must be \(batch, 8\)"),
+        ("{type: Bidirectional, layer: {type: ConvLSTM1D, filters: 8, kernel_size: 3}}",
+         "target, encoder:1, encoder:1 -> decoder",
+         r"takes initial states only around SimpleRNN, LSTM, GRU \(or RNN over their cells\); it wraps ConvLSTM1D"),
+        ("{type: RNN, cell: [{type: GRUCell, units: 8}, {type: GRUCell, units: 8}]}", "target, encoder:1 -> decoder",
+         "RNN over stacked cells takes no initial states"),
+        ("{type: RNN, cell: {type: LSTMCell, units: 8}}", "target, encoder:1 -> decoder",
+         r"RNN\(LSTMCell\): LSTM takes the sequence, then 2 initial states"),
+        ("{type: Bidirectional, layer: {type: LSTM, units: 8}, backward_layer: {type: GRU, units: 8, go_backwards: true}}",
+         "target, encoder:1, encoder:2, encoder:1 -> decoder", "LSTM and GRU keep different states"),
+    ],
+)  # fmt: skip
+def test_bad_initial_states_are_refused_when_loading(layer, edge, message):
+    spec = f"""
+format: nnspec/1
+name: bad
+inputs:
+  source: {{shape: [6, 3]}}
+  target: {{shape: [5, 4]}}
+  short: {{shape: [5]}}
+layers:
+  encoder: {{type: LSTM, units: 8, return_state: true}}
+  decoder: {layer}
+edges:
+  - source -> encoder
+  - {edge}
+outputs: [decoder]
+"""
+    with pytest.raises(SpecError, match=message):
+        nnspec.load(spec)

@@ -574,7 +574,7 @@ def emit_rnn_call(e, type_name, a, x, p, mask, y, col0, merge, flip, zofm, state
     )  # fmt: skip
 
 
-def _step_mask(e):
+def step_mask(e):
     """The mask the steps follow: the input's, except when initial states are given. Keras 3
     passes a layer's input mask to its call only when the call has one tensor argument; with
     ``initial_state`` the steps ignore the mask (its sequence output still carries it on)."""
@@ -607,7 +607,7 @@ def _rnn_emit(type_name):
         y = f"{e.y[0]}.reshape(({rows}, {steps if a['return_sequences'] else 1}, {units}))"
         scratch = e.tmp(rnn_scratch_size(rows, steps, type_name, units))
         states = e.y[1:] if a["return_state"] else ()
-        return [emit_rnn_call(e, type_name, a, None, e.p, _step_mask(e), y, 0, 0, False,
+        return [emit_rnn_call(e, type_name, a, None, e.p, step_mask(e), y, 0, 0, False,
                               a["zero_output_for_mask"], states, scratch, e.x[1:])]  # fmt: skip
 
     return emit
@@ -1633,7 +1633,7 @@ def _rnn_emit_train(type_name):
         scratch = e.tmp(scratch_expr(rows, [rnn_train_scratch_parts(type_name, a, steps, d)]))
         saved = dict(zip([k for k, _ in saved_layout(type_name, a, steps, d)], e.s))
         states = e.y[1:] if a["return_state"] else ()
-        return [emit_rnn_train_call(e, type_name, a, e.p, _step_mask(e), y, 0, 0, False, a["zero_output_for_mask"],
+        return [emit_rnn_train_call(e, type_name, a, e.p, step_mask(e), y, 0, 0, False, a["zero_output_for_mask"],
                                     states, saved, scratch, e.x[1:])]  # fmt: skip
 
     return emit
@@ -1648,7 +1648,7 @@ def _rnn_emit_backward(type_name):
         scratch = e.tmp(scratch_expr(rows, [rnn_backward_scratch_parts(type_name, a, steps, d)]))
         saved = dict(zip([k for k, _ in saved_layout(type_name, a, steps, d)], e.s))
         dstates = e.dy[1:] if a["return_state"] else ()
-        return [emit_rnn_backward_call(e, type_name, a, e.p, e.dp, _step_mask(e), dy, 0, 1.0, False,
+        return [emit_rnn_backward_call(e, type_name, a, e.p, e.dp, step_mask(e), dy, 0, 1.0, False,
                                        a["zero_output_for_mask"], dstates, saved, scratch, e.dx[1:])]  # fmt: skip
 
     return emit
@@ -1718,7 +1718,7 @@ def sequence_reference(type_name, a, x, params, mask=None, zero_output_for_mask=
 
 def _rnn_reference(type_name):
     def reference(attrs, inputs, params, masks=None):
-        mask = masks[0] if masks and len(inputs) == 1 else None  # see _step_mask
+        mask = masks[0] if masks and len(inputs) == 1 else None  # see step_mask
         return sequence_reference(type_name, attrs, inputs[0], params, mask, initial=inputs[1:])
 
     return reference
@@ -1959,7 +1959,17 @@ def _rnn_chain(attrs, x, ctx):
 
 
 def _rnn_wrapper_infer(attrs, inputs, ctx):
-    chain = _rnn_chain(attrs, inputs[0], ctx)
+    x, *init = inputs
+    if init:  # initial states: those of the one cell, checked as its layer checks them
+        if len(rnn_cells(attrs)) > 1:
+            raise ShapeError("RNN over stacked cells takes no initial states in nnspec; stack recurrent layers "
+                             "(each takes its own) instead")  # fmt: skip
+        defn, a, _, _ = _rnn_chain(attrs, x, ctx)[0]
+        try:
+            return defn.infer(a, list(inputs), ctx)
+        except ShapeError as e:
+            raise ShapeError(f"RNN({rnn_cells(attrs)[0]['type']}): {e}") from None
+    chain = _rnn_chain(attrs, x, ctx)
     return [chain[-1][3][0], *(t for _, _, _, types in chain for t in types[1:])]
 
 
@@ -1973,12 +1983,12 @@ def _rnn_wrapper_params(attrs, inputs, ctx):
 def _rnn_wrapper_reference(attrs, inputs, params, masks=None):
     from .base import TensorType as _T
 
-    x = inputs[0]
+    x, *init = inputs
     chain = _rnn_chain(attrs, _T((None, *x.shape[1:]), "float32", bool(masks and masks[0] is not None)), None)
     states = []
     for defn, a, _, types in chain:
         n = len(defn.params(a, [_T((None, *x.shape[1:]))], None))
-        outs = defn.reference(a, [x], params[:n], masks)
+        outs = defn.reference(a, [x, *init], params[:n], masks)  # initial states: one cell only
         params = params[n:]
         x = outs[0]
         states += list(outs[1:])
@@ -1999,14 +2009,16 @@ RNN = LayerDef(
     reference=_rnn_wrapper_reference,
     positional=("cell",),
     uses_mask=True,
-    extra={"lower_as": rnn_as_layer, "lower_chain": rnn_as_layers},
+    arity=(1, 3),  # the sequence, then optionally the one cell's initial states
+    extra={"lower_as": rnn_as_layer, "lower_chain": rnn_as_layers, "initial_state": True},
     doc="Keras's base recurrent layer over a built-in cell: RNN over an LSTMCell computes what an "
     "LSTM with the same arguments computes, and runs its kernels; the weights are named after the "
     "cell (`lstm_cell/kernel`, `lstm_cell/recurrent_kernel`, `lstm_cell/bias`), as Keras names them. "
     "Outputs, states and masks as the matching layer's. Over stacked cells (a list, Keras's "
     "StackedRNNCells) each step feeds one cell's output to the next: the output is the last cell's, "
     "the states (return_state) every cell's in order, the weights "
-    "`stacked_rnn_cells/lstm_cell/kernel`, `stacked_rnn_cells/lstm_cell_1/kernel`...",
+    "`stacked_rnn_cells/lstm_cell/kernel`, `stacked_rnn_cells/lstm_cell_1/kernel`... Initial states "
+    "(Keras's initial_state) of one cell are inputs after the sequence, as for the matching layer.",
 )
 
 

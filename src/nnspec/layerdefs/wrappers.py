@@ -150,10 +150,37 @@ def _directions(attrs, ctx: InferContext) -> tuple[Mapping, Mapping]:
     return fwd, bwd
 
 
+def _split_initial(attrs, inputs):
+    """The sequence, then the forward and the backward layer's initial states: Keras's
+    Bidirectional gives the first half of ``initial_state`` to the forward layer and the second
+    half to the backward one."""
+    x, *init = inputs
+    if not init:
+        return x, [], []
+    types = [t for t, _ in direction_attrs(attrs)]  # an RNN over a cell: the cell's layer
+    if any(t not in RECURRENT_TYPES for t in types):
+        raise ShapeError(
+            f"Bidirectional takes initial states only around {', '.join(RECURRENT_TYPES)} (or RNN over "
+            f"their cells); it wraps {' and '.join(dict.fromkeys(types))}"
+        )
+    n = recurrent.STATES[types[0]]
+    if recurrent.STATES[types[1]] != n:  # Keras splits the list in halves
+        raise ShapeError(
+            f"Bidirectional: with initial states, {types[0]} and {types[1]} keep different states"
+        )
+    if len(init) != 2 * n:
+        raise ShapeError(
+            f"Bidirectional takes the sequence, then {2 * n} initial states (the forward layer's "
+            f"{'h, c' if n > 1 else 'h'}, then the backward layer's); got {len(init)}"
+        )
+    return x, init[:n], init[n:]
+
+
 def _bidirectional_infer(attrs, inputs, ctx: InferContext):
     fwd, bwd = _directions(attrs, ctx)
-    f_out = ctx.infer_layer(fwd, list(inputs))
-    b_out = ctx.infer_layer(bwd, list(inputs))
+    x, init_f, init_b = _split_initial(attrs, inputs)
+    f_out = ctx.infer_layer(fwd, [x, *init_f])
+    b_out = ctx.infer_layer(bwd, [x, *init_b])
     f_shapes = [t.shape for t in f_out]
     b_shapes = [t.shape for t in b_out]
     if f_shapes != b_shapes:
@@ -213,8 +240,8 @@ def bidirectional_scopes(attrs) -> tuple[str, str]:
 def _bidirectional_params(attrs, inputs, ctx: InferContext):
     fwd, bwd = _directions(attrs, ctx)
     f_scope, b_scope = bidirectional_scopes(attrs)
-    return _prefixed(f_scope, ctx.layer_params(fwd, list(inputs))) + _prefixed(
-        b_scope, ctx.layer_params(bwd, list(inputs))
+    return _prefixed(f_scope, ctx.layer_params(fwd, list(inputs[:1]))) + _prefixed(
+        b_scope, ctx.layer_params(bwd, list(inputs[:1]))
     )
 
 
@@ -241,8 +268,7 @@ def _bidirectional_emit(e):
     (tf, af), (tb, ab) = direction_attrs(e.attrs)
     if tf in conv_recurrent.TYPES:
         return conv_recurrent.bidirectional_forward(e, af, ab, False)
-    (xs,) = e.x_shapes
-    steps = xs[0]
+    steps = e.x_shapes[0][0]
     rows = e.rows()
     seq = af["return_sequences"]
     tout = steps if seq else 1
@@ -260,12 +286,22 @@ def _bidirectional_emit(e):
     parts = [recurrent.rnn_scratch_parts(steps, tf, uf), recurrent.rnn_scratch_parts(steps, tb, ub)]
     scratch = e.tmp(f"{rows} * {max(p[0] for p in parts)} + {max(p[1] for p in parts)}")
     n_pf = 3 if af["use_bias"] else 2
-    mask = e.m[0]
+    mask = recurrent.step_mask(e)
+    init_f, init_b = _initial_halves(e.x, tf)
     return [
-        recurrent.emit_rnn_call(e, tf, af, None, e.p[:n_pf], mask, yf, 0, 0, False, seq, states[:nf], scratch),
+        recurrent.emit_rnn_call(e, tf, af, None, e.p[:n_pf], mask, yf, 0, 0, False, seq, states[:nf], scratch,
+                                init_f),
         recurrent.emit_rnn_call(e, tb, ab, None, e.p[n_pf:], mask, yb, col_b, recurrent.MERGES[mode], seq,
-                                seq, states[nf:], scratch),
+                                seq, states[nf:], scratch, init_b),
     ]  # fmt: skip
+
+
+def _initial_halves(variables, forward_type: str) -> tuple[list, list]:
+    """The forward and the backward layer's initial-state (or initial-state gradient) variables
+    among a step's input variables (the sequence's first): () each when none were given."""
+    rest = list(variables[1:])
+    n = recurrent.STATES[forward_type] if rest else 0
+    return rest[:n], rest[n:]
 
 
 # Training. Each direction runs its layer's training kernels (``recurrent.*_train`` and
@@ -351,10 +387,13 @@ def _bidirectional_emit_train(e):
         width = uf + ub if mode == "concat" else uf
         yf = yb = f"{e.y[0]}.reshape(({rows}, {tout}, {width}))"
         col_b, merge, states = (uf if mode == "concat" else 0), recurrent.MERGES[mode], e.y[1:]
+    mask = recurrent.step_mask(e)
+    init_f, init_b = _initial_halves(e.x, tf)
     lines = [
-        recurrent.emit_rnn_train_call(e, tf, af, e.p[:n_pf], e.m[0], yf, 0, 0, False, seq, states[:nf], sf, scratch),
-        recurrent.emit_rnn_train_call(e, tb, ab, e.p[n_pf:], e.m[0], yb, col_b, merge, seq, seq, states[nf:], sb,
-                                      scratch),
+        recurrent.emit_rnn_train_call(e, tf, af, e.p[:n_pf], mask, yf, 0, 0, False, seq, states[:nf], sf, scratch,
+                                      init_f),
+        recurrent.emit_rnn_train_call(e, tb, ab, e.p[n_pf:], mask, yb, col_b, merge, seq, seq, states[nf:], sb,
+                                      scratch, init_b),
     ]  # fmt: skip
     if mode == "mul":
         lines.append(e.call(merge_mul_forward, f"{e.y[0]}.reshape(({rows}, {tout}, {uf}))", yf, yb))
@@ -396,26 +435,29 @@ def _bidirectional_emit_backward(e):
         dyf = dyb = f"{e.dy[0]}.reshape(({rows}, {tout}, {width}))"
         col_b, scale = (uf if mode == "concat" else 0), (0.5 if mode == "ave" else 1.0)
         dstates = e.dy[1:]
+    mask = recurrent.step_mask(e)
+    dinit_f, dinit_b = _initial_halves(e.dx, tf)
     lines += [
-        recurrent.emit_rnn_backward_call(e, tf, af, e.p[:n_pf], e.dp[:n_pf], e.m[0], dyf, 0, scale, False, seq,
-                                         dstates[:nf], sf, scratch),
-        recurrent.emit_rnn_backward_call(e, tb, ab, e.p[n_pf:], e.dp[n_pf:], e.m[0], dyb, col_b, scale, seq, seq,
-                                         dstates[nf:], sb, scratch),
+        recurrent.emit_rnn_backward_call(e, tf, af, e.p[:n_pf], e.dp[:n_pf], mask, dyf, 0, scale, False, seq,
+                                         dstates[:nf], sf, scratch, dinit_f),
+        recurrent.emit_rnn_backward_call(e, tb, ab, e.p[n_pf:], e.dp[n_pf:], mask, dyb, col_b, scale, seq, seq,
+                                         dstates[nf:], sb, scratch, dinit_b),
     ]  # fmt: skip
     return lines
 
 
 def _bidirectional_reference(attrs, inputs, params, masks=None):
     (tf, af), (tb, ab) = direction_attrs(attrs)
-    mask = masks[0] if masks else None
+    _, init_f, init_b = _split_initial(attrs, inputs)
+    mask = masks[0] if masks and len(inputs) == 1 else None  # with initial states Keras passes none
     n_pf = 3 if af["use_bias"] else 2
 
-    def run(t, a, p):
+    def run(t, a, p, init):
         if t in conv_recurrent.TYPES:
             return conv_recurrent._reference(a, inputs, p, masks)
-        return recurrent.sequence_reference(t, a, inputs[0], p, mask)
+        return recurrent.sequence_reference(t, a, inputs[0], p, mask, initial=init)
 
-    fwd, bwd = run(tf, af, params[:n_pf]), run(tb, ab, params[n_pf:])
+    fwd, bwd = run(tf, af, params[:n_pf], init_f), run(tb, ab, params[n_pf:], init_b)
     y, y_rev = fwd[0], bwd[0]
     if af["return_sequences"]:
         y_rev = y_rev[:, ::-1]
@@ -461,6 +503,8 @@ BIDIRECTIONAL = LayerDef(
     ),
     infer=_bidirectional_infer,
     params=_bidirectional_params,
+    arity=(1, 5),  # the sequence, then optionally both directions' initial states
+    extra={"initial_state": True},  # the builder's layer(x, initial_state=[...])
     emit=_bidirectional_emit,
     emit_train=_bidirectional_emit_train,
     emit_backward=_bidirectional_emit_backward,
@@ -478,7 +522,10 @@ BIDIRECTIONAL = LayerDef(
     "return_state the forward layer's final states follow the output(s), then the backward "
     "layer's. Sequence outputs keep the input's mask; states are never masked. The weights are "
     "the forward layer's, then the backward layer's, named `forward_<name>/<weight>` and "
-    "`backward_<name>/<weight>`.",
+    "`backward_<name>/<weight>`. Initial states (Keras's initial_state, around SimpleRNN, LSTM "
+    "and GRU) are inputs after the sequence, the forward layer's then the backward layer's: "
+    "`x, fh, fc, bh, bc -> bilstm`; with them the steps ignore the input's mask, as Keras 3 passes "
+    "no mask to such a call.",
 )
 
 # ----------------------------------------------------------------------------- Model
