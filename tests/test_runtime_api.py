@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -362,3 +363,28 @@ def test_a_long_training_plan_runs_as_several_compiled_parts(monkeypatch):
     np.testing.assert_allclose(got, want, rtol=1e-6)
     for a, b in zip(parts.get_weights(), whole.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_old_kernel_builds_are_removed_when_a_new_one_starts(tmp_path):
+    """Each edit or upgrade of the kernels compiles into a new ``kernels/<source hash>`` folder
+    (about 40 MB); a process that starts one removes the least recently used others beyond
+    NNSPEC_CACHE_MAX_KERNEL_BUILDS, once unused for a week, and never the one it uses."""
+    root = tmp_path / "kernels"
+    old = [f"{i:016x}" for i in range(4)]
+    for name, days in zip(old, (30, 29, 2, 0.04)):  # last used 30 and 29 days ago, 2 days, an hour
+        (root / name).mkdir(parents=True)
+        (root / name / "k.nbi").write_bytes(b"index")
+        t = time.time() - days * 86400
+        os.utime(root / name, (t, t))
+    env = {**os.environ, "NNSPEC_CACHE_DIR": str(tmp_path), "NNSPEC_CACHE_MAX_KERNEL_BUILDS": "2"}
+    code = "from nnspec.runtime.kernels import kernel_cache_dir; print(kernel_cache_dir())"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    current = Path(run.stdout.strip())
+    assert current.parent == root and current.name not in old
+    left = sorted(p.name for p in root.iterdir())
+    # the limit of 2 makes the four old builds candidates; the month-old ones go, the ones used
+    # in the last week stay
+    assert left == sorted([current.name, old[2], old[3]])
+    # a second process with the same build removes nothing
+    subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert sorted(p.name for p in root.iterdir()) == left

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import shutil
 import sys
+import time
 import types
 from functools import lru_cache
 
@@ -105,12 +107,58 @@ def kernel_cache_dir() -> str | None:
     helper of another module was reused after that helper changed (an edited checkout, or a
     ``git pull`` that rewrites some files), and a new plan then linked the stale code. Keyed on
     every family module's bytes instead, a change anywhere compiles afresh."""
-    d = os.path.join(cache_dir(), "kernels", kernel_source_hash())
+    root = os.path.join(cache_dir(), "kernels")
+    d = os.path.join(root, kernel_source_hash())
+    new = not os.path.isdir(d)
     try:
         os.makedirs(d, exist_ok=True)
     except OSError:
         return None
+    try:
+        os.utime(d)  # its last use, for evict_kernel_builds
+    except OSError:
+        pass
+    if new:
+        evict_kernel_builds(root, max_kernel_builds(), protect=os.path.basename(d))
     return d
+
+
+def max_kernel_builds() -> int:
+    """How many kernel builds the cache keeps (``NNSPEC_CACHE_MAX_KERNEL_BUILDS``, default 3)."""
+    try:
+        return max(1, int(os.environ.get("NNSPEC_CACHE_MAX_KERNEL_BUILDS", "3")))
+    except ValueError:
+        return 3
+
+
+KERNEL_BUILD_IDLE = 7 * 24 * 3600  # seconds unused before a build beyond the limit is removed
+
+
+def evict_kernel_builds(root: str, keep: int, protect: str, idle: float = KERNEL_BUILD_IDLE) -> list[str]:
+    """Remove the least recently used kernel builds (``root/<source hash>`` folders, about 40 MB
+    each) beyond ``keep`` that have not been used for ``idle`` seconds, never ``protect``. Every
+    upgrade or edit of nnspec's kernels starts a build; without this the old ones stayed forever.
+    A build's modification time is its last use (``kernel_cache_dir`` touches it in every
+    process), so two installations sharing the cache keep theirs; the idle time spares a build
+    that a long-running process still compiles into (Numba would fail to save to a removed
+    folder). Returns the removed folder names."""
+    try:
+        builds = [b for b in os.listdir(root) if os.path.isdir(os.path.join(root, b))]
+    except OSError:
+        return []
+
+    def last_use(b):
+        try:
+            return os.stat(os.path.join(root, b)).st_mtime
+        except OSError:
+            return 0.0
+
+    builds.sort(key=last_use)
+    now = time.time()
+    victims = [b for b in builds[: max(0, len(builds) - keep)] if b != protect and now - last_use(b) >= idle]
+    for b in victims:
+        shutil.rmtree(os.path.join(root, b), ignore_errors=True)
+    return victims
 
 
 def _njit(fn):
