@@ -522,8 +522,9 @@ BIDIRECTIONAL = LayerDef(
     "return_state the forward layer's final states follow the output(s), then the backward "
     "layer's. Sequence outputs keep the input's mask; states are never masked. The weights are "
     "the forward layer's, then the backward layer's, named `forward_<name>/<weight>` and "
-    "`backward_<name>/<weight>`. Initial states (Keras's initial_state, around SimpleRNN, LSTM "
-    "and GRU) are inputs after the sequence, the forward layer's then the backward layer's: "
+    "`backward_<name>/<weight>`. Initial states (Keras's initial_state, around SimpleRNN, LSTM, "
+    "GRU or an RNN over one of their cells) are inputs after the sequence, the forward layer's "
+    "then the backward layer's: "
     "`x, fh, fc, bh, bc -> bilstm`; with them the steps ignore the input's mask, as Keras 3 passes "
     "no mask to such a call.",
 )
