@@ -462,7 +462,7 @@ def kernel_train(a, x, params, mask=None, training=True):
         x.reshape(rows, steps, 1, hh, ww, c), params[0][None], params[1][None], params[2] if a["use_bias"] else e1,
         e2 if mask is None else mask, activations.code(a["activation"]),
         activations.code(a["recurrent_activation"]), a["use_bias"], a["go_backwards"], a["return_sequences"],
-        a["zero_output_for_mask"], y, states[0], states[1], *geo["args"], float(a["dropout"]),
+        a["zero_output_for_mask"], y, states[0], states[1], e2, e2, *geo["args"], float(a["dropout"]),
         float(a["recurrent_dropout"]), saved.get("dmx", e2), saved.get("dmh", e2), saved.get("sh", e3),
         saved.get("sa", e3), saved.get("sx", e3), saved.get("sp", e3),
     )  # fmt: skip
@@ -488,7 +488,7 @@ def kernel_backward(a, x, params, saved, dy, dstates):
         *[np.ascontiguousarray(d.reshape(rows, -1), np.float32) for d in dstates], *geo["args"],
         saved.get("dmx", e2), saved.get("dmh", e2), saved["sh"], saved["sa"], saved["sx"], saved.get("sp", e3),
         dx.reshape(rows, steps, 1, hh, ww, c), grads[0].reshape(-1, params[0].shape[-1]),
-        grads[1].reshape(-1, params[1].shape[-1]), grads[2],
+        grads[1].reshape(-1, params[1].shape[-1]), grads[2], e2, e2,
     )  # fmt: skip
     return dx, grads
 

@@ -47,6 +47,11 @@ CASES = [
           "backward_layer": {"type": "GRU", "units": 3, "reset_after": False, "return_sequences": True,
                              "go_backwards": True, "activation": "relu"}},
          ((4, 2), (3,), (3,))),
+    # ConvLSTM: states shaped as its returned ones (channels_first: filters first)
+    Case("convlstm1d-init-seq", "ConvLSTM1D", {"filters": 2, "kernel_size": 3, "padding": "same",
+                                               "return_sequences": True}, ((3, 5, 2), (5, 2), (5, 2))),
+    Case("convlstm2d-cf-init-bw", "ConvLSTM2D", {"filters": 2, "kernel_size": 2, "data_format": "channels_first",
+                                                 "go_backwards": True}, ((3, 2, 4, 4), (2, 3, 3), (2, 3, 3))),
     # RNN over a cell takes its cell's states; so does a Bidirectional around one
     Case("rnn-lstm-cell-init-seq", "RNN", {"cell": {"type": "LSTMCell", "units": 3}, "return_sequences": True},
          ((5, 2), (3,), (3,))),
@@ -220,6 +225,40 @@ def test_bidirectional_with_initial_states_matches_keras():
     assert moved == 13  # every array: embed 1, h 2, c 2, bi 6, probs 2
 
 
+CONV_SEQ2SEQ = """
+format: nnspec/1
+name: frames
+inputs:
+  past: {{shape: {past}}}
+  future: {{shape: {future}}}
+layers:
+  encoder: {{type: ConvLSTM2D, filters: 3, kernel_size: 3, padding: same, return_state: true, data_format: {fmt}}}
+  decoder: {{type: ConvLSTM2D, filters: 3, kernel_size: 3, padding: same, return_sequences: true,
+    data_format: {fmt}}}
+  out: {{type: Dense, units: 2}}
+edges:
+  - past -> encoder
+  - future, encoder:1, encoder:2 -> decoder -> out
+outputs: [out]
+"""
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("fmt", ["channels_last", "channels_first"])
+def test_conv_lstm_encoder_decoder_matches_keras(fmt):
+    """Next frames from past frames: a ConvLSTM2D decoder starts from the encoder's h and c
+    (images, channels last or first); predictions and one SGD step against Keras."""
+    cf = fmt == "channels_first"
+    past, future = ([3, 2, 5, 4], [2, 2, 5, 4]) if cf else ([3, 5, 4, 2], [2, 5, 4, 2])
+    spec = CONV_SEQ2SEQ.format(past=past, future=future, fmt=fmt)
+    rng = np.random.default_rng(9)
+    x = [rng.normal(size=(3, *past)).astype(np.float32), rng.normal(size=(3, *future)).astype(np.float32)]
+    y_shape = (3, 2, 3, 5, 2) if cf else (3, 2, 5, 4, 2)
+    y = rng.normal(size=y_shape).astype(np.float32)
+    _, _, moved = model_matches_keras(spec, x, y, seed=1, loss="mse")
+    assert moved == 8  # the encoder's three arrays learn through the decoder's initial states
+
+
 def test_bidirectional_initial_states_from_the_builder_equal_the_file():
     ids = nnspec.Input(shape=(6,), dtype="int32", name="ids")
     ctx = nnspec.Input(shape=(5,), name="context")
@@ -264,6 +303,8 @@ def test_keras_json_of_a_bidirectional_and_an_rnn_with_initial_states():
          r"Bidirectional takes the sequence, then 4 initial states \(the forward layer's h, c, then"),
         ("{type: Bidirectional, layer: {type: GRU, units: 8}}", "target, encoder:1, short -> decoder",
          r"GRU's initial state 1 must be \(batch, 8\)"),
+        ("{type: ConvLSTM1D, filters: 8, kernel_size: 3}", "frames, encoder:1, encoder:2 -> decoder",
+         r"ConvLSTM1D's initial state 1 must be \(None, 4, 8\); got \(None, 8\)"),
         ("{type: Bidirectional, layer: {type: ConvLSTM1D, filters: 8, kernel_size: 3}}",
          "target, encoder:1, encoder:1 -> decoder",
          r"takes initial states only around SimpleRNN, LSTM, GRU \(or RNN over their cells\); it wraps ConvLSTM1D"),
@@ -283,6 +324,7 @@ inputs:
   source: {{shape: [6, 3]}}
   target: {{shape: [5, 4]}}
   short: {{shape: [5]}}
+  frames: {{shape: [5, 6, 4]}}
 layers:
   encoder: {{type: LSTM, units: 8, return_state: true}}
   decoder: {layer}

@@ -406,8 +406,8 @@ class _Reader:
             elif k == "initial_state" and layer._def is not None and layer._def.extra.get("initial_state"):
                 continue  # the states follow the sequence in ins
             elif k == "initial_state":
-                raise _err(where, "the call argument 'initial_state' is read for SimpleRNN, LSTM, GRU, RNN and "
-                           f"Bidirectional only, not for {layer.type}")  # fmt: skip
+                raise _err(where, "the call argument 'initial_state' is read for the recurrent layers only "
+                           f"(SimpleRNN, LSTM, GRU, ConvLSTM1D/2D/3D, RNN, Bidirectional), not for {layer.type}")  # fmt: skip
             else:
                 hint = " (nnspec passes masks along the graph as Keras does by default)"
                 raise _err(where, f"the call argument '{k}' is not supported" + (hint if k == "mask" else ""))

@@ -345,8 +345,8 @@ class Layer:
 
     def __call__(self, inputs, *more, **kwargs):
         """Call the layer on one tensor or a list of them, as Keras does; MultiHeadAttention also
-        takes its inputs as separate arguments (``mha(query, value[, key])``), and SimpleRNN, LSTM,
-        GRU, RNN and Bidirectional their initial states as ``initial_state=[h, c]`` (inputs after the
+        takes its inputs as separate arguments (``mha(query, value[, key])``), and the recurrent
+        layers (SimpleRNN, LSTM, GRU, ConvLSTM, RNN, Bidirectional) their initial states as ``initial_state=[h, c]`` (inputs after the
         sequence, as in a model file's edges: ``x, h, c -> lstm``). Keras's call
         arguments that describe the network (``use_causal_mask``, ``return_attention_scores``)
         become attributes of the layer, given by its first call; a later call that gives other
@@ -355,7 +355,8 @@ class Layer:
         initial = kwargs.pop("initial_state", None)
         if initial is not None and not (self._def is not None and self._def.extra.get("initial_state")):
             raise TypeError(
-                f"{self.type}.__call__ takes no initial_state (SimpleRNN, LSTM, GRU, RNN and Bidirectional do)"
+                f"{self.type}.__call__ takes no initial_state (the recurrent layers do: SimpleRNN, LSTM, GRU, "
+                "ConvLSTM1D/2D/3D, RNN, Bidirectional)"
             )
         unknown = sorted(k for k in kwargs if k not in call_names)
         if unknown:

@@ -60,6 +60,7 @@ from .recurrent import (
     _ZERO_OUTPUT_FOR_MASK,
     _act_back,
     _activate,
+    _add_state_grads,
     _bool,
     _cell_attrs,
     _draw,
@@ -77,7 +78,7 @@ np = None  # NumPy, bound by base.bind_numpy when kernels are needed
 # compiled here again under this module's names, as plain functions of their modules).
 KERNEL_HELPERS = (
     "conv_forward", "conv_backward", "conv_bias_grad", "conv_tile_rows", "_act_back", "_activate", "_draw",
-    "_drop_seq", "_dy_step", "_finish_step", "_init_grad", "_rnn_outputs",
+    "_drop_seq", "_dy_step", "_finish_step", "_init_grad", "_rnn_outputs", "_add_state_grads",
     "_conv_into", "_gate_w", "_add_block", "_input_conv", "_rec_conv", "_rec_grad", "_input_grads",
     "_recurrent_grads",
 )  # fmt: skip
@@ -139,7 +140,7 @@ def _geometry(name: str, rank: int, attrs, x: TensorType) -> tuple[tuple, int, t
 
 def _infer(name: str, rank: int):
     def infer(attrs, inputs, ctx):
-        (x,) = inputs
+        x, *init = inputs
         _, _, out = _geometry(name, rank, attrs, x)
         for key in ("activation", "recurrent_activation"):
             activations.check_fused(attrs[key], name)
@@ -156,6 +157,12 @@ def _infer(name: str, rank: int):
             raise ShapeError(f"{name} with stateful=True needs a fixed batch size; got {fmt_shape(x.shape)}")
         batch = x.shape[0]
         state = join_channels(batch, out, attrs["filters"], attrs["data_format"])
+        if init and len(init) != 2:
+            raise ShapeError(f"{name} takes the sequence, then 2 initial states (h, c); got {len(init)}")
+        for k, t in enumerate(init):
+            if t.rank != len(state) or tuple(t.shape[1:]) != tuple(state[1:]):
+                raise ShapeError(f"{name}'s initial state {k + 1} must be {fmt_shape((None, *state[1:]))}; "
+                                 f"got {fmt_shape(t.shape)}")  # fmt: skip
         if attrs["return_sequences"]:
             y = TensorType((batch, x.shape[1], *state[1:]), "float32", x.masked)
         else:
@@ -279,11 +286,13 @@ def _rec_conv(h, u, ub, dmh, hv, hd, hq, rpads):
 
 
 def conv_lstm_forward(x, w, u, b, mask, act, ract, use_bias, go_backwards, return_sequences, zofm, y, h_out,
-                      c_out, osp, strides, dil, pads, rpads, rate, rec_rate, dmx, dmh, sh, sa, sx, sp):  # fmt: skip
+                      c_out, h0, c0, osp, strides, dil, pads, rpads, rate, rec_rate, dmx, dmh, sh, sa, sx,
+                      sp):  # fmt: skip
     """ConvLSTM over ``x`` (rows, T, D, H, W, C), inference and training alike.
 
     ``y`` (rows, T or 1, P*F): the output of processing step s at ``y[:, s]`` (the last one at
-    ``y[:, 0]``); ``h_out``/``c_out`` (rows, P*F) the final states, or empty; ``osp`` the output's
+    ``y[:, 0]``); ``h_out``/``c_out`` (rows, P*F) the final states, or empty; ``h0``/``c0``
+    (rows, P*F) the initial states (Keras's initial_state), or empty for zeros; ``osp`` the output's
     (OD, OH, OW); ``pads``/``rpads`` the zeros before each axis of the input and the recurrent
     convolution. Training: ``dmx``/``dmh`` (rows, 4*S*C)/(rows, 4*P*F) are drawn here when not
     empty, and the saved arrays (see the section) are written when not empty."""
@@ -305,8 +314,14 @@ def conv_lstm_forward(x, w, u, b, mask, act, ract, use_bias, go_backwards, retur
     xp3 = xp.reshape((n, npos, f4))
     h = h_out if h_out.shape[0] > 0 else np.empty((rows, pf), np.float32)
     c = c_out if c_out.shape[0] > 0 else np.empty((rows, pf), np.float32)
-    h[:] = 0.0
-    c[:] = 0.0
+    if h0.shape[0] > 0:
+        h[:] = h0
+    else:
+        h[:] = 0.0
+    if c0.shape[0] > 0:
+        c[:] = c0
+    else:
+        c[:] = 0.0
     h5 = h.reshape((rows, od, oh, ow, f))
     hv = np.empty((rows, od, oh, ow, f4), np.float32)
     hv3 = hv.reshape((rows, npos, f4))
@@ -471,10 +486,12 @@ def _recurrent_grads(sh5, u, dmh, dg5, du, steps, rpads):
 
 
 def conv_lstm_backward(x, w, u, mask, act, ract, go_backwards, return_sequences, zofm, dy, dh_out, dc_out,
-                       osp, strides, dil, pads, rpads, dmx, dmh, sh, sa, sx, sp, dx, dw, du, db):  # fmt: skip
+                       osp, strides, dil, pads, rpads, dmx, dmh, sh, sa, sx, sp, dx, dw, du, db, dh0,
+                       dc0):  # fmt: skip
     """Backpropagation through ``conv_lstm_forward`` in training: ADD into ``dx`` (like x), ``dw``
-    (k, 4F), ``du`` (k_u, 4F), ``db`` (4F,), each empty when not wanted. ``dy`` (rows, T or 1,
-    P*F): the output's gradient; ``dh_out``/``dc_out`` (rows, P*F): the returned states', or empty."""
+    (k, 4F), ``du`` (k_u, 4F), ``db`` (4F,), ``dh0``/``dc0`` (rows, P*F, the initial states'),
+    each empty when not wanted. ``dy`` (rows, T or 1, P*F): the output's gradient;
+    ``dh_out``/``dc_out`` (rows, P*F): the returned states', or empty."""
     rows, steps = x.shape[0], x.shape[1]
     f4 = w.shape[4]
     f = f4 // 4
@@ -537,6 +554,7 @@ def conv_lstm_backward(x, w, u, mask, act, ract, go_backwards, return_sequences,
                     dgs[r, p * f4 + q * f + j] = gd[q, i, j]
         _finish_step(dgs, dg, t, mask, dh)
         _rec_grad(dgs5, u, ub, dmh, dh, tmp, dgq, rpads)
+    _add_state_grads(dh0, dh, dc0, dc)
     dg5 = dg.reshape((n, od, oh, ow, f4))
     if db.shape[0] > 0:
         conv_bias_grad(dg.reshape((n * npos, f4)), db)
@@ -662,31 +680,34 @@ def _empties(e) -> tuple[str, str, str]:
     return e.tmp("(0,)"), e.tmp("(0, 0)"), e.tmp("(0, 0, 0)")
 
 
-def _forward_call(e, g, a, x, p, y, states, saved, z) -> str:
+def _forward_call(e, g, a, x, p, y, states, saved, z, init=None) -> str:
     """The line running one layer (or one direction of Bidirectional) forward: ``p`` its weight
     variables, ``y`` its (rows, T or 1, P*F) output, ``states`` (h, c) or stand-ins, ``saved``
-    its saved arrays by key (empty at inference), ``z`` the empty stand-ins."""
+    its saved arrays by key (empty at inference), ``z`` the empty stand-ins, ``init`` the initial
+    states (h, c) as (rows, P*F), or None."""
     z1, z2, z3 = z
     return kernel_call(
         e, conv_lstm_forward, x, g.kernel(p[0], g.c), g.kernel(p[1], g.f), p[2] if a["use_bias"] else z1,
-        e.m[0] or z2, *_codes(a), _bool(a["use_bias"]), _bool(a["go_backwards"]), _bool(a["return_sequences"]),
-        _bool(a["zero_output_for_mask"]), y, *states, *g.common(), e.lit(float(a["dropout"])),
+        recurrent.step_mask(e) or z2, *_codes(a), _bool(a["use_bias"]), _bool(a["go_backwards"]),
+        _bool(a["return_sequences"]), _bool(a["zero_output_for_mask"]), y, *states, *(init or (z2, z2)),
+        *g.common(), e.lit(float(a["dropout"])),
         e.lit(float(a["recurrent_dropout"])), *_saved_args(saved, z2, z3),
     )  # fmt: skip
 
 
-def _backward_call(e, g, a, x, p, dp, dy, dstates, saved, dx, z) -> str:
+def _backward_call(e, g, a, x, p, dp, dy, dstates, saved, dx, z, dinit=None) -> str:
     """The line running one layer's (or direction's) backward kernel: ``dp`` its weight gradient
     variables (None: frozen), ``dy`` its output's gradient (rows, T or 1, P*F), ``dx`` the input's
-    gradient as (rows, T, D, H, W, C) or a stand-in."""
+    gradient as (rows, T, D, H, W, C) or a stand-in, ``dinit`` the initial states' gradients as
+    (rows, P*F) (stand-ins where not wanted), or None."""
     z1, z2, z3 = z
     dw = f"{dp[0]}.reshape(({g.k * g.c}, {4 * g.f}))" if dp[0] is not None else z2
     du = f"{dp[1]}.reshape(({g.k * g.f}, {4 * g.f}))" if dp[1] is not None else z2
     db = dp[2] if a["use_bias"] and dp[2] is not None else z1
     return kernel_call(
-        e, conv_lstm_backward, x, g.kernel(p[0], g.c), g.kernel(p[1], g.f), e.m[0] or z2, *_codes(a),
-        _bool(a["go_backwards"]), _bool(a["return_sequences"]), _bool(a["zero_output_for_mask"]), dy, *dstates,
-        *g.common(), *_saved_args(saved, z2, z3), dx, dw, du, db,
+        e, conv_lstm_backward, x, g.kernel(p[0], g.c), g.kernel(p[1], g.f), recurrent.step_mask(e) or z2,
+        *_codes(a), _bool(a["go_backwards"]), _bool(a["return_sequences"]), _bool(a["zero_output_for_mask"]), dy,
+        *dstates, *g.common(), *_saved_args(saved, z2, z3), dx, dw, du, db, *(dinit or (z2, z2)),
     )  # fmt: skip
 
 
@@ -705,6 +726,20 @@ def _input_grad(e, g, lines: list, moves: list) -> str:
     return g.x6(dxl)
 
 
+def _state_grad(e, g, var, z, lines: list, moves: list) -> str:
+    """An initial state's gradient as the kernels' (rows, P*F), which the kernel adds into: the
+    variable itself, zeroed transposed scratch for channels_first (``moves`` adds it back), or a
+    stand-in when not wanted."""
+    if var is None:
+        return z[1]
+    if not g.cf:
+        return f"{var}.reshape(({g.rows}, {g.pf}))"
+    t = e.tmp(f"({g.rows}, {g.npos}, {g.f})")
+    lines.append(f"{t}[:] = 0.0")
+    moves.append(e.call(conv.swap_last2_add, t, f"{var}.reshape(({g.rows}, {g.f}, {g.npos}))"))
+    return f"{t}.reshape(({g.rows}, {g.pf}))"
+
+
 def _saved_by_key(e, training: bool) -> dict:
     return dict(zip([k for k, _ in _saved_layout(e.attrs, e.x_shapes)], e.s)) if training else {}
 
@@ -718,7 +753,8 @@ def _forward_lines(e, training: bool) -> list[str]:
     z = _empties(e)
     y = g.seq(e.y[0], g.tout, moves, True)
     states = [g.seq(v, None, moves, True) for v in e.y[1:]] if a["return_state"] else [z[1], z[1]]
-    lines.append(_forward_call(e, g, a, x, e.p, y, states, _saved_by_key(e, training), z))
+    init = [g.seq(v, None, lines, False) for v in e.x[1:]] or None  # Keras's initial_state (h, c)
+    lines.append(_forward_call(e, g, a, x, e.p, y, states, _saved_by_key(e, training), z, init))
     return lines + moves
 
 
@@ -740,7 +776,8 @@ def _emit_backward(e):
     dstates = [g.seq(v, None, lines, False) for v in e.dy[1:]] if a["return_state"] else [z[1], z[1]]
     moves: list[str] = []
     dx = _input_grad(e, g, lines, moves)
-    lines.append(_backward_call(e, g, a, x, e.p, e.dp, dy, dstates, _saved_by_key(e, True), dx, z))
+    dinit = [_state_grad(e, g, v, z, lines, moves) for v in e.dx[1:]] or None
+    lines.append(_backward_call(e, g, a, x, e.p, e.dp, dy, dstates, _saved_by_key(e, True), dx, z, dinit))
     return lines + moves
 
 
@@ -924,11 +961,13 @@ def bidirectional_backward(e, af, ab) -> list[str]:
 
 
 def _reference(attrs, inputs, params, masks=None):
-    """Keras's ConvLSTM in plain NumPy (float64): [output, h, c] as the layer returns them."""
-    x = inputs[0]
+    """Keras's ConvLSTM in plain NumPy (float64): [output, h, c] as the layer returns them. Given
+    initial states (inputs after the sequence), the steps start from them and ignore the mask."""
+    x, *init = inputs
     cf = attrs["data_format"] == "channels_first"
     if cf:
         x = np.moveaxis(x, 2, -1)
+        init = [np.moveaxis(v, 1, -1) for v in init]
     rank = x.ndim - 3
     w, u = params[0], params[1]
     b = params[2] if attrs["use_bias"] else 0.0
@@ -943,8 +982,10 @@ def _reference(attrs, inputs, params, masks=None):
     z0 = in_conv(x[:, 0])
     h = np.zeros(z0.shape[:-1] + (f,))
     c = np.zeros_like(h)
+    if init:
+        h, c = (np.asarray(v, np.float64) for v in init)
     prev = np.zeros_like(h)
-    mask = None if not masks or masks[0] is None else np.asarray(masks[0]).astype(bool)
+    mask = None if not masks or masks[0] is None or init else np.asarray(masks[0]).astype(bool)
     outs = []
     steps = x.shape[1]
     for t in reversed(range(steps)) if attrs["go_backwards"] else range(steps):
@@ -984,7 +1025,8 @@ def _conv_lstm(rank: int, doc: str) -> LayerDef:
         random_training=dropout_draws,
         positional=("filters", "kernel_size"),
         doc=doc,
-        extra={"gates": recurrent.LSTM_GATES},
+        arity=(1, 3),  # the sequence, then optionally the initial states h, c (Keras's initial_state)
+        extra={"gates": recurrent.LSTM_GATES, "initial_state": True},
     )
 
 
@@ -995,7 +1037,9 @@ _COMMON_DOC = (
     "recurrent_kernel (*kernel_size, filters, 4*filters), bias (4*filters,). Returns the last output "
     "(batch, {out}), or every output (batch, time, {out}) with return_sequences, then the final h and c "
     "with return_state. Spatial dimensions must be known; the time axis may vary. The sequence output keeps "
-    "the input's (batch, time) mask; states are never masked."
+    "the input's (batch, time) mask; states are never masked. Initial states (Keras's initial_state) "
+    "are inputs after the sequence, `x, h0, c0 -> convlstm`, each shaped as the returned states; with "
+    "them the steps ignore the input's mask, as Keras 3 passes no mask to such a call."
 )
 
 CONV_LSTM1D = _conv_lstm(
