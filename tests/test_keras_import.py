@@ -379,8 +379,8 @@ def _functional(layer_entry: dict, kwargs: dict | None = None) -> str:
         ({"class_name": "Dense", "config": {"units": 2}}, {"initial_state": [{"class_name": "__keras_tensor__",
                                                                                 "config": {"keras_history":
                                                                                            ["x", 0, 0]}}]},
-         "'initial_state' is read for the recurrent layers only (SimpleRNN, LSTM, GRU, ConvLSTM1D/2D/3D, RNN, "
-         "Bidirectional), not for Dense"),
+         r"'initial_state' is read for the recurrent layers only \(SimpleRNN, LSTM, GRU, ConvLSTM1D/2D/3D, RNN, "
+         r"Bidirectional\), not for Dense"),
         ({"class_name": "Dense", "config": {"units": 2}}, {"mask": {"class_name": "__keras_tensor__",
                                                                       "config": {"keras_history": ["x", 0, 0]}}},
          "given a mask made by 'x'"),

@@ -916,7 +916,8 @@ def bidirectional_forward(e, af, ab, training: bool) -> list[str]:
         yk, ym = bd.direction_out(k, after)
         st = bd.states[k * bd.ns : (k + 1) * bd.ns]
         states = [gk.seq(v, None, after, True) for v in st] if st else [bd.z[1], bd.z[1]]
-        lines.append(_forward_call(e, gk, a, x, p, yk, states, saved, bd.z))
+        init = [gk.seq(v, None, lines, False) for v in e.x[1 + 2 * k : 3 + 2 * k]] or None  # h, c per direction
+        lines.append(_forward_call(e, gk, a, x, p, yk, states, saved, bd.z, init))
         lines += after
         outs.append(bd.view(ym))
     flip = _bool(af["return_sequences"])
@@ -953,7 +954,8 @@ def bidirectional_backward(e, af, ab) -> list[str]:
         dyk = gk.seq(dm[k], g.tout, lines, False)
         st = dstates_all[k * bd.ns : (k + 1) * bd.ns]
         dstates = [gk.seq(v, None, lines, False) for v in st] if st else [bd.z[1], bd.z[1]]
-        lines.append(_backward_call(e, gk, a_, x, p, dp, dyk, dstates, saved, dx, bd.z))
+        dinit = [_state_grad(e, gk, v, bd.z, lines, moves) for v in e.dx[1 + 2 * k : 3 + 2 * k]] or None
+        lines.append(_backward_call(e, gk, a_, x, p, dp, dyk, dstates, saved, dx, bd.z, dinit))
     return lines + moves
 
 

@@ -158,13 +158,9 @@ def _split_initial(attrs, inputs):
     if not init:
         return x, [], []
     types = [t for t, _ in direction_attrs(attrs)]  # an RNN over a cell: the cell's layer
-    if any(t not in RECURRENT_TYPES for t in types):
-        raise ShapeError(
-            f"Bidirectional takes initial states only around {', '.join(RECURRENT_TYPES)} (or RNN over "
-            f"their cells); it wraps {' and '.join(dict.fromkeys(types))}"
-        )
-    n = recurrent.STATES[types[0]]
-    if recurrent.STATES[types[1]] != n:  # Keras splits the list in halves
+    states = {**recurrent.STATES, **dict.fromkeys(conv_recurrent.TYPES, 2)}
+    n = states[types[0]]
+    if states[types[1]] != n:  # Keras splits the list in halves
         raise ShapeError(
             f"Bidirectional: with initial states, {types[0]} and {types[1]} keep different states"
         )
@@ -296,7 +292,7 @@ def _bidirectional_emit(e):
     ]  # fmt: skip
 
 
-def _initial_halves(variables, forward_type: str) -> tuple[list, list]:
+def _initial_halves(variables, forward_type: str) -> tuple[list, list]:  # SimpleRNN, LSTM, GRU
     """The forward and the backward layer's initial-state (or initial-state gradient) variables
     among a step's input variables (the sequence's first): () each when none were given."""
     rest = list(variables[1:])
@@ -454,7 +450,7 @@ def _bidirectional_reference(attrs, inputs, params, masks=None):
 
     def run(t, a, p, init):
         if t in conv_recurrent.TYPES:
-            return conv_recurrent._reference(a, inputs, p, masks)
+            return conv_recurrent._reference(a, [inputs[0], *init], p, masks)
         return recurrent.sequence_reference(t, a, inputs[0], p, mask, initial=init)
 
     fwd, bwd = run(tf, af, params[:n_pf], init_f), run(tb, ab, params[n_pf:], init_b)
@@ -522,9 +518,8 @@ BIDIRECTIONAL = LayerDef(
     "return_state the forward layer's final states follow the output(s), then the backward "
     "layer's. Sequence outputs keep the input's mask; states are never masked. The weights are "
     "the forward layer's, then the backward layer's, named `forward_<name>/<weight>` and "
-    "`backward_<name>/<weight>`. Initial states (Keras's initial_state, around SimpleRNN, LSTM, "
-    "GRU or an RNN over one of their cells) are inputs after the sequence, the forward layer's "
-    "then the backward layer's: "
+    "`backward_<name>/<weight>`. Initial states (Keras's initial_state) are inputs after the "
+    "sequence, the forward layer's then the backward layer's: "
     "`x, fh, fc, bh, bc -> bilstm`; with them the steps ignore the input's mask, as Keras 3 passes "
     "no mask to such a call.",
 )
