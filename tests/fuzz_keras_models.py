@@ -572,9 +572,24 @@ def make_c(seed):
     elif kind == "vol":
         inp = keras.Input((4, 6, 6, 2))
         x = inp
-        k = r.choice(["convlstm", "conv3d", "crop", "pad", "up"])
+        k = r.choice(["convlstm", "conv3d", "crop", "pad", "up", "convlstm_init"])
         if k == "convlstm":
             x = L.ConvLSTM2D(2, 3, padding=r.choice(["valid", "same"]), return_sequences=r.random() < 0.5)(x)
+        elif k == "convlstm_init":  # an encoder's h, c start a decoder (or a Bidirectional's four)
+            pad = r.choice(["valid", "same"])
+            if r.random() < 0.5:
+                _, *states = L.ConvLSTM2D(
+                    2, 3, padding=pad, return_state=True, go_backwards=r.random() < 0.3
+                )(x)
+                x = L.ConvLSTM2D(2, 3, padding=pad, return_sequences=r.random() < 0.5)(
+                    x, initial_state=states
+                )
+            else:
+                _, *states = L.Bidirectional(L.ConvLSTM2D(2, 3, padding=pad, return_state=True))(x)
+                dec = L.ConvLSTM2D(2, 3, padding=pad, return_sequences=True)
+                x = L.Bidirectional(dec, merge_mode=r.choice(["concat", "sum", "mul"]))(
+                    x, initial_state=states
+                )
         elif k == "conv3d":
             x = L.Conv3D(2, (2, 3, 3), strides=(1, 2, 2), padding=r.choice(["valid", "same"]))(x)
         elif k == "crop":

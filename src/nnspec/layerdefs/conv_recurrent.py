@@ -16,7 +16,9 @@ are (batch, time), as for every recurrent layer: a masked step keeps both states
 the previous output (zeros with ``zero_output_for_mask``). Dropout follows Keras's
 ``ConvLSTMCell``: only for 0 < rate < 1, four masks (one per gate) over a step's whole input
 (batch, *spatial, channels), shared by all steps, and four over the state h for
-``recurrent_dropout``. ``stateful`` is refused as for LSTM (it needs a fixed batch size);
+``recurrent_dropout``. Initial states (Keras's ``initial_state``) are inputs after the sequence,
+shaped as the returned h and c; channels_first ones are transposed into the kernels' layout, and
+their gradients transposed back. ``stateful`` is refused as for LSTM (it needs a fixed batch size);
 ``unroll`` computes the same values. TimeDistributed folds time into the batch as for any layer;
 Bidirectional runs these kernels for each direction (see its section below).
 """
