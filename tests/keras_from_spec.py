@@ -266,12 +266,13 @@ class _Builder:
 # ----------------------------------------------------------------------------- public
 
 
-def _takes_initial_state(type_name) -> bool:
-    """A layer whose inputs after the sequence are Keras's ``initial_state`` (the recurrent
-    layers, RNN and Bidirectional)."""
-    from nnspec.layerdefs import REGISTRY
+# Keras's recurrent layers: in a model file, their inputs after the sequence are Keras's
+# ``initial_state`` (named here, not read from nnspec's registry: this builder is independent).
+_TAKES_INITIAL_STATE = ("SimpleRNN", "LSTM", "GRU", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "RNN", "Bidirectional")
 
-    return type_name in REGISTRY and bool(REGISTRY[type_name].extra.get("initial_state"))
+
+def _takes_initial_state(type_name) -> bool:
+    return type_name in _TAKES_INITIAL_STATE
 
 
 def keras_model_from_spec(path_or_text):
