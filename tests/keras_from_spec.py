@@ -240,7 +240,7 @@ class _Builder:
                 call_kw = {}
                 if spec.get("type") != "Model":
                     call_kw = _split_call_kwargs(type(layers[node]), _kwargs(spec))
-                if len(args) > 1 and _takes_initial_state(spec.get("type")):  # x, h[, c] -> rnn
+                if len(args) > 1 and spec.get("type") in _TAKES_INITIAL_STATE:  # x, h[, c] -> rnn
                     values[node] = layers[node](args[0], initial_state=args[1:], **call_kw)
                 elif len(args) > 1 and _takes_separate_inputs(layers[node]):
                     values[node] = layers[node](*args, **call_kw)
@@ -269,10 +269,6 @@ class _Builder:
 # Keras's recurrent layers: in a model file, their inputs after the sequence are Keras's
 # ``initial_state`` (named here, not read from nnspec's registry: this builder is independent).
 _TAKES_INITIAL_STATE = ("SimpleRNN", "LSTM", "GRU", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "RNN", "Bidirectional")
-
-
-def _takes_initial_state(type_name) -> bool:
-    return type_name in _TAKES_INITIAL_STATE
 
 
 def keras_model_from_spec(path_or_text):

@@ -346,8 +346,9 @@ class Layer:
     def __call__(self, inputs, *more, **kwargs):
         """Call the layer on one tensor or a list of them, as Keras does; MultiHeadAttention also
         takes its inputs as separate arguments (``mha(query, value[, key])``), and the recurrent
-        layers (SimpleRNN, LSTM, GRU, ConvLSTM, RNN, Bidirectional) their initial states as ``initial_state=[h, c]`` (inputs after the
-        sequence, as in a model file's edges: ``x, h, c -> lstm``). Keras's call
+        layers (SimpleRNN, LSTM, GRU, ConvLSTM, RNN, Bidirectional) their initial states as
+        ``initial_state=[h, c]`` (inputs after the sequence, as in a model file's edges:
+        ``x, h, c -> lstm``). Keras's call
         arguments that describe the network (``use_causal_mask``, ``return_attention_scores``)
         become attributes of the layer, given by its first call; a later call that gives other
         values keeps them for itself (a ``shares`` entry with them in the file)."""
