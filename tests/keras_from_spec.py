@@ -241,7 +241,8 @@ class _Builder:
                 if spec.get("type") != "Model":
                     call_kw = _split_call_kwargs(type(layers[node]), _kwargs(spec))
                 if len(args) > 1 and spec.get("type") in _TAKES_INITIAL_STATE:  # x, h[, c] -> rnn
-                    values[node] = layers[node](args[0], initial_state=args[1:], **call_kw)
+                    values[node] = layers[node](args[0], initial_state=keras_initial_state(layers[node], args[1:]),
+                                                **call_kw)
                 elif len(args) > 1 and _takes_separate_inputs(layers[node]):
                     values[node] = layers[node](*args, **call_kw)
                 else:
@@ -269,6 +270,20 @@ class _Builder:
 # Keras's recurrent layers: in a model file, their inputs after the sequence are Keras's
 # ``initial_state`` (named here, not read from nnspec's registry: this builder is independent).
 _TAKES_INITIAL_STATE = ("SimpleRNN", "LSTM", "GRU", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "RNN", "Bidirectional")
+
+
+def keras_initial_state(layer, states) -> list:
+    """A model file's flat initial states as Keras's ``initial_state``: nested per cell for an RNN
+    over stacked cells (``[[h1, c1], [h2]]``), the flat list otherwise."""
+    cells = getattr(getattr(layer, "cell", None), "cells", None)
+    if not cells:
+        return list(states)
+    out, k = [], 0
+    for cell in cells:
+        n = len(cell.state_size) if isinstance(cell.state_size, (list, tuple)) else 1
+        out.append(list(states[k : k + n]))
+        k += n
+    return out
 
 
 def keras_model_from_spec(path_or_text):

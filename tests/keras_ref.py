@@ -34,7 +34,9 @@ def call_layer(layer, type_name: str, ins: list, call_kwargs: dict):
     if type_name in REGISTRY and REGISTRY[type_name].extra.get("call_positional"):
         return layer(*ins, **call_kwargs)
     if type_name in REGISTRY and REGISTRY[type_name].extra.get("initial_state") and len(ins) > 1:
-        return layer(ins[0], initial_state=list(ins[1:]), **call_kwargs)  # a recurrent layer's states
+        from keras_from_spec import keras_initial_state
+
+        return layer(ins[0], initial_state=keras_initial_state(layer, ins[1:]), **call_kwargs)
     return layer(ins[0] if len(ins) == 1 else ins, **call_kwargs)
 
 

@@ -64,6 +64,13 @@ CASES = [
          ((5, 2), (3,), (3,))),
     Case("bi-rnn-gru-cell-init-last", "Bidirectional", {"layer": {"type": "RNN", "cell": {"type": "GRUCell", "units": 3}}},
          ((4, 3), (3,), (3,))),
+    # stacked cells: each cell's states in order (Keras's nested [[h1, c1], [h2]])
+    Case("rnn-stacked-init-seq", "RNN", {"cell": [{"type": "LSTMCell", "units": 3}, {"type": "GRUCell", "units": 2}],
+                                         "return_sequences": True}, ((5, 2), (3,), (3,), (2,))),
+    Case("rnn-stacked-init-bw-state", "RNN",
+         {"cell": {"type": "StackedRNNCells", "cells": [{"type": "SimpleRNNCell", "units": 2},
+                                                         {"type": "LSTMCell", "units": 3}]},
+          "go_backwards": True, "return_state": True}, ((4, 3), (2,), (3,), (3,))),
 ]
 # fmt: on
 SUITE = GradSuite(CASES)
@@ -273,7 +280,7 @@ def test_bidirectional_initial_states_from_the_builder_equal_the_file():
     h = nnspec.layers.Dense(3, activation="tanh", name="h")(ctx)
     c = nnspec.layers.Dense(3, name="c")(ctx)
     bi = nnspec.layers.Bidirectional(nnspec.layers.LSTM(3, return_sequences=True), name="bi")
-    out = nnspec.layers.Dense(4, activation="softmax", name="probs")(bi(seq, initial_state=[h, c, c, h]))
+    out = nnspec.layers.Dense(4, activation="softmax", name="probs")(bi(seq, initial_state=[[h, c], (c, h)]))
     built = nnspec.Model(inputs=[ids, ctx], outputs=out, name="bi_init")
     loaded = nnspec.load(BI_SPEC, seed=0)
     assert built.count_params() == loaded.count_params()
@@ -284,7 +291,7 @@ def test_bidirectional_initial_states_from_the_builder_equal_the_file():
 
 
 @pytest.mark.keras
-def test_keras_json_of_a_bidirectional_and_an_rnn_with_initial_states():
+def test_keras_json_of_a_bidirectional_and_rnns_with_initial_states():
     import keras
     from keras import layers as L
 
@@ -292,6 +299,8 @@ def test_keras_json_of_a_bidirectional_and_an_rnn_with_initial_states():
     states = [L.Dense(2, activation="tanh")(z), L.Dense(2)(z)]
     y = L.Bidirectional(L.GRU(2, return_sequences=True), merge_mode="sum")(seq, initial_state=states)
     y = L.RNN(L.SimpleRNNCell(3), return_sequences=True)(y, initial_state=[L.Dense(3)(z)])
+    stacked = [[L.Dense(2)(z), L.Dense(2)(z)], [L.Dense(3)(z)]]  # nested per cell, as Keras takes them
+    y = L.RNN([L.LSTMCell(2), L.GRUCell(3)], return_sequences=True)(y, initial_state=stacked)
     km = keras.Model([seq, z], y)
     m = nnspec.model_from_json(km.to_json())
     m.set_weights(km.get_weights())
@@ -312,10 +321,10 @@ def test_keras_json_of_a_bidirectional_and_an_rnn_with_initial_states():
          r"GRU's initial state 1 must be \(batch, 8\)"),
         ("{type: ConvLSTM1D, filters: 8, kernel_size: 3}", "frames, encoder:1, encoder:2 -> decoder",
          r"ConvLSTM1D's initial state 1 must be \(None, 4, 8\); got \(None, 8\)"),
-        ("{type: RNN, cell: [{type: GRUCell, units: 8}, {type: GRUCell, units: 8}]}", "target, encoder:1 -> decoder",
-         "RNN over stacked cells takes no initial states"),
-        ("{type: RNN, cell: {type: LSTMCell, units: 8}}", "target, encoder:1 -> decoder",
-         r"RNN\(LSTMCell\): LSTM takes the sequence, then 2 initial states"),
+        ("{type: RNN, cell: [{type: LSTMCell, units: 8}, {type: GRUCell, units: 8}]}", "target, encoder:1 -> decoder",
+         r"RNN takes the sequence, then 3 initial states, each cell's in order \(LSTMCell 2, GRUCell 1\); got 1"),
+        ("{type: RNN, cell: [{type: GRUCell, units: 8}, {type: GRUCell, units: 4}]}",
+         "target, encoder:1, encoder:1 -> decoder", r"RNN\(GRUCell\): GRU's initial state 1 must be \(batch, 4\)"),
         ("{type: Bidirectional, layer: {type: LSTM, units: 8}, backward_layer: {type: GRU, units: 8, go_backwards: true}}",
          "target, encoder:1, encoder:2, encoder:1 -> decoder", "LSTM and GRU keep different states"),
     ],

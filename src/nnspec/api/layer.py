@@ -373,8 +373,8 @@ class Layer:
                 self._attrs.update(changed)
                 self._check_attrs()
         xs = [inputs, *more] if more else list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-        if initial is not None:  # Keras's initial_state: inputs after the sequence
-            xs += list(initial) if isinstance(initial, (list, tuple)) else [initial]
+        if initial is not None:  # Keras's initial_state: inputs after the sequence (per-cell lists flattened)
+            xs += _flat(initial)
         for x in xs:
             if not isinstance(x, KerasTensor):
                 raise TypeError(f"{self.type} '{self.name}' was called on {type(x).__name__}; "
@@ -578,6 +578,11 @@ class InputLayer:
 
     def __repr__(self) -> str:
         return f"<InputLayer name={self.name} shape={self.shape}>"
+
+
+def _flat(v) -> list:
+    """Nested lists and tuples of tensors, flattened in order (Keras's per-cell initial states)."""
+    return [t for x in v for t in _flat(x)] if isinstance(v, (list, tuple)) else [v]
 
 
 def Input(shape, dtype: str = "float32", name: str | None = None, batch_size: int | None = None) -> KerasTensor:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ..layerdefs import REGISTRY
 from ..layerdefs.base import NESTED_LAYER_KEYS, map_nested
+from ..layerdefs.recurrent import STATES
 from .plan import Buffer, Param, Plan, Step, Value, activity_regularizer_of
 from .shapes import TypedGraph, TypedNode, infer_types
 
@@ -166,7 +167,8 @@ class _Lowering:
         """One step per (layer type, attrs) of ``chain``, each reading the previous one's first
         output; the node's outputs are the last step's first output, then every step's other
         outputs in order (an RNN over stacked cells: the output, then each cell's states). The
-        weights go to the steps by their scope (``.../stacked_rnn_cells/lstm_cell/kernel``)."""
+        weights go to the steps by their scope (``.../stacked_rnn_cells/lstm_cell/kernel``). Initial
+        states (the node's inputs after the sequence) go to the steps cell by cell."""
         node = tn.node
         outs = [self.new_value(t, fold) for t in tn.out_types]
         scopes: dict[str, list[str]] = {}
@@ -174,14 +176,17 @@ class _Lowering:
             scopes.setdefault(p.rsplit("/", 1)[0], []).append(p)
         groups = list(scopes.values())
         x, x_type, extra = ins[0], tn.in_types[0], iter(outs[1:])
+        init = list(zip(ins[1:], tn.in_types[1:]))
         for k, (t, attrs) in enumerate(chain):
             defn = REGISTRY[t]
-            types = defn.infer(attrs, [x_type], None)
+            own, init = (init[: STATES[t]], init[STATES[t] :]) if init else ([], [])
+            types = defn.infer(attrs, [x_type, *(ty for _, ty in own)], None)
             y = outs[0] if k == len(chain) - 1 else self.new_value(types[0], fold)
             step_outs = (y, *(next(extra) for _ in types[1:]))
-            masks = (-1 if self.mask_of(x) is None else self.mask_of(x),) if defn.uses_mask else ()
-            self.steps.append(Step(defn.op, prefix + node.name, (x,), tuple(groups[k]), step_outs,
-                                   step_attrs(t, attrs), masks=masks))  # fmt: skip
+            step_ins = (x, *(v for v, _ in own))
+            masks = tuple(-1 if self.mask_of(i) is None else self.mask_of(i) for i in step_ins) if defn.uses_mask else ()
+            self.steps.append(Step(defn.op, prefix + node.name, step_ins, tuple(groups[k]),
+                                   step_outs, step_attrs(t, attrs), masks=masks))  # fmt: skip
             if y != outs[0] and types[0].masked and self.mask_of(x) is not None:
                 v = self.values[y]
                 self.values[y] = Value(v.id, v.shape, v.dtype, v.fold, v.buffer, v.masked, self.mask_of(x))

@@ -1938,8 +1938,28 @@ def _cell_scopes(attrs) -> list[str]:
     return out
 
 
-def _rnn_chain(attrs, x, ctx):
-    """[(layer def, attrs, input type, output types)] of the chain over input type ``x``."""
+def cell_states(attrs, init: list) -> list[list]:
+    """The initial states given to an RNN, split among its cells in order (each cell's h, then
+    its c for an LSTM cell), as Keras's nested ``initial_state=[[h1, c1], [h2]]`` flattened;
+    [] per cell when none were given."""
+    chain = rnn_as_layers(attrs)
+    if not init:
+        return [[] for _ in chain]
+    counts = [STATES[t] for t, _ in chain]
+    if len(init) != sum(counts):
+        names = ", ".join(f"{c['type']} {n}" for c, n in zip(rnn_cells(attrs), counts))
+        raise ShapeError(f"RNN takes the sequence, then {sum(counts)} initial states, each cell's in order "
+                         f"({names}); got {len(init)}")  # fmt: skip
+    out, k = [], 0
+    for n in counts:
+        out.append(list(init[k : k + n]))
+        k += n
+    return out
+
+
+def _rnn_chain(attrs, x, ctx, init=()):
+    """[(layer def, attrs, input type, output types)] of the chain over input type ``x``, each
+    cell's layer given its initial states (types) when ``init`` holds them."""
     chain = rnn_as_layers(attrs)
     if len(chain) > 1 and attrs["go_backwards"] and x.masked:
         raise ShapeError("RNN over stacked cells with go_backwards cannot read a masked input in nnspec (the "
@@ -1947,10 +1967,10 @@ def _rnn_chain(attrs, x, ctx):
                          "recurrent layers instead")  # fmt: skip
     layers = {d.name: d for d in _CELL_LAYER.values()}
     out = []
-    for cell, (t, a) in zip(rnn_cells(attrs), chain):
+    for cell, (t, a), own in zip(rnn_cells(attrs), chain, cell_states(attrs, list(init))):
         defn = layers[t]
         try:
-            types = defn.infer(a, [x], ctx)
+            types = defn.infer(a, [x, *own], ctx)
         except ShapeError as e:
             raise ShapeError(f"RNN({cell['type']}): {e}") from None
         out.append((defn, a, x, types))
@@ -1959,17 +1979,8 @@ def _rnn_chain(attrs, x, ctx):
 
 
 def _rnn_wrapper_infer(attrs, inputs, ctx):
-    x, *init = inputs
-    if init:  # initial states: those of the one cell, checked as its layer checks them
-        if len(rnn_cells(attrs)) > 1:
-            raise ShapeError("RNN over stacked cells takes no initial states in nnspec; stack recurrent layers "
-                             "(each takes its own) instead")  # fmt: skip
-        defn, a, _, _ = _rnn_chain(attrs, x, ctx)[0]
-        try:
-            return defn.infer(a, list(inputs), ctx)
-        except ShapeError as e:
-            raise ShapeError(f"RNN({rnn_cells(attrs)[0]['type']}): {e}") from None
-    chain = _rnn_chain(attrs, x, ctx)
+    x, *init = inputs  # initial states: each cell's, checked as its layer checks them
+    chain = _rnn_chain(attrs, x, ctx, init)
     return [chain[-1][3][0], *(t for _, _, _, types in chain for t in types[1:])]
 
 
@@ -1986,9 +1997,9 @@ def _rnn_wrapper_reference(attrs, inputs, params, masks=None):
     x, *init = inputs
     chain = _rnn_chain(attrs, _T((None, *x.shape[1:]), "float32", bool(masks and masks[0] is not None)), None)
     states = []
-    for defn, a, _, types in chain:
+    for (defn, a, _, types), own in zip(chain, cell_states(attrs, init)):
         n = len(defn.params(a, [_T((None, *x.shape[1:]))], None))
-        outs = defn.reference(a, [x, *init], params[:n], masks)  # initial states: one cell only
+        outs = defn.reference(a, [x, *own], params[:n], masks)
         params = params[n:]
         x = outs[0]
         states += list(outs[1:])
@@ -2009,7 +2020,7 @@ RNN = LayerDef(
     reference=_rnn_wrapper_reference,
     positional=("cell",),
     uses_mask=True,
-    arity=(1, 3),  # the sequence, then optionally the one cell's initial states
+    arity=(1, None),  # the sequence, then optionally every cell's initial states
     extra={"lower_as": rnn_as_layer, "lower_chain": rnn_as_layers, "initial_state": True},
     doc="Keras's base recurrent layer over a built-in cell: RNN over an LSTMCell computes what an "
     "LSTM with the same arguments computes, and runs its kernels; the weights are named after the "
@@ -2018,7 +2029,8 @@ RNN = LayerDef(
     "StackedRNNCells) each step feeds one cell's output to the next: the output is the last cell's, "
     "the states (return_state) every cell's in order, the weights "
     "`stacked_rnn_cells/lstm_cell/kernel`, `stacked_rnn_cells/lstm_cell_1/kernel`... Initial states "
-    "(Keras's initial_state) of one cell are inputs after the sequence, as for the matching layer.",
+    "(Keras's initial_state) are inputs after the sequence, each cell's in order (h, then c for an "
+    "LSTMCell): Keras's nested `[[h1, c1], [h2]]` flattened.",
 )
 
 
