@@ -374,7 +374,7 @@ def test_old_kernel_builds_are_removed_when_a_new_one_starts(tmp_path):
     for name, days in zip(old, (30, 29, 2, 0.04)):  # last used 30 and 29 days ago, 2 days, an hour
         (root / name).mkdir(parents=True)
         (root / name / "k.nbi").write_bytes(b"index")
-        t = time.time() - days * 86400
+        t = time.time() - days * 86400  # a file age to set (last use), not a measurement
         os.utime(root / name, (t, t))
     env = {**os.environ, "NNSPEC_CACHE_DIR": str(tmp_path), "NNSPEC_CACHE_MAX_KERNEL_BUILDS": "2"}
     code = "from nnspec.runtime.kernels import kernel_cache_dir; print(kernel_cache_dir())"

@@ -153,7 +153,7 @@ def _directions(attrs, ctx: InferContext) -> tuple[Mapping, Mapping]:
 def _split_initial(attrs, inputs):
     """The sequence, then the forward and the backward layer's initial states: Keras's
     Bidirectional gives the first half of ``initial_state`` to the forward layer and the second
-    half to the backward one."""
+    half to the backward one. ``inputs`` may be types, arrays or a step's variables."""
     x, *init = inputs
     if not init:
         return x, [], []
@@ -283,21 +283,13 @@ def _bidirectional_emit(e):
     scratch = e.tmp(f"{rows} * {max(p[0] for p in parts)} + {max(p[1] for p in parts)}")
     n_pf = 3 if af["use_bias"] else 2
     mask = recurrent.step_mask(e)
-    init_f, init_b = _initial_halves(e.x, tf)
+    _, init_f, init_b = _split_initial(e.attrs, e.x)
     return [
         recurrent.emit_rnn_call(e, tf, af, None, e.p[:n_pf], mask, yf, 0, 0, False, seq, states[:nf], scratch,
                                 init_f),
         recurrent.emit_rnn_call(e, tb, ab, None, e.p[n_pf:], mask, yb, col_b, recurrent.MERGES[mode], seq,
                                 seq, states[nf:], scratch, init_b),
     ]  # fmt: skip
-
-
-def _initial_halves(variables, forward_type: str) -> tuple[list, list]:  # SimpleRNN, LSTM, GRU
-    """The forward and the backward layer's initial-state (or initial-state gradient) variables
-    among a step's input variables (the sequence's first): () each when none were given."""
-    rest = list(variables[1:])
-    n = recurrent.STATES[forward_type] if rest else 0
-    return rest[:n], rest[n:]
 
 
 # Training. Each direction runs its layer's training kernels (``recurrent.*_train`` and
@@ -384,7 +376,7 @@ def _bidirectional_emit_train(e):
         yf = yb = f"{e.y[0]}.reshape(({rows}, {tout}, {width}))"
         col_b, merge, states = (uf if mode == "concat" else 0), recurrent.MERGES[mode], e.y[1:]
     mask = recurrent.step_mask(e)
-    init_f, init_b = _initial_halves(e.x, tf)
+    _, init_f, init_b = _split_initial(e.attrs, e.x)
     lines = [
         recurrent.emit_rnn_train_call(e, tf, af, e.p[:n_pf], mask, yf, 0, 0, False, seq, states[:nf], sf, scratch,
                                       init_f),
@@ -432,7 +424,7 @@ def _bidirectional_emit_backward(e):
         col_b, scale = (uf if mode == "concat" else 0), (0.5 if mode == "ave" else 1.0)
         dstates = e.dy[1:]
     mask = recurrent.step_mask(e)
-    dinit_f, dinit_b = _initial_halves(e.dx, tf)
+    _, dinit_f, dinit_b = _split_initial(e.attrs, e.dx)  # the states' gradient variables
     lines += [
         recurrent.emit_rnn_backward_call(e, tf, af, e.p[:n_pf], e.dp[:n_pf], mask, dyf, 0, scale, False, seq,
                                          dstates[:nf], sf, scratch, dinit_f),
