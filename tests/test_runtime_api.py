@@ -234,6 +234,15 @@ def test_intermediate_outputs_share_weights():
     assert f.shape == (2, 28, 28, 32)
     plan = feat.plan()
     assert [s.node for s in plan.steps] == ["conv1", "pool1", "conv2"]
+    # its weights are the full model's, set through the full model itself
+    rng = np.random.default_rng(1)
+    m.set_weights([w + rng.normal(scale=0.1, size=w.shape).astype(w.dtype) for w in m.get_weights()])
+    mine = feat.get_weights()
+    assert len(mine) == 4
+    for a, b in zip(mine, m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(feat.predict(x), f)
+    f = feat.predict(x)
     # the feature model reads the same weights: changing them through the full model shows
     k, b = m.get_layer("conv2").get_weights()
     m.get_layer("conv2").set_weights([k, b + 1.0])

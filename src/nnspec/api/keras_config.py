@@ -113,13 +113,7 @@ def model_from_keras_config(obj):
     if isinstance(compiled, dict):
         from .model import Model
 
-        training = training_from_compile_config(compiled)
-        outs = cfg.get("output_layers")
-        if isinstance(outs, dict):  # Keras keys losses by the outputs' dict keys; nnspec by node
-            node_of = dict(zip(sorted(outs), model.get_config()["outputs"]))  # _ref_list's order
-            for part in ("loss", "loss_weights", "metrics"):
-                if isinstance(training.get(part), dict) and "type" not in training[part]:
-                    training[part] = {node_of.get(k, k): v for k, v in training[part].items()}
+        training = training_from_compile_config(compiled)  # dict outputs: keyed as the model's
         if training:
             spec = {**model.get_config(), "training": training}
             model = Model.from_config(spec)
@@ -351,9 +345,12 @@ class _Reader:
                 raise _err(lwhere, f"call {i} reads {_ref_text(missing[0])}, which no layer of the model makes")
             pending = rest
         ins = [self._tensor(tensors, r, where, "input") for r in _ref_list(cfg.get("input_layers"))]
-        outs = [self._tensor(tensors, r, where, "output") for r in _ref_list(cfg.get("output_layers"))]
+        raw_outs = cfg.get("output_layers")
+        outs = [self._tensor(tensors, r, where, "output") for r in _ref_list(raw_outs)]
         if not ins or not outs:
             raise _err(where, "a functional model config needs input_layers and output_layers")
+        if isinstance(raw_outs, dict) and len(outs) == len(raw_outs):  # a dict of outputs stays one
+            return Model(inputs=ins, outputs=dict(zip(sorted(raw_outs), outs)), name=cfg.get("name"))
         return Model(inputs=ins, outputs=outs, name=cfg.get("name"))
 
     def _op_calls(self, entry: dict, where: str) -> list:

@@ -61,8 +61,12 @@ class Model(TrainMixin, RunMixin, Layer):
         g = typed.graph
         self.name = g.name
         self._subs: dict[str, Model] = {}
+        self._given_subs: set[str] = set()  # sub-models the user built (not made from the file)
         for mname, sub in typed.submodels.items():
-            self._subs[mname] = layer_objects.get(("model", mname)) or Model(_typed=sub)
+            given = layer_objects.get(("model", mname))
+            self._subs[mname] = given or Model(_typed=sub)
+            if given is not None:
+                self._given_subs.add(mname)
         self._input_layers: dict[str, InputLayer] = {}
         env: dict = {}
         for iname, decl in g.inputs.items():
@@ -72,6 +76,7 @@ class Model(TrainMixin, RunMixin, Layer):
             self._input_layers[iname] = il
             env[(iname, 0)] = il.output
         self._layers: dict[str, Layer] = {}
+        self._weight_sources: list = []
         for name, tn in typed.nodes.items():
             node = tn.node
             obj = self._layers.get(node.layer)
@@ -84,6 +89,8 @@ class Model(TrainMixin, RunMixin, Layer):
                     spec = {"type": node.type, **node.attrs}
                     obj = layer_from_spec(spec, self._subs, name=node.layer)
             if not isinstance(obj, Model):
+                if obj._model_ref is not None and obj._model_ref is not self:
+                    self._weight_sources.append(obj._model_ref)  # built from its layers: shares its weights
                 obj._model_ref = self
             self._layers.setdefault(node.layer, obj)
             call = layer_objects.get(("call", name))
@@ -198,7 +205,14 @@ class Model(TrainMixin, RunMixin, Layer):
         xs = list(inputs.values()) if isinstance(inputs, dict) else inputs
         xs = xs if isinstance(xs, (list, tuple)) else [xs]
         if xs and all(isinstance(x, KerasTensor) for x in xs):
-            return Layer.__call__(self, inputs, **kwargs)
+            if isinstance(inputs, dict):  # keyed by input name, as predict takes them
+                names = list(self._typed.graph.inputs)
+                if sorted(inputs) != sorted(names):
+                    raise ValueError(f"model '{self.name}' was called on inputs {sorted(inputs)}; its inputs are {names}")
+                inputs = [inputs[n] for n in names]
+            outs = Layer.__call__(self, inputs, **kwargs)
+            keys = self._typed.graph.output_keys
+            return dict(zip(keys, _as_list(outs))) if keys is not None else outs
         kwargs.pop("training", None)
         if kwargs:
             raise TypeError(f"Model.__call__ got unexpected arguments {sorted(kwargs)}")
@@ -324,14 +338,26 @@ def _as_list(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+def _keyed_values(x) -> list:
+    """A model's inputs or outputs as a list; a dict's values in the order of its sorted keys, the
+    order Keras flattens it in."""
+    if isinstance(x, dict):
+        if not x:
+            raise ValueError("a model's inputs and outputs cannot be an empty dict")
+        if not all(isinstance(k, str) for k in x):
+            raise TypeError(f"a model's inputs or outputs given as a dict need string keys; got {list(x)}")
+        return [x[k] for k in sorted(x)]
+    return _as_list(x)
+
+
 def _spec_from_tensors(inputs, outputs, name: str) -> tuple[dict, dict]:
     """Write the model file of the graph between ``inputs`` and ``outputs``.
 
     Returns the spec and the objects to reuse (input layers, layers, calls, sub-models) so the
     compiled model's layers are the very objects the user built.
     """
-    ins = _as_list(inputs)
-    outs = _as_list(outputs)
+    ins = _keyed_values(inputs)
+    outs = _keyed_values(outputs)
     for t in ins + outs:
         if not isinstance(t, KerasTensor):
             raise TypeError(f"Model inputs and outputs must be symbolic tensors; got {type(t).__name__}")
@@ -407,7 +433,7 @@ def _spec_from_tensors(inputs, outputs, name: str) -> tuple[dict, dict]:
         "inputs": {il.name: {"shape": list(il.shape), "dtype": il.dtype} for il in input_layers},
         "layers": layers,
         "edges": edges,
-        "outputs": [ref(t) for t in outs],
+        "outputs": {k: ref(outputs[k]) for k in sorted(outputs)} if isinstance(outputs, dict) else [ref(t) for t in outs],
     }
     return spec, objects
 

@@ -26,27 +26,48 @@ class RunMixin:
         if self._store is None:
             from ..runtime.weights import WeightStore
 
-            shared = self._shared_store()
+            shared, source = self._shared_store()
             self._store = shared if shared is not None else WeightStore(self.plan().params, self._seed)
+            if shared is None and source is not None:  # new layers too: the old ones keep their values
+                for name in self._store.params:
+                    if name in source.params:
+                        self._store.assign(name, source.view(name))
+            if shared is None:
+                self._start_from_given_submodels()
             for layer in self._layers.values():  # weights a layer computed before it was in a model
                 adapted = getattr(layer, "_adapted", None)
                 if adapted is not None and getattr(layer, "_model_ref", None) is self:
                     layer.set_weights(adapted)
         return self._store
 
+    def _start_from_given_submodels(self) -> None:
+        """A model the user built and then called as a layer brings its weights: the calling
+        node's weights start from them (``<node>/<the sub-model's weight name>``)."""
+        from ..compiler.shapes import _called_model
+
+        given = getattr(self, "_given_subs", ())
+        for layer, calls in self._typed.layer_nodes().items():
+            node = calls[0].node
+            mname = _called_model(node.attrs) if node.type in ("Model", "TimeDistributed") else None
+            if mname not in given:
+                continue
+            source = self._subs[mname]._weights()
+            for name in source.params:
+                full = f"{layer}/{name}"
+                if full in self._store.params:
+                    self._store.assign(full, source.view(name))
+
     def _shared_store(self):
-        """A model built from another model's layers shares that model's weights."""
-        owners = set()
-        for layer in self._layers.values():
-            ref = getattr(layer, "_model_ref", None)
-            if ref is not None and ref is not self and ref._store is not None:
-                owners.add(id(ref._store))
-                store = ref._store
-        if len(owners) == 1:
-            names = {p.name for p in self.plan().params}
-            if names <= set(store.params):
-                return store
-        return None
+        """(the store to share, the store to copy from): a model built from another model's
+        layers shares that model's weights (made now if that model has not used them yet); one
+        that adds layers of its own starts from their values."""
+        sources = {id(m): m for m in getattr(self, "_weight_sources", ())}
+        if len(sources) != 1:
+            return None, None
+        (source,) = sources.values()
+        store = source._weights()
+        names = {p.name for p in self.plan().params}
+        return (store, None) if names <= set(store.params) else (None, store)
 
     def get_weights(self) -> list:
         """Every weight array, layer by layer in file order, each layer's in Keras's order."""
@@ -224,10 +245,18 @@ class RunMixin:
         except (ValueError, IndexError) as e:
             raise InputError(str(e)) from None
 
+    def _structured(self, outs: list):
+        """The outputs as Keras returns them: a dict when the model's outputs are a mapping, else
+        the one array, or the list."""
+        keys = self._typed.graph.output_keys
+        if keys is not None:
+            return dict(zip(keys, outs))
+        return outs[0] if len(outs) == 1 else outs
+
     def predict_on_batch(self, x):
         arrays = self._prepare_inputs(x)
         outs = self._run_batch(arrays)
-        return outs[0] if len(outs) == 1 else outs
+        return self._structured(outs)
 
     def predict(self, x, batch_size: int | None = 32, verbose: int | str = 0, steps=None, callbacks=None):
         """Outputs for every sample of ``x``, computed ``batch_size`` samples at a time. ``x`` may
@@ -245,7 +274,7 @@ class RunMixin:
             if not chunks:
                 raise InputError("predict: the batch source gave no batches")
             outs = [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
-            return outs[0] if len(outs) == 1 else outs
+            return self._structured(outs)
         arrays = self._prepare_inputs(x)
         n = arrays[0].shape[0]
         bs = int(batch_size or 32)
@@ -256,7 +285,7 @@ class RunMixin:
         else:
             chunks = [self._run_batch([a[i : i + bs] for a in arrays]) for i in range(0, n, bs)]
             outs = [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
-        return outs[0] if len(outs) == 1 else outs
+        return self._structured(outs)
 
 
 def _shape_text(shape) -> str:

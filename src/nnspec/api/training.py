@@ -95,7 +95,7 @@ class TrainMixin:
     def _output_names(self) -> list[str]:
         memo = self.__dict__.get("_out_names_memo")
         if memo is None or memo[0] is not self._typed:
-            memo = (self._typed, [str(r) for r in self._typed.graph.outputs])
+            memo = (self._typed, self._typed.graph.output_names)
             self.__dict__["_out_names_memo"] = memo
         return memo[1]
 
@@ -113,12 +113,12 @@ class TrainMixin:
         if y is None:
             raise InputError("targets (y) are required for training and evaluation")
         if isinstance(y, dict):
+            unknown = [k for k in y if k not in names]  # first: a misspelt key also leaves one missing
+            if unknown:
+                raise InputError(f"targets for unknown output '{unknown[0]}' (outputs: {names})")
             missing = [k for k in names if k not in y and self._loss_ids[names.index(k)] is not None]
             if missing:
                 raise InputError(f"missing targets for output '{missing[0]}' (outputs: {names})")
-            unknown = [k for k in y if k not in names]
-            if unknown:
-                raise InputError(f"targets for unknown output '{unknown[0]}' (outputs: {names})")
             ys = [y.get(k) for k in names]
         elif isinstance(y, (list, tuple)) and len(names) > 1:
             if len(y) != len(names):

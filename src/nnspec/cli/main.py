@@ -312,8 +312,8 @@ def predict(file, input_path, weights, seed, output, batch_size) -> None:
     except NnspecError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_INVALID)
-    outs = outs if isinstance(outs, list) else [outs]
-    names = [str(r) for r in model._typed.graph.outputs]
+    outs = list(outs.values()) if isinstance(outs, dict) else outs if isinstance(outs, list) else [outs]
+    names = model._typed.graph.output_names
     if output:
         import io
 

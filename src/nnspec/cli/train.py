@@ -108,7 +108,7 @@ def _training_config(
     from ..specs.errors import did_you_mean
 
     section = dict(model._typed.graph.training or {})
-    outputs = [str(r) for r in model._typed.graph.outputs]
+    outputs = model._typed.graph.output_names
 
     # loss
     loss = section.get("loss")
@@ -245,7 +245,7 @@ def _split_arrays(model, path: str, arrays: dict, required_targets: list[str]):
     from ..specs.errors import did_you_mean
 
     inputs = list(model._typed.graph.inputs)
-    outputs = [str(r) for r in model._typed.graph.outputs]
+    outputs = model._typed.graph.output_names
     names = set(inputs) | set(outputs)
     used: set[str] = set()
     x: dict = {}
@@ -320,7 +320,7 @@ def _check_data(model, path: str, x, y, sw):
         specs = model._loss_specs_for(ys)
     except (NnspecError, ValueError, TypeError) as e:
         raise _Problem(f"{path}: {e}") from None
-    outputs = [str(r) for r in model._typed.graph.outputs]
+    outputs = model._typed.graph.output_names
     try:
         metric_names = [label for _, label, _, _ in model._build_metrics(ys, specs)]
     except (ValueError, TypeError) as e:
@@ -578,7 +578,7 @@ def fit(file, data, validation_data, validation_split, epochs, batch_size, seed,
 
 def _required_targets(model) -> list[str]:
     """Outputs that need targets: those with a loss (all of them, unless the loss is per output)."""
-    outputs = [str(r) for r in model._typed.graph.outputs]
+    outputs = model._typed.graph.output_names
     ids = getattr(model, "_loss_ids", None)
     if ids is None:
         return outputs

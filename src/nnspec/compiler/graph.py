@@ -72,6 +72,15 @@ class Graph:
     doc: Document | None = None
     path: tuple = ()  # the document path of this (sub-)model
     warnings: list[Diagnostic] = field(default_factory=list)
+    # `outputs` written as a mapping: its keys, sorted (the outputs are in this order, as Keras
+    # flattens a dict of outputs); None when written as a list
+    output_keys: list[str] | None = None
+    output_paths: list[tuple] = field(default_factory=list)  # where each output is written
+
+    @property
+    def output_names(self) -> list[str]:
+        """What losses, metrics, targets and predictions are keyed by: the keys, or the references."""
+        return list(self.output_keys) if self.output_keys is not None else [str(r) for r in self.outputs]
 
     def producer_exists(self, name: str) -> bool:
         return name in self.inputs or name in self.nodes
@@ -129,9 +138,9 @@ class _Builder:
             self._sequential_edges(inputs, nodes, data, path)
         else:
             self._edges(data["edges"], inputs, nodes, path)
-        outputs = self._outputs(data, inputs, nodes, path, sequential)
+        outputs, keys, opaths = self._outputs(data, inputs, nodes, path, sequential)
         g = Graph(name, inputs, nodes, outputs, submodels, sequential, data.get("description", ""),
-                  data.get("training"), self.doc, path)  # fmt: skip
+                  data.get("training"), self.doc, path, output_keys=keys, output_paths=opaths)  # fmt: skip
         if not self._errors_in(path):
             self._check_graph(g, path)
         return g
@@ -292,17 +301,25 @@ class _Builder:
             node.input_paths = [node.path]
             prev = Ref(name)
 
-    def _outputs(self, data, inputs, nodes, path, sequential) -> list[Ref]:
+    def _outputs(self, data, inputs, nodes, path, sequential) -> tuple[list[Ref], list[str] | None, list[tuple]]:
+        """The output references, the mapping's keys (sorted) if written as one, and their paths."""
         raw = data.get("outputs")
         if raw is None:
             if sequential:
-                return [Ref(list(nodes)[-1])] if nodes else []
-            consumed = {r.node for n in nodes.values() for r in n.inputs}
-            return [Ref(n) for n in nodes if n not in consumed]
-        items = [raw] if isinstance(raw, str) else raw
-        out = []
-        for i, text in enumerate(items):
-            opath = path + ("outputs",) + (() if isinstance(raw, str) else (i,))
+                names = [list(nodes)[-1]] if nodes else []
+            else:
+                consumed = {r.node for n in nodes.values() for r in n.inputs}
+                names = [n for n in nodes if n not in consumed]
+            return [Ref(n) for n in names], None, [nodes[n].path for n in names]
+        if isinstance(raw, dict):
+            keys: list[str] | None = sorted(raw)
+            items = [(raw[k], path + ("outputs", k)) for k in sorted(raw)]
+        else:
+            keys = None
+            listed = [raw] if isinstance(raw, str) else raw
+            items = [(t, path + ("outputs",) + (() if isinstance(raw, str) else (i,))) for i, t in enumerate(listed)]
+        out, paths = [], []
+        for text, opath in items:
             ref = parse_ref(text)
             if ref is not None and ref.node in self.broken:
                 continue
@@ -312,7 +329,8 @@ class _Builder:
                 self.error("E200", f"unknown output '{name}'", opath, hint=did_you_mean(name, known), found=name)
                 continue
             out.append(ref)
-        return out
+            paths.append(opath)
+        return out, keys, paths
 
     # ------------------------------------------------------------------ graph rules
 
@@ -342,9 +360,9 @@ class _Builder:
             n = g.nodes[name]
             if all(r.node in reachable for r in n.inputs):
                 reachable.add(name)
-        for i, ref in enumerate(g.outputs):
+        for ref, opath in zip(g.outputs, g.output_paths):
             if ref.node not in reachable:
-                self.error("E204", f"output '{ref}' cannot be reached from the inputs", path + ("outputs", i))
+                self.error("E204", f"output '{ref}' cannot be reached from the inputs", opath)
         needed = _ancestors(g, [r.node for r in g.outputs])
         for name, n in g.nodes.items():
             if name not in needed:

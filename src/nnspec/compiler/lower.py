@@ -349,8 +349,8 @@ def lower(typed: TypedGraph, outputs: list | None = None, training: bool = False
         inputs.append((name, vid))
     low.add_params(typed, "")
     low.lower_graph(typed, "", env, 1)
-    refs = outputs if outputs is not None else g.outputs
-    out_ids = [(str(r), env[(r.node, r.port)]) for r in refs]
+    named = [(str(r), r) for r in outputs] if outputs is not None else list(zip(g.output_names, g.outputs))
+    out_ids = [(n, env[(r.node, r.port)]) for n, r in named]
     if activity:
         out_ids += [(f"activity:{st.node}:{k}", o) for st in low.steps
                     if activity_regularizer_of(st.op, st.attrs, st.node) is not None for k, o in enumerate(st.outputs)]  # fmt: skip

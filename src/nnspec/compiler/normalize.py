@@ -143,7 +143,10 @@ def model_spec(graph: Graph, *, top: bool = True) -> dict:
     out["layers"] = {k: _node_spec(n, graph.nodes) for k, n in graph.nodes.items()}
     if not graph.sequential:
         out["edges"] = edge_chains(graph)
-    out["outputs"] = [str(r) for r in graph.outputs]
+    if graph.output_keys is not None:
+        out["outputs"] = {k: str(r) for k, r in zip(graph.output_keys, graph.outputs)}
+    else:
+        out["outputs"] = [str(r) for r in graph.outputs]
     if top and graph.doc is not None and graph.doc.data.get("custom_losses"):
         out["custom_losses"] = dict(graph.doc.data["custom_losses"])
     if top and graph.training is not None:

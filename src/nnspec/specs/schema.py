@@ -249,8 +249,13 @@ def _model_schema(top: bool) -> dict:
             "description": "Chains `a -> b -> c`; `a, b -> merge` feeds several inputs in order; `n:1` is a port.",
         },
         "outputs": {
-            "anyOf": [port_ref, {"type": "array", "items": port_ref, "minItems": 1}],
-            "description": "The model's outputs: node names, or `node:port`.",
+            "anyOf": [
+                port_ref,
+                {"type": "array", "items": port_ref, "minItems": 1},
+                {"type": "object", "minProperties": 1, "propertyNames": name, "additionalProperties": port_ref},
+            ],
+            "description": "The model's outputs: node names, or `node:port`; or a mapping key -> node, whose "
+            "outputs come in sorted key order and are keyed by it (Keras's dict of outputs).",
         },
     }
     if top:
