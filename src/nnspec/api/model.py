@@ -222,9 +222,11 @@ class Model(TrainMixin, RunMixin, Layer):
 
     @property
     def layers(self) -> list:
-        """Input layers (functional models) then layers, in file order."""
-        ins = [] if self._typed.graph.sequential else list(self._input_layers.values())
-        return ins + list(self._layers.values())
+        """The input layers (of a functional model) and the layers, in Keras's order (the order
+        of ``get_weights()``; graph.keras_order)."""
+        objs = {} if self._typed.graph.sequential else dict(self._input_layers)
+        objs.update(self._layers)
+        return [objs[n] for n in self._typed.layer_order() if n in objs]
 
     def get_layer(self, name: str | None = None, index: int | None = None):
         if (name is None) == (index is None):

@@ -70,7 +70,7 @@ class RunMixin:
         return (store, None) if names <= set(store.params) else (None, store)
 
     def get_weights(self) -> list:
-        """Every weight array, layer by layer in file order, each layer's in Keras's order."""
+        """Every weight array, layer by layer in Keras's order (``layers``), each layer's in Keras's order."""
         store = self._weights()
         return [store.view(p.name).astype(p.dtype) for p in self.plan().params]
 

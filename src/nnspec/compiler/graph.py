@@ -420,6 +420,56 @@ def topo_order(g: Graph) -> list[str]:
     return order
 
 
+def keras_order(g: Graph) -> list[str]:
+    """The model's inputs and layers (weight owners) in the order Keras lists them in
+    ``model.layers``, and so in ``get_weights()`` and ``summary()``.
+
+    Keras derives the order from the graph, not from the order the layers were made
+    (``map_graph`` in keras/src/ops/function.py): a depth-first walk from the outputs, in order,
+    numbers each layer when first reached; a call's depth is its longest path to an output (a
+    layer called several times takes its deepest call's); layers come deepest first, ties in
+    walk order. Inputs no output reads come first among depth 0. Layers no output reads (W200)
+    are not in a Keras model at all; they follow, in file order.
+    """
+    def owner(n: str) -> str:
+        return g.nodes[n].layer if n in g.nodes else n
+
+    def parents(n: str) -> list[str]:
+        return [r.node for r in g.nodes[n].inputs] if n in g.nodes else []
+
+    walk: dict[str, int] = {}  # owner -> when first reached
+    post: list[str] = []  # calls, each after its parents
+    finished: set[str] = set()
+    for ref in g.outputs:
+        if ref.node in finished:
+            continue
+        walk.setdefault(owner(ref.node), len(walk))
+        stack = [(ref.node, iter(parents(ref.node)))]
+        while stack:
+            n, it = stack[-1]
+            p = next(it, None)
+            if p is None:
+                stack.pop()
+                finished.add(n)
+                post.append(n)
+            elif p not in finished and all(p != m for m, _ in stack):
+                walk.setdefault(owner(p), len(walk))
+                stack.append((p, iter(parents(p))))
+    node_depth: dict[str, int] = {}
+    owner_depth: dict[str, int] = {}
+    for n in reversed(post):
+        d = max(node_depth.setdefault(n, 0), owner_depth.get(owner(n), 0))
+        owner_depth[owner(n)] = node_depth[n] = d
+        for p in parents(n):
+            node_depth[p] = max(d + 1, node_depth.get(p, 0))
+    for name in g.inputs:
+        if name not in owner_depth:
+            owner_depth[name], walk[name] = 0, -1
+    ordered = sorted(owner_depth, key=lambda o: (-owner_depth[o], walk[o]))
+    rest = [n.layer for n in g.nodes.values() if n.layer not in owner_depth]
+    return ordered + list(dict.fromkeys(rest))
+
+
 def _ancestors(g: Graph, names: list[str]) -> set[str]:
     seen: set[str] = set()
     todo = list(names)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ..layerdefs import REGISTRY
 from ..layerdefs.base import InferContext, ParamSpec, ShapeError, TensorType, fmt_shape, normalize_attrs
 from ..specs.errors import Diagnostic, ShapeMismatchError
-from .graph import Graph, Node, Ref, topo_order
+from .graph import Graph, Node, Ref, keras_order, topo_order
 
 MAX_PARAMS = 2**31  # per layer and per model: refused before anything is allocated
 MAX_VALUES_PER_SAMPLE = 2**31
@@ -55,17 +55,24 @@ class TypedGraph:
     def output_types(self) -> list[TensorType]:
         return [self.type_of(r) for r in self.graph.outputs]
 
+    def layer_order(self) -> list[str]:
+        """Inputs and layers in Keras's ``model.layers`` order (graph.keras_order)."""
+        memo = self.__dict__.get("_layer_order")
+        if memo is None:
+            memo = self.__dict__["_layer_order"] = keras_order(self.graph)
+        return memo
+
     def layer_nodes(self) -> dict[str, list[TypedNode]]:
-        """Layer (weight owner) name -> its calls, owners in file order."""
-        out: dict[str, list[TypedNode]] = {}
+        """Layer (weight owner) name -> its calls (in file order), owners in Keras's order."""
+        calls: dict[str, list[TypedNode]] = {}
         for name in self.graph.nodes:
             if name in self.nodes:
                 tn = self.nodes[name]
-                out.setdefault(tn.node.layer, []).append(tn)
-        return out
+                calls.setdefault(tn.node.layer, []).append(tn)
+        return {layer: calls[layer] for layer in self.layer_order() if layer in calls}
 
     def params(self) -> list[tuple[str, ParamSpec]]:
-        """Every weight, ``(layer name, ParamSpec)``, layers in file order, each owner once.
+        """Every weight, ``(layer name, ParamSpec)``, layers in Keras's order, each owner once.
 
         A sub-model called several times is counted once, at its first call, as a Keras
         model object reused as a layer is.

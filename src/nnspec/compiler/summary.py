@@ -107,11 +107,15 @@ def summary_dict(typed: TypedGraph) -> dict:
     for layer, calls in by_layer.items():
         for i, tn in enumerate(calls):
             call_index[tn.name] = (layer, i)
-    if not g.sequential:
-        for name, t in typed.input_types.items():
-            layers.append({"name": name, "type": "InputLayer", "output_shape": list(t.shape), "params": 0,
-                           "connected_to": []})  # fmt: skip
-    for layer, calls in by_layer.items():
+    for layer in typed.layer_order():  # Keras's order: an input's row where Keras puts it
+        if layer in typed.input_types:
+            if not g.sequential:
+                layers.append({"name": layer, "type": "InputLayer", "output_shape": list(typed.input_types[layer].shape),
+                               "params": 0, "connected_to": []})  # fmt: skip
+            continue
+        if layer not in by_layer:
+            continue
+        calls = by_layer[layer]
         first = calls[0]
         connected = []
         for tn in calls:
