@@ -4,7 +4,8 @@ This is the reference the compiler is tested against, so it must not import nnsp
 file with ``yaml.safe_load`` and maps it onto Keras's own API, one to one, as
 ``/work/shared/design/spec-format.md`` describes the format:
 
-- ``inputs``: ``keras.Input(shape=..., dtype=..., name=<input name>)``.
+- ``inputs``: ``keras.Input(shape=..., dtype=..., name=<input name>)``; with ``batch_size``,
+  ``keras.Input(batch_shape=(batch_size, *shape), ...)``.
 - ``layers``: node name -> ``{type: <keras.layers class>, ...kwargs}``; the node name becomes the
   Keras layer's ``name``. ``{shares: other}`` calls ``other``'s layer object again. A wrapper's
   ``layer:`` (and ``backward_layer:``) mapping is built into the inner layer. ``{type: Model, model:
@@ -197,7 +198,7 @@ class _Builder:
         doc = self.doc
         name = force_name or doc.get("name") or default_name
         inputs = {
-            n: keras.Input(shape=tuple(s["shape"]), dtype=s.get("dtype", "float32"), name=n)
+            n: keras.Input(batch_shape=(s.get("batch_size"), *s["shape"]), dtype=s.get("dtype", "float32"), name=n)
             for n, s in (doc.get("inputs") or {}).items()
         }
         layer_specs: dict = dict(doc.get("layers") or {})

@@ -202,7 +202,9 @@ def test_the_ticket_model_predicts_and_trains_as_in_keras():
         np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-6)
     loss = {"priority": keras.losses.BinaryCrossentropy(from_logits=True),
             "department": keras.losses.CategoricalCrossentropy(from_logits=True)}  # fmt: skip
-    km.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss, loss_weights={"priority": 1.0, "department": 0.2})
+    km.compile(
+        optimizer=keras.optimizers.SGD(0.1), loss=loss, loss_weights={"priority": 1.0, "department": 0.2}
+    )
     m.compile(optimizer={"type": "sgd", "learning_rate": 0.1},
               loss={"priority": {"type": "binary_crossentropy", "from_logits": True},
                     "department": {"type": "categorical_crossentropy", "from_logits": True}},

@@ -48,7 +48,9 @@ def test_a_seeds_layers_weights_and_summary_rows_come_in_kerass_order(name):
     km = keras_model_from_spec(SPECS / f"{name}.yaml")
     m = nnspec.load(SPECS / f"{name}.yaml", seed=0)
     assert [x.name for x in m.layers] == [x.name for x in km.layers]
-    assert [r["name"] for r in m.summary_dict()["layers"]] == [r[0] for r in keras_summary_facts(km)["layers"]] or (
+    assert [r["name"] for r in m.summary_dict()["layers"]] == [
+        r[0] for r in keras_summary_facts(km)["layers"]
+    ] or (
         m._typed.graph.sequential  # a Sequential summary has no input row in either
     )
     want = km.get_weights()

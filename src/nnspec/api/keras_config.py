@@ -264,21 +264,21 @@ class _Reader:
         from .model import Sequential
 
         entries = list(cfg.get("layers") or [])
-        shape = dtype = None
+        shape = dtype = batch = None
         if entries and entries[0].get("class_name") == "InputLayer":
-            shape, dtype = self._input_decl(entries.pop(0).get("config") or {}, where)
+            shape, dtype, batch = self._input_decl(entries.pop(0).get("config") or {}, where)
         elif cfg.get("build_input_shape") is not None:
             shape = _shape(cfg["build_input_shape"], where)[1:]
         elif entries:
             first = entries[0].get("config") or {}
             for key in ("batch_input_shape", "batch_shape"):
                 if first.get(key) is not None:
-                    shape = _shape(first[key], where)[1:]
+                    batch, *shape = _shape(first[key], where)
             dtype = _dtype(first.get("dtype"))
         if shape is None:
             raise _err(where, "a Sequential model's input shape is unknown (no InputLayer, no build_input_shape): "
                        "build the Keras model before saving its config")  # fmt: skip
-        layers = [Input(shape=shape, dtype=dtype if dtype and dtype != "float32" else "float32")]
+        layers = [Input(shape=shape, dtype=dtype if dtype and dtype != "float32" else "float32", batch_size=batch)]
         for entry in entries:
             layers.append(self.layer(entry, f"{where}, layer '{_name_of(entry)}'"))
         return Sequential(layers, name=cfg.get("name"))
@@ -287,7 +287,8 @@ class _Reader:
         shape = c.get("batch_shape", c.get("batch_input_shape"))
         if shape is None:
             raise _err(where, f"InputLayer '{c.get('name', '?')}' has no batch_shape")
-        return _shape(shape, where)[1:], _dtype(c.get("dtype")) or "float32"
+        batch, *rest = _shape(shape, where)
+        return tuple(rest), _dtype(c.get("dtype")) or "float32", batch
 
     def functional(self, cfg: dict, where: str):
         from .layer import Input
@@ -313,8 +314,8 @@ class _Reader:
                 pending += self._op_calls(entry, lwhere)
                 continue
             if entry.get("class_name") == "InputLayer":
-                shape, dtype = self._input_decl(entry.get("config") or {}, lwhere)
-                tensors[(name, 0, 0)] = Input(shape=shape, dtype=dtype, name=name)
+                shape, dtype, batch = self._input_decl(entry.get("config") or {}, lwhere)
+                tensors[(name, 0, 0)] = Input(shape=shape, dtype=dtype, name=name, batch_size=batch)
                 continue
             nodes = [_node_parts(n, lwhere) for n in entry.get("inbound_nodes") or []]
             objects[name] = self.layer(entry, lwhere, kwargs_of=[kwargs for _, kwargs, _ in nodes])

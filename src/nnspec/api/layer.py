@@ -173,12 +173,14 @@ class Layer:
         for k, v in zip(defn.positional, args):
             attrs[k] = v
         self._input_shape_hint = None
-        for k in ("input_shape", "batch_input_shape", "input_dim"):
+        self._batch_size_hint = None  # Keras 2's batch_input_shape (or batch_shape) on a first layer
+        for k in ("input_shape", "batch_input_shape", "batch_shape", "input_dim"):
             if k in kwargs and k not in defn.attr_names:
                 v = kwargs.pop(k)
-                self._input_shape_hint = (
-                    tuple(v)[1:] if k == "batch_input_shape" else ((v,) if k == "input_dim" else tuple(v))
-                )
+                if k in ("batch_input_shape", "batch_shape"):
+                    self._batch_size_hint, self._input_shape_hint = v[0], tuple(v)[1:]
+                else:
+                    self._input_shape_hint = (v,) if k == "input_dim" else tuple(v)
         for k, v in kwargs.items():
             if k not in defn.attr_names:
                 hint = did_you_mean(k, defn.attr_names)
@@ -475,6 +477,21 @@ class Layer:
     def weights(self) -> list:
         return self.get_weights()
 
+    def reset_states(self) -> None:
+        """Zero the states a stateful recurrent layer keeps between batches (Keras's
+        ``reset_state``): its next call starts from zeros."""
+        if self._def is None or not self._def.extra.get("initial_state"):
+            raise AttributeError(f"{self.type} '{self.name}' is not a recurrent layer; it keeps no states")
+        model = self._model_ref
+        kept = model.__dict__.get("_kept_states") if model is not None else None
+        if not kept:
+            return
+        calls = {n for n, tn in model._typed.nodes.items() if tn.node.layer == self.name}
+        for key in [k for k in kept if k.split(":", 1)[1].rsplit(":", 1)[0] in calls]:
+            del kept[key]
+
+    reset_state = reset_states
+
     def get_weights(self) -> list:
         """This layer's weight arrays (copies), in Keras's order."""
         params = self._params()
@@ -544,15 +561,18 @@ class InputLayer:
 
     type = class_name = "InputLayer"
 
-    def __init__(self, shape, dtype: str = "float32", name: str | None = None) -> None:
+    def __init__(self, shape, dtype: str = "float32", name: str | None = None, batch_size: int | None = None) -> None:
         shape = tuple(None if d is None else int(d) for d in shape)
         for d in shape:
             if d is not None and d < 1:
                 raise ValueError(f"Input shape {shape}: dimensions must be positive or None")
+        if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+            raise ValueError(f"Input batch_size must be a positive integer; got {batch_size!r}")
         self.name = name or unique_name("input_layer")
         self.dtype = str(dtype)
         self.shape = shape
-        self.output = KerasTensor(TensorType((None, *shape), self.dtype), None, 0, input_layer=self)
+        self.batch_size = None if batch_size is None else int(batch_size)
+        self.output = KerasTensor(TensorType((self.batch_size, *shape), self.dtype), None, 0, input_layer=self)
         self.calls: list = []
 
     input = property(lambda self: self.output)
@@ -560,7 +580,12 @@ class InputLayer:
     input_shape = output_shape
 
     def get_config(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+                **({"batch_size": self.batch_size} if self.batch_size else {})}  # fmt: skip
+
+    def file_spec(self) -> dict:
+        """The model file's entry for this input."""
+        return {"shape": list(self.shape), "dtype": self.dtype, **({"batch_size": self.batch_size} if self.batch_size else {})}
 
     def count_params(self) -> int:
         return 0
@@ -585,11 +610,18 @@ def _flat(v) -> list:
     return [t for x in v for t in _flat(x)] if isinstance(v, (list, tuple)) else [v]
 
 
-def Input(shape, dtype: str = "float32", name: str | None = None, batch_size: int | None = None) -> KerasTensor:
-    """A model input, as ``keras.Input``: ``shape`` excludes the batch dimension."""
-    if batch_size is not None:
-        raise ValueError("nnspec models take any batch size; a fixed batch_size is not supported")
-    return InputLayer(shape, dtype, name).output
+def Input(shape=None, dtype: str = "float32", name: str | None = None, batch_size: int | None = None,
+          batch_shape=None) -> KerasTensor:  # fmt: skip
+    """A model input, as ``keras.Input``: ``shape`` excludes the batch dimension; ``batch_size``
+    (or ``batch_shape``, the batch first) fixes the batch size, which a stateful recurrent
+    layer needs."""
+    if batch_shape is not None:
+        if shape is not None or batch_size is not None:
+            raise ValueError("Input takes batch_shape, or shape and batch_size; not both")
+        batch_size, shape = batch_shape[0], tuple(batch_shape[1:])
+    if shape is None:
+        raise TypeError("Input needs shape= (or batch_shape=)")
+    return InputLayer(shape, dtype, name, batch_size).output
 
 
 _CLASSES: dict[str, type] = {}

@@ -72,7 +72,7 @@ class Model(TrainMixin, RunMixin, Layer):
         for iname, decl in g.inputs.items():
             il = layer_objects.get(("input", iname))
             if il is None:
-                il = InputLayer(decl.shape, decl.dtype, iname)
+                il = InputLayer(decl.shape, decl.dtype, iname, decl.batch_size)
             self._input_layers[iname] = il
             env[(iname, 0)] = il.output
         self._layers: dict[str, Layer] = {}
@@ -183,7 +183,7 @@ class Model(TrainMixin, RunMixin, Layer):
             raise ValueError(f"model '{self.name}' takes {len(g.inputs)} input(s); got {len(in_types)}")
         types = {}
         for (iname, decl), t in zip(g.inputs.items(), in_types):
-            want = (None, *decl.shape)
+            want = (decl.batch_size, *decl.shape)
             if len(want) != len(t.shape) or any(a is not None and b is not None and a != b for a, b in zip(want, t.shape)):
                 raise ValueError(f"model '{self.name}' input '{iname}' expects shape {want}; got {t.shape}")
             types[iname] = TensorType(tuple(b if b is not None else a for a, b in zip(want, t.shape)), decl.dtype, t.masked)
@@ -432,7 +432,7 @@ def _spec_from_tensors(inputs, outputs, name: str) -> tuple[dict, dict]:
         "name": name,
         **({"custom_layers": custom} if custom else {}),
         **({"models": models} if models else {}),
-        "inputs": {il.name: {"shape": list(il.shape), "dtype": il.dtype} for il in input_layers},
+        "inputs": {il.name: il.file_spec() for il in input_layers},
         "layers": layers,
         "edges": edges,
         "outputs": {k: ref(outputs[k]) for k in sorted(outputs)} if isinstance(outputs, dict) else [ref(t) for t in outs],
@@ -495,7 +495,7 @@ class Sequential(Model):
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add() takes a layer; got {type(layer).__name__}")
         if self._input is None and not self._pending and layer._input_shape_hint is not None:
-            self._input = InputLayer(layer._input_shape_hint)
+            self._input = InputLayer(layer._input_shape_hint, batch_size=getattr(layer, "_batch_size_hint", None))
         self._pending.append(layer)
         if _rebuild:
             self._rebuild()
@@ -540,7 +540,7 @@ class Sequential(Model):
             "name": self.name,
             **({"custom_layers": custom} if custom else {}),
             **({"models": models} if models else {}),
-            "inputs": {self._input.name: {"shape": list(self._input.shape), "dtype": self._input.dtype}},
+            "inputs": {self._input.name: self._input.file_spec()},
             "layers": layers,
         }
         self._compile_spec(spec, objects)

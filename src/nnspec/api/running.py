@@ -156,7 +156,7 @@ class RunMixin:
 
             g = self._typed.graph
             if any(d is None for t in self._typed.input_types.values() for d in t.shape[1:]):
-                types = {n: TensorType((None, *s), t.dtype) for (n, t), s in zip(self._typed.input_types.items(), shapes)}
+                types = {n: TensorType((t.shape[0], *s), t.dtype) for (n, t), s in zip(self._typed.input_types.items(), shapes)}
                 typed = infer_types(g, input_types=types)
             else:
                 typed = self._typed
@@ -240,10 +240,63 @@ class RunMixin:
         shapes = tuple(a.shape[1:] for a in arrays)
         ex = self._executor(shapes, activity)
         store = self._weights()
+        kept = self._kept_states_in(ex.plan, arrays[0].shape[0] if arrays else 0)
         try:
-            return ex(arrays, store.tp, store.ntp)
+            outs = ex([*arrays, *kept] if kept else arrays, store.tp, store.ntp)
         except (ValueError, IndexError) as e:
             raise InputError(str(e)) from None
+        return self._keep_states_out(ex.plan, outs)
+
+    # ------------------------------------------------------------------ stateful layers
+
+    def _state_io(self, plan) -> tuple:
+        """(each state input's name and per-sample shape, the state outputs' names) of a plan:
+        its stateful recurrent calls' (lower.lower_stateful), inputs and outputs both last."""
+        memo = plan.__dict__.get("_state_io")
+        if memo is None:
+            from ..compiler.lower import STATE_PREFIX
+
+            vals = {v.id: v for v in plan.values}
+            ins = [(n, tuple(vals[v].shape[1:])) for n, v in plan.inputs if n.startswith(STATE_PREFIX)]
+            outs = [n for n, _ in plan.outputs if n.startswith(STATE_PREFIX)]
+            memo = plan.__dict__["_state_io"] = (ins, outs)
+        return memo
+
+    def _kept_states_in(self, plan, n: int) -> list:
+        """The arrays the plan's stateful calls start this batch of ``n`` from: the states the
+        last batch ended with, zeros at first and after ``reset_states()``."""
+        import numpy as np
+
+        ins, _ = self._state_io(plan)
+        if not ins:
+            return []
+        batch = next((d.batch_size for d in self._typed.graph.inputs.values() if d.batch_size), None)
+        if batch is not None and n != batch:
+            layers = sorted({tn.node.layer for tn in self._typed.nodes.values() if tn.state_types})
+            raise InputError(f"model '{self.name}' has stateful layers ({', '.join(layers) or 'in a sub-model'}), "
+                             f"which keep states for batches of {batch} samples (the input's batch_size); got a "
+                             f"batch of {n}: give batch_size={batch} and a sample count divisible by it")  # fmt: skip
+        kept = self.__dict__.setdefault("_kept_states", {})
+        out = []
+        for name, shape in ins:
+            a = kept.get(name)
+            out.append(a if a is not None and a.shape[0] == n else np.zeros((n, *shape), np.float32))
+        return out
+
+    def _keep_states_out(self, plan, outs: list) -> list:
+        """Keep the final states of the batch (the plan's last outputs); the other outputs."""
+        _, names = self._state_io(plan)
+        if not names:
+            return outs
+        kept = self.__dict__.setdefault("_kept_states", {})
+        for name, a in zip(names, outs[len(outs) - len(names) :]):
+            kept[name] = a.copy()
+        return outs[: len(outs) - len(names)]
+
+    def reset_states(self) -> None:
+        """Zero the states of every stateful recurrent layer (Keras's ``layer.reset_state()``,
+        for all of them): the next batch starts from zeros."""
+        self.__dict__.pop("_kept_states", None)
 
     def _structured(self, outs: list):
         """The outputs as Keras returns them: a dict when the model's outputs are a mapping, else

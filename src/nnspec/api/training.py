@@ -251,7 +251,7 @@ class TrainMixin:
             typed = self._typed
             if any(d is None for t in typed.input_types.values() for d in t.shape[1:]):
                 types = {
-                    n: TensorType((None, *s), t.dtype) for (n, t), s in zip(typed.input_types.items(), shapes)
+                    n: TensorType((t.shape[0], *s), t.dtype) for (n, t), s in zip(typed.input_types.items(), shapes)
                 }
                 typed = infer_types(typed.graph, input_types=types)
             plan = lower(typed, training=True)
@@ -259,6 +259,7 @@ class TrainMixin:
             plan = Plan(plan.model, plan.inputs, plan.outputs, plan.values,
                         [store.params[p.name] for p in plan.params], plan.steps, plan.buffers)  # fmt: skip
             bindings = [None if s is None else LossBinding(s.kernel, s.args, s.sparse) for s in specs]
+            bindings += [None] * (len(plan.outputs) - len(bindings))  # a stateful layer's final states
             tr = Trainer(plan, bindings)
             self._trainers[key] = tr
         return tr
@@ -315,18 +316,28 @@ class TrainMixin:
         shapes = tuple(a.shape[1:] for a in xs)
         tr = self._trainer(shapes, specs)
         store = self._weights()
+        kept = self._kept_states_in(tr.plan, n)
+        _, state_names = self._state_io(tr.plan)
         targets = [np.zeros((n,) + (1,), np.float32) if t is None else t for t in ys]
         rows_w = [self._rows_weight(sw, k, n) for k, sw in enumerate(sws)]
         lw = self._lw_memo.get(id(specs))
         if lw is None:
             lw = np.array(
-                [w if s is not None else 0.0 for w, s in zip(self._loss_weights, specs)], np.float64
+                [w if s is not None else 0.0 for w, s in zip(self._loss_weights, specs)] + [0.0] * len(state_names),
+                np.float64,
             )
             self._lw_memo[id(specs)] = lw
-        out = tr.run(xs, targets, rows_w, store.tp, store.ntp, lw)
+        if state_names:  # the final states are outputs without a loss
+            targets += [np.zeros((n, 1), np.float32)] * len(state_names)
+            rows_w += [None] * len(state_names)
+        out = tr.run([*xs, *kept], targets, rows_w, store.tp, store.ntp, lw)
         self.optimizer.apply(store.tp, tr.grads, self._segments())
         tr.apply_constraints(store)
-        return out, (tr.outputs(n) if self._metrics else None)  # outputs only feed metrics
+        outputs = tr.outputs(n) if (self._metrics or state_names) else None
+        if state_names:
+            outputs = self._keep_states_out(tr.plan, outputs)
+            out = np.append(out[: len(out) - 1 - len(state_names)], out[-1])  # per-output losses, then the total
+        return out, (outputs if self._metrics else None)  # outputs only feed metrics
 
     def _update_logs(self, trackers: dict, out, n: int, outputs, ys, sws, specs) -> dict:
         names = self._output_names()
@@ -419,7 +430,7 @@ class TrainMixin:
 
             plan = lower(self._typed, activity=True)
             made_by = {o: st for st in plan.steps for o in st.outputs}
-            extra = plan.outputs[len(self._typed.graph.outputs) :]
+            extra = [(n, v) for n, v in plan.outputs[len(self._typed.graph.outputs) :] if n.startswith("activity:")]
             cached = [activity_regularizer_of(made_by[v].op, made_by[v].attrs, made_by[v].node) for _, v in extra]
             self.__dict__["_activity_specs"] = cached
         return cached

@@ -40,6 +40,7 @@ class InputDecl:
     name: str
     shape: tuple  # without the batch dimension
     dtype: str = "float32"
+    batch_size: int | None = None  # a fixed batch size (Keras's batch_shape), else any
 
 
 @dataclass
@@ -121,7 +122,8 @@ class _Builder:
     def build(self, data: dict, path: tuple, submodels: dict[str, Graph]) -> Graph:
         name = data.get("name") or (str(path[-1]) if path else "model")
         inputs = {
-            k: InputDecl(k, tuple(v["shape"]), v.get("dtype", "float32")) for k, v in data["inputs"].items()
+            k: InputDecl(k, tuple(v["shape"]), v.get("dtype", "float32"), v.get("batch_size"))
+            for k, v in data["inputs"].items()
         }
         nodes: dict[str, Node] = {}
         for k in data["layers"]:

@@ -20,7 +20,9 @@ from ..layerdefs import REGISTRY
 from ..layerdefs.base import NESTED_LAYER_KEYS, map_nested
 from ..layerdefs.recurrent import STATES
 from .plan import Buffer, Param, Plan, Step, Value, activity_regularizer_of
-from .shapes import TypedGraph, TypedNode, infer_types
+from .shapes import TypedGraph, TypedNode, infer_types, returning_states
+
+STATE_PREFIX = "state:"  # plan inputs and outputs holding a stateful layer's kept states
 
 # Attributes that only matter to initialization or training bookkeeping: not part of a step.
 _NOT_STEP_ATTRS = ("trainable", "dtype")
@@ -57,10 +59,13 @@ class _Lowering:
         self.steps: list[Step] = []
         self.params: dict[str, Param] = {}
         self.offsets = {True: 0, False: 0}
+        # stateful recurrent calls: (name, value) of the states each starts from and ends with
+        self.state_inputs: list[tuple[str, int]] = []
+        self.state_outputs: list[tuple[str, int]] = []
 
     def new_value(self, t, fold: int | None = 1, mask: int | None = None) -> int:
-        vid = len(self.values)
-        self.values.append(Value(vid, tuple(t.shape), t.dtype, fold, 0, t.masked, mask))
+        vid = len(self.values)  # a plan takes any batch size, whatever batch the inputs declare
+        self.values.append(Value(vid, (None, *t.shape[1:]), t.dtype, fold, 0, t.masked, mask))
         return vid
 
     def mask_of(self, vid: int) -> int | None:
@@ -133,6 +138,8 @@ class _Lowering:
                 env[(name, port)] = vid
 
     def lower_node(self, typed, tn: TypedNode, ins, prefix, owners, fold) -> list[int]:
+        if tn.state_types:
+            return self.lower_stateful(typed, tn, ins, prefix, owners, fold)
         node = tn.node
         defn = REGISTRY[node.type]
         attrs = node.attrs
@@ -163,6 +170,31 @@ class _Lowering:
         self.set_masks(node, ins, outs, prefix)
         return outs
 
+    def lower_stateful(self, typed, tn: TypedNode, ins, prefix, owners, fold) -> list[int]:
+        """A stateful recurrent call, as Keras runs one: it starts from the states the previous
+        batch ended with (plan inputs ``state:<node>:<k>``; zeros at first, or after a reset),
+        unless the call is given initial states, and its final states are kept (plan outputs of
+        the same names). The step itself is the layer's with ``return_state`` on; ``stateful``
+        in its attributes says its input mask still applies (Keras passes the mask to a call
+        whose only tensor argument is the sequence, which a call given initial states is not)."""
+        from dataclasses import replace
+
+        node = tn.node
+        names = [f"{STATE_PREFIX}{prefix}{node.name}:{k}" for k in range(len(tn.state_types))]
+        own = len(ins) == 1
+        if own:
+            kept = [self.new_value(t) for t in tn.state_types]
+            self.state_inputs += zip(names, kept)
+            ins = [*ins, *kept]
+        attrs = {**returning_states(node), "stateful": own}
+        n_plain = len(tn.out_types) - (len(tn.state_types) if _returns_state(node) else 0)
+        step_node = replace(node, attrs=attrs)
+        step_tn = replace(tn, node=step_node, in_types=[*tn.in_types, *(tn.state_types if own else ())],
+                          out_types=[*tn.out_types[:n_plain], *tn.state_types], state_types=[])  # fmt: skip
+        outs = self.lower_node(typed, step_tn, ins, prefix, owners, fold)
+        self.state_outputs += zip(names, outs[n_plain:])
+        return outs if _returns_state(node) else outs[:n_plain]
+
     def lower_chain(self, tn: TypedNode, chain, ins, prefix, pnames, fold) -> list[int]:
         """One step per (layer type, attrs) of ``chain``, each reading the previous one's first
         output; the node's outputs are the last step's first output, then every step's other
@@ -185,8 +217,11 @@ class _Lowering:
             step_outs = (y, *(next(extra) for _ in types[1:]))
             step_ins = (x, *(v for v, _ in own))
             masks = tuple(-1 if self.mask_of(i) is None else self.mask_of(i) for i in step_ins) if defn.uses_mask else ()
+            sattrs = step_attrs(t, attrs)
+            if node.attrs.get("stateful"):  # kept states, not given ones: the mask applies (step_mask)
+                sattrs["stateful"] = True
             self.steps.append(Step(defn.op, prefix + node.name, step_ins, tuple(groups[k]),
-                                   step_outs, step_attrs(t, attrs), masks=masks))  # fmt: skip
+                                   step_outs, sattrs, masks=masks))  # fmt: skip
             if y != outs[0] and types[0].masked and self.mask_of(x) is not None:
                 v = self.values[y]
                 self.values[y] = Value(v.id, v.shape, v.dtype, v.fold, v.buffer, v.masked, self.mask_of(x))
@@ -244,6 +279,11 @@ class _Lowering:
             outs.append(out)
         self.set_masks(tn.node, ins, outs, prefix)
         return outs
+
+
+def _returns_state(node) -> bool:
+    a = node.attrs["layer"] if node.type == "Bidirectional" else node.attrs
+    return bool(a.get("return_state"))
 
 
 def _without_activity_regularizer(attrs: dict) -> dict:
@@ -338,6 +378,8 @@ def lower(typed: TypedGraph, outputs: list | None = None, training: bool = False
     training-only layers (Dropout...) as steps and keeps every value for the backward pass.
     With ``activity``, the outputs of every step with an activity regularizer (sub-models'
     included) follow, named ``activity:<step>:<k>``, so evaluation can add their penalties.
+    A stateful recurrent call adds inputs and outputs named ``state:<node>:<k>``, after the
+    others: the states it starts from and the ones it ends with (``lower_stateful``).
     """
     low = _Lowering(training)
     g = typed.graph
@@ -355,6 +397,11 @@ def lower(typed: TypedGraph, outputs: list | None = None, training: bool = False
         out_ids += [(f"activity:{st.node}:{k}", o) for st in low.steps
                     if activity_regularizer_of(st.op, st.attrs, st.node) is not None for k, o in enumerate(st.outputs)]  # fmt: skip
     _prune(low, {v for _, v in out_ids})
+    # the stateful calls still computed: the states they start from and end with, last
+    produced = {o for s in low.steps for o in s.outputs}
+    read = {r for s in low.steps for r in s.reads}
+    inputs += [(n, v) for n, v in low.state_inputs if v in read]
+    out_ids += [(n, v) for n, v in low.state_outputs if v in produced]
     inputs, out_ids = _renumber(low, inputs, out_ids)
     buffers = _assign_buffers(low, {v for _, v in inputs}, {v for _, v in out_ids}, reuse=not training)
     return Plan(g.name, inputs, out_ids, low.values, list(low.params.values()), low.steps, buffers)

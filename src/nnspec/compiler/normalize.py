@@ -139,7 +139,8 @@ def model_spec(graph: Graph, *, top: bool = True) -> dict:
         out["custom_layers"] = custom_layers(graph)
     if top and graph.submodels:
         out["models"] = {k: model_spec(sub, top=False) for k, sub in graph.submodels.items()}
-    out["inputs"] = {k: {"shape": list(d.shape), "dtype": d.dtype} for k, d in graph.inputs.items()}
+    out["inputs"] = {k: {"shape": list(d.shape), "dtype": d.dtype, **({"batch_size": d.batch_size} if d.batch_size else {})}
+                     for k, d in graph.inputs.items()}  # fmt: skip
     out["layers"] = {k: _node_spec(n, graph.nodes) for k, n in graph.nodes.items()}
     if not graph.sequential:
         out["edges"] = edge_chains(graph)

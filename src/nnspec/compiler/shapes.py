@@ -29,6 +29,9 @@ class TypedNode:
     in_types: list[TensorType]
     out_types: list[TensorType]
     params: list[ParamSpec]  # the weights of the layer this node calls (the owner's)
+    # a stateful recurrent call: the states it carries from batch to batch (its final states'
+    # types, as return_state gives them); empty for any other call
+    state_types: list[TensorType] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -165,7 +168,7 @@ def _check_arity(defn, k: int) -> None:
 
 
 def _declared_types(graph: Graph) -> dict[str, TensorType]:
-    return {k: TensorType((None, *d.shape), d.dtype) for k, d in graph.inputs.items()}
+    return {k: TensorType((d.batch_size, *d.shape), d.dtype) for k, d in graph.inputs.items()}
 
 
 def _values(t: TensorType) -> int:
@@ -237,7 +240,8 @@ def infer_types(graph: Graph, input_types: dict[str, TensorType] | None = None) 
                 failed.add(name)
                 continue
         owner_params.setdefault(node.layer, (params, None))
-        typed.nodes[name] = TypedNode(node, in_types, outs, owner_params[node.layer][0])
+        states = carried_state_types(node, in_types, ctx) if is_stateful(node) else []
+        typed.nodes[name] = TypedNode(node, in_types, outs, owner_params[node.layer][0], states)
     total = sum(p.size for _, p in typed.params()) if not diags else 0
     if total > MAX_PARAMS:
         diags.append(doc.diag("E301", f"the model would hold {total:,} parameters, over nnspec's limit of "
@@ -245,6 +249,30 @@ def infer_types(graph: Graph, input_types: dict[str, TensorType] | None = None) 
     if diags:
         raise ShapeMismatchError(sorted(diags, key=lambda d: (d.line or 0, d.column or 0)))
     return typed
+
+
+def is_stateful(node: Node) -> bool:
+    """A recurrent call with ``stateful=True`` (a Bidirectional's: its layers')."""
+    if not REGISTRY[node.type].extra.get("initial_state"):
+        return False
+    if node.type == "Bidirectional":
+        return bool(node.attrs["layer"].get("stateful"))
+    return bool(node.attrs.get("stateful"))
+
+
+def returning_states(node: Node, on: bool = True) -> dict:
+    """The node's attributes with ``return_state`` set (a Bidirectional's: on both layers)."""
+    if node.type == "Bidirectional":
+        return {**node.attrs, **{k: {**node.attrs[k], "return_state": on}
+                                 for k in ("layer", "backward_layer") if isinstance(node.attrs.get(k), dict)}}  # fmt: skip
+    return {**node.attrs, "return_state": on}
+
+
+def carried_state_types(node: Node, in_types: list[TensorType], ctx) -> list[TensorType]:
+    """The types of the final states a stateful call keeps for the next batch."""
+    defn = REGISTRY[node.type]
+    n_plain = len(defn.infer(returning_states(node, False), in_types, ctx))
+    return defn.infer(returning_states(node), in_types, ctx)[n_plain:]
 
 
 def _diag(doc, node: Node, code: str, message: str) -> Diagnostic:

@@ -315,9 +315,9 @@ def _attention_infer(name: str):
                 f"{rule}: the query and the key need the same feature size (scores compare them); got "
                 f"{_fmt_all(inputs)}"
             )
-        outs = [TensorType((None, q.shape[1], v.shape[-1]), "float32", q.masked)]
+        outs = [TensorType((q.shape[0], q.shape[1], v.shape[-1]), "float32", q.masked)]
         if attrs["return_attention_scores"]:
-            outs.append(TensorType((None, q.shape[1], k.shape[1]), "float32", False))
+            outs.append(TensorType((q.shape[0], q.shape[1], k.shape[1]), "float32", False))
         return outs
 
     return infer
@@ -724,9 +724,9 @@ def _mha_infer(attrs, inputs, ctx):
     heads, _, _, _, out = _mha_dims(attrs, inputs)
     if any(d < 1 for d in out):
         raise ShapeError(f"{rule}: output_shape must hold sizes >= 1; got {attrs.get('output_shape')}")
-    outs = [TensorType((None, *q.shape[1:-1], *out), "float32", q.masked)]
+    outs = [TensorType((q.shape[0], *q.shape[1:-1], *out), "float32", q.masked)]
     if attrs["return_attention_scores"]:
-        outs.append(TensorType((None, heads, *q.shape[1:-1], *v.shape[1:-1]), "float32", False))
+        outs.append(TensorType((q.shape[0], heads, *q.shape[1:-1], *v.shape[1:-1]), "float32", False))
     return outs
 
 

@@ -271,9 +271,9 @@ def _stft_infer(attrs, inputs, ctx):
                          f"{attrs['frame_length']} (padding valid); got {fmt_shape(x.shape)}")  # fmt: skip
     bins = _stft_sizes(attrs)[2] * (2 if attrs["mode"] == "stft" else 1)
     if attrs["expand_dims"]:
-        shape = (None, channels, frames, bins) if cf else (None, frames, bins, channels)
+        shape = (x.shape[0], channels, frames, bins) if cf else (x.shape[0], frames, bins, channels)
     else:
-        shape = (None, channels * bins, frames) if cf else (None, frames, channels * bins)
+        shape = (x.shape[0], channels * bins, frames) if cf else (x.shape[0], frames, channels * bins)
     return [TensorType(shape, "float32", False)]
 
 
@@ -602,7 +602,7 @@ def _mel_infer(attrs, inputs, ctx):
     if length is not None and length <= attrs["fft_length"] // 2:
         raise ShapeError(f"{rule}: the signal is reflected by fft_length // 2 = {attrs['fft_length'] // 2} "
                          f"samples at each end and needs more samples than that; got {fmt_shape(x.shape)}")  # fmt: skip
-    return [TensorType((None, attrs["num_mel_bins"], _mel_frames_count(attrs, length)), "float32", False)]
+    return [TensorType((x.shape[0], attrs["num_mel_bins"], _mel_frames_count(attrs, length)), "float32", False)]
 
 
 def _reflect(i, length):

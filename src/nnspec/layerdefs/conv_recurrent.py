@@ -18,8 +18,8 @@ the previous output (zeros with ``zero_output_for_mask``). Dropout follows Keras
 (batch, *spatial, channels), shared by all steps, and four over the state h for
 ``recurrent_dropout``. Initial states (Keras's ``initial_state``) are inputs after the sequence,
 shaped as the returned h and c; channels_first ones are transposed into the kernels' layout, and
-their gradients transposed back. ``stateful`` is refused as for LSTM (it needs a fixed batch size);
-``unroll`` computes the same values. TimeDistributed folds time into the batch as for any layer;
+their gradients transposed back. ``stateful`` works as for LSTM (kept states are initial states,
+the input's batch_size needed); ``unroll`` computes the same values. TimeDistributed folds time into the batch as for any layer;
 Bidirectional runs these kernels for each direction (see its section below).
 """
 
@@ -156,7 +156,8 @@ def _infer(name: str, rank: int):
                 f"{name} with unroll=True needs a known sequence length; got {fmt_shape(x.shape)}"
             )
         if attrs["stateful"] and x.shape[0] is None:
-            raise ShapeError(f"{name} with stateful=True needs a fixed batch size; got {fmt_shape(x.shape)}")
+            raise ShapeError(f"{name} with stateful=True needs a fixed batch size; got {fmt_shape(x.shape)}: "
+                             "give the model's input a batch_size (Keras's batch_shape)")
         batch = x.shape[0]
         state = join_channels(batch, out, attrs["filters"], attrs["data_format"])
         if init and len(init) != 2:
@@ -989,7 +990,8 @@ def _reference(attrs, inputs, params, masks=None):
     if init:
         h, c = (np.asarray(v, np.float64) for v in init)
     prev = np.zeros_like(h)
-    mask = None if not masks or masks[0] is None or init else np.asarray(masks[0]).astype(bool)
+    given = init and not attrs.get("stateful")  # given states, not a stateful step's kept ones
+    mask = None if not masks or masks[0] is None or given else np.asarray(masks[0]).astype(bool)
     outs = []
     steps = x.shape[1]
     for t in reversed(range(steps)) if attrs["go_backwards"] else range(steps):

@@ -140,7 +140,7 @@ def _infer(attrs, inputs, ctx):
     if not out or out[0] != ex.BATCH:
         raise ShapeError(f"{attrs['class_name']}: call must return a tensor with the batch axis first; "
                          f"it returns {ex._fmt(out)}")  # fmt: skip
-    return [TensorType((None, *out[1:]), "float32", False)]
+    return [TensorType((inputs[0].shape[0], *out[1:]), "float32", False)]
 
 
 def _params(attrs, inputs, ctx):

@@ -16,8 +16,9 @@ sequence output still carries it), and nnspec does the same.
 
 Training has kernels of its own (the forward pass with dropout and saved arrays, and
 backpropagation through time: see the training section). At inference ``dropout`` and
-``recurrent_dropout`` do nothing, ``unroll`` computes the same values, and a ``stateful`` layer
-never compiles (it needs a fixed batch size, which nnspec's inputs do not have). With
+``recurrent_dropout`` do nothing and ``unroll`` computes the same values. A ``stateful`` layer
+needs its model input's ``batch_size``; its kernels are the ones of a call given initial states
+(the kept ones: compiler.lower.lower_stateful), with the input's mask still applied. With
 ``go_backwards`` and ``return_sequences`` the output sequence is in processing order, that is
 reversed, as in Keras.
 """
@@ -35,7 +36,8 @@ np = None  # NumPy, bound by base.bind_numpy when kernels are needed
 # Called by kernels: compiled in place by the runtime.
 KERNEL_HELPERS = (
     "_tanh", "_activate", "_rnn_setup", "_init_states", "_add_rows", "_copy_row", "_add_bias", "_mul2", "_mul3",
-    "_add_into", "_add_mul", "_mul_add", "_reset_candidate", "_gate_sums", "_put_row", "_rnn_output",
+    "_add_into", "_add_mul", "_mul_add", "_reset_candidate", "_gate_sums", "_put_row", "_none_valid_yet",
+    "_zero_output", "_rnn_output",
     "_rnn_outputs", "_draw", "_drop_seq", "_copy_cols", "_gate_blocks", "_train_setup", "_rec_forward",
     "_save_block", "_dact", "_sparsemax_back_row", "_act_back", "_act_back_saved", "_lstm_gate_grads",
     "_gru_gate_grads", "_dy_add", "_dy_step", "_init_grad", "_finish_step", "_add_state_grads", "_transpose_into",
@@ -157,7 +159,8 @@ def _rnn_infer(name: str, n_states: int):
                 f"{name} with unroll=True needs a known sequence length; got {fmt_shape(x.shape)}"
             )
         if attrs["stateful"] and x.shape[0] is None:
-            raise ShapeError(f"{name} with stateful=True needs a fixed batch size; got {fmt_shape(x.shape)}")
+            raise ShapeError(f"{name} with stateful=True needs a fixed batch size; got {fmt_shape(x.shape)}: "
+                             "give the model's input a batch_size (Keras's batch_shape)")
         batch, units = x.shape[0], attrs["units"]
         if attrs["return_sequences"]:
             out = TensorType((batch, x.shape[1], units), "float32", x.masked)
@@ -408,12 +411,29 @@ def _put_row(yr, hr, zero, merge):
             yr[j] = (yr[j] + (0.0 if zero else hr[j])) * 0.5
 
 
-def _rnn_output(y, h, mask, t, pos, zero_output_for_mask, merge, col0):
-    """Write the output of one step (input time ``t``) to ``y[:, pos, col0:]``."""
+def _none_valid_yet(mask, r, s, steps, go_backwards) -> bool:
+    """Whether row ``r`` has had no valid step up to processing step ``s``."""
+    for q in range(s + 1):
+        if mask[r, steps - 1 - q if go_backwards else q] != 0:
+            return False
+    return True
+
+
+def _zero_output(mask, r, t, s, steps, go_backwards, zero_output_for_mask) -> bool:
+    """Whether the output of a masked step is zeros rather than the state: with
+    zero_output_for_mask, or before the row's first valid step. Keras repeats the previous
+    *output* on a masked step, and there is none before the first valid step: zeros, even when
+    the layer started from nonzero states (a stateful layer's kept ones)."""
+    if mask.shape[0] == 0 or mask[r, t] != 0:
+        return False
+    return zero_output_for_mask or _none_valid_yet(mask, r, s, steps, go_backwards)
+
+
+def _rnn_output(y, h, mask, t, pos, zero_output_for_mask, merge, col0, s, steps, go_backwards):
+    """Write the output of one step (input time ``t``, processing step ``s``) to ``y[:, pos, col0:]``."""
     rows, units = h.shape
-    has_mask = mask.shape[0] > 0
     for r in range(rows):
-        zero = zero_output_for_mask and has_mask and mask[r, t] == 0
+        zero = _zero_output(mask, r, t, s, steps, go_backwards, zero_output_for_mask)
         _put_row(y[r, pos, col0 : col0 + units], h[r], zero, merge)
 
 
@@ -422,9 +442,9 @@ def _rnn_outputs(y, h, mask, s, steps, go_backwards, return_sequences, flip_outp
     last output after the last step otherwise."""
     t = steps - 1 - s if go_backwards else s
     if return_sequences:
-        _rnn_output(y, h, mask, t, steps - 1 - s if flip_output else s, zofm, merge, col0)
+        _rnn_output(y, h, mask, t, steps - 1 - s if flip_output else s, zofm, merge, col0, s, steps, go_backwards)
     elif s == steps - 1:
-        _rnn_output(y, h, mask, t, 0, zofm, merge, col0)
+        _rnn_output(y, h, mask, t, 0, zofm, merge, col0, s, steps, go_backwards)
 
 
 def simple_rnn_forward(x, w, u, b, mask, act, ract, use_bias, reset_after, go_backwards, return_sequences,
@@ -577,8 +597,10 @@ def emit_rnn_call(e, type_name, a, x, p, mask, y, col0, merge, flip, zofm, state
 def step_mask(e):
     """The mask the steps follow: the input's, except when initial states are given. Keras 3
     passes a layer's input mask to its call only when the call has one tensor argument; with
-    ``initial_state`` the steps ignore the mask (its sequence output still carries it on)."""
-    return e.m[0] if len(e.x) == 1 else None
+    ``initial_state`` the steps ignore the mask (its sequence output still carries it on). A
+    stateful step's own kept states (``stateful`` in its attributes: lower.lower_stateful)
+    are not given ones: the mask applies."""
+    return e.m[0] if len(e.x) == 1 or e.attrs.get("stateful") else None
 
 
 def _init_vars(init, none2) -> tuple[str, str]:
@@ -1180,12 +1202,11 @@ def _gru_gate_grads(dgs, dh, sh, sa, t):
             dgs[r, u2 + j] = dh[r, j] * (1.0 - sa[r, t, j])
 
 
-def _dy_add(dh, dy, mask, t, pos, zofm, col0, scale):
+def _dy_add(dh, dy, mask, t, pos, zofm, col0, scale, s, steps, go_backwards):
     """``dh += scale * dy[:, pos, col0:]``, except on masked rows whose output was zeros."""
     rows, units = dh.shape
-    has_mask = mask.shape[0] > 0
     for r in range(rows):
-        if zofm and has_mask and mask[r, t] == 0:
+        if _zero_output(mask, r, t, s, steps, go_backwards, zofm):
             continue
         d = dh[r]
         dyr = dy[r, pos, col0 : col0 + units]
@@ -1197,9 +1218,9 @@ def _dy_step(dh, dy, mask, s, steps, go_backwards, return_sequences, flip, zofm,
     """The output's gradient at processing step ``s`` (see ``_rnn_outputs``) into ``dh``."""
     t = steps - 1 - s if go_backwards else s
     if return_sequences:
-        _dy_add(dh, dy, mask, t, steps - 1 - s if flip else s, zofm, col0, scale)
+        _dy_add(dh, dy, mask, t, steps - 1 - s if flip else s, zofm, col0, scale, s, steps, go_backwards)
     elif s == steps - 1:
-        _dy_add(dh, dy, mask, t, 0, zofm, col0, scale)
+        _dy_add(dh, dy, mask, t, 0, zofm, col0, scale, s, steps, go_backwards)
 
 
 def _init_grad(d, given):
@@ -1718,7 +1739,7 @@ def sequence_reference(type_name, a, x, params, mask=None, zero_output_for_mask=
 
 def _rnn_reference(type_name):
     def reference(attrs, inputs, params, masks=None):
-        mask = masks[0] if masks and len(inputs) == 1 else None  # see step_mask
+        mask = masks[0] if masks and (len(inputs) == 1 or attrs.get("stateful")) else None  # see step_mask
         return sequence_reference(type_name, attrs, inputs[0], params, mask, initial=inputs[1:])
 
     return reference

@@ -437,7 +437,8 @@ def _bidirectional_emit_backward(e):
 def _bidirectional_reference(attrs, inputs, params, masks=None):
     (tf, af), (tb, ab) = direction_attrs(attrs)
     _, init_f, init_b = _split_initial(attrs, inputs)
-    mask = masks[0] if masks and len(inputs) == 1 else None  # with initial states Keras passes none
+    # with initial states Keras passes none, unless they are a stateful step's kept ones
+    mask = masks[0] if masks and (len(inputs) == 1 or attrs.get("stateful")) else None
     n_pf = 3 if af["use_bias"] else 2
 
     def run(t, a, p, init):

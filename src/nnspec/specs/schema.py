@@ -234,7 +234,7 @@ def _model_schema(top: bool) -> dict:
             "minProperties": 1,
             "propertyNames": name,
             "additionalProperties": {"$ref": "#/definitions/input"},
-            "description": "Input name -> {shape, dtype}. The batch dimension is implicit.",
+            "description": "Input name -> {shape, dtype[, batch_size]}. The batch dimension is implicit.",
         },
         "layers": {
             "type": "object",
@@ -382,6 +382,9 @@ def build_schema(strict: bool = False) -> dict:
                 },
                 "dtype": {"enum": list(DTYPES), "default": "float32"},
                 "sparse": {"type": "boolean", "default": False},
+                "batch_size": {"type": "integer", "minimum": 1, "description": "A fixed batch size (Keras's "
+                               "batch_shape): shapes show it, every batch must have it, and a stateful "
+                               "recurrent layer needs it."},
             },
         },
         "shared_call": {
