@@ -20,23 +20,12 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import keras  # a test extra (pip install ".[test]"), after KERAS_BACKEND is set
 from keras_from_spec import keras_model_from_spec, keras_summary_facts
+from test_keras_import import _inputs
 
 import nnspec
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 SEEDS = sorted(p.stem for p in SPECS.glob("*.yaml"))
-
-
-def _inputs(model, n=3, seed=0):
-    rng = np.random.default_rng(seed)
-    out = []
-    for t in model.inputs:
-        shape = (n, *t.shape[1:])
-        if str(t.dtype).startswith("int"):
-            out.append(rng.integers(1, 50, size=shape).astype(np.int32))
-        else:
-            out.append(rng.uniform(-1, 1, size=shape).astype(np.float32))
-    return out
 
 
 @pytest.mark.parametrize("name", SEEDS)
