@@ -580,8 +580,7 @@ class InputLayer:
     input_shape = output_shape
 
     def get_config(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
-                **({"batch_size": self.batch_size} if self.batch_size else {})}  # fmt: skip
+        return {"name": self.name, **self.file_spec()}
 
     def file_spec(self) -> dict:
         """The model file's entry for this input."""
