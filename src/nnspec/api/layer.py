@@ -356,6 +356,7 @@ class Layer:
         values keeps them for itself (a ``shares`` entry with them in the file)."""
         call_names = self._def.extra.get("call_attrs", ()) if self._def is not None else ()
         initial = kwargs.pop("initial_state", None)
+        training = kwargs.pop("training", None)
         if initial is not None and not (self._def is not None and self._def.extra.get("initial_state")):
             raise TypeError(
                 f"{self.type}.__call__ takes no initial_state (the recurrent layers do: SimpleRNN, LSTM, GRU, "
@@ -374,24 +375,85 @@ class Layer:
             else:
                 self._attrs.update(changed)
                 self._check_attrs()
+        if isinstance(inputs, (list, tuple)) and not more and not any(hasattr(x, "shape") for x in _flat(inputs)):
+            inputs = [inputs]  # nested Python numbers: one array, as Keras reads them
         xs = [inputs, *more] if more else list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         if initial is not None:  # Keras's initial_state: inputs after the sequence (per-cell lists flattened)
             xs += _flat(initial)
+        if not any(isinstance(x, KerasTensor) for x in xs):
+            if training:
+                raise TypeError(f"{self.type} '{self.name}' called on arrays runs in inference mode; "
+                                "training=True is not supported (fit() and train_on_batch() train)")  # fmt: skip
+            return self._call_eager(xs, call_args)
         for x in xs:
             if not isinstance(x, KerasTensor):
-                raise TypeError(f"{self.type} '{self.name}' was called on {type(x).__name__}; "
-                                "call layers on nnspec.Input(...) or on other layers' outputs")  # fmt: skip
+                raise TypeError(f"{self.type} '{self.name}' was called on {type(x).__name__} among symbolic "
+                                "tensors; call a layer on nnspec.Input(...) or other layers' outputs, or on "
+                                "arrays only")  # fmt: skip
+        if training is not None:
+            raise TypeError(f"{self.type}.__call__: training={training!r} on symbolic tensors is not supported; "
+                            "a model runs in training mode in fit() and train_on_batch() only")  # fmt: skip
+        return self._call_symbolic(xs, call_args)
+
+    def _call_symbolic(self, xs: list, call_args: dict):
         in_types = [x._type for x in xs]
         if self._def is None and self._traced:
             self._trace(in_types)
-        if self.calls:
-            first = self.calls[0]
-            self._check_shared_params([x._type for x in first.inputs], in_types)
+        first = [x._type for x in self.calls[0].inputs] if self.calls else self.__dict__.get("_eager_types")
+        if first is not None:
+            self._check_shared_params(first, in_types)
         call = Call(self, xs, self._infer(in_types, call_args))
         call.call_args = call_args
         self.calls.append(call)
         outs = call.outputs
         return outs[0] if len(outs) == 1 else outs
+
+    def _call_eager(self, xs: list, call_args: dict):
+        """Keras's eager call: the layer on arrays (NumPy, or anything ``np.asarray`` reads) gives
+        arrays, in inference mode. It runs as a one-layer model kept per input signature, built on
+        the first call (Keras builds the layer then), whose weights are the layer's: the model
+        that owns the layer shares them, or, if none does, this one becomes the owner, so
+        ``layer.weights`` has them from then on. Floats are computed in float32, as Keras casts
+        them to the layer's dtype; integers (token ids) stay integers."""
+        import json
+
+        import numpy as np
+
+        from ..specs.errors import InputError
+        from .model import Model
+
+        arrays = []
+        for i, x in enumerate(xs):
+            try:
+                a = np.asarray(x)
+            except (TypeError, ValueError) as e:
+                raise InputError(f"{self.type} '{self.name}': input {i} cannot be read as an array ({e})") from None
+            if a.dtype.kind not in "biuf":
+                raise InputError(f"{self.type} '{self.name}': input {i} must hold numbers; got dtype {a.dtype}")
+            if a.ndim < 1:
+                raise InputError(f"{self.type} '{self.name}': input {i} needs a batch axis; got a scalar")
+            arrays.append(np.ascontiguousarray(a, np.int32 if a.dtype.kind in "iu" else np.float32))
+        inner = self._attrs.get("layer")  # Bidirectional's or TimeDistributed's layer
+        inner = inner._attrs if isinstance(inner, Layer) else inner if isinstance(inner, dict) else {}
+        stateful = bool(self._attrs.get("stateful") or inner.get("stateful"))
+        batch = arrays[0].shape[0] if stateful else None  # a stateful layer keeps states for one batch size
+        key = (tuple((a.shape[1:], a.dtype.str) for a in arrays), batch, json.dumps(call_args, sort_keys=True))
+        cache = self.__dict__.setdefault("_eager_models", {})
+        hit = cache.get(key)
+        if hit is None or hit[1] is not self._model_ref:
+            owner = self._model_ref
+            ins = [Input(shape=a.shape[1:], dtype=str(a.dtype), batch_size=batch) for a in arrays]
+            calls = list(self.calls)
+            try:
+                outs = self._call_symbolic(ins, call_args)
+                model = Model(ins, outs, name=unique_name(f"{self.name}_eager"))
+            finally:
+                self.calls = calls  # an eager call is no node of any graph (as in Keras)
+            if owner is not None:
+                self._model_ref = owner  # the owner's weights (the eager model shares its store)
+            self.__dict__.setdefault("_eager_types", [t._type for t in ins])
+            hit = cache[key] = (model, self._model_ref)
+        return hit[0].predict_on_batch(arrays if len(arrays) > 1 else arrays[0])
 
     def _check_shared_params(self, first_types, in_types) -> None:
         if self._def is None:
@@ -399,8 +461,8 @@ class Layer:
         a = [p.shape for p in self._param_specs(first_types)]
         b = [p.shape for p in self._param_specs(in_types)]
         if a != b:
-            raise ValueError(f"{self.type} '{self.name}' is shared, but its weights {a} would need {b} for "
-                             f"inputs {[t.shape for t in in_types]}")  # fmt: skip
+            raise ValueError(f"{self.type} '{self.name}' has weights {a} from its first call; inputs "
+                             f"{[t.shape for t in in_types]} would need {b}")  # fmt: skip
 
     def _param_specs(self, in_types) -> list[ParamSpec]:
         from ..compiler.shapes import frozen_if_untrainable
@@ -493,7 +555,10 @@ class Layer:
     reset_state = reset_states
 
     def get_weights(self) -> list:
-        """This layer's weight arrays (copies), in Keras's order."""
+        """This layer's weight arrays (copies), in Keras's order; none before the layer is built
+        (never called, as in Keras)."""
+        if self._model_ref is None and not self.calls:
+            return []
         params = self._params()
         store = self._model_ref._weights()
         return [store.view(p.name).astype(p.dtype) for p in params]

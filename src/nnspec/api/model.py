@@ -16,8 +16,9 @@ from ..compiler.graph import Ref
 from ..compiler.lower import lower
 from ..compiler.normalize import normalized_spec
 from ..compiler.shapes import TypedGraph, infer_types
-from ..compiler.summary import summary_dict, summary_text
-from ..layerdefs.base import TensorType
+from ..compiler.summary import summary_dict, summary_text, unbuilt_summary_text
+from ..layerdefs.base import LayerDef, TensorType
+from ..specs.errors import InputError
 from ..specs.load import Document, load_file, load_text
 from ..specs.versions import CURRENT
 from .layer import Call, InputLayer, KerasTensor, Layer, file_layer_spec, layer_from_spec, unique_name
@@ -548,10 +549,99 @@ class Sequential(Model):
     def _built(self):
         if self._typed is None:
             raise ValueError(f"Sequential model '{self.name}' is not built yet: give it an Input first "
-                             "(nnspec.Input(shape=...) as the first element, or input_shape= on the first layer)")  # fmt: skip
+                             "(nnspec.Input(shape=...) as the first element, or input_shape= on the first layer), "
+                             "call build((None, ...)), or call it on data")  # fmt: skip
+
+    # ------------------------------------------------------------------ deferred build
+
+    def build(self, input_shape=None) -> None:
+        """Build the model for inputs of this shape, batch first (Keras's ``build((None, 4))``):
+        a float32 input (Keras's: the first layer's compute dtype) is put before the layers."""
+        if input_shape is None or isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__len__"):
+            raise ValueError(f"Sequential.build takes the input shape, batch first, e.g. (None, 4); got {input_shape!r}")
+        shape = tuple(None if d is None else int(d) for d in input_shape)
+        if len(shape) < 2:
+            raise ValueError(f"Sequential.build takes the input shape, batch first, e.g. (None, 4); got {input_shape!r}")
+        if self._input is not None:
+            have = (self._input.batch_size, *self._input.shape)
+            if any(a is not None and b is not None and a != b for a, b in zip(have, shape)) or len(have) != len(shape):
+                raise ValueError(f"Sequential model '{self.name}' was built for inputs of shape {have}; "
+                                 f"build() got {shape}")  # fmt: skip
+            return
+        if not self._pending:
+            raise ValueError(f"Sequential model '{self.name}' has no layers to build")
+        self._input = InputLayer(shape[1:], "float32", batch_size=shape[0])
+        try:
+            self._rebuild()
+        except Exception:
+            self._input = None
+            self._typed = None
+            raise
+
+    def _build_on(self, x, batch_size: int | None = None) -> None:
+        """Keras's deferred build: a Sequential model with no input shape takes the shape of the
+        first batch it is given (its batch size included, as Keras's ``batch_shape``)."""
+        if self._typed is not None or self._input is not None or not self._pending:
+            return
+        if isinstance(x, dict) and len(x) == 1:
+            (x,) = x.values()
+        if isinstance(x, (list, tuple)) and len(x) == 1:
+            x = x[0]
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            return  # batches from an iterable: built by the first one (_prepare_inputs)
+        shape = tuple(x.shape)
+        if len(shape) < 2:
+            raise InputError(f"Sequential model '{self.name}' is not built yet, and was given an array of "
+                             f"shape {shape}: it needs a batch axis and at least one more")  # fmt: skip
+        n = shape[0] if batch_size is None else min(int(batch_size), shape[0])
+        self.build((n, *shape[1:]))
+
+    def _prepare_inputs(self, x) -> list:
+        if self._typed is None:
+            self._build_on(x)
+            self._built()
+        return super()._prepare_inputs(x)
+
+    def predict(self, x, batch_size: int | None = 32, *args, **kwargs):
+        self._build_on(x, batch_size or 32)
+        return super().predict(x, batch_size, *args, **kwargs)
+
+    def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        self._build_on(x, batch_size or 32)
+        return super().fit(x, y, batch_size, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        self._build_on(x, batch_size or 32)
+        return super().evaluate(x, y, batch_size, *args, **kwargs)
+
+    def _output_names(self) -> list[str]:
+        if self._typed is None and self._pending:  # compile() before the model is built
+            return [self._pending[-1].name]
+        return super()._output_names()
+
+    def get_weights(self) -> list:
+        return [] if self._typed is None else super().get_weights()
+
+    @property
+    def trainable_weights(self) -> list:
+        return [] if self._typed is None else super().trainable_weights
+
+    @property
+    def non_trainable_weights(self) -> list:
+        return [] if self._typed is None else super().non_trainable_weights
+
+    def count_params(self) -> int:
+        self._built()
+        return super().count_params()
 
     def summary(self, line_length=None, print_fn=None, show_trainable: bool = False):
-        self._built()
+        if self._typed is None:  # Keras prints the layers with unknown shapes and no weights
+            no_weights = LayerDef.params  # the default: a layer type without weights
+            rows = [(layer.name, layer.class_name, layer._def is None or layer._def.params is not no_weights)
+                    for layer in self._pending]  # fmt: skip
+            text = unbuilt_summary_text(self.name, rows, line_length, show_trainable)
+            (print_fn or print)(text.rstrip("\n"))
+            return None
         return super().summary(line_length, print_fn, show_trainable)
 
     def get_config(self):

@@ -57,7 +57,7 @@ class TrainMixin:
         function written with ``nnspec.ops``."""
         from ..runtime.optimizers import get_optimizer
 
-        section = self._typed.graph.training or {}
+        section = (self._typed.graph.training if self._typed is not None else None) or {}
         if optimizer is None and loss is None and metrics is None and loss_weights is None and (
             weighted_metrics is None
         ):

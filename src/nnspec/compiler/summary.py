@@ -165,6 +165,23 @@ def summary_text(typed: TypedGraph, line_length: int | None = None, show_trainab
         if show_trainable:
             cells.append({True: "Y", False: "N"}.get(row.get("trainable"), "-"))
         rows.append(cells)
+    totals = (d["total_params"], d["trainable_params"], d["non_trainable_params"])
+    return _table(d["name"], headers, rows, seq, show_trainable, line_length, totals, optimizer)
+
+
+def unbuilt_summary_text(name: str, layers: list[tuple[str, str, bool]], line_length: int | None = None,
+                         show_trainable: bool = False) -> str:  # fmt: skip
+    """Keras's summary of a Sequential model not built yet (no input shape): a row per layer,
+    ``(name, class name, whether it makes weights when built)``, with ``?`` for the shape and
+    ``0 (unbuilt)`` params (a layer without weights is built from the start: ``0``); no weights
+    yet, so the trainable column is ``-``."""
+    headers = ["Layer (type)", "Output Shape", "Param #"] + (["Trainable"] if show_trainable else [])
+    rows = [[f"{n} ({t})", "?", "0 (unbuilt)" if weighted else "0"] + (["-"] if show_trainable else [])
+            for n, t, weighted in layers]  # fmt: skip
+    return _table(name, headers, rows, True, show_trainable, line_length, (0, 0, 0), None)
+
+
+def _table(name, headers, rows, seq, show_trainable, line_length, totals, optimizer) -> str:
     mins = [31, 22, 13] + ([] if seq else [27]) + ([9] if show_trainable else [])
     widths = [max([mins[i], len(headers[i])] + [len(r[i]) for r in rows]) for i in range(len(headers))]
     if line_length:
@@ -185,13 +202,13 @@ def summary_text(typed: TypedGraph, line_length: int | None = None, show_trainab
             parts.append(" " + (c.rjust(w) if i in right else c.ljust(w)) + " ")
         return bar + bar.join(parts) + bar
 
-    out = [f'Model: "{d["name"]}"', line("┏", "┳", "┓", "━"), cells_line(headers, "┃"), line("┡", "╇", "┩", "━")]
+    out = [f'Model: "{name}"', line("┏", "┳", "┓", "━"), cells_line(headers, "┃"), line("┡", "╇", "┩", "━")]
     for i, r in enumerate(rows):
         if i:
             out.append(line("├", "┼", "┤", "─"))
         out.append(cells_line(r, "│"))
     out.append(line("└", "┴", "┘", "─"))
-    total, tr, nt = d["total_params"], d["trainable_params"], d["non_trainable_params"]
+    total, tr, nt = totals
     opt_n, opt_bytes = optimizer or (0, 0)
     out.append(f" Total params: {total + opt_n:,} ({readable_size(total * 4 + opt_bytes)})")
     out.append(f" Trainable params: {tr:,} ({readable_size(tr * 4)})")
