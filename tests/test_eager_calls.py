@@ -169,6 +169,9 @@ def test_a_layer_called_on_an_array_is_built_and_computes():
     with pytest.raises(TypeError, match="training=True is not supported"):
         layers.Dropout(0.5)(x, training=True)
     np.testing.assert_array_equal(layers.Dropout(0.5)(x, training=False), x)  # inference: the identity
+    seq = nnspec.Sequential([nnspec.Input((4,)), layers.Dropout(0.5)])
+    with pytest.raises(TypeError, match="training=True is not supported"):
+        seq(x, training=True)  # a model too: not silently in inference mode
     assert d.calls == []  # an eager call adds no node (layer.output stays undefined, as in Keras)
 
 
@@ -221,8 +224,19 @@ def test_a_stateful_layer_called_on_arrays_carries_its_states():
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert not np.allclose(got[0], got[1])
+    # the guide passes the kept states on: another layer starts from them
+    existing = ours.states
+    for a, b in zip(existing, theirs.states):
+        np.testing.assert_allclose(a, _np(b), rtol=1e-4, atol=1e-6)
+    fresh, kfresh = layers.LSTM(8), keras.layers.LSTM(8)
+    got = fresh(paragraphs[0], initial_state=existing)
+    kfresh(paragraphs[0], initial_state=[_np(s) for s in theirs.states])
+    kfresh.set_weights(fresh.get_weights())
+    want = kfresh(paragraphs[0], initial_state=[_np(s) for s in theirs.states])
+    np.testing.assert_allclose(got, _np(want), rtol=1e-4, atol=1e-6)
     ours.reset_states()
     theirs.reset_states()
+    assert all(not s.any() for s in ours.states)
     np.testing.assert_allclose(ours(paragraphs[2]), _np(theirs(paragraphs[2])), rtol=1e-4, atol=1e-6)
 
 

@@ -632,3 +632,49 @@ def test_a_layer_class_reads_a_keras_layers_get_config():
     assert bi.get_config()["layer"]["type"] == "GRU" and bi.get_config()["backward_layer"] is None
     with pytest.raises(KerasConfigError, match="Dense argument 'lora_rank' = 2"):
         layers.Dense.from_config({**k.get_config(), "lora_rank": 2})
+
+
+def _transfer_learning_model(lib):
+    """The transfer-learning guide's shape, small: a base model with BatchNormalization (and a
+    Dropout of rate 0, whose draws could not match) called with ``training=False``, a head."""
+    L = lib.layers
+    base = lib.Sequential([lib.Input((6,)), L.Dense(8, name="b_d"), L.BatchNormalization(name="b_bn"),
+                           L.Dropout(0.0, name="b_drop"), L.Dense(5, activation="relu", name="b_d2")], name="base")  # fmt: skip
+    inp = lib.Input((6,), name="img")
+    x = base(inp, training=False)
+    x = L.BatchNormalization(name="top_bn")(x, training=False)
+    out = L.Dense(3, activation="softmax", name="head")(x)
+    return lib.Model(inp, out, name="tl"), base
+
+
+def test_the_transfer_learning_guide_trains_as_in_keras():
+    """``base_model(x, training=False)`` is taken (from Python and from Keras JSON) and, as in
+    Keras 3, has no effect: fit calls the model with training=True, which overrides a node's
+    own (keras-team/keras#20285). What does put BatchNormalization in inference mode is freezing:
+    with the base frozen (the guide's first phase) its moving statistics stay and only the head
+    trains; unfrozen (fine-tuning) it uses the batch's. Both phases match Keras's losses and weights."""
+    keras.utils.set_random_seed(0)
+    theirs, kbase = _transfer_learning_model(keras)
+    ours, base = _transfer_learning_model(nnspec)
+    imported = nnspec.model_from_json(theirs.to_json())
+    rng = np.random.default_rng(4)
+    weights = [w + rng.normal(0, 0.2, w.shape).astype(np.float32) for w in ours.get_weights()]
+    weights = [np.abs(w) + 0.5 if "variance" in p.name else w for w, p in zip(weights, ours.plan().params)]
+    x = rng.normal(size=(16, 6)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 16)]
+    for phase in ("frozen", "fine-tuning"):
+        kbase.trainable = phase == "fine-tuning"
+        models = [ours, imported]
+        base.trainable = phase == "fine-tuning"
+        imported.get_layer("base").trainable = phase == "fine-tuning"
+        for m in (theirs, *models):
+            m.set_weights(weights)
+            m.compile(optimizer="sgd" if m is theirs else nnspec.optimizers.SGD(), loss="categorical_crossentropy")
+        want = float(theirs.train_on_batch(x, y))
+        after = [keras.ops.convert_to_numpy(w) for w in theirs.get_weights()]
+        for m in models:
+            assert abs(m.train_on_batch(x, y) - want) <= 1e-5 * want, phase
+            for p, a, b in zip(m.plan().params, m.get_weights(), after):
+                close(a, b, 1e-5, f"{phase}: {p.name}")
+        moved = [not np.array_equal(a, w) for a, w in zip(after, weights)]
+        assert any(moved[:6]) == (phase == "fine-tuning") and all(moved[-2:])  # the base trains only unfrozen

@@ -390,9 +390,10 @@ class Layer:
                 raise TypeError(f"{self.type} '{self.name}' was called on {type(x).__name__} among symbolic "
                                 "tensors; call a layer on nnspec.Input(...) or other layers' outputs, or on "
                                 "arrays only")  # fmt: skip
-        if training is not None:
-            raise TypeError(f"{self.type}.__call__: training={training!r} on symbolic tensors is not supported; "
-                            "a model runs in training mode in fit() and train_on_batch() only")  # fmt: skip
+        # ``training=`` on a symbolic call (the transfer-learning guide's base_model(x, training=False))
+        # is taken and has no effect, as in Keras 3: fit, evaluate and predict call the model with
+        # training=True or False, which overrides what a node was given (keras-team/keras#20285).
+        # A frozen layer (trainable=False) is what runs BatchNormalization as at inference in fit.
         return self._call_symbolic(xs, call_args)
 
     def _call_symbolic(self, xs: list, call_args: dict):
@@ -553,6 +554,28 @@ class Layer:
             del kept[key]
 
     reset_state = reset_states
+
+    @property
+    def states(self) -> list:
+        """A stateful recurrent layer's kept states (copies), as Keras's ``layer.states``: what
+        its last batch ended with, zeros before the first (the RNN guide passes them on as
+        another layer's ``initial_state``)."""
+        import numpy as np
+
+        from ..compiler.lower import STATE_PREFIX
+
+        if self._def is None or not self._def.extra.get("initial_state"):
+            raise AttributeError(f"{self.type} '{self.name}' is not a recurrent layer; it keeps no states")
+        model = self._model_ref
+        nodes = [n for n, tn in model._typed.nodes.items() if tn.node.layer == self.name] if model else []
+        state_types = model._typed.nodes[nodes[0]].state_types if nodes else []
+        if not state_types:
+            return []  # not stateful, or not built: no states kept (Keras's are None then)
+        kept = model.__dict__.get("_kept_states") or {}
+        names = [f"{STATE_PREFIX}{nodes[0]}:{k}" for k in range(len(state_types))]
+        if all(n in kept for n in names):
+            return [kept[n].copy() for n in names]
+        return [np.zeros(t.shape, np.float32) for t in state_types]
 
     def get_weights(self) -> list:
         """This layer's weight arrays (copies), in Keras's order; none before the layer is built

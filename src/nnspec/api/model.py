@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 
 from ..compiler import analyze
 from ..compiler.graph import Ref
@@ -68,6 +69,7 @@ class Model(TrainMixin, RunMixin, Layer):
             self._subs[mname] = given or Model(_typed=sub)
             if given is not None:
                 self._given_subs.add(mname)
+            self._subs[mname].__dict__.setdefault("_parents", weakref.WeakSet()).add(self)
         self._input_layers: dict[str, InputLayer] = {}
         env: dict = {}
         for iname, decl in g.inputs.items():
@@ -148,17 +150,38 @@ class Model(TrainMixin, RunMixin, Layer):
                                  "`trainable: false` in the model file)")  # fmt: skip
             if "shares" not in spec:
                 spec["trainable"] = value
+        self._reanalyze(cfg)
+        for name in layer_names:
+            layer = self._layers.get(name)
+            if layer is not None and not isinstance(layer, Model):
+                layer._attrs["trainable"] = value
+        self._refresh_parents()
+
+    def _refresh_parents(self) -> None:
+        """The models that call this one as a layer take its new config (Keras's layers are the
+        same objects in both: ``base_model.trainable = False`` freezes them in the model built
+        around it too, before or after it was built)."""
+        for parent in list(self.__dict__.get("_parents", ())):
+            if any(sub is self for sub in parent._subs.values()):
+                cfg = parent.get_config()
+                mine = self.get_config()
+                cfg.setdefault("models", {}).update(mine.get("models", {}))
+                cfg["models"][self.name] = _model_body(mine)
+                parent._reanalyze(cfg)
+                parent._refresh_parents()
+
+    def _reanalyze(self, cfg: dict) -> None:
+        """Re-analyze the model from ``cfg``, keeping its layer objects, their calls and every
+        weight value; what was compiled from the old weight layout is dropped."""
         typed = analyze(Document(json.loads(json.dumps(cfg))))
+        if self._store is not None:
+            self._weights()  # the newest copy of shared sub-model weights first (RunMixin._pull_weights)
         objs: dict = {("input", n): il for n, il in self._input_layers.items()}
         objs.update({("model", n): m for n, m in self._subs.items()})
         objs.update({("layer", n): layer for n, layer in self._layers.items() if not isinstance(layer, Model)})
         objs.update({("call", n): self._env[(n, 0)]._call for n in self._typed.nodes if (n, 0) in self._env})
         old = self._store
         self._adopt(typed, objs)
-        for name in layer_names:
-            layer = self._layers.get(name)
-            if layer is not None and not isinstance(layer, Model):
-                layer._attrs["trainable"] = value
         self._store = None
         for attr in ("_executors", "_inputs_ok", "_segments_key", "_activity_specs"):
             self.__dict__.pop(attr, None)
@@ -171,7 +194,8 @@ class Model(TrainMixin, RunMixin, Layer):
             new = self._weights()
             for name in new.params:
                 if name in old.params:
-                    new.assign(name, old.view(name))
+                    new.view(name)[...] = old.view(name)
+            new.version = old.version  # the same values: no newer than they were
 
     # ------------------------------------------------------------------ as a layer
 
@@ -214,7 +238,9 @@ class Model(TrainMixin, RunMixin, Layer):
             outs = Layer.__call__(self, inputs, **kwargs)
             keys = self._typed.graph.output_keys
             return dict(zip(keys, _as_list(outs))) if keys is not None else outs
-        kwargs.pop("training", None)
+        if kwargs.pop("training", None):
+            raise TypeError(f"model '{self.name}' called on arrays runs in inference mode; training=True is not "
+                            "supported (fit() and train_on_batch() train)")  # fmt: skip
         if kwargs:
             raise TypeError(f"Model.__call__ got unexpected arguments {sorted(kwargs)}")
         return self.predict_on_batch(inputs)
@@ -441,6 +467,12 @@ def _spec_from_tensors(inputs, outputs, name: str) -> tuple[dict, dict]:
     return spec, objects
 
 
+def _model_body(cfg: dict) -> dict:
+    """A model's config as an entry under another file's ``models`` (what only a top level has
+    left out)."""
+    return {k: v for k, v in cfg.items() if k not in ("format", "models", "training", "custom_layers", "custom_losses")}
+
+
 def _collect_models(m: Model, models: dict, objects: dict, custom: dict) -> None:
     """Add ``m`` and the models it calls to ``models`` (callees first), checking name clashes;
     the custom layer declarations they use go to ``custom`` (a file has them at its top)."""
@@ -454,7 +486,7 @@ def _collect_models(m: Model, models: dict, objects: dict, custom: dict) -> None
             raise ValueError(f"two different models are named '{sub_name}'")
         models[sub_name] = sub_cfg
         objects.setdefault(("model", sub_name), m._subs.get(sub_name))
-    body = {k: v for k, v in cfg.items() if k not in ("format", "models", "training", "custom_layers", "custom_losses")}
+    body = _model_body(cfg)
     if m.name in models and models[m.name] != body:
         raise ValueError(f"two different models are named '{m.name}'")
     models[m.name] = body

@@ -38,7 +38,55 @@ class RunMixin:
                 adapted = getattr(layer, "_adapted", None)
                 if adapted is not None and getattr(layer, "_model_ref", None) is self:
                     layer.set_weights(adapted)
+            if self._weight_links():
+                self._pull_weights(set(), initial=True)
+        elif self._subs or self.__dict__.get("_parents"):
+            self._pull_weights(set())
         return self._store
+
+    # A sub-model's weights live in two places: its own store (``sub.predict``, its layers'
+    # get_weights) and the store of each model that calls it (under the calling layer's name).
+    # As in Keras, where they are the same variables, a change to either is seen by the other:
+    # each access pulls the newest copy (the stores' versions), through the nesting both ways.
+
+    def _weight_links(self) -> list:
+        """(model, this model's name prefix, that model's prefix) for every model this one shares
+        weights with by nesting: the sub-models it calls and the models that call it."""
+        memo = self.__dict__.get("_links_memo")
+        if memo is None or memo[0] is not self._typed:
+            from ..compiler.shapes import _called_model
+
+            down = []
+            for layer, calls in self._typed.layer_nodes().items():
+                node = calls[0].node
+                mname = _called_model(node.attrs) if node.type in ("Model", "TimeDistributed") else None
+                if mname in self._subs:
+                    down.append((self._subs[mname], f"{layer}/", ""))
+            memo = (self._typed, down)
+            self.__dict__["_links_memo"] = memo
+        up = [(parent, theirs, mine) for parent in list(self.__dict__.get("_parents", ()))
+              for sub, mine, theirs in parent._weight_links() if sub is self]  # fmt: skip
+        return memo[1] + up
+
+    def _pull_weights(self, seen: set, initial: bool = False) -> None:
+        """Copy into this model's store what a linked store holds newer (every linked store that
+        exists, for a store just made), first letting those pull from theirs."""
+        if id(self) in seen:
+            return
+        seen.add(id(self))
+        store = self._store
+        for other, mine, theirs in self._weight_links():
+            if other._store is None:
+                continue  # it starts from this one when it is made
+            other._pull_weights(seen)
+            source = other._store
+            if source is store or (not initial and source.version <= store.version):
+                continue
+            for name in source.params:
+                target = mine + name[len(theirs) :] if name.startswith(theirs) else None
+                if target in store.params:
+                    store.view(target)[...] = source.view(name)
+            store.version = max(store.version, source.version)
 
     def _start_from_given_submodels(self) -> None:
         """A model the user built and then called as a layer brings its weights: the calling

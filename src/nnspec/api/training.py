@@ -333,6 +333,7 @@ class TrainMixin:
         out = tr.run([*xs, *kept], targets, rows_w, store.tp, store.ntp, lw)
         self.optimizer.apply(store.tp, tr.grads, self._segments())
         tr.apply_constraints(store)
+        store.touch()
         outputs = tr.outputs(n) if (self._metrics or state_names) else None
         if state_names:
             outputs = self._keep_states_out(tr.plan, outputs)

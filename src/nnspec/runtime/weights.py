@@ -12,6 +12,7 @@ raw little-endian data. Files are written atomically (a temporary file, then a r
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import struct
@@ -27,8 +28,18 @@ _ST_DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I32": np
 MAX_HEADER = 100 * 1024 * 1024
 
 
+_CLOCK = itertools.count(1)
+
+
 class WeightStore:
-    """The weights of a model. ``params`` is the plan's parameter table (name, shape, offset...)."""
+    """The weights of a model. ``params`` is the plan's parameter table (name, shape, offset...).
+
+    ``version`` is when the values last changed, on a clock shared by every store (0: as
+    initialized): ``assign`` and ``touch`` (after a training step) advance it, so models that
+    hold copies of the same weights (a model and the sub-models it calls) can tell which copy
+    is newest (``RunMixin._pull_weights``)."""
+
+    version = 0
 
     def __init__(self, params, seed: int | None = None) -> None:
         self.params = {p.name: p for p in params}
@@ -54,6 +65,11 @@ class WeightStore:
         if not np.issubdtype(arr.dtype, np.number):
             raise WeightsError(f"{where}weight '{name}': expected numbers, found dtype {arr.dtype}")
         self.view(name)[...] = arr.astype(np.float32, copy=False)
+        self.touch()
+
+    def touch(self) -> None:
+        """Mark the values changed (a training step writes ``tp``/``ntp`` in place)."""
+        self.version = next(_CLOCK)
 
 
 # ---------------------------------------------------------------------- safetensors
