@@ -114,6 +114,11 @@ def test_a_node_name_where_a_key_belongs_is_an_error_naming_the_keys():
     m = nnspec.Model.from_config(spec)
     with pytest.raises(ValueError, match=r"loss: unknown output 'zeta'; outputs are \['label', 'score'\]"):
         m.compile()
+    with pytest.raises(ValueError, match=r"loss: 3 given for 2 outputs \['label', 'score'\]"):
+        m.compile(optimizer="sgd", loss=["mse"] * 3)
+    one = nnspec.Sequential([nnspec.Input((4,)), nnspec.layers.Dense(2, name="d")])
+    with pytest.raises(ValueError, match=r"loss: 2 given for 1 output \['d'\]"):
+        one.compile(optimizer="sgd", loss=["mse", "mae"])  # not taken as one loss
     m.compile(optimizer="sgd", loss="mse")
     targets = {"zeta": np.zeros((6, 3), np.float32), "label": np.zeros((6, 2), np.float32)}
     with pytest.raises(NnspecError, match="targets for unknown output 'zeta'"):

@@ -272,3 +272,38 @@ def test_a_custom_python_layer_called_on_an_array():
     (w,) = lin.weights
     assert w.shape == (2, 3)
     np.testing.assert_allclose(y, x @ w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda L: L.Dense(5), (None, 7)),
+        (lambda L: L.Conv2D(4, 3, strides=2, padding="same"), (None, 9, 9, 3)),
+        (lambda L: L.LSTM(6, return_sequences=True, return_state=True), (None, 8, 3)),
+        (lambda L: L.Concatenate(axis=1), [(None, 2, 4), (None, 3, 4)]),
+        (lambda L: L.Embedding(10, 3), (2, 5)),
+    ],
+    ids=["dense", "conv2d", "lstm-states", "concatenate", "embedding"],
+)
+def test_compute_output_shape_and_built_are_keras(make, shape):
+    ours, theirs = make(layers), make(keras.layers)
+    want = theirs.compute_output_shape(shape)
+    norm = (
+        [tuple(s) for s in want]
+        if isinstance(want, (list, tuple)) and isinstance(want[0], (list, tuple))
+        else tuple(want)
+    )
+    assert ours.compute_output_shape(shape) == norm
+    assert not ours.built  # until called (test_a_layers_weights_by_trainability)
+
+
+def test_a_layers_weights_by_trainability():
+    d = layers.Dense(2)
+    assert (d.built, d.trainable_weights, d.non_trainable_weights) == (False, [], [])
+    d(np.ones((1, 3), np.float32))
+    assert d.built and d.count_params() == 8
+    assert [w.shape for w in d.trainable_weights] == [(3, 2), (2,)] and d.non_trainable_weights == []
+    bn = layers.BatchNormalization()
+    bn(np.ones((2, 3), np.float32))
+    assert [w.shape for w in bn.trainable_weights] == [(3,), (3,)]  # gamma, beta
+    assert [w.shape for w in bn.non_trainable_weights] == [(3,), (3,)]  # the moving statistics

@@ -210,10 +210,27 @@ def test_sequential_with_and_without_an_input():
     assert first["kernel_regularizer"] == {"type": "l2", "l2": 0.01}
 
 
-def test_an_unbuilt_sequential_model_says_its_input_shape_is_unknown():
-    km = keras.Sequential([keras.layers.Dense(3)])
-    with pytest.raises(KerasConfigError, match="input shape is unknown"):
-        nnspec.model_from_json(km.to_json())
+def test_an_unbuilt_sequential_model_is_read_unbuilt_and_built_by_data():
+    """A Keras Sequential model saved before it knew its input shape reads as an unbuilt one,
+    which the first data builds, as Keras's does (test_eager_calls.py)."""
+    km = keras.Sequential([keras.layers.Dense(3, activation="relu", name="a"), keras.layers.Dense(2, name="b")])
+    m = nnspec.model_from_json(km.to_json())
+    assert isinstance(m, nnspec.Sequential) and m.weights == [] and [la.name for la in m.layers] == ["a", "b"]
+    x = np.random.default_rng(2).normal(size=(5, 4)).astype(np.float32)
+    y = m(x)
+    km(x)
+    km.set_weights(m.get_weights())
+    np.testing.assert_allclose(y, keras.ops.convert_to_numpy(km(x)), rtol=1e-5, atol=1e-6)
+    # compiled (a .keras archive's compile_config) and frozen, still unbuilt: both kept for the build
+    kc = keras.Sequential([keras.layers.Dense(3, name="c")], trainable=False)
+    kc.compile(optimizer="sgd", loss="mse")
+    m = nnspec.Model.from_config({"class_name": "Sequential", "config": kc.get_config(),
+                                  "compile_config": kc.get_compile_config()})  # fmt: skip
+    assert not m.built and not m.trainable
+    m.compile()  # the training section, before the build
+    m.fit(x, np.zeros((5, 3), np.float32), verbose=0)
+    assert m.get_config()["training"]["loss"] == "mse"
+    assert (len(m.trainable_weights), len(m.non_trainable_weights)) == (0, 2)
 
 
 def test_shared_layers_nested_models_and_time_distributed():

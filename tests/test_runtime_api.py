@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -181,6 +182,9 @@ def test_malformed_weights_file_is_one_clear_error(tmp_path, mlp):
         mlp.load_weights(bad)
     with pytest.raises(WeightsError, match="cannot read"):
         mlp.load_weights(tmp_path / "nope.safetensors")
+    missing = tmp_path / "no_such_folder" / "w.safetensors"
+    with pytest.raises(WeightsError, match=re.escape(f"{missing}: cannot write the weights file: No such file")):
+        mlp.save_weights(missing)  # one error naming the file (not the temporary file's name)
 
 
 @pytest.mark.parametrize(

@@ -114,7 +114,9 @@ def model_from_keras_config(obj):
         from .model import Model
 
         training = training_from_compile_config(compiled)  # dict outputs: keyed as the model's
-        if training:
+        if training and model._typed is None:  # an unbuilt Sequential: its build keeps it
+            model._pending_training = training
+        elif training:
             spec = {**model.get_config(), "training": training}
             model = Model.from_config(spec)
     return model
@@ -275,10 +277,10 @@ class _Reader:
                 if first.get(key) is not None:
                     batch, *shape = _shape(first[key], where)
             dtype = _dtype(first.get("dtype"))
-        if shape is None:
-            raise _err(where, "a Sequential model's input shape is unknown (no InputLayer, no build_input_shape): "
-                       "build the Keras model before saving its config")  # fmt: skip
-        layers = [Input(shape=shape, dtype=dtype if dtype and dtype != "float32" else "float32", batch_size=batch)]
+        # Without an input shape (a Keras model never built) the model is not built either: it
+        # is built as Keras's would be, by build() or the first data (model.Sequential._build_on).
+        layers = [] if shape is None else [
+            Input(shape=shape, dtype=dtype if dtype and dtype != "float32" else "float32", batch_size=batch)]  # fmt: skip
         for entry in entries:
             layers.append(self.layer(entry, f"{where}, layer '{_name_of(entry)}'"))
         return Sequential(layers, name=cfg.get("name"))

@@ -400,7 +400,7 @@ class Layer:
         in_types = [x._type for x in xs]
         if self._def is None and self._traced:
             self._trace(in_types)
-        first = [x._type for x in self.calls[0].inputs] if self.calls else self.__dict__.get("_eager_types")
+        first = self._first_types()
         if first is not None:
             self._check_shared_params(first, in_types)
         call = Call(self, xs, self._infer(in_types, call_args))
@@ -522,10 +522,49 @@ class Layer:
     def output(self):
         return self.get_output_at(0)
 
+    def _first_types(self) -> list | None:
+        """The input types the layer's weights were made for (its first call, symbolic or on
+        arrays); None before any."""
+        if self.calls:
+            return [x._type for x in self.calls[0].inputs]
+        return self.__dict__.get("_eager_types")
+
     def count_params(self) -> int:
-        if not self.calls:
+        first = self._first_types()
+        if first is None:
             raise ValueError(f"layer '{self.name}' is not built yet (never called): its weights' shapes are unknown")
-        return sum(p.size for p in self._param_specs([x._type for x in self.calls[0].inputs]))
+        return sum(p.size for p in self._param_specs(first))
+
+    @property
+    def built(self) -> bool:
+        """Keras's ``built``: the layer has been called, so its weights' shapes are known. (Keras
+        also calls some layers without weights built from the start, Dropout but not Flatten;
+        here a layer is built once called.)"""
+        return self._first_types() is not None
+
+    def compute_output_shape(self, input_shape):
+        """The output shape for an input shape (batch first, ``None`` for unknown), or a list of
+        them for a layer of several inputs or outputs, by the layer's shape rule, as Keras's."""
+        many = isinstance(input_shape, list) and bool(input_shape) and isinstance(input_shape[0], (list, tuple))
+        types = [TensorType(tuple(s), "float32") for s in (input_shape if many else [input_shape])]
+        if self._def is None and self._traced:
+            self._trace(types)
+        shapes = [t.shape for t in self._infer(types)]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def trainable_weights(self) -> list:
+        return self._weights_where(True)
+
+    @property
+    def non_trainable_weights(self) -> list:
+        return self._weights_where(False)
+
+    def _weights_where(self, trainable: bool) -> list:
+        if self._model_ref is None:
+            return []
+        store = self._model_ref._weights()
+        return [store.view(p.name).astype(p.dtype) for p in self._params() if p.trainable == trainable]
 
     def _params(self) -> list:
         model = self._model_ref

@@ -126,6 +126,10 @@ class Model(TrainMixin, RunMixin, Layer):
         self._set_trainable(list(self._layers), bool(value))
 
     @property
+    def built(self) -> bool:
+        return self._typed is not None
+
+    @property
     def trainable_weights(self) -> list:
         store = self._weights()
         return [store.view(p.name).astype(p.dtype) for p in self.plan().params if p.trainable]
@@ -568,6 +572,7 @@ class Sequential(Model):
             for m in layer._called_models().values():
                 _collect_models(m, models, objects, custom)
         self._own_calls = own
+        training = self._training_section()  # a file's (or a Keras config's) training setup stays
         spec = {
             "format": CURRENT,
             "name": self.name,
@@ -575,8 +580,14 @@ class Sequential(Model):
             **({"models": models} if models else {}),
             "inputs": {self._input.name: self._input.file_spec()},
             "layers": layers,
+            **({"training": training} if training else {}),
         }
         self._compile_spec(spec, objects)
+
+    def _training_section(self) -> dict | None:
+        if self._typed is not None:
+            return self._typed.graph.training
+        return self.__dict__.get("_pending_training")
 
     def _built(self):
         if self._typed is None:
@@ -645,6 +656,20 @@ class Sequential(Model):
     def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
         self._build_on(x, batch_size or 32)
         return super().evaluate(x, y, batch_size, *args, **kwargs)
+
+    @property
+    def trainable(self) -> bool:
+        if self._typed is None:
+            return any(layer.trainable for layer in self._pending)
+        return Model.trainable.fget(self)
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if self._typed is None:  # not built: the layers keep the flag until they are
+            for layer in self._pending:
+                layer.trainable = value
+            return
+        Model.trainable.fset(self, value)
 
     def _output_names(self) -> list[str]:
         if self._typed is None and self._pending:  # compile() before the model is built

@@ -49,9 +49,9 @@ class RunMixin:
     # As in Keras, where they are the same variables, a change to either is seen by the other:
     # each access pulls the newest copy (the stores' versions), through the nesting both ways.
 
-    def _weight_links(self) -> list:
-        """(model, this model's name prefix, that model's prefix) for every model this one shares
-        weights with by nesting: the sub-models it calls and the models that call it."""
+    def _sub_links(self) -> list:
+        """(sub-model name, sub-model, the calling layer's name prefix) of every sub-model this
+        model calls (directly, or under TimeDistributed)."""
         memo = self.__dict__.get("_links_memo")
         if memo is None or memo[0] is not self._typed:
             from ..compiler.shapes import _called_model
@@ -61,12 +61,18 @@ class RunMixin:
                 node = calls[0].node
                 mname = _called_model(node.attrs) if node.type in ("Model", "TimeDistributed") else None
                 if mname in self._subs:
-                    down.append((self._subs[mname], f"{layer}/", ""))
+                    down.append((mname, self._subs[mname], f"{layer}/"))
             memo = (self._typed, down)
             self.__dict__["_links_memo"] = memo
-        up = [(parent, theirs, mine) for parent in list(self.__dict__.get("_parents", ()))
-              for sub, mine, theirs in parent._weight_links() if sub is self]  # fmt: skip
-        return memo[1] + up
+        return memo[1]
+
+    def _weight_links(self) -> list:
+        """(model, this model's name prefix, that model's prefix) for every model this one shares
+        weights with by nesting: the sub-models it calls and the models that call it."""
+        down = [(sub, prefix, "") for _, sub, prefix in self._sub_links()]
+        up = [(parent, "", prefix) for parent in list(self.__dict__.get("_parents", ()))
+              for _, sub, prefix in parent._sub_links() if sub is self]  # fmt: skip
+        return down + up
 
     def _pull_weights(self, seen: set, initial: bool = False) -> None:
         """Copy into this model's store what a linked store holds newer (every linked store that
@@ -91,19 +97,14 @@ class RunMixin:
     def _start_from_given_submodels(self) -> None:
         """A model the user built and then called as a layer brings its weights: the calling
         node's weights start from them (``<node>/<the sub-model's weight name>``)."""
-        from ..compiler.shapes import _called_model
-
         given = getattr(self, "_given_subs", ())
-        for layer, calls in self._typed.layer_nodes().items():
-            node = calls[0].node
-            mname = _called_model(node.attrs) if node.type in ("Model", "TimeDistributed") else None
+        for mname, sub, prefix in self._sub_links():
             if mname not in given:
                 continue
-            source = self._subs[mname]._weights()
+            source = sub._weights()
             for name in source.params:
-                full = f"{layer}/{name}"
-                if full in self._store.params:
-                    self._store.assign(full, source.view(name))
+                if prefix + name in self._store.params:
+                    self._store.assign(prefix + name, source.view(name))
 
     def _shared_store(self):
         """(the store to share, the store to copy from): a model built from another model's

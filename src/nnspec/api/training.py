@@ -34,9 +34,9 @@ def _per_output(value, names: list[str], what: str, default=None) -> list:
                 f"{what}: unknown output '{unknown[0]}'; outputs are {names}" + (f"; {hint}" if hint else "")
             )
         return [value.get(n, default) for n in names]
-    if isinstance(value, (list, tuple)) and len(names) > 1:
+    if isinstance(value, (list, tuple)) and (len(names) > 1 or what in ("loss", "loss_weights")):
         if len(value) != len(names):
-            raise ValueError(f"{what}: {len(value)} given for {len(names)} outputs {names}")
+            raise ValueError(f"{what}: {len(value)} given for {len(names)} output{'s' * (len(names) != 1)} {names}")
         return list(value)
     return [value] * len(names) if (value is not None or default is None) else [default] * len(names)
 
@@ -57,7 +57,7 @@ class TrainMixin:
         function written with ``nnspec.ops``."""
         from ..runtime.optimizers import get_optimizer
 
-        section = (self._typed.graph.training if self._typed is not None else None) or {}
+        section = (self._typed.graph.training if self._typed is not None else self._training_section()) or {}
         if optimizer is None and loss is None and metrics is None and loss_weights is None and (
             weighted_metrics is None
         ):

@@ -89,7 +89,10 @@ def write_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict | Non
         offset += len(data)
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)  # align the data to 8 bytes
-    write_bytes_atomic(path, struct.pack("<Q", len(head)) + head + b"".join(blobs))
+    try:
+        write_bytes_atomic(path, struct.pack("<Q", len(head)) + head + b"".join(blobs))
+    except OSError as e:  # a missing folder, no permission, a full disk: the old file is intact
+        raise WeightsError(f"{os.fspath(path)}: cannot write the weights file: {e.strerror or e}") from None
 
 
 def read_safetensors(path) -> dict[str, np.ndarray]:
