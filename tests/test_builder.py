@@ -614,3 +614,23 @@ def test_built_model_names_follow_keras():
     assert layers.GlobalMaxPooling2D().name.startswith("global_max_pooling2d")
     assert layers.SimpleRNN(2).name.startswith("simple_rnn")
     assert json.loads(_headline_like().to_json())["name"] == "py_built"
+
+
+def test_sequential_add_and_pop_after_the_model_has_run():
+    """Keras's transfer idiom on a Sequential model: run or train it, pop the head, add a new
+    one. The kept layers keep their weights, the new one computes, and training goes on (the
+    model used to keep its old weight table and plans: a KeyError, or the old outputs)."""
+    m = Sequential([Input(shape=(4,)), layers.Dense(3, name="body"), layers.Dense(2, name="head")])
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    m.compile(optimizer="sgd", loss="mse")
+    m.fit(x, np.zeros((6, 2), np.float32), epochs=2, verbose=0)
+    body = m.get_layer("body").get_weights()
+    m.pop()
+    np.testing.assert_allclose(m.predict(x), x @ body[0] + body[1], rtol=1e-5, atol=1e-6)
+    m.add(layers.Dense(5, name="new_head"))
+    assert m.predict(x).shape == (6, 5)
+    for a, b in zip(m.get_layer("body").get_weights(), body):
+        np.testing.assert_array_equal(a, b)
+    m.compile(optimizer="sgd", loss="mse")
+    history = m.fit(x, np.zeros((6, 5), np.float32), epochs=2, verbose=0).history
+    assert history["loss"][1] < history["loss"][0]

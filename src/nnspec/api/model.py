@@ -186,6 +186,12 @@ class Model(TrainMixin, RunMixin, Layer):
         objs.update({("call", n): self._env[(n, 0)]._call for n in self._typed.nodes if (n, 0) in self._env})
         old = self._store
         self._adopt(typed, objs)
+        self._relayout(old)
+
+    def _relayout(self, old) -> None:
+        """After the graph changed (re-analyzed, or a Sequential model's layers added or
+        popped): drop what was compiled from the old graph and weight layout (plans, trainers,
+        an optimizer's state); the new weights start from ``old``'s values, by name."""
         self._store = None
         for attr in ("_executors", "_inputs_ok", "_segments_key", "_activity_specs"):
             self.__dict__.pop(attr, None)
@@ -194,10 +200,10 @@ class Model(TrainMixin, RunMixin, Layer):
         opt = getattr(self, "optimizer", None)
         if opt is not None and getattr(opt, "slots", None) is not None:
             opt.slots = None
-        if old is not None:
+        if old is not None and self._typed is not None:
             new = self._weights()
-            for name in new.params:
-                if name in old.params:
+            for name, p in new.params.items():
+                if name in old.params and tuple(old.params[name].shape) == tuple(p.shape):
                     new.view(name)[...] = old.view(name)
             new.version = old.version  # the same values: no newer than they were
 
@@ -545,8 +551,12 @@ class Sequential(Model):
         return layer
 
     def _rebuild(self) -> None:
+        old = self._store
+        if old is not None:
+            self._weights()  # the newest copy of shared sub-model weights first
         if self._input is None or not self._pending:
             self._typed = None
+            self._relayout(old)
             return
         for layer in self._pending:
             if isinstance(layer, Model):
@@ -583,6 +593,8 @@ class Sequential(Model):
             **({"training": training} if training else {}),
         }
         self._compile_spec(spec, objects)
+        if old is not None or "_executors" in self.__dict__:
+            self._relayout(old)  # the layers kept their weights; the new ones start fresh
 
     def _training_section(self) -> dict | None:
         if self._typed is not None:

@@ -88,10 +88,10 @@ class RunMixin:
             source = other._store
             if source is store or (not initial and source.version <= store.version):
                 continue
-            for name in source.params:
+            for name, p in source.params.items():
                 target = mine + name[len(theirs) :] if name.startswith(theirs) else None
-                if target in store.params:
-                    store.view(target)[...] = source.view(name)
+                if target in store.params and tuple(store.params[target].shape) == tuple(p.shape):
+                    store.view(target)[...] = source.view(name)  # (a rebuilt sub-model may differ)
             store.version = max(store.version, source.version)
 
     def _start_from_given_submodels(self) -> None:
