@@ -307,3 +307,23 @@ def test_a_layers_weights_by_trainability():
     bn(np.ones((2, 3), np.float32))
     assert [w.shape for w in bn.trainable_weights] == [(3,), (3,)]  # gamma, beta
     assert [w.shape for w in bn.non_trainable_weights] == [(3,), (3,)]  # the moving statistics
+
+
+def test_model_input_output_and_output_names_are_keras():
+    """``Model(inputs=m.input, outputs=m.layers[-2].output)``, Keras's feature-extractor idiom,
+    and the other model attributes Keras code reads."""
+
+    def build(lib):
+        L = lib.layers
+        x = lib.Input((4,), name="x")
+        h = L.Dense(3, name="h")(x)
+        return x, h, lib.Model(x, {"b": L.Dense(1, name="e")(x), "a": L.Dense(2, name="d")(h)})
+
+    _, _, theirs = build(keras)
+    x, h, ours = build(nnspec)
+    assert ours.input is x and ours.output_names == list(theirs.output_names) == ["d", "e"]
+    assert isinstance(ours.output, dict) and sorted(ours.output) == sorted(theirs.output) == ["a", "b"]
+    features = nnspec.Model(inputs=ours.input, outputs=ours.get_layer("h").output)
+    assert features.output is features.outputs[0] and features.output_shape == (None, 3)
+    assert len(ours.variables) == len(theirs.variables) == 6
+    assert len(ours.trainable_variables) == 6 and ours.non_trainable_variables == []

@@ -298,6 +298,33 @@ class Model(TrainMixin, RunMixin, Layer):
         return tr + nt
 
     @property
+    def input(self):
+        """The model's input tensor (a list for several), as Keras's ``model.input``:
+        ``Model(inputs=m.input, outputs=m.layers[-2].output)`` makes a feature extractor."""
+        return self.inputs[0] if len(self.inputs) == 1 else list(self.inputs)
+
+    @property
+    def output(self):
+        """The model's output tensor (a list for several, a dict for outputs given as a
+        mapping), as Keras's ``model.output``."""
+        keys = self._typed.graph.output_keys
+        if keys is not None:
+            return dict(zip(keys, self.outputs))
+        return self.outputs[0] if len(self.outputs) == 1 else list(self.outputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        """Keras's ``output_names``: the name of the layer making each output (for outputs given
+        as a mapping too; the mapping's keys are what losses and predictions are keyed by)."""
+        nodes = self._typed.nodes
+        return [nodes[r.node].node.layer if r.node in nodes else r.node for r in self._typed.graph.outputs]
+
+    # Keras 3's names for the weights (variables there, arrays here)
+    variables = property(lambda self: self.weights)
+    trainable_variables = property(lambda self: self.trainable_weights)
+    non_trainable_variables = property(lambda self: self.non_trainable_weights)
+
+    @property
     def input_shape(self):
         shapes = [t.shape for t in self.inputs]
         return shapes[0] if len(shapes) == 1 else shapes
