@@ -634,3 +634,23 @@ def test_sequential_add_and_pop_after_the_model_has_run():
     m.compile(optimizer="sgd", loss="mse")
     history = m.fit(x, np.zeros((6, 5), np.float32), epochs=2, verbose=0).history
     assert history["loss"][1] < history["loss"][0]
+
+
+def test_clone_model_makes_new_layers_and_weights():
+    """``nnspec.models.clone_model``, as Keras's: the same architecture and layer names, new
+    layer objects and freshly drawn weights; training the clone leaves the original alone."""
+    m = nnspec.load(Path(__file__).resolve().parent.parent / "specs" / "mlp.yaml", seed=0)
+    clone = nnspec.models.clone_model(m)
+    assert clone.get_config() == m.get_config()
+    assert [la.name for la in clone.layers] == [la.name for la in m.layers]
+    assert all(a is not b for a, b in zip(clone.layers, m.layers))
+    assert not np.allclose(clone.get_weights()[0], m.get_weights()[0])
+    before = m.get_weights()
+    x = np.random.default_rng(0).normal(size=(8, 32)).astype(np.float32)
+    clone.compile(optimizer="sgd", loss="mse")
+    clone.fit(x, np.zeros((8, 1), np.float32), verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(m.get_weights(), before))
+    unbuilt = nnspec.models.clone_model(Sequential([layers.Dense(2, name="a")]))
+    assert isinstance(unbuilt, Sequential) and not unbuilt.built and unbuilt.layers[0].name == "a"
+    with pytest.raises(TypeError, match="clone_function"):
+        nnspec.models.clone_model(m, clone_function=lambda layer: layer)

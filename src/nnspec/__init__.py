@@ -28,7 +28,7 @@ _API = {
     "Diagnostic": "nnspec.specs.errors",
 }
 
-__all__ = [*_API, "layers", "ops", "optimizers", "losses", "metrics", "callbacks", "__version__"]
+__all__ = [*_API, "layers", "models", "ops", "optimizers", "losses", "metrics", "callbacks", "__version__"]
 
 
 def __getattr__(name: str):
@@ -36,7 +36,7 @@ def __getattr__(name: str):
 
     if name in _API:
         return getattr(importlib.import_module(_API[name]), name)
-    if name in ("layers", "ops", "optimizers", "losses", "metrics", "callbacks"):
+    if name in ("layers", "models", "ops", "optimizers", "losses", "metrics", "callbacks"):
         return importlib.import_module(f"nnspec.{name}")
     raise AttributeError(f"module 'nnspec' has no attribute {name!r}")
 
