@@ -348,3 +348,19 @@ def test_summarize_show_trainable(tmp_path):
             if line.startswith("│")}  # fmt: skip
     assert (rows["a"], rows["act"], rows["b"]) == ("N", "-", "Y")
     assert "Trainable" in result.output.splitlines()[2]
+
+
+def test_summarize_expand_nested(tmp_path):
+    """--expand-nested follows a nested model's row with its layers' rows, indented."""
+    spec = tmp_path / "nested.yaml"
+    spec.write_text(
+        "format: nnspec/1\nname: outer\nmodels:\n  enc:\n    inputs:\n      i: {shape: [4]}\n    layers:\n"
+        "      e1: {type: Dense, units: 3}\n    edges:\n      - i -> e1\ninputs:\n  x: {shape: [4]}\nlayers:\n"
+        "  enc: {type: Model, model: enc}\n  head: {type: Dense, units: 1}\nedges:\n  - x -> enc -> head\n"
+    )
+    plain = CliRunner().invoke(cli, ["summarize", str(spec)])
+    result = CliRunner().invoke(cli, ["summarize", "--expand-nested", str(spec)])
+    assert result.exit_code == 0, result.output
+    names = [line.split("│")[1].rstrip() for line in result.output.splitlines() if line.startswith("│")]
+    assert names == [" x (InputLayer)", " enc (Functional)", "    └ i (InputLayer)", "    └ e1 (Dense)", " head (Dense)"]
+    assert " └ " not in plain.output and plain.output.count("│ e") == 1

@@ -695,3 +695,46 @@ def test_the_transfer_learning_guide_trains_as_in_keras():
                 close(a, b, 1e-5, f"{phase}: {p.name}")
         moved = [not np.array_equal(a, w) for a, w in zip(after, weights)]
         assert any(moved[:6]) == (phase == "fine-tuning") and all(moved[-2:])  # the base trains only unfrozen
+
+
+def _nested(lib, functional_outer: bool):
+    L = lib.layers
+    inner = lib.Sequential([lib.Input((4,)), L.Dense(3, name="i1"), L.Dense(2, name="i2")], name="inner")
+    xi = lib.Input((2,), name="xi")
+    deep = lib.Model(xi, L.Dense(2, name="d1")(xi), name="deep")
+    xm = lib.Input((4,), name="xm")
+    mid = lib.Model(xm, deep(inner(xm)), name="mid")
+    x = lib.Input((4,), name="x")
+    if not functional_outer:
+        return lib.Model(x, L.Dense(1, name="head")(mid(x)), name="outer")
+    z = lib.Input((4,), name="z")
+    return lib.Model([x, z], L.Dense(1, name="head")(L.concatenate([mid(x), mid(z)], name="cat")), name="outer")
+
+
+@pytest.mark.parametrize("functional_outer", [False, True], ids=["chain", "two-inputs"])
+def test_summary_expand_nested_is_kerass(functional_outer):
+    """``summary(expand_nested=True)``: a nested model's row is followed by its layers' (its
+    inputs too, for a functional one), indented per level, with "-" for their connections. The
+    chain prints exactly as Keras; the two-input table is wider than the 80 columns Keras's
+    console wraps at, so there the rows' cells are compared."""
+    texts = []
+    for lib in (keras, nnspec):
+        lines = []
+        _nested(lib, functional_outer).summary(expand_nested=True, print_fn=lambda s, **_: lines.append(s))
+        texts.append("\n".join(lines).strip())
+    if not functional_outer:
+        assert texts[1] == texts[0]
+        return
+
+    def cells(text):  # each row's cells, a wrapped row's lines joined
+        rows, cur = [], None
+        for line in text.splitlines():
+            if line.startswith("│"):
+                parts = [c.strip() for c in line.strip("│").split("│")]
+                cur = parts if cur is None else [f"{a} {b}".strip() for a, b in zip(cur, parts)]
+            elif cur is not None:
+                rows.append(cur)
+                cur = None
+        return rows
+
+    assert cells(texts[1]) == cells(texts[0]) and len(cells(texts[0])) == 12

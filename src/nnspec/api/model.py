@@ -281,13 +281,15 @@ class Model(TrainMixin, RunMixin, Layer):
         hint = did_you_mean(name, [la.name for la in layers])
         raise ValueError(f"no layer named '{name}' in model '{self.name}'" + (f"; {hint}" if hint else ""))
 
-    def summary(self, line_length: int | None = None, print_fn=None, show_trainable: bool = False) -> None:
+    def summary(self, line_length: int | None = None, print_fn=None, show_trainable: bool = False,
+                expand_nested: bool = False) -> None:  # fmt: skip
         """Keras's summary table; ``show_trainable`` adds a column: Y (trains), N (frozen), - (no
-        weights). Once a compiled model has trained, its optimizer's variables count too, as
-        Keras prints them (``Optimizer params``)."""
+        weights); ``expand_nested`` follows each nested model's row with its layers'. Once a
+        compiled model has trained, its optimizer's variables count too, as Keras prints them
+        (``Optimizer params``)."""
         opt = getattr(self, "optimizer", None) if getattr(self, "compiled", False) else None
         counts = opt.variable_count() if opt is not None and opt.built else None
-        text = summary_text(self._typed, line_length, show_trainable, counts)
+        text = summary_text(self._typed, line_length, show_trainable, counts, expand_nested)
         (print_fn or print)(text.rstrip("\n"))
 
     def summary_dict(self) -> dict:
@@ -730,7 +732,7 @@ class Sequential(Model):
         self._built()
         return super().count_params()
 
-    def summary(self, line_length=None, print_fn=None, show_trainable: bool = False):
+    def summary(self, line_length=None, print_fn=None, show_trainable: bool = False, expand_nested: bool = False):
         if self._typed is None:  # Keras prints the layers with unknown shapes and no weights
             no_weights = LayerDef.params  # the default: a layer type without weights
             rows = [(layer.name, layer.class_name, layer._def is None or layer._def.params is not no_weights)
@@ -738,7 +740,7 @@ class Sequential(Model):
             text = unbuilt_summary_text(self.name, rows, line_length, show_trainable)
             (print_fn or print)(text.rstrip("\n"))
             return None
-        return super().summary(line_length, print_fn, show_trainable)
+        return super().summary(line_length, print_fn, show_trainable, expand_nested)
 
     def get_config(self):
         self._built()

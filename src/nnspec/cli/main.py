@@ -112,7 +112,8 @@ def validate(files, fmt, strict, quiet) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--line-length", type=int, default=None, help="Total width of the table.")
 @click.option("--show-trainable", is_flag=True, help="Add a column: Y (trains), N (frozen), - (no weights).")
-def summarize(file, as_json, line_length, show_trainable) -> None:
+@click.option("--expand-nested", is_flag=True, help="Follow each nested model's row with its layers' rows.")
+def summarize(file, as_json, line_length, show_trainable, expand_nested) -> None:
     """Print a model's Keras-style summary: layers, output shapes, parameter counts.
 
     \b
@@ -124,7 +125,8 @@ def summarize(file, as_json, line_length, show_trainable) -> None:
     if as_json:
         click.echo(json.dumps(model.summary_dict(), indent=2))
     else:
-        model.summary(line_length=line_length, print_fn=click.echo, show_trainable=show_trainable)
+        model.summary(line_length=line_length, print_fn=click.echo, show_trainable=show_trainable,
+                      expand_nested=expand_nested)  # fmt: skip
 
 
 @cli.command(name="compile")

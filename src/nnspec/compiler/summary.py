@@ -144,29 +144,41 @@ def summary_dict(typed: TypedGraph) -> dict:
 
 
 def summary_text(typed: TypedGraph, line_length: int | None = None, show_trainable: bool = False,
-                 optimizer: tuple[int, int] | None = None) -> str:  # fmt: skip
+                 optimizer: tuple[int, int] | None = None, expand_nested: bool = False) -> str:  # fmt: skip
     """Keras's summary table. ``optimizer``: (values, bytes) of a built optimizer's variables,
-    which Keras adds to the total and prints on an ``Optimizer params`` line."""
+    which Keras adds to the total and prints on an ``Optimizer params`` line. ``expand_nested``:
+    each nested model's row is followed by its own layers' rows, indented (``   └ i1 (Dense)``),
+    as Keras's ``summary(expand_nested=True)``."""
     d = summary_dict(typed)
     seq = sequential_like(typed)
     headers = ["Layer (type)", "Output Shape", "Param #"] + ([] if seq else ["Connected to"])
     if show_trainable:
         headers.append("Trainable")
+    rows = _rows(typed, d, seq, show_trainable, expand_nested, 0)
+    totals = (d["total_params"], d["trainable_params"], d["non_trainable_params"])
+    return _table(d["name"], headers, rows, seq, show_trainable, line_length, totals, optimizer)
+
+
+def _rows(typed: TypedGraph, d: dict, seq: bool, show_trainable: bool, expand_nested: bool, level: int) -> list:
     rows = []
     by_name = {layer: calls for layer, calls in typed.layer_nodes().items()}
+    prefix = "   " * level + "└ " if level else ""
     for row in d["layers"]:
         if row["type"] == "InputLayer":
             shape = fmt_shape(row["output_shape"])
         else:
             shape = _shape_text(by_name[row["name"]][-1].out_types)
-        cells = [f"{row['name']} ({row['type']})", shape, f"{row['params']:,}"]
-        if not seq:
-            cells.append(", ".join(row["connected_to"]) or "-")
+        cells = [f"{prefix}{row['name']} ({row['type']})", shape, f"{row['params']:,}"]
+        if not seq:  # a nested layer's calls are not the outer model's nodes: Keras prints "-"
+            cells.append(", ".join(row["connected_to"]) if not level and row["connected_to"] else "-")
         if show_trainable:
             cells.append({True: "Y", False: "N"}.get(row.get("trainable"), "-"))
         rows.append(cells)
-    totals = (d["total_params"], d["trainable_params"], d["non_trainable_params"])
-    return _table(d["name"], headers, rows, seq, show_trainable, line_length, totals, optimizer)
+        node = by_name[row["name"]][0].node if row["name"] in by_name else None
+        if expand_nested and node is not None and node.type == "Model":
+            sub = typed.submodels[node.attrs["model"]]
+            rows += _rows(sub, summary_dict(sub), seq, show_trainable, True, level + 1)
+    return rows
 
 
 def unbuilt_summary_text(name: str, layers: list[tuple[str, str, bool]], line_length: int | None = None,
