@@ -148,6 +148,18 @@ class RunMixin:
         tensors = {p.name: store.view(p.name) for p in self.plan().params}
         write_safetensors(path, tensors, {"format": "nnspec-weights/1", "model": self.name})
 
+    def save(self, filepath, overwrite: bool = True) -> None:
+        """Save the whole model to one file, as Keras's ``model.save``: the model file (its
+        config), the weights, and, once compiled, the ``compile`` arguments (when they are data:
+        names and mappings) and the optimizer's state. ``nnspec.models.load_model`` reads it
+        back, compiled. The file is a safetensors checkpoint (``load_checkpoint`` reads it too),
+        written atomically."""
+        from ..runtime.callbacks import save_checkpoint
+
+        if not overwrite and os.path.exists(filepath):
+            raise FileExistsError(f"{os.fspath(filepath)} exists (overwrite=False)")
+        save_checkpoint(filepath, self)
+
     def load_weights(self, path, by_name: bool = False, skip_mismatch: bool = False) -> dict:
         """Read weights from a safetensors file.
 

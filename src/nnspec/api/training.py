@@ -41,6 +41,29 @@ def _per_output(value, names: list[str], what: str, default=None) -> list:
     return [value] * len(names) if (value is not None or default is None) else [default] * len(names)
 
 
+def _compile_record(loss, loss_weights, metrics, weighted_metrics) -> dict | None:
+    """``compile``'s arguments as data, for a saved model (``Model.save``) to come back compiled:
+    names and mappings as given, nnspec's loss objects as ``{type: ..., arguments}``. None when
+    one is code (a Python loss function, a custom expression, a metric object)."""
+    import json
+
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return [plain(e) for e in v]
+        if isinstance(v, dict):
+            return {k: plain(e) for k, e in v.items()}
+        if getattr(v, "expression", 0) is None and hasattr(v, "type") and hasattr(v, "config"):  # a LossSpec
+            return {"type": v.type, **v.config} if v.reduction == "sum_over_batch_size" else object()
+        return v
+
+    record = {"loss": plain(loss), "loss_weights": loss_weights, "metrics": metrics, "weighted_metrics": weighted_metrics}
+    try:
+        json.dumps(record)
+    except (TypeError, ValueError):
+        return None
+    return record
+
+
 class TrainMixin:
     optimizer = None
     stop_training = False
@@ -90,6 +113,7 @@ class TrainMixin:
         self._lw_memo = {}
         self._metrics = None
         self.compiled = True
+        self._compile_record = _compile_record(loss, loss_weights, metrics, weighted_metrics)
         self.stop_training = False
 
     def _output_names(self) -> list[str]:

@@ -520,6 +520,9 @@ def save_checkpoint(path, model, optimizer=None, epoch=None, logs=None, extra=No
     names, weights = _named_weights(model)
     tensors = dict(zip(names, weights))
     record: dict = {"epoch": epoch, "logs": _json_logs(logs), "weights": names, "extra": extra}
+    if hasattr(model, "get_config") and getattr(model, "built", True):  # load_model rebuilds it from these
+        record["config"] = model.get_config()
+        record["compile"] = getattr(model, "_compile_record", None)
     opt = optimizer if optimizer is not None else getattr(model, "optimizer", None)
     if opt is not None:
         state = opt.get_state()
