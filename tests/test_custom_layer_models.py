@@ -329,3 +329,57 @@ def test_one_name_for_two_declarations_is_refused():
     one, two = Twice(), Twice()
     with pytest.raises(ValueError, match="two different custom layers are named 'Twice'"):
         Model([a, b], [one(a), two([a, b])])
+
+
+def _masking_guide(lib, base, relu, supports_masking: bool):
+    """The masking guide's custom activation between a masking Embedding and an LSTM."""
+
+    class MyActivation(base):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.supports_masking = supports_masking
+
+        def call(self, inputs):
+            return relu(inputs)
+
+    L = lib.layers
+    inp = lib.Input(shape=(None,), dtype="int32")
+    x = MyActivation()(L.Embedding(input_dim=50, output_dim=8, mask_zero=True)(inp))
+    return lib.Model(inp, L.LSTM(4)(x))
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("supports_masking", [True, False])
+def test_a_custom_layer_supporting_masking_passes_the_mask_on_as_in_keras(tmp_path, supports_masking):
+    """Keras's ``self.supports_masking = True`` (the masking guide): the LSTM after the layer
+    skips the padding. Without it the mask stops there, in both."""
+    import keras
+
+    m = _masking_guide(nnspec, nnspec.layers.Layer, nnspec.ops.relu, supports_masking)
+    k = _masking_guide(keras, keras.layers.Layer, keras.ops.relu, supports_masking)
+    k.set_weights(m.get_weights())
+    x = np.array([[3, 5, 7, 0, 0], [1, 2, 3, 4, 5]], np.int32)
+    np.testing.assert_allclose(m.predict(x), k.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    # with the mask the padded row is the row without its padding; without it, not
+    assert np.allclose(m.predict(x[:, :3])[0], m.predict(x)[0], atol=1e-6) == supports_masking
+    (tmp_path / "m.yaml").write_text(m.to_yaml())  # the declaration keeps the flag
+    assert ("supports_masking: true" in m.to_yaml()) == supports_masking
+    np.testing.assert_array_equal(nnspec.load(tmp_path / "m.yaml").predict(x).shape, (2, 4))
+
+
+def test_supports_masking_needs_the_time_axis_kept():
+    spec = """
+format: nnspec/1
+name: m
+custom_layers:
+  Squash: {call: "sum(inputs, axis=1)", supports_masking: true}
+inputs:
+  x: {shape: [5], dtype: int32}
+layers:
+  e: {type: Embedding, input_dim: 10, output_dim: 4, mask_zero: true}
+  s: {type: Squash}
+edges:
+  - x -> e -> s
+"""
+    with pytest.raises(SpecError, match="supports_masking passes the input's mask on"):
+        nnspec.load(spec)

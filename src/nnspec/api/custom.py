@@ -190,6 +190,8 @@ def trace(layer, in_types) -> dict:
         decl["weights"] = rec.weights
     decl["call"] = out.text[1:-1] if out.text.startswith("(") and _balanced(out.text[1:-1]) else out.text
     ex.parse(decl["call"], names + list(rec.weights), {k: 1.0 for k in defaults})  # a bad trace fails here
+    if getattr(layer, "supports_masking", False) is True:  # Keras's flag, set in __init__
+        decl["supports_masking"] = True
     return decl
 
 

@@ -140,7 +140,11 @@ def _infer(attrs, inputs, ctx):
     if not out or out[0] != ex.BATCH:
         raise ShapeError(f"{attrs['class_name']}: call must return a tensor with the batch axis first; "
                          f"it returns {ex._fmt(out)}")  # fmt: skip
-    return [TensorType((inputs[0].shape[0], *out[1:]), "float32", False)]
+    masked = bool(attrs["definition"].get("supports_masking")) and inputs[0].masked
+    if masked and (len(out) < 2 or inputs[0].rank < 2 or out[1] != inputs[0].shape[1]):
+        raise ShapeError(f"{attrs['class_name']}: supports_masking passes the input's mask on, so the output must "
+                         f"keep the input's time axis ({inputs[0].shape[1]}); it returns {ex._fmt(out)}")  # fmt: skip
+    return [TensorType((inputs[0].shape[0], *out[1:]), "float32", masked)]
 
 
 def _params(attrs, inputs, ctx):

@@ -218,6 +218,9 @@ def _custom_layer_schema() -> dict:
                 "trainable, regularizer, constraint}.",
             },
             "call": {"type": "string", "description": "What `call(inputs)` returns, written with keras.ops."},
+            "supports_masking": {"type": "boolean", "default": False, "description": "Keras's "
+                                 "`self.supports_masking = True`: the layer passes its first input's mask on "
+                                 "(its output keeps the input's batch and time axes)."},
             "doc": {"type": "string"},
         },
     }
