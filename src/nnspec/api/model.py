@@ -63,12 +63,8 @@ class Model(TrainMixin, RunMixin, Layer):
         g = typed.graph
         self.name = g.name
         self._subs: dict[str, Model] = {}
-        self._given_subs: set[str] = set()  # sub-models the user built (not made from the file)
         for mname, sub in typed.submodels.items():
-            given = layer_objects.get(("model", mname))
-            self._subs[mname] = given or Model(_typed=sub)
-            if given is not None:
-                self._given_subs.add(mname)
+            self._subs[mname] = layer_objects.get(("model", mname)) or Model(_typed=sub)
             self._subs[mname].__dict__.setdefault("_parents", weakref.WeakSet()).add(self)
         self._input_layers: dict[str, InputLayer] = {}
         env: dict = {}
@@ -109,6 +105,10 @@ class Model(TrainMixin, RunMixin, Layer):
         self._env = env
         self.inputs = [env[(n, 0)] for n in g.inputs]
         self.outputs = [env[(r.node, r.port)] for r in g.outputs]
+
+    def _training_section(self) -> dict | None:
+        """The model file's ``training`` section (``compile()`` with no arguments uses it)."""
+        return self._typed.graph.training
 
     def _submodel_objects(self) -> dict:
         return self._subs
@@ -627,8 +627,8 @@ class Sequential(Model):
 
     def _training_section(self) -> dict | None:
         if self._typed is not None:
-            return self._typed.graph.training
-        return self.__dict__.get("_pending_training")
+            return super()._training_section()
+        return self.__dict__.get("_pending_training")  # read from a Keras config, for the build
 
     def _built(self):
         if self._typed is None:

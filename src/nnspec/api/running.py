@@ -32,14 +32,13 @@ class RunMixin:
                 for name in self._store.params:
                     if name in source.params:
                         self._store.assign(name, source.view(name))
-            if shared is None:
-                self._start_from_given_submodels()
             for layer in self._layers.values():  # weights a layer computed before it was in a model
                 adapted = getattr(layer, "_adapted", None)
                 if adapted is not None and getattr(layer, "_model_ref", None) is self:
                     layer.set_weights(adapted)
-            if self._weight_links():
-                self._pull_weights(set(), initial=True)
+            # a new store starts from the sub-models' and callers' stores that exist (a model the
+            # user built and then called as a layer brings its weights); a shared one is current
+            self._pull_weights(set(), initial=shared is None)
         elif self._subs or self.__dict__.get("_parents"):
             self._pull_weights(set())
         return self._store
@@ -93,18 +92,6 @@ class RunMixin:
                 if target in store.params and tuple(store.params[target].shape) == tuple(p.shape):
                     store.view(target)[...] = source.view(name)  # (a rebuilt sub-model may differ)
             store.version = max(store.version, source.version)
-
-    def _start_from_given_submodels(self) -> None:
-        """A model the user built and then called as a layer brings its weights: the calling
-        node's weights start from them (``<node>/<the sub-model's weight name>``)."""
-        given = getattr(self, "_given_subs", ())
-        for mname, sub, prefix in self._sub_links():
-            if mname not in given:
-                continue
-            source = sub._weights()
-            for name in source.params:
-                if prefix + name in self._store.params:
-                    self._store.assign(prefix + name, source.view(name))
 
     def _shared_store(self):
         """(the store to share, the store to copy from): a model built from another model's

@@ -53,11 +53,14 @@ def _compile_record(loss, loss_weights, metrics, weighted_metrics) -> dict | Non
         if isinstance(v, dict):
             return {k: plain(e) for k, e in v.items()}
         if getattr(v, "expression", 0) is None and hasattr(v, "type") and hasattr(v, "config"):  # a LossSpec
-            return {"type": v.type, **v.config} if v.reduction == "sum_over_batch_size" else object()
+            if v.reduction != "sum_over_batch_size":
+                raise TypeError("a loss with its own reduction")
+            return {"type": v.type, **v.config}
         return v
 
-    record = {"loss": plain(loss), "loss_weights": loss_weights, "metrics": metrics, "weighted_metrics": weighted_metrics}
     try:
+        record = {"loss": plain(loss), "loss_weights": loss_weights, "metrics": metrics,
+                  "weighted_metrics": weighted_metrics}  # fmt: skip
         json.dumps(record)
     except (TypeError, ValueError):
         return None
@@ -80,7 +83,7 @@ class TrainMixin:
         function written with ``nnspec.ops``."""
         from ..runtime.optimizers import get_optimizer
 
-        section = (self._typed.graph.training if self._typed is not None else self._training_section()) or {}
+        section = self._training_section() or {}
         if optimizer is None and loss is None and metrics is None and loss_weights is None and (
             weighted_metrics is None
         ):
